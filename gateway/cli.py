@@ -1,0 +1,174 @@
+"""`dicom-gateway`: entry point. Errors become clear messages and exit codes, not tracebacks.
+
+Exit codes: 0 success; 1 the operation failed (a peer refused, a send failed, the gateway could
+not start); 2 the configuration or the command line is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gateway import __version__, devpki, scu
+from gateway.app import Gateway
+from gateway.errors import ConfigError, GatewayError, KeyFileError
+from gateway.logs import configure
+from gateway.settings import LoggingSettings, Settings, file_problems, load
+from gateway.spool.crypto import generate_master_key_file, read_master_key, write_key_file
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _settings(path: Path, *, files: bool = True) -> Settings:
+    settings = load(path)
+    problems = file_problems(settings) if files else []
+    if files and not problems:
+        try:
+            read_master_key(settings.spool.master_key)
+        except KeyFileError as exc:
+            problems.append(f"{settings.source}: spool.master_key: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    configure(settings.logging)
+    try:
+        gateway = Gateway(settings)
+    except GatewayError as exc:
+        print(f"dicom-gateway: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return gateway.serve()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    _settings(args.file)
+    print(f"{args.file.resolve()}: ok")
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Create what the configuration needs and is missing; never overwrite a key."""
+    settings = _settings(args.config, files=False)
+    secret = settings.spool.master_key
+    if secret.file is not None:
+        _create(secret.file, "spool master key", generate_master_key_file)
+    tls = settings.ingest.tls
+    if tls.enabled and tls.certificate and tls.private_key and tls.client_ca:
+        _dev_pki(tls.client_ca, tls.certificate, tls.private_key, settings.ingest.host)
+    return EXIT_OK
+
+
+def _create(path: Path, what: str, make: Callable[[Path], None]) -> None:
+    if path.exists():
+        print(f"kept    {what}: {path}")
+        return
+    make(path)
+    print(f"created {what}: {path}")
+
+
+def _dev_pki(ca_path: Path, cert_path: Path, key_path: Path, host: str) -> None:
+    if ca_path.exists() and cert_path.exists() and key_path.exists():
+        print(f"kept    DICOM TLS certificates: {cert_path}")
+        return
+    ca = devpki.make_ca()
+    ca_path.parent.mkdir(parents=True, exist_ok=True)
+    ca_path.write_bytes(devpki.certificate_pem(ca))
+    server = devpki.issue(ca, "dicom-gateway", server=True, hosts=(host, "localhost"))
+    devpki.write_pair(server, cert_path, key_path, write_key_file)
+    client = devpki.issue(ca, "dicom-gateway dev client", server=False)
+    stem = ca_path.with_name(ca_path.stem + "-client")
+    devpki.write_pair(client, stem.with_suffix(".crt"), stem.with_suffix(".key"), write_key_file)
+    print(f"created development CA, DICOM TLS server and client certificates in {ca_path.parent}")
+
+
+def _node(args: argparse.Namespace, default_calling: str) -> scu.Node:
+    configure(LoggingSettings(level="warning", format="console"))
+    host, port, called, calling = "127.0.0.1", 11112, "DICOM_GATEWAY", default_calling
+    if args.config is not None:
+        ingest = _settings(args.config, files=False).ingest
+        host, port, called = ingest.host, ingest.port, ingest.ae_title
+        calling = ingest.peers[0].ae_title if ingest.peers else calling
+    tls = None
+    if args.tls_ca is not None:
+        tls = scu.client_tls(args.tls_ca, args.tls_cert, args.tls_key)
+    return scu.Node(
+        host=args.host or host,
+        port=args.port or port,
+        calling_ae_title=args.aet or calling,
+        called_ae_title=args.aec or called,
+        tls=tls,
+    )
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    node = _node(args, "ECHOSCU")
+    status = scu.echo(node)
+    print(f"C-ECHO {node.host}:{node.port} {node.called_ae_title}: status 0x{status:04X}")
+    return EXIT_OK if status == 0 else EXIT_FAILED
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    node = _node(args, "STORESCU")
+    results = scu.send(node, args.paths)
+    for r in results:
+        outcome = f"0x{r.status:04X}" if r.status is not None else "not sent"
+        detail = f" ({r.reason})" if r.reason else ""
+        print(f"{'ok    ' if r.ok else 'FAILED'} {outcome} {r.path}{detail}")
+    failed = sum(not r.ok for r in results)
+    print(f"{len(results) - failed} stored, {failed} failed")
+    return EXIT_OK if results and not failed else EXIT_FAILED
+
+
+def _peer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="take host, port and AE titles from this config")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--aet", help="our (calling) AE title")
+    p.add_argument("--aec", help="the peer's (called) AE title")
+    p.add_argument("--tls-ca", type=Path, help="CA bundle to verify the peer; turns TLS on")
+    p.add_argument("--tls-cert", type=Path, help="client certificate for mutual TLS")
+    p.add_argument("--tls-key", type=Path, help="client private key for mutual TLS")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="dicom-gateway", description=__doc__.splitlines()[0])
+    top.add_argument("--version", action="version", version=__version__)
+    sub = top.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the gateway")
+    p.add_argument("--config", type=Path, required=True)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("check-config", help="validate a configuration file")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_check_config)
+    p = sub.add_parser("keys", help="create the keys and dev certificates a config needs")
+    p.add_argument("--config", type=Path, required=True)
+    p.set_defaults(func=cmd_keys)
+    p = sub.add_parser("echo", help="C-ECHO a DICOM node")
+    _peer_options(p)
+    p.set_defaults(func=cmd_echo)
+    p = sub.add_parser("send", help="C-STORE files or folders to a DICOM node")
+    p.add_argument("paths", type=Path, nargs="+")
+    _peer_options(p)
+    p.set_defaults(func=cmd_send)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    except GatewayError as exc:
+        print(f"dicom-gateway: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130

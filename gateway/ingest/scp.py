@@ -1,0 +1,221 @@
+"""The C-ECHO / C-STORE SCP. The C-STORE handler makes the bytes durable and does nothing else.
+
+It never decodes pixels and never de-identifies; it reads only as far as Study Instance UID
+(0020,000D), which selects the study's encryption key, then hands the bytes exactly as received
+to the spool and answers Success only after the spool has fsynced them (DESIGN promise 1).
+"""
+
+from __future__ import annotations
+
+import socketserver
+import ssl
+import threading
+import time
+from io import BytesIO
+from typing import Any
+
+from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
+from pynetdicom import AE, _config, evt
+from pynetdicom.events import Event
+
+from gateway.errors import SpoolError, SpoolFull
+from gateway.ingest.admission import Gate, Session
+from gateway.ingest.contexts import supported_contexts
+from gateway.ingest.status import EchoStatus, StoreStatus
+from gateway.ingest.transport import GatewayServer
+from gateway.logs import get_logger
+from gateway.metrics import Metrics, StoreResult
+from gateway.settings import IngestSettings, TlsSettings
+from gateway.spool import Received, Spool
+
+log = get_logger("gateway.ingest")
+
+STUDY_INSTANCE_UID = BaseTag(0x0020000D)
+# Errors pydicom raises on a data set it cannot walk; anything else is a bug and pynetdicom
+# answers 0xC211 (unable to process) for it.
+_PARSE_ERRORS = (ValueError, EOFError, OverflowError, NotImplementedError, KeyError, IndexError)
+
+# PS3.15 B.12/B.13 (BCP 195): forward-secret AEAD suites for TLS 1.2; TLS 1.3 suites are all fine.
+_TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "DHE-RSA-AES128-GCM-SHA256",
+        "DHE-RSA-AES256-GCM-SHA384",
+    )
+)
+
+
+class UnreadableDataset(Exception):
+    """The data set could not be walked as far as Study Instance UID."""
+
+
+def read_study_uid(stream: bytes, transfer_syntax: UID) -> str | None:
+    """Study Instance UID from an encoded data set, reading no further than (0020,000D)."""
+
+    def past_study_uid(tag: BaseTag, vr: str | None, length: int) -> bool:
+        return bool(tag > STUDY_INSTANCE_UID)
+
+    try:
+        ds = read_dataset(
+            BytesIO(stream),
+            transfer_syntax.is_implicit_VR,
+            transfer_syntax.is_little_endian,
+            stop_when=past_study_uid,
+        )
+        element = ds.get_item(STUDY_INSTANCE_UID)
+    except _PARSE_ERRORS as exc:
+        raise UnreadableDataset(exc.__class__.__name__) from None
+    if element is None or not isinstance(element.value, bytes):
+        return None
+    value = element.value.decode("ascii", "replace").strip("\x00 ")
+    return value or None
+
+
+def tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    """Server context: TLS >= 1.2, client certificates required and checked against our CA."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(_TLS12_CIPHERS)
+    if tls.certificate is None or tls.private_key is None or tls.client_ca is None:
+        raise ValueError("TLS needs certificate, private_key and client_ca (settings check this)")
+    ctx.load_cert_chain(tls.certificate, tls.private_key)
+    ctx.load_verify_locations(cafile=tls.client_ca)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+class IngestService:
+    """Builds the pynetdicom AE once; `start()` listens, `stop()` drains."""
+
+    def __init__(self, settings: IngestSettings, spool: Spool, metrics: Metrics) -> None:
+        # pynetdicom would otherwise log patient identifiers from C-FIND/C-MOVE style requests.
+        _config.LOG_REQUEST_IDENTIFIERS = False
+        _config.LOG_RESPONSE_IDENTIFIERS = False
+        self.settings = settings
+        self.spool = spool
+        self.metrics = metrics
+        self.gate = Gate(settings, metrics)
+        self.ae = self._build_ae()
+        self.server: GatewayServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _build_ae(self) -> AE:
+        s = self.settings
+        ae = AE(ae_title=s.ae_title)
+        ae.maximum_pdu_size = s.max_pdu_size
+        # Our Gate counts admitted associations and pending connections separately; pynetdicom's
+        # own limit, which counts both together, must never be the one that bites.
+        ae.maximum_associations = s.max_associations + s.max_pending_connections + 1
+        ae.acse_timeout = s.association_request_timeout
+        ae.network_timeout = s.network_timeout
+        ae.dimse_timeout = s.dimse_timeout
+        ae.require_called_aet = False  # checked by the Gate, with logging and metrics
+        return ae
+
+    def start(self) -> tuple[str, int]:
+        """Listen; returns the bound (host, port), so port 0 picks a free one."""
+        s = self.settings
+        handlers: list[Any] = [
+            (evt.EVT_REQUESTED, self.gate.on_requested),
+            (evt.EVT_RELEASED, self.gate.on_ended),
+            (evt.EVT_ABORTED, self.gate.on_ended),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+        ]
+        server = self.ae.make_server(
+            (s.host, s.port),
+            contexts=supported_contexts(),
+            ssl_context=tls_context(s.tls) if s.tls.enabled else None,
+            evt_handlers=handlers,
+            server_class=GatewayServer,
+            gate=self.gate,
+        )
+        assert isinstance(server, GatewayServer)
+        self.server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="ingest-accept")
+        self._thread.daemon = True
+        self._thread.start()
+        host, port = server.server_address[:2]
+        log.info("ingest.listening", host=host, port=port, ae_title=s.ae_title, tls=s.tls.enabled)
+        return str(host), int(port)
+
+    def stop(self, drain_seconds: float) -> int:
+        """Stop accepting, wait up to `drain_seconds` for associations; abort the rest."""
+        if self.server is None:
+            return 0
+        socketserver.BaseServer.shutdown(self.server)
+        self.server.server_close()
+        deadline = time.monotonic() + drain_seconds
+        while self.server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        remaining = self.server.active_associations
+        for assoc in remaining:
+            assoc.abort()
+        return len(remaining)
+
+    # -- DIMSE handlers -------------------------------------------------------------------------
+
+    def _on_echo(self, event: Event) -> int:
+        return EchoStatus.SUCCESS
+
+    def _on_store(self, event: Event) -> int:
+        started = time.perf_counter()
+        session = self.gate.session(event.assoc)
+        assert session is not None, "DIMSE traffic only flows on admitted associations"
+        status, result = self._store(event, session)
+        self.metrics.store_requests.labels(result=result).inc()
+        self.metrics.store_seconds.observe(time.perf_counter() - started)
+        return status
+
+    def _store(self, event: Event, session: Session) -> tuple[StoreStatus, StoreResult]:
+        transfer_syntax = event.context.transfer_syntax
+        try:
+            study_uid = read_study_uid(event.encoded_dataset(include_meta=False), transfer_syntax)
+        except UnreadableDataset as exc:
+            return self._reject(StoreResult.UNPARSEABLE, session, error=str(exc))
+        if study_uid is None:
+            return self._reject(StoreResult.NO_STUDY_UID, session)
+        part10 = event.encoded_dataset(include_meta=True)
+        item = Received(
+            part10=part10,
+            study_instance_uid=study_uid,
+            peer=session.peer.name,
+            sop_class_uid=str(event.request.AffectedSOPClassUID),
+            transfer_syntax_uid=str(transfer_syntax),
+        )
+        try:
+            header = self.spool.store(item)
+        except SpoolError as exc:
+            full = isinstance(exc, SpoolFull)
+            log.warning(
+                "instance.refused",
+                reason="spool_full" if full else "spool_write_failed",
+                detail=str(exc),
+                peer=session.peer.name,
+            )
+            return StoreStatus.OUT_OF_RESOURCES, StoreResult.OUT_OF_RESOURCES
+        self.metrics.received_bytes.inc(len(part10))
+        session.instances += 1
+        session.bytes += len(part10)
+        log.debug(
+            "instance.stored", peer=session.peer.name, study=header.study_id, bytes=len(part10)
+        )
+        return StoreStatus.SUCCESS, StoreResult.STORED
+
+    def _reject(
+        self, result: StoreResult, session: Session, **fields: str
+    ) -> tuple[StoreStatus, StoreResult]:
+        status = (
+            StoreStatus.CANNOT_UNDERSTAND
+            if result is StoreResult.UNPARSEABLE
+            else StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
+        )
+        log.warning("instance.refused", reason=str(result), peer=session.peer.name, **fields)
+        return status, result

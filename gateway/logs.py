@@ -1,0 +1,73 @@
+"""Structured JSON logs with no PHI (DESIGN promise 4).
+
+Our own code logs events with PHI-free fields only: configured names, hashes, counts, reasons.
+Libraries are the risk: pydicom warnings and pynetdicom messages can quote element values, UIDs
+or AE titles read from the wire. Their records therefore pass through `_LibraryHandler`, which
+keeps the logger name, level and exception type and drops the message text.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from gateway.settings import LoggingSettings
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+_LEVELS["error"] = logging.ERROR
+_UNSAFE_TYPES = (bytes, bytearray, memoryview)
+
+
+def _redact_unsafe_values(
+    _: Any, __: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Safety net: raw bytes and DICOM objects never reach a log line, whoever passes them."""
+    for key, value in event.items():
+        module = type(value).__module__
+        if isinstance(value, _UNSAFE_TYPES) or module.startswith(("pydicom", "pynetdicom")):
+            event[key] = "<redacted>"
+    return event
+
+
+class _LibraryHandler(logging.Handler):
+    """Re-emit library log records as PHI-free structlog events."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields: dict[str, Any] = {"library": record.name.split(".")[0]}
+        if record.exc_info and record.exc_info[0] is not None:
+            fields["exception"] = record.exc_info[0].__name__
+        structlog.get_logger("gateway.library").log(record.levelno, "library.log", **fields)
+
+
+def configure(settings: LoggingSettings, stream: TextIO = sys.stderr) -> None:
+    """Set up structlog and route library logging and warnings through the redacting handler."""
+    level = _LEVELS[settings.level]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if settings.format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_unsafe_values,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    logging.captureWarnings(True)
+    root = logging.getLogger()
+    root.handlers[:] = [_LibraryHandler()]
+    root.setLevel(logging.WARNING)
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,347 @@
+"""One TOML file -> frozen, validated settings.
+
+`load()` reads the file and builds the settings; it has no other side effect (no directories
+made, no keys read, no sockets opened). Every problem found is collected, each naming the key and
+the file, so an operator fixes a file in one pass instead of one error per start.
+
+Relative paths are resolved against the directory of the configuration file, so a config
+works the same whatever directory the gateway is started from.
+
+Secrets never appear inline: a secret is `{ file = "path" }` or `{ env = "VARIABLE" }`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.errors import ConfigError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Check = Callable[[Any], str | None]
+
+DEFAULT_MAX_PDU = 262_144
+PRE_ASSOCIATION_MAX_PDU = 65_536
+
+
+def _check(fn: Check) -> Any:
+    """Attach a value check to a dataclass field; the check returns a problem or None."""
+    return {"check": fn}
+
+
+def ae_title_problem(value: str) -> str | None:
+    """PS3.5 6.2 (VR AE): 1-16 characters of the default repertoire, no backslash or controls."""
+    stripped = value.strip(" ")
+    if not stripped:
+        return "must not be empty"
+    if len(value) > 16:
+        return f"must be at most 16 characters (has {len(value)})"
+    if any(ch == "\\" or not (0x20 <= ord(ch) < 0x7F) for ch in value):
+        return "may hold only printable ASCII characters and no backslash"
+    return None
+
+
+def _port_problem(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a TCP port between 0 and 65535"
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than zero"
+
+
+def _between(low: int, high: int) -> Check:
+    def problem(value: int) -> str | None:
+        return None if low <= value <= high else f"must be between {low} and {high}"
+
+    return problem
+
+
+def _name_problem(value: str) -> str | None:
+    ok = value and all(ch.isalnum() or ch in "-_." for ch in value) and len(value) <= 64
+    return None if ok else "must be 1-64 letters, digits, '-', '_' or '.'"
+
+
+@dataclass(frozen=True)
+class SecretSource:
+    """Where a secret lives: a file (mode 0600) or an environment variable, never inline."""
+
+    file: Path | None = None
+    env: str | None = None
+
+    def describe(self) -> str:
+        return f"file {self.file}" if self.file is not None else f"environment variable {self.env}"
+
+
+@dataclass(frozen=True)
+class PeerSettings:
+    """A node allowed to send (PS3.8 calling AE title), optionally pinned to addresses."""
+
+    name: str = field(metadata=_check(_name_problem))
+    ae_title: str = field(metadata=_check(ae_title_problem))
+    addresses: tuple[IPNetwork, ...] = ()
+
+    def allows_address(self, address: str) -> bool:
+        """True when no addresses are configured or `address` falls in one of them."""
+        if not self.addresses:
+            return True
+        ip = ipaddress.ip_address(address)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.addresses)
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """Inbound DICOM TLS (PS3.15 B.12/B.13 compatible): server certificate, client CA."""
+
+    enabled: bool = False
+    certificate: Path | None = None
+    private_key: Path | None = None
+    client_ca: Path | None = None
+    handshake_timeout: float = field(default=5.0, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """The C-STORE SCP: who we are, who may call, and how much we take at once."""
+
+    ae_title: str = field(default="DICOM_GATEWAY", metadata=_check(ae_title_problem))
+    host: str = "127.0.0.1"
+    port: int = field(default=11112, metadata=_check(_port_problem))
+    max_pdu_size: int = field(
+        default=DEFAULT_MAX_PDU, metadata=_check(_between(4096, 16 * 1024 * 1024))
+    )
+    max_associations: int = field(default=8, metadata=_check(_between(1, 1000)))
+    max_pending_connections: int = field(default=32, metadata=_check(_between(1, 1000)))
+    association_request_timeout: float = field(default=10.0, metadata=_check(_positive))
+    network_timeout: float = field(default=60.0, metadata=_check(_positive))
+    dimse_timeout: float = field(default=60.0, metadata=_check(_positive))
+    peers: tuple[PeerSettings, ...] = ()
+    tls: TlsSettings = TlsSettings()
+
+    def peer_for(self, calling_ae_title: str) -> PeerSettings | None:
+        """The configured peer whose AE title matches; trailing spaces are not significant."""
+        wanted = calling_ae_title.strip(" ")
+        return next((p for p in self.peers if p.ae_title.strip(" ") == wanted), None)
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    """Where acknowledged instances wait, encrypted, and how much disk must stay free."""
+
+    directory: Path
+    master_key: SecretSource
+    min_free_mib: int = field(default=1024, metadata=_check(_between(0, 1 << 30)))
+
+    @property
+    def min_free_bytes(self) -> int:
+        return self.min_free_mib * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus endpoint; loopback by default (DESIGN promise 6)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = field(default=9108, metadata=_check(_port_problem))
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    spool: SpoolSettings
+    ingest: IngestSettings = IngestSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    logging: LoggingSettings = LoggingSettings()
+    source: Path = field(default=Path("."), metadata={"internal": True})
+
+
+# ---------------------------------------------------------------------------------------------
+# Building typed values from TOML, collecting every problem.
+
+
+class _Builder:
+    def __init__(self, source: Path) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.source}: {key}: {message}")
+
+    def build(self, cls: type[Any], raw: Any, key: str) -> Any:
+        if not isinstance(raw, Mapping):
+            self.problem(key or "(top level)", "must be a table")
+            return None
+        hints = typing.get_type_hints(cls)
+        known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+        for name in raw:
+            if name not in known:
+                self.problem(_join(key, name), f"unknown key (expected one of: {', '.join(known)})")
+        values: dict[str, Any] = {}
+        for name, fld in known.items():
+            sub = _join(key, name)
+            if name not in raw:
+                if _required(fld):
+                    self.problem(sub, "is required")
+                continue
+            value = self.convert(hints[name], raw[name], sub)
+            check = fld.metadata.get("check")
+            if value is not None and check is not None and (msg := check(value)):
+                self.problem(sub, msg)
+            values[name] = value
+        if any(v is None for v in values.values()) or self._missing(known, raw):
+            return None
+        return cls(**values)
+
+    def _missing(self, known: Mapping[str, dataclasses.Field[Any]], raw: Mapping[str, Any]) -> bool:
+        return any(_required(f) and n not in raw for n, f in known.items())
+
+    def convert(self, tp: Any, raw: Any, key: str) -> Any:
+        origin = typing.get_origin(tp)
+        if origin in (types.UnionType, typing.Union):
+            options = [a for a in typing.get_args(tp) if a is not type(None)]
+            if options == [Path]:
+                return self.convert(Path, raw, key)
+            if options == [str]:
+                return self.convert(str, raw, key)
+            return self._network(raw, key)
+        if origin is tuple:
+            return self._tuple(typing.get_args(tp)[0], raw, key)
+        if origin is Literal:
+            allowed = typing.get_args(tp)
+            if raw not in allowed:
+                self.problem(key, f"must be one of {', '.join(map(repr, allowed))}, not {raw!r}")
+                return None
+            return raw
+        if tp is SecretSource:
+            return self._secret(raw, key)
+        if dataclasses.is_dataclass(tp):
+            return self.build(typing.cast(type[Any], tp), raw, key)
+        return self._scalar(tp, raw, key)
+
+    def _scalar(self, tp: Any, raw: Any, key: str) -> Any:
+        if tp is Path:
+            if not isinstance(raw, str) or not raw:
+                self.problem(key, "must be a non-empty path string")
+                return None
+            return (self.source.parent / raw).resolve()
+        if tp is float and isinstance(raw, int) and not isinstance(raw, bool):
+            return float(raw)
+        if type(raw) is not tp:
+            self.problem(key, f"must be {_type_name(tp)}, not {_type_name(type(raw))}")
+            return None
+        return raw
+
+    def _tuple(self, item: Any, raw: Any, key: str) -> Any:
+        if not isinstance(raw, list):
+            self.problem(key, "must be a list")
+            return None
+        items = [self.convert(item, value, f"{key}[{i}]") for i, value in enumerate(raw)]
+        return None if any(i is None for i in items) else tuple(items)
+
+    def _network(self, raw: Any, key: str) -> IPNetwork | None:
+        try:
+            return ipaddress.ip_network(raw, strict=False)
+        except (TypeError, ValueError):
+            self.problem(key, f"must be an IP address or network such as 10.0.0.0/24, not {raw!r}")
+            return None
+
+    def _secret(self, raw: Any, key: str) -> SecretSource | None:
+        if isinstance(raw, str):
+            self.problem(key, 'secrets are never inline: use { file = "path" } or { env = "NAME" }')
+            return None
+        if not isinstance(raw, Mapping) or len(raw) != 1 or not ({"file", "env"} & set(raw)):
+            self.problem(key, 'must be { file = "path" } or { env = "NAME" }')
+            return None
+        if "env" in raw:
+            env = self.convert(str, raw["env"], f"{key}.env")
+            return None if env is None else SecretSource(env=env)
+        path = self.convert(Path, raw["file"], f"{key}.file")
+        return None if path is None else SecretSource(file=path)
+
+
+def _required(fld: dataclasses.Field[Any]) -> bool:
+    return fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _type_name(tp: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _cross_checks(settings: Settings, b: _Builder) -> None:
+    ingest = settings.ingest
+    seen: dict[str, str] = {}
+    for i, peer in enumerate(ingest.peers):
+        title = peer.ae_title.strip(" ")
+        if title in seen:
+            b.problem(f"ingest.peers[{i}].ae_title", f"already used by peer {seen[title]!r}")
+        seen[title] = peer.name
+    if not ingest.peers:
+        b.problem("ingest.peers", "at least one peer must be allowed to send")
+    tls = ingest.tls
+    if tls.enabled:
+        for name in ("certificate", "private_key", "client_ca"):
+            if getattr(tls, name) is None:
+                b.problem(f"ingest.tls.{name}", "is required when ingest.tls.enabled = true")
+
+
+def load(path: Path) -> Settings:
+    """Read and validate `path`; raise ConfigError listing every problem."""
+    source = path.resolve()
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: configuration file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{source}: cannot read: {exc.__class__.__name__}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from None
+    builder = _Builder(source)
+    settings = builder.build(Settings, raw, "")
+    if settings is not None:
+        settings = dataclasses.replace(settings, source=source)
+        _cross_checks(settings, builder)
+    if builder.problems or settings is None:
+        raise ConfigError(builder.problems)
+    return typing.cast(Settings, settings)
+
+
+def file_problems(settings: Settings) -> list[str]:
+    """Problems with the files the settings point at: missing secrets, unreadable TLS files.
+
+    Separate from `load()` so `dicom-gateway keys` can load a config whose keys do not exist yet.
+    """
+    problems: list[str] = []
+    secret = settings.spool.master_key
+    if secret.file is not None and not secret.file.is_file():
+        problems.append(f"{settings.source}: spool.master_key.file: no such file {secret.file}")
+    if secret.env is not None and not os.environ.get(secret.env):
+        problems.append(
+            f"{settings.source}: spool.master_key.env: environment variable {secret.env} is not set"
+        )
+    tls = settings.ingest.tls
+    if tls.enabled:
+        for name in ("certificate", "private_key", "client_ca"):
+            value = getattr(tls, name)
+            if value is not None and not value.is_file():
+                problems.append(f"{settings.source}: ingest.tls.{name}: no such file {value}")
+    return problems

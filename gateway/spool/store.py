@@ -1,0 +1,214 @@
+"""The durable, encrypted spool: acknowledge only what is on disk.
+
+Layout (no PHI in any name: study directories are keyed hashes, instance files are random):
+
+    <spool>/.lock                          held (flock) by the one gateway that owns the spool
+    <spool>/tmp/<random>.part              writes in progress; removed at start (never acknowledged)
+    <spool>/keys/<study-id>.key            the study's data key, wrapped by the master key
+    <spool>/incoming/<study-id>/<instance-id>.dgs   one received instance, encrypted
+
+A spool file is `MAGIC | u32 header length | header JSON | nonce | AES-GCM(Part 10 bytes)`.
+The header holds only what later stages need without decrypting (configured peer name, receive
+time, sizes, SOP class and transfer syntax UIDs, which are standard UIDs, not patient data).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from gateway.errors import SpoolCorrupt, SpoolError, SpoolFull, SpoolLocked
+from gateway.settings import SpoolSettings
+from gateway.spool import crypto
+
+MAGIC = b"DGSPOOL1"
+_HEADER_LEN = struct.Struct(">I")
+_KEY_CACHE_SIZE = 256
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    """What the spool records in clear for each instance. Never add patient data here."""
+
+    instance_id: str
+    study_id: str
+    peer: str
+    received_at: str
+    size: int
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    version: int = 1
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode("ascii")
+
+
+@dataclass(frozen=True)
+class Received:
+    """One instance as the ingest stage hands it over."""
+
+    part10: bytes
+    study_instance_uid: str
+    peer: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+
+
+class Spool:
+    """Owns one spool directory. Thread-safe: associations store concurrently."""
+
+    def __init__(self, settings: SpoolSettings, keys: crypto.SpoolKeys) -> None:
+        self.root = settings.directory
+        self.reserve = settings.min_free_bytes
+        self._keys = keys
+        self.tmp = self.root / "tmp"
+        self.incoming = self.root / "incoming"
+        self.key_dir = self.root / "keys"
+        self._lock_file: IO[bytes] | None = None
+        self._key_lock = threading.Lock()
+        self._data_keys: OrderedDict[str, bytes] = OrderedDict()
+        self._known_dirs: set[str] = set()
+
+    @classmethod
+    def open(cls, settings: SpoolSettings) -> Spool:
+        """Create the layout, take the spool lock and drop unacknowledged partial writes."""
+        keys = crypto.SpoolKeys.from_master(crypto.read_master_key(settings.master_key))
+        spool = cls(settings, keys)
+        spool._prepare()
+        return spool
+
+    def _prepare(self) -> None:
+        for directory in (self.root, self.tmp, self.incoming, self.key_dir):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock_file = (self.root / ".lock").open("ab")
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise SpoolLocked(f"{self.root}: another gateway process owns this spool") from None
+        for leftover in self.tmp.iterdir():
+            leftover.unlink()
+
+    def close(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def store(self, item: Received) -> InstanceHeader:
+        """Encrypt and write one instance durably; on SpoolFull or SpoolError nothing is left."""
+        if self.free_bytes() - len(item.part10) < self.reserve:
+            raise SpoolFull("free space below the configured reserve")
+        study_id = self._keys.study_id(item.study_instance_uid)
+        header = InstanceHeader(
+            instance_id=secrets.token_hex(16),
+            study_id=study_id,
+            peer=item.peer,
+            received_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            size=len(item.part10),
+            sop_class_uid=item.sop_class_uid,
+            transfer_syntax_uid=item.transfer_syntax_uid,
+        )
+        try:
+            data_key = self._data_key(study_id, create=True)
+            encoded = header.encode()
+            prefix = MAGIC + _HEADER_LEN.pack(len(encoded)) + encoded
+            body = crypto.seal(data_key, prefix, item.part10)
+            directory = self._study_dir(study_id)
+            self._write_durably(directory / f"{header.instance_id}.dgs", (prefix, body))
+        except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                raise SpoolFull(f"disk full ({errno.errorcode[exc.errno]})") from None
+            code = errno.errorcode.get(exc.errno or 0, exc.__class__.__name__)
+            raise SpoolError(f"spool write failed ({code})") from None
+        return header
+
+    def _study_dir(self, study_id: str) -> Path:
+        directory = self.incoming / study_id
+        if study_id not in self._known_dirs:
+            directory.mkdir(mode=0o700, exist_ok=True)
+            crypto.fsync_directory(self.incoming)
+            self._known_dirs.add(study_id)
+        return directory
+
+    def _write_durably(self, final: Path, chunks: tuple[bytes, ...]) -> None:
+        """tmp file -> write -> fsync -> rename -> fsync(dir); on any failure nothing remains."""
+        tmp = self.tmp / f"{secrets.token_hex(16)}.part"
+        renamed = False
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                for chunk in chunks:
+                    _write_all(fd, chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, final)
+            renamed = True
+            crypto.fsync_directory(final.parent)
+        except BaseException:
+            (final if renamed else tmp).unlink(missing_ok=True)
+            raise
+
+    def _data_key(self, study_id: str, *, create: bool) -> bytes:
+        with self._key_lock:
+            key = self._data_keys.get(study_id)
+            if key is None:
+                key = self._load_key(study_id, create=create)
+                self._data_keys[study_id] = key
+                if len(self._data_keys) > _KEY_CACHE_SIZE:
+                    self._data_keys.popitem(last=False)
+            else:
+                self._data_keys.move_to_end(study_id)
+            return key
+
+    def _load_key(self, study_id: str, *, create: bool) -> bytes:
+        path = self.key_dir / f"{study_id}.key"
+        try:
+            return self._keys.unwrap(path.read_bytes(), f"study key {study_id}")
+        except FileNotFoundError:
+            if not create:
+                raise SpoolCorrupt(f"study key {study_id} is gone (study erased?)") from None
+            key = crypto.new_data_key()
+            self._write_durably(path, (self._keys.wrap(key),))
+            return key
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def instance_files(self) -> Iterator[Path]:
+        yield from sorted(self.incoming.glob("*/*.dgs"))
+
+    def read(self, path: Path) -> tuple[InstanceHeader, bytes]:
+        """Return the clear header and the decrypted Part 10 bytes of one spool file."""
+        blob = path.read_bytes()
+        where = f"spool file {path.name}"
+        if blob[: len(MAGIC)] != MAGIC:
+            raise SpoolCorrupt(f"{where}: not a spool file")
+        start = len(MAGIC) + _HEADER_LEN.size
+        (length,) = _HEADER_LEN.unpack(blob[len(MAGIC) : start])
+        header = InstanceHeader(**json.loads(blob[start : start + length]))
+        key = self._data_key(header.study_id, create=False)
+        return header, crypto.unseal(key, blob[: start + length], blob[start + length :], where)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
