@@ -63,6 +63,8 @@ def _associate(ae: AE, node: Node) -> Association:
     assoc = ae.associate(node.host, node.port, ae_title=node.called_ae_title, tls_args=tls_args)
     if not assoc.is_established:
         what = "rejected" if assoc.is_rejected else "aborted or unreachable"
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            what = "refused every proposed SOP class/transfer syntax"
         raise NetworkError(f"association with {node.host}:{node.port} {what}")
     return assoc
 

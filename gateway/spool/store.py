@@ -85,10 +85,15 @@ class Spool:
     @classmethod
     def open(cls, settings: SpoolSettings) -> Spool:
         """Create the layout, take the spool lock and drop unacknowledged partial writes."""
-        keys = crypto.SpoolKeys.from_master(crypto.read_master_key(settings.master_key))
-        spool = cls(settings, keys)
+        spool = cls.open_readonly(settings)
         spool._prepare()
         return spool
+
+    @classmethod
+    def open_readonly(cls, settings: SpoolSettings) -> Spool:
+        """For inspection beside a running gateway: no lock, no recovery; never store with it."""
+        keys = crypto.SpoolKeys.from_master(crypto.read_master_key(settings.master_key))
+        return cls(settings, keys)
 
     def _prepare(self) -> None:
         for directory in (self.root, self.tmp, self.incoming, self.key_dir):
@@ -114,6 +119,8 @@ class Spool:
 
     def store(self, item: Received) -> InstanceHeader:
         """Encrypt and write one instance durably; on SpoolFull or SpoolError nothing is left."""
+        if self._lock_file is None:
+            raise SpoolError("spool opened read-only")
         if self.free_bytes() - len(item.part10) < self.reserve:
             raise SpoolFull("free space below the configured reserve")
         study_id = self._keys.study_id(item.study_instance_uid)

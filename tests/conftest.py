@@ -1,0 +1,79 @@
+"""Fixtures: the shared test material, and the gateway as a real process on loopback.
+
+Every gateway started through `gateway_factory` has its whole log checked at teardown for the
+patient names and IDs of every file in the shared test material: no PHI in any log line.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import (
+    GatewayProcess,
+    base_config,
+    cli,
+    iter_phi_values,
+    shared_dir,
+    write_config,
+)
+
+DICOM = shared_dir() / "testdata" / "dicom"
+
+
+@pytest.fixture(scope="session")
+def testdata() -> Path:
+    if not DICOM.is_dir():
+        pytest.skip(f"shared DICOM test material not found at {DICOM}")
+    return DICOM
+
+
+@pytest.fixture(scope="session")
+def phi_values() -> frozenset[str]:
+    if not DICOM.is_dir():
+        return frozenset()
+    return frozenset(iter_phi_values(sorted(DICOM.rglob("*.dcm"))))
+
+
+@pytest.fixture(scope="session")
+def dcmtk() -> None:
+    if shutil.which("storescu") is None:
+        pytest.fail(
+            "dcmtk is not installed (.ci/debian-packages lists it; ./dev check installs it)"
+        )
+
+
+GatewayFactory = Callable[..., GatewayProcess]
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path, phi_values: frozenset[str]) -> Iterator[GatewayFactory]:
+    """Start gateways with `base_config` changed by `edit(config)`; stopped by PID at the end."""
+    started: list[GatewayProcess] = []
+
+    def start(edit: Callable[[dict[str, Any]], None] | None = None, **popen: Any) -> GatewayProcess:
+        config = base_config(tmp_path)
+        if edit is not None:
+            edit(config)
+        path = write_config(tmp_path, config)
+        keys = cli("keys", "--config", str(path))
+        assert keys.returncode == 0, keys.stderr
+        gw = GatewayProcess(path, tmp_path / f"gateway-{len(started)}.log")
+        started.append(gw)
+        return gw.start(**popen)
+
+    yield start
+    for gw in started:
+        gw.stop()
+    logged = "\n".join(line for gw in started for line in gw.lines)
+    leaked = sorted(value for value in phi_values if value in logged)
+    assert not leaked, f"patient names or IDs in gateway logs: {leaked}"
+
+
+@pytest.fixture
+def gateway(gateway_factory: GatewayFactory) -> GatewayProcess:
+    return gateway_factory()

@@ -1,0 +1,125 @@
+"""Acknowledged means durable and exact: real senders, real files, the spool decrypted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_file_meta_info
+
+from gateway import scu
+from tests.support import GatewayProcess, dataset_bytes, read_spool, spool_files, storescu
+
+# dcmtk storescu proposes only uncompressed transfer syntaxes unless told which compressed one.
+STORESCU_FILES = {
+    "pydicom_wheel__CT_small.dcm": "-xe",  # Explicit VR Little Endian
+    "pydicom_wheel__MR_small_RLE.dcm": "-xr",  # RLE Lossless
+    "pylibjpeg_data__JPEGBaseline_1s_1f_u_08_08.dcm": "-xy",  # JPEG Baseline
+    "pydicom_data__JPEG-LL.dcm": "-xs",  # JPEG Lossless SV1
+    "pydicom_wheel__MR_small_jpeg_ls_lossless.dcm": "-xt",  # JPEG-LS Lossless
+    "pydicom_data__693_J2KR.dcm": "-xv",  # JPEG 2000 Lossless
+    "pydicom_data__MR2_J2KI.dcm": "-xw",  # JPEG 2000
+}
+
+PYNETDICOM_FILES = (
+    "pydicom_wheel__MR_small_implicit.dcm",  # Implicit VR Little Endian
+    "pydicom_wheel__MR_small_bigendian.dcm",  # Explicit VR Big Endian
+    "pydicom_wheel__JPGExtended.dcm",  # JPEG Extended
+    "pylibjpeg_data__CT1_JLSN.dcm",  # JPEG-LS near-lossless
+    "orthanc_tests__1.2.840.10008.1.2.4.57.dcm",  # JPEG Lossless (process 14)
+    "orthanc_tests__1.2.840.10008.1.2.1.dcm",  # retired Ultrasound Image Storage
+)
+
+
+TRAILING_PADDING = 0xFFFCFFFC
+
+
+def node(gw: GatewayProcess, aet: str = "PACS") -> scu.Node:
+    return scu.Node("127.0.0.1", gw.port, aet, "GATEWAY_UT", timeout=10)
+
+
+def by_instance_and_syntax(spooled: list[bytes]) -> dict[tuple[str, str], bytes]:
+    """Spooled Part 10 streams keyed by (SOP Instance UID, transfer syntax) from their meta."""
+    out = {}
+    for part10 in spooled:
+        meta = pydicom.dcmread(DicomBytesIO(part10), stop_before_pixels=True).file_meta
+        out[str(meta.MediaStorageSOPInstanceUID), str(meta.TransferSyntaxUID)] = part10
+    return out
+
+
+def comparable(ds: pydicom.Dataset) -> dict[int, object]:
+    """Element values minus what dcmtk drops when it re-encodes: group lengths, trailing padding."""
+    return {int(e.tag): e.value for e in ds if e.tag.element != 0 and e.tag != TRAILING_PADDING}
+
+
+def assert_spooled(config: Path, files: list[Path], *, byte_exact: bool) -> None:
+    """Every file is in the spool once; byte for byte, or (dcmtk re-encodes) element for element."""
+    spooled = by_instance_and_syntax([s.part10 for s in read_spool(config)])
+    assert len(spooled) == len(files)
+    for path in files:
+        meta = read_file_meta_info(path)
+        part10 = spooled[str(meta.MediaStorageSOPInstanceUID), str(meta.TransferSyntaxUID)]
+        if byte_exact:
+            assert dataset_bytes(part10) == dataset_bytes(path.read_bytes()), path.name
+        else:
+            received = pydicom.dcmread(DicomBytesIO(part10))
+            assert comparable(received) == comparable(pydicom.dcmread(path)), path.name
+
+
+@pytest.mark.usefixtures("dcmtk")
+def test_storescu_in_seven_transfer_syntaxes_spools_what_was_sent(
+    gateway: GatewayProcess, testdata: Path
+) -> None:
+    files = []
+    for name, option in STORESCU_FILES.items():
+        path = testdata / "transfer_syntaxes" / name
+        result = storescu(gateway.port, [path], option)
+        assert result.returncode == 0, result.stderr
+        files.append(path)
+    assert_spooled(gateway.config, files, byte_exact=False)
+    headers = [s.header for s in read_spool(gateway.config)]
+    assert {h.peer for h in headers} == {"dcmtk"}
+    assert {h.transfer_syntax_uid for h in headers} == {
+        str(read_file_meta_info(f).TransferSyntaxUID) for f in files
+    }
+
+
+def test_pynetdicom_scu_in_six_more_spools_exact_bytes(
+    gateway: GatewayProcess, testdata: Path
+) -> None:
+    files = [testdata / "transfer_syntaxes" / name for name in PYNETDICOM_FILES]
+    results = scu.send(node(gateway), files)
+    assert [r.status for r in results] == [0] * len(files)
+    assert_spooled(gateway.config, files, byte_exact=True)
+    assert gateway.metric("dicom_gateway_store_requests_total", result="stored") == len(files)
+
+
+def test_spool_names_and_headers_hold_no_uid(gateway: GatewayProcess, testdata: Path) -> None:
+    path = testdata / "transfer_syntaxes" / "pydicom_wheel__CT_small.dcm"
+    assert scu.send(node(gateway), [path])[0].ok
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    uids = {str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)}
+    for file in spool_files(gateway.config):
+        raw = file.read_bytes()
+        for uid in uids:
+            assert uid not in str(file)
+            assert uid.encode() not in raw, "a UID is readable in a spool file"
+        assert str(ds.PatientName).encode() not in raw
+
+
+def test_dataset_without_study_uid_is_refused_not_acknowledged(
+    gateway: GatewayProcess, testdata: Path
+) -> None:
+    path = testdata / "transfer_syntaxes" / "pydicom_wheel__JPEGLSNearLossless_16.dcm"
+    assert "StudyInstanceUID" not in pydicom.dcmread(path, stop_before_pixels=True)
+    [result] = scu.send(node(gateway), [path])
+    assert result.status == 0xA900
+    assert read_spool(gateway.config) == []
+    gateway.wait_for_event("instance.refused", reason="no_study_instance_uid")
+    assert gateway.metric("dicom_gateway_store_requests_total", result="no_study_instance_uid") == 1
+
+
+def test_echo_answers_success(gateway: GatewayProcess) -> None:
+    assert scu.echo(node(gateway)) == 0x0000
