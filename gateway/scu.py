@@ -65,6 +65,8 @@ def _associate(ae: AE, node: Node) -> Association:
         what = "rejected" if assoc.is_rejected else "aborted or unreachable"
         if assoc.rejected_contexts and not assoc.accepted_contexts:
             what = "refused every proposed SOP class/transfer syntax"
+        if assoc.dul.socket is not None and assoc.dul.socket.socket is not None:
+            assoc.dul.socket.socket.close()  # pynetdicom leaves it open after a failed TLS start
         raise NetworkError(f"association with {node.host}:{node.port} {what}")
     return assoc
 
