@@ -33,9 +33,18 @@ from gateway.spool import Received, Spool
 log = get_logger("gateway.ingest")
 
 STUDY_INSTANCE_UID = BaseTag(0x0020000D)
-# Errors pydicom raises on a data set it cannot walk; anything else is a bug and pynetdicom
-# answers 0xC211 (unable to process) for it.
-_PARSE_ERRORS = (ValueError, EOFError, OverflowError, NotImplementedError, KeyError, IndexError)
+# Errors pydicom raises on a data set it cannot walk (OSError: "No tag to read" on a truncated
+# sequence; the stream is in memory, so no real I/O error can hide here). Anything else is a
+# bug, and pynetdicom answers 0xC211 (unable to process) for it.
+_PARSE_ERRORS = (
+    ValueError,
+    EOFError,
+    OSError,
+    OverflowError,
+    NotImplementedError,
+    KeyError,
+    IndexError,
+)
 
 # PS3.15 B.12/B.13 (BCP 195): forward-secret AEAD suites for TLS 1.2; TLS 1.3 suites are all fine.
 _TLS12_CIPHERS = ":".join(

@@ -98,7 +98,8 @@ class Spool:
     def _prepare(self) -> None:
         for directory in (self.root, self.tmp, self.incoming, self.key_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._lock_file = (self.root / ".lock").open("ab")
+        lock_fd = os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._lock_file = os.fdopen(lock_fd, "ab")
         try:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -67,6 +67,7 @@ def test_huge_pdu_on_an_established_association_aborts_it(gateway: GatewayProces
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", gateway.port, ae_title="GATEWAY_UT")
     assert assoc.is_established
+    assert assoc.dul.socket is not None
     raw = assoc.dul.socket.socket
     assert raw is not None
     raw.sendall(bytes((0x04, 0)) + HUGE.to_bytes(4, "big"))  # P-DATA-TF header

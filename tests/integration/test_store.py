@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_file_meta_info
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
 
 from gateway import scu
 from tests.support import GatewayProcess, dataset_bytes, read_spool, spool_files, storescu
@@ -123,3 +126,23 @@ def test_dataset_without_study_uid_is_refused_not_acknowledged(
 
 def test_echo_answers_success(gateway: GatewayProcess) -> None:
     assert scu.echo(node(gateway)) == 0x0000
+
+
+def test_unparseable_data_set_is_refused_with_cannot_understand(
+    gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.2")
+    meta.MediaStorageSOPInstanceUID = UID("1.2.826.0.1.3680043.8.498.99")
+    meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.1")
+    buffer = DicomBytesIO()
+    write_file_meta_info(buffer, meta)
+    # (0008,0005) as a sequence of undefined length whose item runs off the end
+    garbage = b"\x08\x00\x05\x00SQ\x00\x00" + b"\xff" * 4 + b"\xfe\xff\x00\xe0" + b"\xff" * 4
+    path = tmp_path / "broken.dcm"
+    path.write_bytes(b"\0" * 128 + b"DICM" + buffer.getvalue() + garbage)
+    [result] = scu.send(node(gateway), [path])
+    assert result.status == 0xC000
+    assert read_spool(gateway.config) == []
+    gateway.wait_for_event("instance.refused", reason="unparseable")
+    assert gateway.metric("dicom_gateway_store_requests_total", result="unparseable") == 1

@@ -1,0 +1,141 @@
+"""The command line: clear messages and exit codes, never tracebacks."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO, GatewayProcess, base_config, cli, read_spool, write_config
+
+EXAMPLE = REPO / "config" / "gateway.example.toml"
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """The shipped example config, copied so its relative paths land in tmp_path."""
+    config = tmp_path / "config" / "gateway.toml"
+    config.parent.mkdir()
+    shutil.copy(EXAMPLE, config)
+    return config
+
+
+def test_example_config_checks_out_once_keys_exist(example: Path) -> None:
+    missing = cli("check-config", str(example))
+    assert missing.returncode == 2
+    assert f"{example}: spool.master_key.file: no such file" in missing.stderr
+    created = cli("keys", "--config", str(example))
+    assert created.returncode == 0, created.stderr
+    key = example.parent.parent / "var" / "keys" / "spool-master.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    ok = cli("check-config", str(example))
+    assert ok.returncode == 0, ok.stderr
+    assert "ok" in ok.stdout
+
+
+def test_keys_never_overwrites_a_key(example: Path) -> None:
+    assert cli("keys", "--config", str(example)).returncode == 0
+    key = example.parent.parent / "var" / "keys" / "spool-master.key"
+    before = key.read_bytes()
+    again = cli("keys", "--config", str(example))
+    assert again.returncode == 0
+    assert "kept" in again.stdout
+    assert key.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("ingest", "ae_titel", "X", "ingest.ae_titel: unknown key"),
+        ("ingest", "ae_title", "WAY_TOO_LONG_AE_TITLE", "ingest.ae_title: must be at most 16"),
+        ("ingest", "ae_title", "BACK\\SLASH", "ingest.ae_title: may hold only"),
+        ("ingest", "port", "eleven", "ingest.port: must be an integer, not a string"),
+        ("ingest", "port", 70000, "ingest.port: must be a TCP port"),
+        ("metrics", "enabled", 1, "metrics.enabled: must be true or false"),
+        ("logging", "level", "loud", "logging.level: must be one of"),
+        ("spool", "master_key", "deadbeef", "spool.master_key: secrets are never inline"),
+    ],
+)
+def test_bad_config_is_refused_naming_key_and_file(
+    tmp_path: Path, section: str, key: str, value: object, expected: str
+) -> None:
+    config = base_config(tmp_path)
+    config[section][key] = value
+    path = write_config(tmp_path, config)
+    result = cli("run", "--config", str(path))
+    assert result.returncode == 2
+    assert f"{path}: {expected}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "two.toml"
+    path.write_text(
+        "[ingest]\nae_title = ''\nbogus = 1\n[spool]\ndirectory = 'spool'\n"
+        "master_key = { file = 'k' }\n[[ingest.peers]]\nname = 'p'\nae_title = 'P'\n"
+    )
+    result = cli("check-config", str(path))
+    assert result.returncode == 2
+    assert f"{path}: ingest.ae_title: must not be empty" in result.stderr
+    assert f"{path}: ingest.bogus: unknown key" in result.stderr
+
+
+def test_missing_key_file_stops_the_gateway_naming_key_and_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, base_config(tmp_path))
+    result = cli("run", "--config", str(path))
+    assert result.returncode == 2
+    key = tmp_path / "keys" / "master.key"
+    assert f"{path}: spool.master_key.file: no such file {key}" in result.stderr
+
+
+def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    path = write_config(tmp_path, base_config(tmp_path))
+    assert cli("keys", "--config", str(path)).returncode == 0
+    key = tmp_path / "keys" / "master.key"
+    key.chmod(0o644)
+    result = cli("run", "--config", str(path))
+    assert result.returncode == 2
+    assert f"{path}: spool.master_key: {key}: key file must be mode 0600" in result.stderr
+
+
+def test_missing_or_broken_config_file(tmp_path: Path) -> None:
+    missing = cli("check-config", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2
+    assert "nope.toml: configuration file not found" in missing.stderr
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[ingest\n")
+    result = cli("check-config", str(broken))
+    assert result.returncode == 2
+    assert "broken.toml: not valid TOML" in result.stderr
+
+
+def test_echo_and_send_commands(gateway: GatewayProcess, testdata: Path) -> None:
+    port = str(gateway.port)
+    peer = ["--host", "127.0.0.1", "--port", port, "--aec", "GATEWAY_UT", "--aet", "PACS"]
+    echo = cli("echo", *peer)
+    assert echo.returncode == 0, echo.stderr
+    assert "status 0x0000" in echo.stdout
+    folder = testdata / "multiframe_enhanced"
+    sent = cli("send", str(folder), *peer)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    count = len(list(folder.glob("*.dcm")))
+    assert f"{count} stored, 0 failed" in sent.stdout
+    assert len(read_spool(gateway.config)) == count
+
+
+def test_send_reports_refusal_with_exit_code_1(gateway: GatewayProcess, testdata: Path) -> None:
+    path = testdata / "transfer_syntaxes" / "pydicom_wheel__CT_small.dcm"
+    peer = ["--host", "127.0.0.1", "--port", str(gateway.port), "--aec", "GATEWAY_UT"]
+    result = cli("send", str(path), *peer, "--aet", "UNKNOWN")
+    assert result.returncode == 1
+    assert "rejected" in result.stdout
+    assert "0 stored, 1 failed" in result.stdout
+
+
+def test_echo_to_nobody_is_a_clear_error() -> None:
+    result = cli("echo", "--host", "127.0.0.1", "--port", "1", "--aec", "X", "--aet", "Y")
+    assert result.returncode == 1
+    assert "unreachable" in result.stderr
+    assert "Traceback" not in result.stderr

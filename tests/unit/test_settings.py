@@ -1,0 +1,98 @@
+"""Settings: typed, frozen, every problem named by key and file."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.settings import ae_title_problem, load
+from tests.support import REPO, base_config, write_config
+
+
+def test_example_config_loads_with_paths_relative_to_its_directory() -> None:
+    settings = load(REPO / "config" / "gateway.example.toml")
+    assert settings.ingest.ae_title == "DICOM_GATEWAY"
+    assert settings.ingest.host == "127.0.0.1"
+    assert settings.spool.directory == (REPO / "var" / "spool").resolve()
+    assert settings.spool.master_key.file == (REPO / "var" / "keys" / "spool-master.key").resolve()
+    assert [p.name for p in settings.ingest.peers] == ["local-test-pacs", "dcmtk-storescu"]
+    assert settings.ingest.tls.enabled is False
+
+
+def test_settings_are_frozen(tmp_path: Path) -> None:
+    settings = load(write_config(tmp_path, base_config(tmp_path)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.ingest.port = 1  # type: ignore[misc]
+
+
+def test_defaults_fill_what_is_not_written(tmp_path: Path) -> None:
+    path = tmp_path / "minimal.toml"
+    path.write_text(
+        "[spool]\ndirectory = 's'\nmaster_key = { env = 'GW_KEY' }\n"
+        "[[ingest.peers]]\nname = 'pacs'\nae_title = 'PACS'\n"
+    )
+    settings = load(path)
+    assert settings.ingest.port == 11112
+    assert settings.ingest.max_pdu_size == 262144
+    assert settings.spool.master_key.env == "GW_KEY"
+    assert settings.spool.min_free_bytes == 1024 * 1024 * 1024
+    assert settings.metrics.host == "127.0.0.1"
+
+
+def test_peer_addresses_accept_hosts_and_networks(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    config["ingest"]["peers"][0]["addresses"] = ["10.1.2.3", "192.168.0.0/16"]
+    peer = load(write_config(tmp_path, config)).ingest.peers[0]
+    assert peer.addresses == (
+        ipaddress.ip_network("10.1.2.3/32"),
+        ipaddress.ip_network("192.168.0.0/16"),
+    )
+    assert peer.allows_address("192.168.7.9")
+    assert peer.allows_address("::ffff:10.1.2.3")
+    assert not peer.allows_address("10.1.2.4")
+
+
+def test_duplicate_peer_ae_titles_and_missing_tls_files_are_problems(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    config["ingest"]["peers"][1]["ae_title"] = "PACS "
+    config["ingest"]["tls"] = {"enabled": True}
+    path = write_config(tmp_path, config)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    problems = caught.value.problems
+    assert (
+        f"{path.resolve()}: ingest.peers[1].ae_title: already used by peer 'test-pacs'" in problems
+    )
+    for name in ("certificate", "private_key", "client_ca"):
+        assert (
+            f"{path.resolve()}: ingest.tls.{name}: is required when ingest.tls.enabled = true"
+            in (problems)
+        )
+
+
+def test_missing_required_keys_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "empty.toml"
+    path.write_text("")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert caught.value.problems == [f"{path.resolve()}: spool: is required"]
+
+
+def test_bad_peer_address_is_named(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    config["ingest"]["peers"][0]["addresses"] = ["not-an-ip"]
+    path = write_config(tmp_path, config)
+    with pytest.raises(ConfigError, match=r"ingest\.peers\[0\]\.addresses\[0\]: must be an IP"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    ("title", "ok"),
+    [("PACS", True), ("A" * 16, True), ("A" * 17, False), ("   ", False), ("ÄRZTE", False)],
+)
+def test_ae_title_rules_follow_ps3_5(title: str, ok: bool) -> None:
+    assert (ae_title_problem(title) is None) is ok
