@@ -227,9 +227,8 @@ def read_spool(config: Path) -> list[Spooled]:
 
 
 def spool_files(config: Path) -> list[Path]:
-    """Every file under the spool's instance and temporary directories."""
-    root = load(config).spool.directory
-    return [p for d in ("incoming", "tmp") for p in (root / d).rglob("*") if p.is_file()]
+    """Every file under the spool's instance directory, finished or partial."""
+    return [p for p in (load(config).spool.directory / "incoming").rglob("*") if p.is_file()]
 
 
 def dataset_offset(part10: bytes) -> int:

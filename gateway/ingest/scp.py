@@ -12,17 +12,19 @@ import ssl
 import threading
 import time
 from io import BytesIO
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 from pynetdicom import AE, _config, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from gateway.errors import SpoolError, SpoolFull
 from gateway.ingest.admission import Gate, Session
 from gateway.ingest.contexts import supported_contexts
+from gateway.ingest.part10 import part10_head
 from gateway.ingest.status import EchoStatus, StoreStatus
 from gateway.ingest.transport import GatewayServer
 from gateway.logs import get_logger
@@ -65,15 +67,16 @@ class UnreadableDataset(Exception):
     """The data set could not be walked as far as Study Instance UID."""
 
 
-def read_study_uid(stream: bytes, transfer_syntax: UID) -> str | None:
+def read_study_uid(stream: BinaryIO, transfer_syntax: UID) -> str | None:
     """Study Instance UID from an encoded data set, reading no further than (0020,000D)."""
 
     def past_study_uid(tag: BaseTag, vr: str | None, length: int) -> bool:
         return bool(tag > STUDY_INSTANCE_UID)
 
     try:
+        stream.seek(0)
         ds = read_dataset(
-            BytesIO(stream),
+            stream,
             transfer_syntax.is_implicit_VR,
             transfer_syntax.is_little_endian,
             stop_when=past_study_uid,
@@ -185,38 +188,53 @@ class IngestService:
 
     def _store(self, event: Event, session: Session) -> tuple[StoreStatus, StoreResult]:
         transfer_syntax = event.context.transfer_syntax
+        request = event.request
+        assert isinstance(request, C_STORE)
+        stream = request.DataSet  # the encoded data set as received, in memory
+        assert isinstance(stream, BytesIO)
         try:
-            study_uid = read_study_uid(event.encoded_dataset(include_meta=False), transfer_syntax)
+            study_uid = read_study_uid(stream, transfer_syntax)
         except UnreadableDataset as exc:
             return self._reject(StoreResult.UNPARSEABLE, session, error=str(exc))
         if study_uid is None:
             return self._reject(StoreResult.NO_STUDY_UID, session)
-        part10 = event.encoded_dataset(include_meta=True)
-        item = Received(
-            part10=part10,
-            study_instance_uid=study_uid,
-            peer=session.peer.name,
-            sop_class_uid=str(event.request.AffectedSOPClassUID),
-            transfer_syntax_uid=str(transfer_syntax),
+        # Part 10 as pynetdicom's Event.encoded_dataset() makes it, without copying the data set.
+        head = part10_head(
+            str(request.AffectedSOPClassUID),
+            str(request.AffectedSOPInstanceUID),
+            str(transfer_syntax),
         )
-        try:
-            header = self.spool.store(item)
-        except SpoolError as exc:
-            full = isinstance(exc, SpoolFull)
-            log.warning(
-                "instance.refused",
-                reason="spool_full" if full else "spool_write_failed",
-                detail=str(exc),
+        with stream.getbuffer() as dataset:
+            size = len(head) + len(dataset)
+            item = Received(
+                head=head,
+                dataset=dataset,
+                study_instance_uid=study_uid,
                 peer=session.peer.name,
+                sop_class_uid=str(request.AffectedSOPClassUID),
+                transfer_syntax_uid=str(transfer_syntax),
             )
-            return StoreStatus.OUT_OF_RESOURCES, StoreResult.OUT_OF_RESOURCES
-        self.metrics.received_bytes.inc(len(part10))
+            try:
+                header = self.spool.store(item)
+            except SpoolError as exc:
+                return self._refuse_out_of_resources(exc, session)
+        self.metrics.received_bytes.inc(size)
         session.instances += 1
-        session.bytes += len(part10)
-        log.debug(
-            "instance.stored", peer=session.peer.name, study=header.study_id, bytes=len(part10)
-        )
+        session.bytes += size
+        log.debug("instance.stored", peer=session.peer.name, study=header.study_id, bytes=size)
         return StoreStatus.SUCCESS, StoreResult.STORED
+
+    def _refuse_out_of_resources(
+        self, exc: SpoolError, session: Session
+    ) -> tuple[StoreStatus, StoreResult]:
+        full = isinstance(exc, SpoolFull)
+        log.warning(
+            "instance.refused",
+            reason="spool_full" if full else "spool_write_failed",
+            detail=str(exc),
+            peer=session.peer.name,
+        )
+        return StoreStatus.OUT_OF_RESOURCES, StoreResult.OUT_OF_RESOURCES
 
     def _reject(
         self, result: StoreResult, session: Session, **fields: str

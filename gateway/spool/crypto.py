@@ -17,11 +17,13 @@ import hmac
 import os
 import secrets
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
@@ -29,6 +31,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from gateway.errors import KeyFileError, SpoolCorrupt
 from gateway.settings import SecretSource
 
+BytesLike = bytes | bytearray | memoryview
 MASTER_KEY_BYTES = 32
 NONCE_BYTES = 12
 
@@ -126,10 +129,32 @@ def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=256)
 
 
-def seal(data_key: bytes, associated: bytes, payload: bytes) -> bytes:
-    """nonce || AES-256-GCM(payload) with `associated` authenticated but not encrypted."""
-    nonce = secrets.token_bytes(NONCE_BYTES)
-    return nonce + AESGCM(data_key).encrypt(nonce, payload, associated)
+class Sealer:
+    """AES-256-GCM over several chunks into one reused buffer: `nonce || ciphertext || tag`.
+
+    The same bytes as `AESGCM.encrypt` of the concatenated chunks, without building that
+    concatenation: a fresh 0.5 MiB allocation per instance costs more (page faults) than the
+    encryption itself. One Sealer per thread; the returned views are valid until the next call.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def seal(
+        self, data_key: bytes, associated: bytes, chunks: Sequence[BytesLike]
+    ) -> list[BytesLike]:
+        size = sum(len(memoryview(c)) for c in chunks) + 16
+        if len(self._buffer) < size:
+            self._buffer = bytearray(size)
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        encryptor = Cipher(algorithms.AES(data_key), modes.GCM(nonce)).encryptor()
+        encryptor.authenticate_additional_data(associated)
+        out = memoryview(self._buffer)
+        written = 0
+        for chunk in chunks:
+            written += encryptor.update_into(chunk, out[written:])
+        encryptor.finalize()
+        return [nonce, out[:written], encryptor.tag]
 
 
 def unseal(data_key: bytes, associated: bytes, sealed: bytes, where: str) -> bytes:

@@ -3,9 +3,13 @@
 Layout (no PHI in any name: study directories are keyed hashes, instance files are random):
 
     <spool>/.lock                          held (flock) by the one gateway that owns the spool
-    <spool>/tmp/<random>.part              writes in progress; removed at start (never acknowledged)
     <spool>/keys/<study-id>.key            the study's data key, wrapped by the master key
     <spool>/incoming/<study-id>/<instance-id>.dgs   one received instance, encrypted
+    .../.<random>.part                     a write in progress, beside its final name; removed
+                                           at start (it was never acknowledged)
+
+A write is tmp file -> write -> fdatasync -> rename -> fsync(directory), all in one directory,
+so one directory fsync makes it durable (POSIX keeps the name in the directory).
 
 A spool file is `MAGIC | u32 header length | header JSON | nonce | AES-GCM(Part 10 bytes)`.
 The header holds only what later stages need without decrypting (configured peer name, receive
@@ -32,10 +36,12 @@ from typing import IO
 from gateway.errors import SpoolCorrupt, SpoolError, SpoolFull, SpoolLocked
 from gateway.settings import SpoolSettings
 from gateway.spool import crypto
+from gateway.spool.crypto import BytesLike
 
 MAGIC = b"DGSPOOL1"
 _HEADER_LEN = struct.Struct(">I")
 _KEY_CACHE_SIZE = 256
+_DIR_FD_CACHE_SIZE = 64
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
@@ -58,9 +64,11 @@ class InstanceHeader:
 
 @dataclass(frozen=True)
 class Received:
-    """One instance as the ingest stage hands it over."""
+    """One instance as the ingest stage hands it over: Part 10 = `head` (preamble, file meta)
+    followed by `dataset` (the encoded data set exactly as it arrived)."""
 
-    part10: bytes
+    head: bytes
+    dataset: BytesLike
     study_instance_uid: str
     peer: str
     sop_class_uid: str
@@ -74,13 +82,15 @@ class Spool:
         self.root = settings.directory
         self.reserve = settings.min_free_bytes
         self._keys = keys
-        self.tmp = self.root / "tmp"
         self.incoming = self.root / "incoming"
         self.key_dir = self.root / "keys"
         self._lock_file: IO[bytes] | None = None
         self._key_lock = threading.Lock()
         self._data_keys: OrderedDict[str, bytes] = OrderedDict()
         self._known_dirs: set[str] = set()
+        self._local = threading.local()
+        self._dir_fds: OrderedDict[Path, int] = OrderedDict()
+        self._dir_lock = threading.Lock()
 
     @classmethod
     def open(cls, settings: SpoolSettings) -> Spool:
@@ -96,7 +106,7 @@ class Spool:
         return cls(settings, keys)
 
     def _prepare(self) -> None:
-        for directory in (self.root, self.tmp, self.incoming, self.key_dir):
+        for directory in (self.root, self.incoming, self.key_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock_fd = os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._lock_file = os.fdopen(lock_fd, "ab")
@@ -105,10 +115,17 @@ class Spool:
         except BlockingIOError:
             self._lock_file.close()
             raise SpoolLocked(f"{self.root}: another gateway process owns this spool") from None
-        for leftover in self.tmp.iterdir():
+        for leftover in self.partial_files():
             leftover.unlink()
 
+    def partial_files(self) -> list[Path]:
+        """Writes that never completed: nothing here was ever acknowledged."""
+        return [*self.incoming.glob("*/.*.part"), *self.key_dir.glob(".*.part")]
+
     def close(self) -> None:
+        with self._dir_lock:
+            while self._dir_fds:
+                os.close(self._dir_fds.popitem()[1])
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -122,7 +139,8 @@ class Spool:
         """Encrypt and write one instance durably; on SpoolFull or SpoolError nothing is left."""
         if self._lock_file is None:
             raise SpoolError("spool opened read-only")
-        if self.free_bytes() - len(item.part10) < self.reserve:
+        size = len(item.head) + len(memoryview(item.dataset))
+        if self.free_bytes() - size < self.reserve:
             raise SpoolFull("free space below the configured reserve")
         study_id = self._keys.study_id(item.study_instance_uid)
         header = InstanceHeader(
@@ -130,7 +148,7 @@ class Spool:
             study_id=study_id,
             peer=item.peer,
             received_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
-            size=len(item.part10),
+            size=size,
             sop_class_uid=item.sop_class_uid,
             transfer_syntax_uid=item.transfer_syntax_uid,
         )
@@ -138,9 +156,9 @@ class Spool:
             data_key = self._data_key(study_id, create=True)
             encoded = header.encode()
             prefix = MAGIC + _HEADER_LEN.pack(len(encoded)) + encoded
-            body = crypto.seal(data_key, prefix, item.part10)
+            body = self._sealer().seal(data_key, prefix, (item.head, item.dataset))
             directory = self._study_dir(study_id)
-            self._write_durably(directory / f"{header.instance_id}.dgs", (prefix, body))
+            self._write_durably(directory / f"{header.instance_id}.dgs", [prefix, *body])
         except OSError as exc:
             if exc.errno in _DISK_FULL:
                 raise SpoolFull(f"disk full ({errno.errorcode[exc.errno]})") from None
@@ -152,28 +170,45 @@ class Spool:
         directory = self.incoming / study_id
         if study_id not in self._known_dirs:
             directory.mkdir(mode=0o700, exist_ok=True)
-            crypto.fsync_directory(self.incoming)
+            self._fsync_dir(self.incoming)
             self._known_dirs.add(study_id)
         return directory
 
-    def _write_durably(self, final: Path, chunks: tuple[bytes, ...]) -> None:
-        """tmp file -> write -> fsync -> rename -> fsync(dir); on any failure nothing remains."""
-        tmp = self.tmp / f"{secrets.token_hex(16)}.part"
+    def _sealer(self) -> crypto.Sealer:
+        sealer: crypto.Sealer | None = getattr(self._local, "sealer", None)
+        if sealer is None:
+            sealer = self._local.sealer = crypto.Sealer()
+        return sealer
+
+    def _write_durably(self, final: Path, chunks: list[BytesLike]) -> None:
+        """tmp -> write -> fdatasync -> rename -> fsync(dir); on any failure nothing remains."""
+        tmp = final.with_name(f".{secrets.token_hex(16)}.part")
         renamed = False
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                for chunk in chunks:
-                    _write_all(fd, chunk)
-                os.fsync(fd)
+                _write_all(fd, chunks)
+                os.fdatasync(fd)
             finally:
                 os.close(fd)
             os.rename(tmp, final)
             renamed = True
-            crypto.fsync_directory(final.parent)
+            self._fsync_dir(final.parent)
         except BaseException:
             (final if renamed else tmp).unlink(missing_ok=True)
             raise
+
+    def _fsync_dir(self, directory: Path) -> None:
+        """fsync a directory through a cached descriptor (opening it costs as much as the sync)."""
+        with self._dir_lock:
+            fd = self._dir_fds.get(directory)
+            if fd is None:
+                fd = self._dir_fds[directory] = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+                if len(self._dir_fds) > _DIR_FD_CACHE_SIZE:
+                    os.close(self._dir_fds.popitem(last=False)[1])
+            else:
+                self._dir_fds.move_to_end(directory)
+            os.fsync(fd)
 
     def _data_key(self, study_id: str, *, create: bool) -> bytes:
         with self._key_lock:
@@ -195,7 +230,7 @@ class Spool:
             if not create:
                 raise SpoolCorrupt(f"study key {study_id} is gone (study erased?)") from None
             key = crypto.new_data_key()
-            self._write_durably(path, (self._keys.wrap(key),))
+            self._write_durably(path, [self._keys.wrap(key)])
             return key
 
     # -- reading ------------------------------------------------------------------------------
@@ -216,7 +251,13 @@ class Spool:
         return header, crypto.unseal(key, blob[: start + length], blob[start + length :], where)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+def _write_all(fd: int, chunks: list[BytesLike]) -> None:
+    """One writev for all chunks, continuing after short writes."""
+    views = [memoryview(c).cast("B") for c in chunks]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]

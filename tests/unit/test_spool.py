@@ -25,7 +25,8 @@ def settings(tmp_path: Path, reserve_mib: int = 0) -> SpoolSettings:
 
 
 def received(study: str = STUDY, payload: bytes = PAYLOAD) -> Received:
-    return Received(payload, study, "test-pacs", "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
+    ct, explicit_le = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1"
+    return Received(payload[:132], payload[132:], study, "test-pacs", ct, explicit_le)
 
 
 @pytest.fixture
@@ -107,16 +108,20 @@ def test_reserve_refuses_and_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(SpoolFull):
         spool.store(received())
     assert list(spool.instance_files()) == []
-    assert list(spool.tmp.iterdir()) == []
+    assert spool.partial_files() == []
     spool.close()
 
 
 def test_partial_writes_are_dropped_at_start(tmp_path: Path) -> None:
     spool = Spool.open(settings(tmp_path))
-    (spool.tmp / "deadbeef.part").write_bytes(b"half an instance")
+    spool.store(received())
+    [done] = spool.instance_files()
+    (done.parent / ".deadbeef.part").write_bytes(b"half an instance")
+    (spool.key_dir / ".cafe.part").write_bytes(b"half a key")
     spool.close()
     reopened = Spool.open(settings(tmp_path))
-    assert list(reopened.tmp.iterdir()) == []
+    assert reopened.partial_files() == []
+    assert list(reopened.instance_files()) == [done]
     reopened.close()
 
 
