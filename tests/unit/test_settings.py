@@ -96,3 +96,9 @@ def test_bad_peer_address_is_named(tmp_path: Path) -> None:
 )
 def test_ae_title_rules_follow_ps3_5(title: str, ok: bool) -> None:
     assert (ae_title_problem(title) is None) is ok
+
+
+def test_container_config_is_valid() -> None:
+    settings = load(REPO / "deploy" / "container" / "gateway.toml")
+    assert settings.ingest.host == "0.0.0.0"
+    assert settings.spool.directory == Path("/var/lib/dicom-gateway/spool")
