@@ -77,17 +77,16 @@ class GuardedSocket(AssociationSocket):
 
     def _recv_exactly(self, nr_bytes: int) -> bytearray:
         buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
         got = 0
         sock = self.socket
         assert sock is not None
-        while got < nr_bytes:
-            n = sock.recv_into(view[got:], nr_bytes - got)
-            if n == 0:
-                del buffer[got:]
-                break
-            got += n
-        view.release()
+        with memoryview(buffer) as view:
+            while got < nr_bytes:
+                n = sock.recv_into(view[got:], nr_bytes - got)
+                if n == 0:  # the peer closed: hand back what arrived
+                    break
+                got += n
+        del buffer[got:]  # only once no view is exported (else BufferError)
         return buffer
 
 

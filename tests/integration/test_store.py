@@ -87,6 +87,9 @@ def test_storescu_in_seven_transfer_syntaxes_spools_what_was_sent(
     assert {h.transfer_syntax_uid for h in headers} == {
         str(read_file_meta_info(f).TransferSyntaxUID) for f in files
     }
+    # seven associations opened and closed by the peer: no error inside pynetdicom
+    errors = [e for e in gateway.events("library.log") if e["level"] in ("error", "critical")]
+    assert errors == []
 
 
 def test_pynetdicom_scu_in_six_more_spools_exact_bytes(
