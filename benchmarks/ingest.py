@@ -59,7 +59,7 @@ def make_instances(root: Path, n: int, groups: int) -> list[Path]:
     """n CT instances in `groups` folders (one per association), 20 studies' worth of UIDs."""
     rng = np.random.default_rng(7)
     pixels = rng.integers(0, 4096, size=(512, 512), dtype=np.uint16).tobytes()
-    studies = [generate_uid() for _ in range(max(1, n // 100))]
+    studies = [(generate_uid(), generate_uid()) for _ in range(max(1, n // 100))]
     paths = []
     for i in range(n):
         folder = root / f"a{i % groups}"
@@ -68,7 +68,7 @@ def make_instances(root: Path, n: int, groups: int) -> list[Path]:
     return paths
 
 
-def _write_ct(path: Path, study: str, index: int, pixels: bytes) -> Path:
+def _write_ct(path: Path, study: tuple[str, str], index: int, pixels: bytes) -> Path:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -77,8 +77,7 @@ def _write_ct(path: Path, study: str, index: int, pixels: bytes) -> Path:
     ds.file_meta = meta
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = study + ".1"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study
     ds.PatientName = "BENCH^SYNTHETIC"
     ds.PatientID = "BENCH0001"
     ds.Modality = "CT"

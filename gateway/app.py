@@ -15,6 +15,7 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from gateway.errors import ListenError
 from gateway.ingest import IngestService
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
@@ -37,6 +38,13 @@ class Gateway:
         self._stop = threading.Event()
         self._signals = 0
 
+    def _listen(self) -> None:
+        if self.settings.metrics.enabled:
+            m = self.settings.metrics
+            server, _ = start_http_server(m.port, addr=m.host, registry=self.registry)
+            log.info("metrics.listening", host=m.host, port=server.server_port)
+        self.ingest.start()
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
         if self._signals > 1:
@@ -49,11 +57,11 @@ class Gateway:
         """Run until SIGTERM or SIGINT; returns the process exit code."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
-        if self.settings.metrics.enabled:
-            m = self.settings.metrics
-            server, _ = start_http_server(m.port, addr=m.host, registry=self.registry)
-            log.info("metrics.listening", host=m.host, port=server.server_port)
-        self.ingest.start()
+        try:
+            self._listen()
+        except OSError as exc:
+            self.spool.close()
+            raise ListenError(f"cannot listen: {exc.strerror or exc.__class__.__name__}") from None
         log.info("gateway.started", spool=str(self.spool.root))
         self._stop.wait()
         aborted = self.ingest.stop(DRAIN_SECONDS)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from gateway import __version__, devpki, scu
 from gateway.app import Gateway
-from gateway.errors import ConfigError, GatewayError, KeyFileError
+from gateway.errors import ConfigError, GatewayError, KeyFileError, TlsSetupError
+from gateway.ingest.scp import tls_context
 from gateway.logs import configure
 from gateway.settings import LoggingSettings, Settings, file_problems, load
 from gateway.spool.crypto import generate_master_key_file, read_master_key, write_key_file
@@ -29,6 +30,11 @@ def _settings(path: Path, *, files: bool = True) -> Settings:
             read_master_key(settings.spool.master_key)
         except KeyFileError as exc:
             problems.append(f"{settings.source}: spool.master_key: {exc}")
+        if settings.ingest.tls.enabled:
+            try:
+                tls_context(settings.ingest.tls)
+            except TlsSetupError as exc:
+                problems.append(f"{settings.source}: {exc}")
     if problems:
         raise ConfigError(problems)
     return settings
@@ -38,11 +44,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     configure(settings.logging)
     try:
-        gateway = Gateway(settings)
+        return Gateway(settings).serve()
     except GatewayError as exc:
         print(f"dicom-gateway: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    return gateway.serve()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

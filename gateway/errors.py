@@ -38,5 +38,13 @@ class SpoolCorrupt(SpoolError):
     """A spool file or study key does not authenticate: it was altered or the key is wrong."""
 
 
+class TlsSetupError(GatewayError):
+    """Certificates or keys named in the configuration cannot be loaded."""
+
+
+class ListenError(GatewayError):
+    """A configured address and port cannot be bound (in use, not ours, no permission)."""
+
+
 class NetworkError(GatewayError):
     """A DICOM peer could not be reached or refused the association (SCU side)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -43,6 +44,15 @@ class _LibraryHandler(logging.Handler):
         structlog.get_logger("gateway.library").log(record.levelno, "library.log", **fields)
 
 
+def _thread_crashed(args: threading.ExceptHookArgs) -> None:
+    """Replaces the default hook, which prints the exception's message (maybe PHI) to stderr."""
+    structlog.get_logger("gateway").error(
+        "thread.crashed",
+        thread=args.thread.name if args.thread is not None else None,
+        exception=args.exc_type.__name__,
+    )
+
+
 def configure(settings: LoggingSettings, stream: TextIO = sys.stderr) -> None:
     """Set up structlog and route library logging and warnings through the redacting handler."""
     level = _LEVELS[settings.level]
@@ -64,6 +74,7 @@ def configure(settings: LoggingSettings, stream: TextIO = sys.stderr) -> None:
         cache_logger_on_first_use=False,
     )
     logging.captureWarnings(True)
+    threading.excepthook = _thread_crashed
     root = logging.getLogger()
     root.handlers[:] = [_LibraryHandler()]
     root.setLevel(logging.WARNING)

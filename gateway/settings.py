@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import tomllib
 import types
@@ -54,7 +55,7 @@ def _port_problem(value: int) -> str | None:
 
 
 def _positive(value: float) -> str | None:
-    return None if value > 0 else "must be greater than zero"
+    return None if math.isfinite(value) and value > 0 else "must be a finite number above zero"
 
 
 def _between(low: int, high: int) -> Check:
@@ -92,7 +93,10 @@ class PeerSettings:
         """True when no addresses are configured or `address` falls in one of them."""
         if not self.addresses:
             return True
-        ip = ipaddress.ip_address(address)
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+        except ValueError:
+            return False
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         return any(ip in network for network in self.addresses)

@@ -273,7 +273,7 @@ def storescu(
 
 
 def iter_phi_values(files: list[Path]) -> Iterator[str]:
-    """Patient names and IDs of `files` that are specific enough to grep for in logs."""
+    """Patient names, IDs and instance UIDs of `files`, where specific enough to grep logs for."""
     import pydicom
 
     for path in files:
@@ -281,7 +281,8 @@ def iter_phi_values(files: list[Path]) -> Iterator[str]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-                values = [str(ds.get(kw, "") or "") for kw in ("PatientName", "PatientID")]
+                keywords = ("PatientName", "PatientID", "StudyInstanceUID", "SOPInstanceUID")
+                values = [str(ds.get(kw, "") or "") for kw in keywords]
         except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
             continue
         for raw in values:

@@ -39,6 +39,7 @@ class Session:
     started: float = field(default_factory=time.monotonic)
     instances: int = 0
     bytes: int = 0
+    ended: bool = False
 
 
 class Gate:
@@ -47,7 +48,6 @@ class Gate:
         self.metrics = metrics
         self._lock = threading.Lock()
         self._handshaking = 0
-        self._requested: weakref.WeakSet[Association] = weakref.WeakSet()
         self._sessions: weakref.WeakKeyDictionary[Association, Session] = (
             weakref.WeakKeyDictionary()
         )
@@ -55,9 +55,13 @@ class Gate:
     # -- door 1: TCP accept ---------------------------------------------------------------------
 
     def may_open(self, address: str, acceptors: list[Association]) -> bool:
-        """Called on the accept loop: refuse when too many connections have not yet associated."""
+        """Called on the accept loop: refuse when too many connections are not admitted ones.
+
+        Counts TLS handshakes, connections yet to ask, and rejected associations still waiting
+        for their peer to close: all of them hold a thread, none of them is a PACS at work.
+        """
         with self._lock:
-            waiting = self._handshaking + sum(1 for a in acceptors if a not in self._requested)
+            waiting = self._handshaking + sum(1 for a in acceptors if a not in self._sessions)
         if waiting < self.settings.max_pending_connections:
             return True
         self.refuse(Refusal.TOO_MANY_PENDING, address)
@@ -78,10 +82,21 @@ class Gate:
     # -- door 2: A-ASSOCIATE-RQ -----------------------------------------------------------------
 
     def on_requested(self, event: Event) -> None:
-        """EVT_REQUESTED handler: admit, or send A-ASSOCIATE-RJ and end the association."""
+        """EVT_REQUESTED handler: admit, or send A-ASSOCIATE-RJ and end the association.
+
+        Fails closed: pynetdicom logs and ignores an exception from a notification handler and
+        would then go on to accept, so any error here rejects instead.
+        """
         assoc = event.assoc
-        with self._lock:
-            self._requested.add(assoc)
+        try:
+            self._admit_or_reject(assoc)
+        except Exception as exc:  # noqa: BLE001 - fail closed, whatever went wrong
+            log.error("admission.error", error=exc.__class__.__name__)
+            if not assoc.is_rejected:
+                assoc.acse.send_reject(*AssociateReject.NO_REASON_GIVEN.value)
+            assoc.kill()
+
+    def _admit_or_reject(self, assoc: Association) -> None:
         address = str(assoc.requestor.address)
         decision = self._decide(assoc, address)
         if isinstance(decision, Session):
@@ -117,13 +132,16 @@ class Gate:
             return self._sessions.get(assoc)
 
     def on_ended(self, event: Event) -> None:
-        """EVT_RELEASED / EVT_ABORTED: one summary line per admitted association."""
-        session = self.session(event.assoc)
-        if session is None:
-            return
+        """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE: one summary line per association."""
+        with self._lock:
+            session = self._sessions.get(event.assoc)
+            if session is None or session.ended:
+                return
+            session.ended = True
+        how = {"EVT_RELEASED": "released", "EVT_ABORTED": "aborted"}.get(event.event.name, "closed")
         log.info(
             "association.ended",
-            how="released" if event.event.name == "EVT_RELEASED" else "aborted",
+            how=how,
             peer=session.peer.name,
             instances=session.instances,
             bytes=session.bytes,

@@ -21,7 +21,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
-from gateway.errors import SpoolError, SpoolFull
+from gateway.errors import SpoolError, SpoolFull, TlsSetupError
 from gateway.ingest.admission import Gate, Session
 from gateway.ingest.contexts import supported_contexts
 from gateway.ingest.part10 import part10_head
@@ -96,9 +96,20 @@ def tls_context(tls: TlsSettings) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(_TLS12_CIPHERS)
     if tls.certificate is None or tls.private_key is None or tls.client_ca is None:
-        raise ValueError("TLS needs certificate, private_key and client_ca (settings check this)")
-    ctx.load_cert_chain(tls.certificate, tls.private_key)
-    ctx.load_verify_locations(cafile=tls.client_ca)
+        raise TlsSetupError("ingest.tls: certificate, private_key and client_ca are required")
+    try:
+        ctx.load_cert_chain(tls.certificate, tls.private_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsSetupError(
+            f"ingest.tls.certificate / ingest.tls.private_key: cannot load {tls.certificate} "
+            f"with {tls.private_key} ({exc.__class__.__name__}: not a matching PEM pair?)"
+        ) from None
+    try:
+        ctx.load_verify_locations(cafile=tls.client_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsSetupError(
+            f"ingest.tls.client_ca: cannot load {tls.client_ca} ({exc.__class__.__name__})"
+        ) from None
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
@@ -115,6 +126,7 @@ class IngestService:
         self.metrics = metrics
         self.gate = Gate(settings, metrics)
         self.ae = self._build_ae()
+        self._tls = tls_context(settings.tls) if settings.tls.enabled else None
         self.server: GatewayServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -138,13 +150,14 @@ class IngestService:
             (evt.EVT_REQUESTED, self.gate.on_requested),
             (evt.EVT_RELEASED, self.gate.on_ended),
             (evt.EVT_ABORTED, self.gate.on_ended),
+            (evt.EVT_CONN_CLOSE, self.gate.on_ended),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
         ]
         server = self.ae.make_server(
             (s.host, s.port),
             contexts=supported_contexts(),
-            ssl_context=tls_context(s.tls) if s.tls.enabled else None,
+            ssl_context=self._tls,
             evt_handlers=handlers,
             server_class=GatewayServer,
             gate=self.gate,
@@ -180,7 +193,9 @@ class IngestService:
     def _on_store(self, event: Event) -> int:
         started = time.perf_counter()
         session = self.gate.session(event.assoc)
-        assert session is not None, "DIMSE traffic only flows on admitted associations"
+        if session is None:  # cannot happen while admission works; refuse rather than store
+            log.error("instance.refused", reason="association_not_admitted")
+            return StoreStatus.OUT_OF_RESOURCES
         status, result = self._store(event, session)
         self.metrics.store_requests.labels(result=result).inc()
         self.metrics.store_seconds.observe(time.perf_counter() - started)
@@ -211,7 +226,7 @@ class IngestService:
                 dataset=dataset,
                 study_instance_uid=study_uid,
                 peer=session.peer.name,
-                sop_class_uid=str(request.AffectedSOPClassUID),
+                sop_class_uid=str(event.context.abstract_syntax),  # negotiated, one of ours
                 transfer_syntax_uid=str(transfer_syntax),
             )
             try:

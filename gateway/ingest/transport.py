@@ -1,8 +1,9 @@
 """Hardening of pynetdicom's server transport (each gap reproduced against pynetdicom 3.0.4).
 
 1. PDU length: pynetdicom reads a PDU's 32-bit length and then buffers that many bytes, before
-   any AE check. `GuardedSocket` checks the length field against the maximum we advertised
-   (64 KiB before the association is established) and aborts instead.
+   any AE check. `GuardedSocket` refuses any read longer than the maximum we advertised (64 KiB
+   unless the association is established) and aborts instead. Every read also has a timeout,
+   so a peer that stops mid-PDU cannot hold a thread (and its slot) forever.
 2. TLS: pynetdicom completes the TLS handshake inside its accept loop, so one silent client
    stalls every other. `GatewayServer` wraps without handshaking; the handshake runs on the
    connection's own thread with a timeout.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import sys
 import typing
 from typing import Any
 
@@ -22,12 +24,17 @@ from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from gateway.ingest.admission import Gate
+from gateway.logs import get_logger
 from gateway.metrics import Refusal
 from gateway.settings import PRE_ASSOCIATION_MAX_PDU
 
+log = get_logger("gateway.ingest")
+
 # A-ABORT PDU (PS3.8 9.3.8): source 2 = service provider, reason 6 = invalid PDU parameter value.
 _ABORT_INVALID_PDU_PARAMETER = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06))
-_PRE_ASSOCIATION_STATES = frozenset({"Sta1", "Sta2", "Sta3"})
+# PS3.8 9.2: states of an established association (data transfer and release); anything else
+# (idle, awaiting A-ASSOCIATE-RQ, awaiting our answer, awaiting close after a reject) gets 64 KiB.
+_ESTABLISHED_STATES = frozenset({f"Sta{n}" for n in range(6, 13)})
 
 
 class PduTooLarge(OSError):
@@ -37,35 +44,32 @@ class PduTooLarge(OSError):
 class GuardedSocket(AssociationSocket):
     """An AssociationSocket that refuses oversized PDUs before reading their bodies.
 
-    pynetdicom's reader asks for exactly 6 bytes (PDU header), then for the body length it
-    found there; the socket alternates between the two.
+    pynetdicom's reader asks for the 6-byte PDU header, then for as many bytes as the header's
+    length field says. Whatever it asks for, a read longer than the current limit is refused
+    before a byte of it is read or a buffer for it is allocated.
     """
 
     gate: Gate
-    _expect_header: bool
 
     def guard(self, gate: Gate) -> None:
         self.gate = gate
-        self._expect_header = True
 
-    def _limit(self) -> int:
-        assoc = self.assoc
-        if assoc.dul.state_machine.current_state in _PRE_ASSOCIATION_STATES:
+    def _established(self) -> bool:
+        return self.assoc.dul.state_machine.current_state in _ESTABLISHED_STATES
+
+    def _limit(self, established: bool) -> int:
+        if not established:
             return PRE_ASSOCIATION_MAX_PDU
-        return assoc.acceptor.maximum_length or self.gate.settings.max_pdu_size
+        return self.assoc.acceptor.maximum_length or self.gate.settings.max_pdu_size
 
     def recv(self, nr_bytes: int) -> bytearray:
-        data = self._recv_exactly(nr_bytes)
-        if not self._expect_header:
-            self._expect_header = True
-            return data
-        self._expect_header = False
-        if len(data) == 6:
-            length = int.from_bytes(data[2:6], "big")
-            limit = self._limit()
-            if length > limit:
-                self._abort(length, limit)
-        return data
+        established = self._established()
+        limit = self._limit(established)
+        if nr_bytes > limit:
+            self._abort(nr_bytes, limit)
+        settings = self.gate.settings
+        timeout = settings.network_timeout if established else settings.association_request_timeout
+        return self._recv_exactly(nr_bytes, timeout)
 
     def _abort(self, length: int, limit: int) -> None:
         address = str(self.assoc.requestor.address)
@@ -75,11 +79,13 @@ class GuardedSocket(AssociationSocket):
                 self.socket.sendall(_ABORT_INVALID_PDU_PARAMETER)
         raise PduTooLarge("PDU length exceeds the negotiated maximum")
 
-    def _recv_exactly(self, nr_bytes: int) -> bytearray:
+    def _recv_exactly(self, nr_bytes: int, timeout: float) -> bytearray:
+        """Read exactly `nr_bytes` unless the peer closes; TimeoutError if it goes silent."""
         buffer = bytearray(nr_bytes)
         got = 0
         sock = self.socket
         assert sock is not None
+        sock.settimeout(timeout)
         with memoryview(buffer) as view:
             while got < nr_bytes:
                 n = sock.recv_into(view[got:], nr_bytes - got)
@@ -145,6 +151,11 @@ class GatewayServer(ThreadedAssociationServer):
                 client, server_side=True, do_handshake_on_connect=False
             )
         return client, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """socketserver prints the traceback, message and all; log the exception type only."""
+        exc_type = sys.exc_info()[0]
+        log.error("connection.error", exception=exc_type.__name__ if exc_type else None)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         return self.gate.may_open(str(client_address[0]), self.active_associations)

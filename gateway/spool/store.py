@@ -96,7 +96,12 @@ class Spool:
     def open(cls, settings: SpoolSettings) -> Spool:
         """Create the layout, take the spool lock and drop unacknowledged partial writes."""
         spool = cls.open_readonly(settings)
-        spool._prepare()
+        try:
+            spool._prepare()
+        except OSError as exc:
+            spool.close()
+            code = errno.errorcode.get(exc.errno or 0, exc.__class__.__name__)
+            raise SpoolError(f"spool.directory {spool.root}: cannot prepare ({code})") from None
         return spool
 
     @classmethod
@@ -108,6 +113,8 @@ class Spool:
     def _prepare(self) -> None:
         for directory in (self.root, self.incoming, self.key_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for directory in (self.root.parent, self.root):  # the new entries themselves durable
+            crypto.fsync_directory(directory)
         lock_fd = os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._lock_file = os.fdopen(lock_fd, "ab")
         try:
@@ -158,13 +165,24 @@ class Spool:
             prefix = MAGIC + _HEADER_LEN.pack(len(encoded)) + encoded
             body = self._sealer().seal(data_key, prefix, (item.head, item.dataset))
             directory = self._study_dir(study_id)
-            self._write_durably(directory / f"{header.instance_id}.dgs", [prefix, *body])
+            final = directory / f"{header.instance_id}.dgs"
+            self._write_durably(final, [prefix, *body])
+            self._check_not_erased(study_id, final)
         except OSError as exc:
             if exc.errno in _DISK_FULL:
                 raise SpoolFull(f"disk full ({errno.errorcode[exc.errno]})") from None
             code = errno.errorcode.get(exc.errno or 0, exc.__class__.__name__)
             raise SpoolError(f"spool write failed ({code})") from None
         return header
+
+    def _check_not_erased(self, study_id: str, final: Path) -> None:
+        """A study erased while this instance was being written must not keep it (its key is
+        gone); the sender gets Out of Resources and sends it again into a fresh study key."""
+        with self._key_lock:
+            if (self.key_dir / f"{study_id}.key").exists():
+                return
+        final.unlink(missing_ok=True)
+        raise SpoolError("study erased while an instance was being written")
 
     def _study_dir(self, study_id: str) -> Path:
         directory = self.incoming / study_id
@@ -232,6 +250,27 @@ class Spool:
             key = crypto.new_data_key()
             self._write_durably(path, [self._keys.wrap(key)])
             return key
+
+    def erase_study(self, study_id: str) -> int:
+        """Destroy the study's key, then unlink its files; returns how many instances went.
+
+        The key goes first: from then on the files are unreadable whatever happens next.
+        Returns 0 for an unknown study. The cached key is dropped under the same lock that
+        hands keys to writers, so no later instance is sealed with a destroyed key.
+        """
+        directory = self.incoming / study_id
+        with self._key_lock:
+            self._data_keys.pop(study_id, None)
+            (self.key_dir / f"{study_id}.key").unlink(missing_ok=True)
+            self._fsync_dir(self.key_dir)
+            self._known_dirs.discard(study_id)
+            files = list(directory.iterdir()) if directory.is_dir() else []
+            for path in files:
+                path.unlink()
+            if directory.is_dir():
+                directory.rmdir()
+                self._fsync_dir(self.incoming)
+        return sum(1 for p in files if p.suffix == ".dgs")
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ def test_keys_never_overwrites_a_key(example: Path) -> None:
         ("ingest", "ae_title", "BACK\\SLASH", "ingest.ae_title: may hold only"),
         ("ingest", "port", "eleven", "ingest.port: must be an integer, not a string"),
         ("ingest", "port", 70000, "ingest.port: must be a TCP port"),
+        ("ingest", "network_timeout", float("inf"), "ingest.network_timeout: must be a finite"),
         ("metrics", "enabled", 1, "metrics.enabled: must be true or false"),
         ("logging", "level", "loud", "logging.level: must be one of"),
         ("spool", "master_key", "deadbeef", "spool.master_key: secrets are never inline"),
@@ -138,4 +139,46 @@ def test_echo_to_nobody_is_a_clear_error() -> None:
     result = cli("echo", "--host", "127.0.0.1", "--port", "1", "--aec", "X", "--aet", "Y")
     assert result.returncode == 1
     assert "unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_a_clear_error(gateway: GatewayProcess, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    config = base_config(other)
+    config["ingest"]["port"] = gateway.port
+    path = write_config(other, config)
+    assert cli("keys", "--config", str(path)).returncode == 0
+    result = cli("run", "--config", str(path))
+    assert result.returncode == 1
+    assert "cannot start: cannot listen: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unloadable_tls_files_are_named(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    pki = tmp_path / "pki"
+    config["ingest"]["tls"] = {
+        "enabled": True,
+        "certificate": str(pki / "server.crt"),
+        "private_key": str(pki / "server.key"),
+        "client_ca": str(pki / "ca.crt"),
+    }
+    path = write_config(tmp_path, config)
+    assert cli("keys", "--config", str(path)).returncode == 0
+    (pki / "server.key").write_text("not a key\n")
+    result = cli("check-config", str(path))
+    assert result.returncode == 2
+    assert f"{path}: ingest.tls.certificate / ingest.tls.private_key: cannot load" in result.stderr
+
+
+def test_a_spool_directory_that_cannot_be_made_is_named(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config["spool"]["directory"] = str(blocker / "spool")
+    path = write_config(tmp_path, config)
+    assert cli("keys", "--config", str(path)).returncode == 0
+    result = cli("run", "--config", str(path))
+    assert result.returncode == 1
+    assert f"spool.directory {blocker / 'spool'}: cannot prepare (ENOTDIR)" in result.stderr
     assert "Traceback" not in result.stderr

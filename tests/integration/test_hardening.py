@@ -166,3 +166,27 @@ def test_plain_dicom_to_a_tls_port_is_refused(gateway_factory: GatewayFactory) -
         scu.echo(scu.Node("127.0.0.1", gw.port, "PACS", "GATEWAY_UT", timeout=10))
     gc.collect()
     gw.wait_for_event("association.refused", reason="tls_handshake_failed")
+
+
+def test_an_unknown_pdu_type_cannot_slip_a_huge_pdu_past_the_guard(
+    gateway: GatewayProcess,
+) -> None:
+    rss_before = gateway.rss_kib()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(bytes((0x08, 0, 0, 0, 0, 0)))  # no such PDU type; no body follows
+        sock.sendall(bytes((0x04, 0)) + HUGE.to_bytes(4, "big"))
+        taken = push(sock, 256 * MIB)
+    assert taken < 256 * MIB
+    assert gateway.rss_kib() - rss_before < 32 * 1024
+    assert echo_ok(gateway)
+
+
+def test_a_peer_that_stalls_mid_pdu_is_dropped(gateway: GatewayProcess) -> None:
+    """association_request_timeout is 5 s in the test config: the read times out, the slot frees."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as sock:
+        sock.sendall(bytes((0x01, 0)) + (1000).to_bytes(4, "big") + b"\0" * 10)  # 990 missing
+        started = time.monotonic()
+        while sock.recv(1024):  # drain whatever comes until the gateway closes
+            pass
+        assert time.monotonic() - started < 10
+    assert echo_ok(gateway)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,3 +164,54 @@ def test_master_key_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         read_master_key(SecretSource(env="GW_TEST_KEY"))
     monkeypatch.setenv("GW_TEST_KEY", "ab" * 32)
     assert read_master_key(SecretSource(env="GW_TEST_KEY")) == bytes.fromhex("ab" * 32)
+
+
+def test_durable_order_before_store_returns(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """write -> fdatasync(file) -> rename -> fsync(directory); spies pass every call through."""
+    calls: list[tuple[str, str]] = []
+    real = {name: getattr(os, name) for name in ("fdatasync", "fsync", "rename")}
+    paths: dict[int, str] = {}
+    real_open = os.open
+
+    def spy_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(path, flags, *args, **kwargs)
+        paths[fd] = Path(path).name if not flags & os.O_DIRECTORY else "dir:" + Path(path).name
+        return fd
+
+    def spy(name: str) -> Any:
+        def call(*args: Any) -> Any:
+            target = paths.get(args[0], "?") if isinstance(args[0], int) else Path(args[1]).name
+            calls.append((name, target))
+            return real[name](*args)
+
+        return call
+
+    monkeypatch.setattr(os, "open", spy_open)
+    for name in real:
+        monkeypatch.setattr(os, name, spy(name))
+    header = spool.store(received("1.2.99"))
+    final = f"{header.instance_id}.dgs"
+    key = f"{header.study_id}.key"
+    names = [name for name, _ in calls]
+    # the study key first, durably, then the instance
+    assert calls.index(("rename", key)) < calls.index(("rename", final))
+    assert names[-3:] == ["fdatasync", "rename", "fsync"]
+    assert calls[-2] == ("rename", final)
+    assert calls[-1] == ("fsync", f"dir:{header.study_id}")
+    assert ("fsync", "dir:keys") in calls
+    assert ("fsync", "dir:incoming") in calls  # the new study directory itself
+
+
+def test_erasing_a_study_destroys_its_key_and_files(spool: Spool) -> None:
+    a = spool.store(received("1.2.3"))
+    spool.store(received("1.2.3"))
+    b = spool.store(received("1.2.4"))
+    assert spool.erase_study(a.study_id) == 2
+    assert not (spool.key_dir / f"{a.study_id}.key").exists()
+    assert not (spool.incoming / a.study_id).exists()
+    assert [p.parent.name for p in spool.instance_files()] == [b.study_id]
+    # the same study arriving again gets a fresh key and is readable
+    again = spool.store(received("1.2.3"))
+    assert again.study_id == a.study_id
+    assert spool.read(spool.incoming / a.study_id / f"{again.instance_id}.dgs")[1] == PAYLOAD
+    assert spool.erase_study("0" * 32) == 0
