@@ -23,6 +23,7 @@ class Refusal(enum.StrEnum):
     TOO_MANY_PENDING = "too_many_pending_connections"
     TLS_HANDSHAKE_FAILED = "tls_handshake_failed"
     PDU_TOO_LARGE = "pdu_too_large"
+    INSTANCE_TOO_LARGE = "instance_too_large"
 
 
 class StoreResult(enum.StrEnum):

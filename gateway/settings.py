@@ -123,6 +123,7 @@ class IngestSettings:
     max_pdu_size: int = field(
         default=DEFAULT_MAX_PDU, metadata=_check(_between(4096, 16 * 1024 * 1024))
     )
+    max_instance_mib: int = field(default=4096, metadata=_check(_between(1, 1 << 20)))
     max_associations: int = field(default=8, metadata=_check(_between(1, 1000)))
     max_pending_connections: int = field(default=32, metadata=_check(_between(1, 1000)))
     association_request_timeout: float = field(default=10.0, metadata=_check(_positive))

@@ -179,6 +179,11 @@ class GatewayProcess:
             os.kill(self.proc.pid, signal.SIGKILL)
             return self.proc.wait(timeout=10)
 
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to exit on its own; its exit code."""
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         parsed = []
         for line in list(self.lines):

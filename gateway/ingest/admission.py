@@ -132,13 +132,17 @@ class Gate:
             return self._sessions.get(assoc)
 
     def on_ended(self, event: Event) -> None:
-        """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE: one summary line per association."""
+        """EVT_ABORTED / EVT_CONN_CLOSE from pynetdicom (an association that ends before or
+        outside the data phase)."""
+        self.finish(event.assoc, "aborted" if event.event.name == "EVT_ABORTED" else "closed")
+
+    def finish(self, assoc: Association, how: str) -> None:
+        """One summary line per admitted association, however it ended."""
         with self._lock:
-            session = self._sessions.get(event.assoc)
+            session = self._sessions.get(assoc)
             if session is None or session.ended:
                 return
             session.ended = True
-        how = {"EVT_RELEASED": "released", "EVT_ABORTED": "aborted"}.get(event.event.name, "closed")
         log.info(
             "association.ended",
             how=how,

@@ -7,25 +7,25 @@ to the spool and answers Success only after the spool has fsynced them (DESIGN p
 
 from __future__ import annotations
 
+import io
 import socketserver
 import ssl
 import threading
 import time
-from io import BytesIO
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 from pynetdicom import AE, _config, evt
-from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from gateway.errors import SpoolError, SpoolFull, TlsSetupError
 from gateway.ingest.admission import Gate, Session
-from gateway.ingest.contexts import supported_contexts
+from gateway.ingest.contexts import supported_contexts, verification_sop_class
 from gateway.ingest.part10 import part10_head
-from gateway.ingest.status import EchoStatus, StoreStatus
+from gateway.ingest.pump import Ended, Limits, Pump, StoreRequest
+from gateway.ingest.status import StoreStatus
 from gateway.ingest.transport import GatewayServer
 from gateway.logs import get_logger
 from gateway.metrics import Metrics, StoreResult
@@ -61,6 +61,36 @@ _TLS12_CIPHERS = ":".join(
         "DHE-RSA-AES256-GCM-SHA384",
     )
 )
+
+
+class ViewReader(io.RawIOBase):
+    """A read-only file over a memoryview: pydicom reads the first elements without the whole
+    data set being copied into a BytesIO first."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._view[self._pos : self._pos + len(buffer)]
+        n = len(chunk)
+        buffer[:n] = chunk
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
 
 
 class UnreadableDataset(Exception):
@@ -148,11 +178,9 @@ class IngestService:
         s = self.settings
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self.gate.on_requested),
-            (evt.EVT_RELEASED, self.gate.on_ended),
+            (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_ABORTED, self.gate.on_ended),
             (evt.EVT_CONN_CLOSE, self.gate.on_ended),
-            (evt.EVT_C_ECHO, self._on_echo),
-            (evt.EVT_C_STORE, self._on_store),
         ]
         server = self.ae.make_server(
             (s.host, s.port),
@@ -185,54 +213,78 @@ class IngestService:
             assoc.abort()
         return len(remaining)
 
-    # -- DIMSE handlers -------------------------------------------------------------------------
+    # -- the data phase ---------------------------------------------------------------------
 
-    def _on_echo(self, event: Event) -> int:
-        return EchoStatus.SUCCESS
+    def _on_established(self, event: Event) -> None:
+        """EVT_ESTABLISHED: run the association's data phase here, on its own thread."""
+        assoc = event.assoc
+        session = self.gate.session(assoc)
+        sock = assoc.dul.socket
+        if session is None or sock is None or sock.socket is None:
+            return  # not ours to serve: pynetdicom's reactor answers nothing and ends it
+        contexts = {int(cx.context_id or 0): cx for cx in assoc.accepted_contexts}
+        limits = Limits(
+            max_pdu=assoc.acceptor.maximum_length or self.settings.max_pdu_size,
+            max_instance=self.settings.max_instance_mib * 1024 * 1024,
+            timeout=self.settings.network_timeout,
+        )
 
-    def _on_store(self, event: Event) -> int:
+        def store(request: StoreRequest) -> int:
+            cx = contexts[request.context_id]
+            return self._on_store(request, str(cx.abstract_syntax), cx.transfer_syntax[0], session)
+
+        pump = Pump(
+            sock.socket,
+            {cid: str(cx.abstract_syntax) for cid, cx in contexts.items()},
+            limits,
+            store,
+            is_storage=lambda uid: uid != verification_sop_class(),
+            refuse=lambda reason, **fields: self.gate.refuse(reason, session.address, **fields),
+        )
+        how = pump.run()
+        # Hand the association back to pynetdicom as ended, so its threads wind down.
+        assoc.is_established = False
+        if how is Ended.RELEASED:
+            assoc.is_released = True
+        else:
+            assoc.is_aborted = True
+        assoc.dul.state_machine.current_state = "Sta1"
+        assoc.kill()
+        self.gate.finish(assoc, str(how))
+
+    def _on_store(
+        self, request: StoreRequest, sop_class: str, transfer_syntax: str, session: Session
+    ) -> int:
         started = time.perf_counter()
-        session = self.gate.session(event.assoc)
-        if session is None:  # cannot happen while admission works; refuse rather than store
-            log.error("instance.refused", reason="association_not_admitted")
-            return StoreStatus.OUT_OF_RESOURCES
-        status, result = self._store(event, session)
+        status, result = self._store(request, UID(sop_class), UID(transfer_syntax), session)
         self.metrics.store_requests.labels(result=result).inc()
         self.metrics.store_seconds.observe(time.perf_counter() - started)
         return status
 
-    def _store(self, event: Event, session: Session) -> tuple[StoreStatus, StoreResult]:
-        transfer_syntax = event.context.transfer_syntax
-        request = event.request
-        assert isinstance(request, C_STORE)
-        stream = request.DataSet  # the encoded data set as received, in memory
-        assert isinstance(stream, BytesIO)
+    def _store(
+        self, request: StoreRequest, sop_class: UID, transfer_syntax: UID, session: Session
+    ) -> tuple[StoreStatus, StoreResult]:
+        dataset = request.dataset
         try:
-            study_uid = read_study_uid(stream, transfer_syntax)
+            study_uid = read_study_uid(cast(BinaryIO, ViewReader(dataset)), transfer_syntax)
         except UnreadableDataset as exc:
             return self._reject(StoreResult.UNPARSEABLE, session, error=str(exc))
         if study_uid is None:
             return self._reject(StoreResult.NO_STUDY_UID, session)
-        # Part 10 as pynetdicom's Event.encoded_dataset() makes it, without copying the data set.
-        head = part10_head(
-            str(request.AffectedSOPClassUID),
-            str(request.AffectedSOPInstanceUID),
-            str(transfer_syntax),
+        head = part10_head(sop_class, request.sop_instance_uid, transfer_syntax)
+        size = len(head) + len(dataset)
+        item = Received(
+            head=head,
+            dataset=dataset,
+            study_instance_uid=study_uid,
+            peer=session.peer.name,
+            sop_class_uid=str(sop_class),
+            transfer_syntax_uid=str(transfer_syntax),
         )
-        with stream.getbuffer() as dataset:
-            size = len(head) + len(dataset)
-            item = Received(
-                head=head,
-                dataset=dataset,
-                study_instance_uid=study_uid,
-                peer=session.peer.name,
-                sop_class_uid=str(event.context.abstract_syntax),  # negotiated, one of ours
-                transfer_syntax_uid=str(transfer_syntax),
-            )
-            try:
-                header = self.spool.store(item)
-            except SpoolError as exc:
-                return self._refuse_out_of_resources(exc, session)
+        try:
+            header = self.spool.store(item)
+        except SpoolError as exc:
+            return self._refuse_out_of_resources(exc, session)
         self.metrics.received_bytes.inc(size)
         session.instances += 1
         session.bytes += size

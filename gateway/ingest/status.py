@@ -13,10 +13,6 @@ class StoreStatus(enum.IntEnum):
     CANNOT_UNDERSTAND = 0xC000
 
 
-class EchoStatus(enum.IntEnum):
-    SUCCESS = 0x0000
-
-
 class AssociateReject(enum.Enum):
     """A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 Section 9.3.4."""
 

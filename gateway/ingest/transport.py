@@ -1,14 +1,16 @@
 """Hardening of pynetdicom's server transport (each gap reproduced against pynetdicom 3.0.4).
 
 1. PDU length: pynetdicom reads a PDU's 32-bit length and then buffers that many bytes, before
-   any AE check. `GuardedSocket` refuses any read longer than the maximum we advertised (64 KiB
-   unless the association is established) and aborts instead. Every read also has a timeout,
-   so a peer that stops mid-PDU cannot hold a thread (and its slot) forever.
+   any AE check. pynetdicom's reader only ever reads here before the association is
+   established (or after a reject): from A-ASSOCIATE-AC on, `ingest.pump` owns the socket and
+   applies the negotiated maximum itself. `GuardedSocket` refuses any read over 64 KiB and
+   aborts; every read has a timeout, so a peer that stops mid-PDU cannot hold a thread (and its
+   slot) forever.
 2. TLS: pynetdicom completes the TLS handshake inside its accept loop, so one silent client
    stalls every other. `GatewayServer` wraps without handshaking; the handshake runs on the
    connection's own thread with a timeout.
 3. Idle connections: `GatewayServer.verify_request` bounds connections that have not associated.
-4. Reads: one `recv_into` per PDU body instead of pynetdicom's 4 KiB loop (the SCP is CPU-bound).
+4. Reads: one `recv_into` per PDU body instead of pynetdicom's 4 KiB loop.
 """
 
 from __future__ import annotations
@@ -32,8 +34,7 @@ log = get_logger("gateway.ingest")
 
 # A-ABORT PDU (PS3.8 9.3.8): source 2 = service provider, reason 6 = invalid PDU parameter value.
 _ABORT_INVALID_PDU_PARAMETER = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06))
-# PS3.8 9.2: states of an established association (data transfer and release); anything else
-# (idle, awaiting A-ASSOCIATE-RQ, awaiting our answer, awaiting close after a reject) gets 64 KiB.
+# PS3.8 9.2: states of an established association (data transfer and release).
 _ESTABLISHED_STATES = frozenset({f"Sta{n}" for n in range(6, 13)})
 
 
@@ -54,22 +55,21 @@ class GuardedSocket(AssociationSocket):
     def guard(self, gate: Gate) -> None:
         self.gate = gate
 
+    @property
+    def ready(self) -> bool:
+        """Once established, the association's data phase (ingest.pump) owns the socket:
+        pynetdicom's reader thread must not take bytes from under it."""
+        if self._established():
+            return False
+        return bool(super().ready)
+
     def _established(self) -> bool:
         return self.assoc.dul.state_machine.current_state in _ESTABLISHED_STATES
 
-    def _limit(self, established: bool) -> int:
-        if not established:
-            return PRE_ASSOCIATION_MAX_PDU
-        return self.assoc.acceptor.maximum_length or self.gate.settings.max_pdu_size
-
     def recv(self, nr_bytes: int) -> bytearray:
-        established = self._established()
-        limit = self._limit(established)
-        if nr_bytes > limit:
-            self._abort(nr_bytes, limit)
-        settings = self.gate.settings
-        timeout = settings.network_timeout if established else settings.association_request_timeout
-        return self._recv_exactly(nr_bytes, timeout)
+        if nr_bytes > PRE_ASSOCIATION_MAX_PDU:
+            self._abort(nr_bytes, PRE_ASSOCIATION_MAX_PDU)
+        return self._recv_exactly(nr_bytes, self.gate.settings.association_request_timeout)
 
     def _abort(self, length: int, limit: int) -> None:
         address = str(self.assoc.requestor.address)

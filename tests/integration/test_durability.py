@@ -113,3 +113,17 @@ def test_a_second_gateway_on_the_same_spool_refuses_to_start(
 ) -> None:
     with pytest.raises(RuntimeError, match="another gateway process owns this spool"):
         gateway_factory()
+
+
+def test_sigterm_lets_a_running_association_finish(gateway: GatewayProcess, testdata: Path) -> None:
+    assoc = open_association(gateway)
+    assert assoc.send_c_store(ct_small(testdata)).Status == 0x0000
+    os.kill(gateway.pid, signal.SIGTERM)
+    gateway.wait_for_event("gateway.stopping")
+    mr = testdata / "transfer_syntaxes" / "pydicom_wheel__MR_small.dcm"
+    assert assoc.send_c_store(mr).Status == 0x0000  # still served while draining
+    assoc.release()
+    assert gateway.wait(timeout=15) == 0  # exits by itself once the association is done
+    event = gateway.wait_for_event("gateway.stopped")
+    assert event["aborted_associations"] == 0
+    assert len(read_spool(gateway.config)) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -13,6 +14,7 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 
 from gateway import scu
+from tests.conftest import GatewayFactory
 from tests.support import GatewayProcess, dataset_bytes, read_spool, spool_files, storescu
 
 # dcmtk storescu proposes only uncompressed transfer syntaxes unless told which compressed one.
@@ -149,3 +151,29 @@ def test_unparseable_data_set_is_refused_with_cannot_understand(
     assert read_spool(gateway.config) == []
     gateway.wait_for_event("instance.refused", reason="unparseable")
     assert gateway.metric("dicom_gateway_store_requests_total", result="unparseable") == 1
+
+
+@pytest.mark.usefixtures("dcmtk")
+def test_data_sets_fragmented_into_small_pdus_arrive_whole(
+    gateway_factory: GatewayFactory, testdata: Path
+) -> None:
+    """4 KiB PDUs: every instance crosses dozens of PDUs and fragments."""
+
+    def small_pdus(config: dict[str, Any]) -> None:
+        config["ingest"]["max_pdu_size"] = 4096
+
+    gw = gateway_factory(small_pdus)
+    big = testdata / "private_tags" / "orthanc_tests__2019-06-17-VedranZdesic.dcm"
+    j2k = testdata / "transfer_syntaxes" / "pydicom_data__693_J2KR.dcm"
+    assert storescu(gw.port, [big], "-xe").returncode == 0
+    assert scu.send(node(gw), [j2k])[0].ok
+    spooled = by_instance_and_syntax([s.part10 for s in read_spool(gw.config)])
+    for path in (j2k,):  # pynetdicom sends the file's bytes as they are
+        meta = read_file_meta_info(path)
+        part10 = spooled[str(meta.MediaStorageSOPInstanceUID), str(meta.TransferSyntaxUID)]
+        assert dataset_bytes(part10) == dataset_bytes(path.read_bytes())
+    meta = read_file_meta_info(big)
+    received = pydicom.dcmread(
+        DicomBytesIO(spooled[str(meta.MediaStorageSOPInstanceUID), str(meta.TransferSyntaxUID)])
+    )
+    assert comparable(received) == comparable(pydicom.dcmread(big))
