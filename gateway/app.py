@@ -24,8 +24,6 @@ from gateway.spool import Spool
 
 log = get_logger("gateway.app")
 
-DRAIN_SECONDS = 30.0
-
 
 class Gateway:
     def __init__(self, settings: Settings) -> None:
@@ -64,7 +62,7 @@ class Gateway:
             raise ListenError(f"cannot listen: {exc.strerror or exc.__class__.__name__}") from None
         log.info("gateway.started", spool=str(self.spool.root))
         self._stop.wait()
-        aborted = self.ingest.stop(DRAIN_SECONDS)
+        aborted = self.ingest.stop()
         self.spool.close()
         log.info("gateway.stopped", aborted_associations=aborted)
         return 0

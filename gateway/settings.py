@@ -128,7 +128,7 @@ class IngestSettings:
     max_pending_connections: int = field(default=32, metadata=_check(_between(1, 1000)))
     association_request_timeout: float = field(default=10.0, metadata=_check(_positive))
     network_timeout: float = field(default=60.0, metadata=_check(_positive))
-    dimse_timeout: float = field(default=60.0, metadata=_check(_positive))
+    drain_seconds: float = field(default=30.0, metadata=_check(_positive))
     peers: tuple[PeerSettings, ...] = ()
     tls: TlsSettings = TlsSettings()
 

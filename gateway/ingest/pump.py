@@ -29,7 +29,7 @@ _PDV_HEADER = struct.Struct(">IBB")
 _ELEMENT = struct.Struct("<HHI")
 _RELEASE_RP = bytes((0x06, 0, 0, 0, 0, 4, 0, 0, 0, 0))
 # A-ABORT, source 2 (service provider), reason 0 (not specified) / 6 (invalid PDU parameter)
-_ABORT_UNSPECIFIED = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x00))
+ABORT_UNSPECIFIED = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x00))
 _ABORT_INVALID_PARAMETER = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06))
 
 COMMAND_FIELD = 0x00000100
@@ -87,13 +87,13 @@ def parse_command(raw: bytes) -> dict[int, bytes]:
     pos = 0
     while pos < len(raw):
         if pos + _ELEMENT.size > len(raw):
-            raise _End(Ended.PROTOCOL_ERROR, _ABORT_UNSPECIFIED)
+            raise _End(Ended.PROTOCOL_ERROR, ABORT_UNSPECIFIED)
         group, element, length = _ELEMENT.unpack_from(raw, pos)
         pos += _ELEMENT.size
         elements[(group << 16) | element] = raw[pos : pos + length]
         pos += length
     if pos != len(raw):
-        raise _End(Ended.PROTOCOL_ERROR, _ABORT_UNSPECIFIED)
+        raise _End(Ended.PROTOCOL_ERROR, ABORT_UNSPECIFIED)
     return elements
 
 
@@ -171,7 +171,7 @@ class Pump:
                 self._send_quietly(end.abort)
             return end.how
         except TimeoutError:
-            self._send_quietly(_ABORT_UNSPECIFIED)
+            self._send_quietly(ABORT_UNSPECIFIED)
             return Ended.TIMED_OUT
         except OSError:
             return Ended.CLOSED
@@ -209,16 +209,16 @@ class Pump:
             self._read(4)
             raise _End(Ended.ABORTED_BY_PEER)
         else:
-            raise _End(Ended.PROTOCOL_ERROR, _ABORT_UNSPECIFIED)
+            raise _End(Ended.PROTOCOL_ERROR, ABORT_UNSPECIFIED)
 
     def _p_data(self, length: int) -> None:
         while length > 0:
             if length < _PDV_HEADER.size:
-                raise _End(Ended.PROTOCOL_ERROR, _ABORT_UNSPECIFIED)
+                raise _End(Ended.PROTOCOL_ERROR, ABORT_UNSPECIFIED)
             item_length, context_id, control = _PDV_HEADER.unpack(self._read(6))
             fragment = item_length - 2
             if fragment < 0 or item_length + 4 > length or context_id not in self.contexts:
-                raise _End(Ended.PROTOCOL_ERROR, _ABORT_UNSPECIFIED)
+                raise _End(Ended.PROTOCOL_ERROR, ABORT_UNSPECIFIED)
             length -= item_length + 4
             if control & 0x01:
                 self._command_fragment(context_id, fragment, last=bool(control & 0x02))
@@ -227,7 +227,7 @@ class Pump:
 
     def _command_fragment(self, context_id: int, size: int, *, last: bool) -> None:
         if self.pending is not None or len(self.command) + size > 64 * 1024:
-            raise _End(Ended.PROTOCOL_ERROR, _ABORT_UNSPECIFIED)
+            raise _End(Ended.PROTOCOL_ERROR, ABORT_UNSPECIFIED)
         self.command += self._read(size)
         if not last:
             return
@@ -241,11 +241,11 @@ class Pump:
 
     def _data_fragment(self, context_id: int, size: int, *, last: bool) -> None:
         if self.pending is None or self.pending[0] != context_id:
-            raise _End(Ended.PROTOCOL_ERROR, _ABORT_UNSPECIFIED)
+            raise _End(Ended.PROTOCOL_ERROR, ABORT_UNSPECIFIED)
         end = self.filled + size
         if end > self.limits.max_instance:
             self.refuse(Refusal.INSTANCE_TOO_LARGE, limit=self.limits.max_instance)
-            raise _End(Ended.INSTANCE_TOO_LARGE, _ABORT_UNSPECIFIED)
+            raise _End(Ended.INSTANCE_TOO_LARGE, ABORT_UNSPECIFIED)
         if end > len(self.buffer):
             grown = bytearray(max(end, 2 * len(self.buffer)))
             grown[: self.filled] = self.buffer[: self.filled]
@@ -276,4 +276,4 @@ class Pump:
         elif field == Command.C_CANCEL_RQ:
             return  # nothing of ours runs long enough to cancel
         else:
-            raise _End(Ended.PROTOCOL_ERROR, _ABORT_UNSPECIFIED)
+            raise _End(Ended.PROTOCOL_ERROR, ABORT_UNSPECIFIED)

@@ -7,7 +7,9 @@ to the spool and answers Success only after the spool has fsynced them (DESIGN p
 
 from __future__ import annotations
 
+import contextlib
 import io
+import socket
 import socketserver
 import ssl
 import threading
@@ -24,7 +26,7 @@ from gateway.errors import SpoolError, SpoolFull, TlsSetupError
 from gateway.ingest.admission import Gate, Session
 from gateway.ingest.contexts import supported_contexts, verification_sop_class
 from gateway.ingest.part10 import part10_head
-from gateway.ingest.pump import Ended, Limits, Pump, StoreRequest
+from gateway.ingest.pump import ABORT_UNSPECIFIED, Ended, Limits, Pump, StoreRequest
 from gateway.ingest.status import StoreStatus
 from gateway.ingest.transport import GatewayServer
 from gateway.logs import get_logger
@@ -169,7 +171,6 @@ class IngestService:
         ae.maximum_associations = s.max_associations + s.max_pending_connections + 1
         ae.acse_timeout = s.association_request_timeout
         ae.network_timeout = s.network_timeout
-        ae.dimse_timeout = s.dimse_timeout
         ae.require_called_aet = False  # checked by the Gate, with logging and metrics
         return ae
 
@@ -199,18 +200,26 @@ class IngestService:
         log.info("ingest.listening", host=host, port=port, ae_title=s.ae_title, tls=s.tls.enabled)
         return str(host), int(port)
 
-    def stop(self, drain_seconds: float) -> int:
-        """Stop accepting, wait up to `drain_seconds` for associations; abort the rest."""
+    def stop(self) -> int:
+        """Stop accepting, give associations `drain_seconds` to finish, abort the rest.
+
+        Aborting sends A-ABORT and shuts the socket, which ends a data phase blocked in a read;
+        an instance being written still completes (its sender just never hears Success).
+        """
         if self.server is None:
             return 0
         socketserver.BaseServer.shutdown(self.server)
         self.server.server_close()
-        deadline = time.monotonic() + drain_seconds
+        deadline = time.monotonic() + self.settings.drain_seconds
         while self.server.active_associations and time.monotonic() < deadline:
             time.sleep(0.05)
         remaining = self.server.active_associations
         for assoc in remaining:
-            assoc.abort()
+            sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.sendall(ABORT_UNSPECIFIED)
+                    sock.shutdown(socket.SHUT_RDWR)
         return len(remaining)
 
     # -- the data phase ---------------------------------------------------------------------

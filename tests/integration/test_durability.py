@@ -6,6 +6,7 @@ import os
 import resource
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,20 @@ def test_sigterm_lets_a_running_association_finish(gateway: GatewayProcess, test
     event = gateway.wait_for_event("gateway.stopped")
     assert event["aborted_associations"] == 0
     assert len(read_spool(gateway.config)) == 2
+
+
+def test_sigterm_aborts_what_does_not_finish_within_the_drain_time(
+    gateway_factory: GatewayFactory,
+) -> None:
+    def one_second_drain(config: dict[str, Any]) -> None:
+        config["ingest"]["drain_seconds"] = 1.0
+
+    gw = gateway_factory(one_second_drain)
+    assoc = open_association(gw)  # and then stay silent
+    os.kill(gw.pid, signal.SIGTERM)
+    assert gw.wait(timeout=15) == 0
+    assert gw.wait_for_event("gateway.stopped")["aborted_associations"] == 1
+    deadline = time.monotonic() + 5
+    while assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert assoc.is_aborted
