@@ -28,9 +28,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -117,24 +118,25 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 
 
 @contextmanager
-def storescp(work: Path) -> Iterator[tuple[int, int]]:
-    port = free_port()
-    out = work / "storescp-out"
-    out.mkdir()
-    proc = subprocess.Popen(
-        ["storescp", "-aet", AE, "-od", str(out), str(port)],
-        env=DCMTK_ENV,
-    )
+def serving(cmd: list[str], port: int, **popen: Any) -> Iterator[tuple[int, int]]:
+    """Start a receiver, yield (port, pid) once it listens, stop it by PID."""
+    proc = subprocess.Popen(cmd, **popen)
     try:
         wait_for_port(port)
         yield port, proc.pid
     finally:
         os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+        proc.wait(timeout=60)
 
 
-@contextmanager
-def gateway(work: Path) -> Iterator[tuple[int, int]]:
+def storescp(work: Path) -> AbstractContextManager[tuple[int, int]]:
+    port = free_port()
+    out = work / "storescp-out"
+    out.mkdir()
+    return serving(["storescp", "-aet", AE, "-od", str(out), str(port)], port, env=DCMTK_ENV)
+
+
+def gateway(work: Path) -> AbstractContextManager[tuple[int, int]]:
     port = free_port()
     config = work / "gateway.toml"
     config.write_text(
@@ -158,13 +160,7 @@ level = "warning"
     )
     cli = [sys.executable, "-m", "gateway"]
     subprocess.run([*cli, "keys", "--config", str(config)], check=True, capture_output=True)
-    proc = subprocess.Popen([*cli, "run", "--config", str(config)], cwd=REPO)
-    try:
-        wait_for_port(port)
-        yield port, proc.pid
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+    return serving([*cli, "run", "--config", str(config)], port, cwd=REPO)
 
 
 def send(port: int, folders: list[Path]) -> float:

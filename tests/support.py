@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,15 @@ def base_config(root: Path) -> dict[str, Any]:
         "metrics": {"host": "127.0.0.1", "port": 0},
         "logging": {"level": "debug"},
     }
+
+
+def ingest(**values: Any) -> Callable[[dict[str, Any]], None]:
+    """A `gateway_factory` edit that sets `[ingest]` keys."""
+
+    def edit(config: dict[str, Any]) -> None:
+        config["ingest"].update(values)
+
+    return edit
 
 
 def write_config(root: Path, config: Mapping[str, Any]) -> Path:

@@ -12,7 +12,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 from gateway import scu
 from gateway.errors import NetworkError
 from tests.conftest import GatewayFactory
-from tests.support import GatewayProcess, read_spool, spool_files, storescu
+from tests.support import GatewayProcess, ingest, read_spool, spool_files, storescu
 
 CT = "transfer_syntaxes/pydicom_wheel__CT_small.dcm"
 
@@ -72,10 +72,7 @@ def test_allowed_ae_from_a_disallowed_address_is_rejected(
 def test_associations_beyond_the_limit_are_rejected_transiently(
     gateway_factory: GatewayFactory,
 ) -> None:
-    def two_at_most(config: dict[str, Any]) -> None:
-        config["ingest"]["max_associations"] = 2
-
-    gw = gateway_factory(two_at_most)
+    gw = gateway_factory(ingest(max_associations=2))
     ae = AE(ae_title="PACS")
     ae.add_requested_context(Verification)
     held = [ae.associate("127.0.0.1", gw.port, ae_title="GATEWAY_UT") for _ in range(2)]

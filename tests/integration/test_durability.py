@@ -15,7 +15,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage  # type: ignore[attr-defined]
 
 from tests.conftest import GatewayFactory
-from tests.support import GatewayProcess, dataset_bytes, read_spool, spool_files
+from tests.support import GatewayProcess, dataset_bytes, ingest, read_spool, spool_files
 
 MIB = 1024 * 1024
 OUT_OF_RESOURCES = 0xA700
@@ -133,10 +133,7 @@ def test_sigterm_lets_a_running_association_finish(gateway: GatewayProcess, test
 def test_sigterm_aborts_what_does_not_finish_within_the_drain_time(
     gateway_factory: GatewayFactory,
 ) -> None:
-    def one_second_drain(config: dict[str, Any]) -> None:
-        config["ingest"]["drain_seconds"] = 1.0
-
-    gw = gateway_factory(one_second_drain)
+    gw = gateway_factory(ingest(drain_seconds=1.0))
     assoc = open_association(gw)  # and then stay silent
     os.kill(gw.pid, signal.SIGTERM)
     assert gw.wait(timeout=15) == 0

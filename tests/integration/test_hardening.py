@@ -17,7 +17,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from gateway import scu
 from gateway.errors import NetworkError
 from tests.conftest import GatewayFactory
-from tests.support import GatewayProcess, read_spool
+from tests.support import GatewayProcess, ingest, read_spool
 
 ABORT_INVALID_PDU_PARAMETER = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06))
 HUGE = 0xFFFFFFF0
@@ -83,10 +83,7 @@ def test_huge_pdu_on_an_established_association_aborts_it(gateway: GatewayProces
 def test_idle_connections_do_not_lock_out_pacs(gateway_factory: GatewayFactory) -> None:
     """pynetdicom alone: 11 silent TCP connections fill its 10 slots for acse_timeout (30 s)."""
 
-    def few_associations(config: dict[str, Any]) -> None:
-        config["ingest"]["max_associations"] = 4
-
-    gw = gateway_factory(few_associations)
+    gw = gateway_factory(ingest(max_associations=4))
     with ExitStack() as stack:
         for _ in range(12):
             stack.enter_context(socket.create_connection(("127.0.0.1", gw.port), timeout=10))
@@ -98,10 +95,7 @@ def test_idle_connections_do_not_lock_out_pacs(gateway_factory: GatewayFactory) 
 def test_connections_beyond_the_pending_limit_are_closed_at_once(
     gateway_factory: GatewayFactory,
 ) -> None:
-    def three_pending(config: dict[str, Any]) -> None:
-        config["ingest"]["max_pending_connections"] = 3
-
-    gw = gateway_factory(three_pending)
+    gw = gateway_factory(ingest(max_pending_connections=3))
     with ExitStack() as stack:
         for _ in range(3):
             stack.enter_context(socket.create_connection(("127.0.0.1", gw.port), timeout=10))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pydicom
 import pytest
@@ -15,7 +14,7 @@ from pydicom.uid import UID
 
 from gateway import scu
 from tests.conftest import GatewayFactory
-from tests.support import GatewayProcess, dataset_bytes, read_spool, spool_files, storescu
+from tests.support import GatewayProcess, dataset_bytes, ingest, read_spool, spool_files, storescu
 
 # dcmtk storescu proposes only uncompressed transfer syntaxes unless told which compressed one.
 STORESCU_FILES = {
@@ -159,10 +158,7 @@ def test_data_sets_fragmented_into_small_pdus_arrive_whole(
 ) -> None:
     """4 KiB PDUs: every instance crosses dozens of PDUs and fragments."""
 
-    def small_pdus(config: dict[str, Any]) -> None:
-        config["ingest"]["max_pdu_size"] = 4096
-
-    gw = gateway_factory(small_pdus)
+    gw = gateway_factory(ingest(max_pdu_size=4096))
     big = testdata / "private_tags" / "orthanc_tests__2019-06-17-VedranZdesic.dcm"
     j2k = testdata / "transfer_syntaxes" / "pydicom_data__693_J2KR.dcm"
     assert storescu(gw.port, [big], "-xe").returncode == 0
