@@ -33,6 +33,7 @@ class StoreResult(enum.StrEnum):
     OUT_OF_RESOURCES = "out_of_resources"
     NO_STUDY_UID = "no_study_instance_uid"
     UNPARSEABLE = "unparseable"
+    SOP_CLASS_NOT_SUPPORTED = "sop_class_not_supported"
 
 
 class Metrics:

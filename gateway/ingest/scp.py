@@ -12,6 +12,7 @@ import io
 import socket
 import socketserver
 import ssl
+import struct
 import threading
 import time
 from typing import Any, BinaryIO, cast
@@ -20,13 +21,14 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 
 from gateway.errors import SpoolError, SpoolFull, TlsSetupError
 from gateway.ingest.admission import Gate, Session
 from gateway.ingest.contexts import supported_contexts, verification_sop_class
 from gateway.ingest.part10 import part10_head
-from gateway.ingest.pump import ABORT_UNSPECIFIED, Ended, Limits, Pump, StoreRequest
+from gateway.ingest.pump import Ended, Limits, Pump, StoreRequest
 from gateway.ingest.status import StoreStatus
 from gateway.ingest.transport import GatewayServer
 from gateway.logs import get_logger
@@ -41,6 +43,7 @@ STUDY_INSTANCE_UID = BaseTag(0x0020000D)
 # sequence; the stream is in memory, so no real I/O error can hide here). Anything else is a
 # bug, and pynetdicom answers 0xC211 (unable to process) for it.
 _PARSE_ERRORS = (
+    struct.error,
     ValueError,
     EOFError,
     OSError,
@@ -146,6 +149,27 @@ def tls_context(tls: TlsSettings) -> ssl.SSLContext:
     return ctx
 
 
+_REJECTION_STATUS = {
+    StoreResult.UNPARSEABLE: StoreStatus.CANNOT_UNDERSTAND,
+    StoreResult.NO_STUDY_UID: StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    StoreResult.SOP_CLASS_NOT_SUPPORTED: StoreStatus.SOP_CLASS_NOT_SUPPORTED,
+}
+
+
+def _stop_reader(assoc: Association, wait: float = 5.0) -> bool:
+    """Stop pynetdicom's reader thread once our A-ASSOCIATE-AC is out (state Sta6), so that
+    the data phase alone touches the socket. False if the association ended meanwhile."""
+    dul = assoc.dul
+    deadline = time.monotonic() + wait
+    while dul.state_machine.current_state != "Sta6":
+        if dul.state_machine.current_state == "Sta1" or time.monotonic() > deadline:
+            return False
+        time.sleep(0.0005)
+    dul.kill_dul()
+    dul.join(wait)
+    return not dul.is_alive()
+
+
 class IngestService:
     """Builds the pynetdicom AE once; `start()` listens, `stop()` drains."""
 
@@ -201,10 +225,11 @@ class IngestService:
         return str(host), int(port)
 
     def stop(self) -> int:
-        """Stop accepting, give associations `drain_seconds` to finish, abort the rest.
+        """Stop accepting, give associations `drain_seconds` to finish, cut the rest off.
 
-        Aborting sends A-ABORT and shuts the socket, which ends a data phase blocked in a read;
-        an instance being written still completes (its sender just never hears Success).
+        Shutting a socket down ends a data phase blocked in a read (only the association's own
+        thread ever writes to it); an instance being written still completes, its sender just
+        never hears Success and keeps it.
         """
         if self.server is None:
             return 0
@@ -218,7 +243,6 @@ class IngestService:
             sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
             if sock is not None:
                 with contextlib.suppress(OSError):
-                    sock.sendall(ABORT_UNSPECIFIED)
                     sock.shutdown(socket.SHUT_RDWR)
         return len(remaining)
 
@@ -229,7 +253,7 @@ class IngestService:
         assoc = event.assoc
         session = self.gate.session(assoc)
         sock = assoc.dul.socket
-        if session is None or sock is None or sock.socket is None:
+        if session is None or sock is None or sock.socket is None or not _stop_reader(assoc):
             return  # not ours to serve: pynetdicom's reactor answers nothing and ends it
         contexts = {int(cx.context_id or 0): cx for cx in assoc.accepted_contexts}
         limits = Limits(
@@ -247,19 +271,19 @@ class IngestService:
             {cid: str(cx.abstract_syntax) for cid, cx in contexts.items()},
             limits,
             store,
-            is_storage=lambda uid: uid != verification_sop_class(),
             refuse=lambda reason, **fields: self.gate.refuse(reason, session.address, **fields),
         )
-        how = pump.run()
-        # Hand the association back to pynetdicom as ended, so its threads wind down.
-        assoc.is_established = False
-        if how is Ended.RELEASED:
-            assoc.is_released = True
-        else:
-            assoc.is_aborted = True
-        assoc.dul.state_machine.current_state = "Sta1"
-        assoc.kill()
-        self.gate.finish(assoc, str(how))
+        how = Ended.INTERNAL_ERROR
+        try:
+            how = pump.run()
+        finally:
+            # Hand the association back to pynetdicom as ended, so its thread winds down.
+            assoc.is_established = False
+            assoc.is_released = how is Ended.RELEASED
+            assoc.is_aborted = how is not Ended.RELEASED
+            assoc.dul.state_machine.current_state = "Sta1"
+            assoc.kill()
+            self.gate.finish(assoc, str(how))
 
     def _on_store(
         self, request: StoreRequest, sop_class: str, transfer_syntax: str, session: Session
@@ -273,6 +297,9 @@ class IngestService:
     def _store(
         self, request: StoreRequest, sop_class: UID, transfer_syntax: UID, session: Session
     ) -> tuple[StoreStatus, StoreResult]:
+        if sop_class == verification_sop_class() or request.sop_class_uid != sop_class:
+            # PS3.7 9.1.1: the Affected SOP Class must be the presentation context's
+            return self._reject(StoreResult.SOP_CLASS_NOT_SUPPORTED, session)
         dataset = request.dataset
         try:
             study_uid = read_study_uid(cast(BinaryIO, ViewReader(dataset)), transfer_syntax)
@@ -315,10 +342,6 @@ class IngestService:
     def _reject(
         self, result: StoreResult, session: Session, **fields: str
     ) -> tuple[StoreStatus, StoreResult]:
-        status = (
-            StoreStatus.CANNOT_UNDERSTAND
-            if result is StoreResult.UNPARSEABLE
-            else StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
-        )
+        status = _REJECTION_STATUS[result]
         log.warning("instance.refused", reason=str(result), peer=session.peer.name, **fields)
         return status, result

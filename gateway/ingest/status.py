@@ -5,6 +5,8 @@ import enum
 
 class StoreStatus(enum.IntEnum):
     SUCCESS = 0x0000
+    #: Refused: SOP Class not supported (PS3.7 C.4.2), e.g. a store on the Verification context.
+    SOP_CLASS_NOT_SUPPORTED = 0x0122
     #: Refused: Out of Resources. The instance is not stored; the sender keeps it and retries.
     OUT_OF_RESOURCES = 0xA700
     #: Error: Data Set does not match SOP Class (here: no Study Instance UID, a Type 1 element).

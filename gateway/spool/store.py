@@ -147,8 +147,6 @@ class Spool:
         if self._lock_file is None:
             raise SpoolError("spool opened read-only")
         size = len(item.head) + len(memoryview(item.dataset))
-        if self.free_bytes() - size < self.reserve:
-            raise SpoolFull("free space below the configured reserve")
         study_id = self._keys.study_id(item.study_instance_uid)
         header = InstanceHeader(
             instance_id=secrets.token_hex(16),
@@ -160,6 +158,8 @@ class Spool:
             transfer_syntax_uid=item.transfer_syntax_uid,
         )
         try:
+            if self.free_bytes() - size < self.reserve:
+                raise SpoolFull("free space below the configured reserve")
             data_key = self._data_key(study_id, create=True)
             encoded = header.encode()
             prefix = MAGIC + _HEADER_LEN.pack(len(encoded)) + encoded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pydicom
@@ -11,8 +12,11 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from gateway import scu
+from gateway.ingest.pump import encode_command
 from tests.conftest import GatewayFactory
 from tests.support import GatewayProcess, dataset_bytes, ingest, read_spool, spool_files, storescu
 
@@ -173,3 +177,31 @@ def test_data_sets_fragmented_into_small_pdus_arrive_whole(
         DicomBytesIO(spooled[str(meta.MediaStorageSOPInstanceUID), str(meta.TransferSyntaxUID)])
     )
     assert comparable(received) == comparable(pydicom.dcmread(big))
+
+
+def test_a_store_on_the_verification_context_is_refused(gateway: GatewayProcess) -> None:
+    """Written on the wire by hand: no well-behaved SCU would send this."""
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", gateway.port, ae_title="GATEWAY_UT")
+    assert assoc.is_established
+    [cx] = assoc.accepted_contexts
+    command = encode_command(
+        {
+            0x00000002: b"1.2.840.10008.5.1.4.1.1.2\0",
+            0x00000100: (0x0001).to_bytes(2, "little"),
+            0x00000110: (9).to_bytes(2, "little"),
+            0x00000800: (0).to_bytes(2, "little"),
+            0x00001000: b"1.2.3.4\0",
+        }
+    )
+    raw = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+    assert raw is not None
+    command_pdv = struct.pack(">IBB", len(command) + 2, cx.context_id, 0x03) + command
+    data_pdv = struct.pack(">IBB", 4, cx.context_id, 0x02) + b"\x08\x00"
+    body = command_pdv + data_pdv
+    raw.sendall(struct.pack(">BBI", 0x04, 0, len(body)) + body)
+    gateway.wait_for_event("instance.refused", reason="sop_class_not_supported")
+    assert gateway.metric("dicom_gateway_store_requests_total", result="sop_class_not_supported")
+    assoc.release()
+    assert read_spool(gateway.config) == []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -69,6 +71,7 @@ RELEASE_RQ = bytes((0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0))
 class Harness:
     peer: socket.socket
     stored: list[tuple[str, bytes]] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
     ended: list[Ended] = field(default_factory=list)
     status: int = 0x0000
@@ -105,22 +108,24 @@ class Harness:
         return data
 
 
-@pytest.fixture
-def harness() -> Iterator[Harness]:
+@pytest.fixture(params=[5.0])
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     ours, peer = socket.socketpair()
     peer.settimeout(5)
     h = Harness(peer)
 
     def store(request: StoreRequest) -> int:
+        if request.sop_instance_uid == "1.2.666":
+            raise RuntimeError("a bug behind the store")
+        h.classes.append(request.sop_class_uid)
         h.stored.append((request.sop_instance_uid, bytes(request.dataset)))
         return h.status
 
     pump = Pump(
         ours,
         CONTEXTS,
-        Limits(max_pdu=16384, max_instance=100_000, timeout=5),
+        Limits(max_pdu=16384, max_instance=100_000, timeout=request.param),
         store,
-        is_storage=lambda uid: uid != VERIFICATION,
         refuse=lambda reason, **_: h.refused.append(reason),
     )
     thread = threading.Thread(target=lambda: h.ended.append(pump.run()))
@@ -171,10 +176,44 @@ def test_echo_between_stores(harness: Harness) -> None:
     assert [data for _, data in harness.stored] == [b"ab", b"cd"]
 
 
-def test_store_on_the_verification_context_is_refused(harness: Harness) -> None:
+def test_the_store_hears_which_sop_class_the_command_names(harness: Harness) -> None:
     harness.peer.sendall(pdu(pdv(3, 0x03, store_rq(4)), pdv(3, 0x02, b"xx")))
-    assert harness.response()["Status"] == 0x0122
-    assert harness.stored == []
+    assert harness.response()["Status"] == 0
+    assert harness.classes == [CT]  # sent on the Verification context: the store decides
+
+
+def test_release_in_the_middle_of_a_message_is_an_abort(harness: Harness) -> None:
+    harness.peer.sendall(pdu(pdv(1, 0x03, store_rq(1)), pdv(1, 0x00, b"half")))
+    harness.peer.sendall(RELEASE_RQ)
+    assert harness.peer.recv(16) == bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x02))
+    assert harness.wait_ended() == [Ended.PROTOCOL_ERROR]
+
+
+def test_a_command_without_message_id_is_an_abort(harness: Harness) -> None:
+    command = encode_command({0x00000100: us(0x0030), 0x00000800: us(0x0101)})
+    harness.peer.sendall(pdu(pdv(3, 0x03, command)))
+    assert harness.peer.recv(16)[:1] == b"\x07"
+    assert harness.wait_ended() == [Ended.PROTOCOL_ERROR]
+
+
+def test_an_error_behind_the_store_aborts_and_acknowledges_nothing(harness: Harness) -> None:
+    harness.peer.sendall(pdu(pdv(1, 0x03, store_rq(1, "1.2.666")), pdv(1, 0x02, b"ab")))
+    assert harness.peer.recv(16) == bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0, 0))
+    assert harness.wait_ended() == [Ended.INTERNAL_ERROR]
+
+
+@pytest.mark.parametrize("harness", [0.5], indirect=True)
+def test_a_pdu_trickling_in_is_cut_off_at_its_deadline(harness: Harness) -> None:
+    """Each byte arrives well within the timeout, the PDU as a whole does not."""
+    started = time.monotonic()
+    with contextlib.suppress(OSError):
+        for byte in pdu(pdv(3, 0x03, echo_rq(1))):
+            harness.peer.sendall(bytes((byte,)))
+            time.sleep(0.1)
+            if harness.ended:
+                break
+    assert harness.wait_ended() == [Ended.TIMED_OUT]
+    assert time.monotonic() - started < 2.0
 
 
 @pytest.mark.parametrize(
