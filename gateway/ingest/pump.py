@@ -43,7 +43,7 @@ def _abort(source: int, reason: int) -> bytes:
 ABORT_BY_USER = _abort(0x00, 0x00)
 _ABORT_UNRECOGNIZED_PDU = _abort(0x02, 0x01)
 _ABORT_UNEXPECTED_PDU = _abort(0x02, 0x02)
-_ABORT_INVALID_PARAMETER = _abort(0x02, 0x06)
+ABORT_INVALID_PARAMETER = _abort(0x02, 0x06)
 
 COMMAND_FIELD = 0x00000100
 MESSAGE_ID = 0x00000110
@@ -102,13 +102,13 @@ def parse_command(raw: bytes) -> dict[int, bytes]:
     pos = 0
     while pos < len(raw):
         if pos + _ELEMENT.size > len(raw):
-            raise _End(Ended.PROTOCOL_ERROR, _ABORT_INVALID_PARAMETER)
+            raise _End(Ended.PROTOCOL_ERROR, ABORT_INVALID_PARAMETER)
         group, element, length = _ELEMENT.unpack_from(raw, pos)
         pos += _ELEMENT.size
         elements[(group << 16) | element] = raw[pos : pos + length]
         pos += length
     if pos != len(raw):
-        raise _End(Ended.PROTOCOL_ERROR, _ABORT_INVALID_PARAMETER)
+        raise _End(Ended.PROTOCOL_ERROR, ABORT_INVALID_PARAMETER)
     return elements
 
 
@@ -222,7 +222,7 @@ class Pump:
         pdu_type, _, length = _PDU_HEADER.unpack(self._read(6))
         if length > self.limits.max_pdu:
             self.refuse(Refusal.PDU_TOO_LARGE, pdu_length=length, limit=self.limits.max_pdu)
-            raise _End(Ended.PDU_TOO_LARGE, _ABORT_INVALID_PARAMETER)
+            raise _End(Ended.PDU_TOO_LARGE, ABORT_INVALID_PARAMETER)
         mid_message = self.pending is not None or bool(self.command)
         if pdu_type == 0x04:
             self._p_data(length)
@@ -241,11 +241,11 @@ class Pump:
     def _p_data(self, length: int) -> None:
         while length > 0:
             if length < _PDV_HEADER.size:
-                raise _End(Ended.PROTOCOL_ERROR, _ABORT_INVALID_PARAMETER)
+                raise _End(Ended.PROTOCOL_ERROR, ABORT_INVALID_PARAMETER)
             item_length, context_id, control = _PDV_HEADER.unpack(self._read(6))
             fragment = item_length - 2
             if fragment < 0 or item_length + 4 > length or context_id not in self.contexts:
-                raise _End(Ended.PROTOCOL_ERROR, _ABORT_INVALID_PARAMETER)
+                raise _End(Ended.PROTOCOL_ERROR, ABORT_INVALID_PARAMETER)
             length -= item_length + 4
             if control & 0x01:
                 self._command_fragment(context_id, fragment, last=bool(control & 0x02))
@@ -254,14 +254,14 @@ class Pump:
 
     def _command_fragment(self, context_id: int, size: int, *, last: bool) -> None:
         if self.pending is not None or len(self.command) + size > 64 * 1024:
-            raise _End(Ended.PROTOCOL_ERROR, _ABORT_INVALID_PARAMETER)
+            raise _End(Ended.PROTOCOL_ERROR, ABORT_INVALID_PARAMETER)
         self.command += self._read(size)
         if not last:
             return
         command = parse_command(bytes(self.command))
         self.command.clear()
         if _us(command.get(MESSAGE_ID)) is None:  # PS3.7 E.1: required in every request
-            raise _End(Ended.PROTOCOL_ERROR, _ABORT_INVALID_PARAMETER)
+            raise _End(Ended.PROTOCOL_ERROR, ABORT_INVALID_PARAMETER)
         if _us(command.get(COMMAND_DATA_SET_TYPE)) == NO_DATA_SET:
             self._dispatch(context_id, command, None)
         else:
@@ -270,7 +270,7 @@ class Pump:
 
     def _data_fragment(self, context_id: int, size: int, *, last: bool) -> None:
         if self.pending is None or self.pending[0] != context_id:
-            raise _End(Ended.PROTOCOL_ERROR, _ABORT_INVALID_PARAMETER)
+            raise _End(Ended.PROTOCOL_ERROR, ABORT_INVALID_PARAMETER)
         end = self.filled + size
         if end > self.limits.max_instance:
             self.refuse(Refusal.INSTANCE_TOO_LARGE, limit=self.limits.max_instance)
@@ -297,7 +297,7 @@ class Pump:
         if field == Command.C_STORE_RQ and dataset is not None:
             uid = _ui(command.get(AFFECTED_SOP_INSTANCE_UID))
             if not uid:
-                raise _End(Ended.PROTOCOL_ERROR, _ABORT_INVALID_PARAMETER)
+                raise _End(Ended.PROTOCOL_ERROR, ABORT_INVALID_PARAMETER)
             sop_class = _ui(command.get(AFFECTED_SOP_CLASS_UID))
             status = self.store(StoreRequest(context_id, sop_class, uid, dataset))
             self.sock.sendall(p_data(context_id, response(command, Command.C_STORE_RSP, status)))
@@ -306,4 +306,4 @@ class Pump:
         elif field == Command.C_CANCEL_RQ:
             return  # nothing of ours runs long enough to cancel
         else:
-            raise _End(Ended.PROTOCOL_ERROR, _ABORT_INVALID_PARAMETER)
+            raise _End(Ended.PROTOCOL_ERROR, ABORT_INVALID_PARAMETER)

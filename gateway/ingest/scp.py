@@ -1,8 +1,9 @@
-"""The C-ECHO / C-STORE SCP. The C-STORE handler makes the bytes durable and does nothing else.
+"""The C-ECHO / C-STORE SCP: pynetdicom negotiates, `ingest.pump` runs the data phase, and the
+store step here makes the bytes durable and does nothing else.
 
 It never decodes pixels and never de-identifies; it reads only as far as Study Instance UID
 (0020,000D), which selects the study's encryption key, then hands the bytes exactly as received
-to the spool and answers Success only after the spool has fsynced them (DESIGN promise 1).
+to the spool; the pump answers Success only after the spool has fsynced them (DESIGN promise 1).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ log = get_logger("gateway.ingest")
 STUDY_INSTANCE_UID = BaseTag(0x0020000D)
 # Errors pydicom raises on a data set it cannot walk (OSError: "No tag to read" on a truncated
 # sequence; the stream is in memory, so no real I/O error can hide here). Anything else is a
-# bug, and pynetdicom answers 0xC211 (unable to process) for it.
+# bug: the data phase then aborts the association, acknowledging nothing.
 _PARSE_ERRORS = (
     struct.error,
     ValueError,

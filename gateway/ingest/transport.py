@@ -26,14 +26,13 @@ from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from gateway.ingest.admission import Gate
+from gateway.ingest.pump import ABORT_INVALID_PARAMETER
 from gateway.logs import get_logger
 from gateway.metrics import Refusal
 from gateway.settings import PRE_ASSOCIATION_MAX_PDU
 
 log = get_logger("gateway.ingest")
 
-# A-ABORT PDU (PS3.8 9.3.8): source 2 = service provider, reason 6 = invalid PDU parameter value.
-_ABORT_INVALID_PDU_PARAMETER = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06))
 # PS3.8 9.2: states of an established association (data transfer and release).
 _ESTABLISHED_STATES = frozenset({f"Sta{n}" for n in range(6, 13)})
 
@@ -46,8 +45,9 @@ class GuardedSocket(AssociationSocket):
     """An AssociationSocket that refuses oversized PDUs before reading their bodies.
 
     pynetdicom's reader asks for the 6-byte PDU header, then for as many bytes as the header's
-    length field says. Whatever it asks for, a read longer than the current limit is refused
-    before a byte of it is read or a buffer for it is allocated.
+    length field says. It reads only until the association is established (then the data
+    phase owns the socket), so any read over 64 KiB is refused before a byte of it is read or
+    a buffer for it is allocated.
     """
 
     gate: Gate
@@ -76,7 +76,7 @@ class GuardedSocket(AssociationSocket):
         self.gate.refuse(Refusal.PDU_TOO_LARGE, address, pdu_length=length, limit=limit)
         if self.socket is not None:
             with contextlib.suppress(OSError):
-                self.socket.sendall(_ABORT_INVALID_PDU_PARAMETER)
+                self.socket.sendall(ABORT_INVALID_PARAMETER)
         raise PduTooLarge("PDU length exceeds the negotiated maximum")
 
     def _recv_exactly(self, nr_bytes: int, timeout: float) -> bytearray:
