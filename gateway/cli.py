@@ -7,16 +7,19 @@ not start); 2 the configuration or the command line is wrong.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway import __version__, devpki, scu
 from gateway.app import Gateway
+from gateway.deidentify.profile import OPTION_COLUMNS, Profile, Resolved, enabled_columns
 from gateway.errors import ConfigError, GatewayError, KeyFileError, TlsSetupError
 from gateway.ingest.scp import tls_context
 from gateway.logs import configure
-from gateway.settings import LoggingSettings, Settings, file_problems, load
+from gateway.settings import DeidentifySettings, LoggingSettings, Settings, file_problems, load
 from gateway.spool.crypto import generate_master_key_file, read_master_key, write_key_file
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -129,6 +132,36 @@ def cmd_send(args: argparse.Namespace) -> int:
     return EXIT_OK if results and not failed else EXIT_FAILED
 
 
+def cmd_describe_profile(args: argparse.Namespace) -> int:
+    """Every Table E.1-1 attribute and what happens to it under the configured options."""
+    options = _settings(args.config, files=False).deidentify if args.config else None
+    profile = Profile(options or DeidentifySettings())
+    if args.format == "json":
+        print(json.dumps([_profile_row(r) for r in profile], indent=1))
+        return EXIT_OK
+    on = sorted(OPTION_COLUMNS[c] for c in enabled_columns(profile.options))
+    print("PS3.15 Table E.1-1 (rev 2024b), Basic Application Level Confidentiality Profile")
+    print(f"Options in force: {', '.join(on) if on else 'none'}")
+    print("Attributes the table does not name are removed (allow-list).\n")
+    for r in profile:
+        print(
+            f"{r.rule.tag:<13} {r.rule.name[:48]:<48} {r.rule.basic:<7} -> {r.action.value}  "
+            f"{r.describe()}  [{r.reason}]"
+        )
+    return EXIT_OK
+
+
+def _profile_row(r: Resolved) -> dict[str, str]:
+    return {
+        "tag": r.rule.tag,
+        "name": r.rule.name,
+        "basic": r.rule.basic,
+        "action": r.action.value,
+        "does": r.describe(),
+        "reason": r.reason,
+    }
+
+
 def _peer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="take host, port and AE titles from this config")
     p.add_argument("--host")
@@ -153,6 +186,12 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keys", help="create the keys and dev certificates a config needs")
     p.add_argument("--config", type=Path, required=True)
     p.set_defaults(func=cmd_keys)
+    p = sub.add_parser(
+        "describe-profile", help="print what de-identification does to every attribute"
+    )
+    p.add_argument("--config", type=Path, help="take the options from this config")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_describe_profile)
     p = sub.add_parser("echo", help="C-ECHO a DICOM node")
     _peer_options(p)
     p.set_defaults(func=cmd_echo)
@@ -177,3 +216,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

@@ -161,6 +161,23 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class DeidentifySettings:
+    """PS3.15 Annex E options (the option columns of Table E.1-1); defaults suit AI analysis:
+    patient characteristics kept, dates shifted per patient, descriptors cleaned, rest off."""
+
+    retain_patient_characteristics: bool = True
+    #: Retain Longitudinal Temporal Information: "modified" (shifted), "full", or "off".
+    longitudinal_dates: Literal["modified", "full", "off"] = "modified"
+    retain_device_identity: bool = False
+    retain_institution_identity: bool = False
+    retain_uids: bool = False
+    retain_safe_private: bool = False
+    clean_descriptors: bool = True
+    clean_structured_content: bool = False
+    clean_graphics: bool = False
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -171,6 +188,7 @@ class Settings:
     spool: SpoolSettings
     ingest: IngestSettings = IngestSettings()
     metrics: MetricsSettings = MetricsSettings()
+    deidentify: DeidentifySettings = DeidentifySettings()
     logging: LoggingSettings = LoggingSettings()
     source: Path = field(default=Path("."), metadata={"internal": True})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import stat
 from pathlib import Path
@@ -182,3 +183,31 @@ def test_a_spool_directory_that_cannot_be_made_is_named(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"spool.directory {blocker / 'spool'}: cannot prepare (ENOTDIR)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_describe_profile_lists_every_attribute_under_the_configured_options(
+    tmp_path: Path,
+) -> None:
+    default = cli("describe-profile", "--format", "json")
+    assert default.returncode == 0, default.stderr
+    rows = {row["tag"]: row for row in json.loads(default.stdout)}
+    assert len(rows) == 621
+    assert rows["(0010,1010)"]["action"] == "K"  # Patient's Age, patient characteristics kept
+    assert rows["(0020,000D)"]["action"] == "U"
+    config = base_config(tmp_path)
+    config["deidentify"] = {"retain_uids": True, "retain_patient_characteristics": False}
+    custom = cli("describe-profile", "--config", str(write_config(tmp_path, config)))
+    assert custom.returncode == 0, custom.stderr
+    assert "Retain UIDs Option" in custom.stdout.splitlines()[1]
+    study_uid = next(line for line in custom.stdout.splitlines() if "Study Instance UID" in line)
+    assert "-> K" in study_uid
+    age = next(line for line in custom.stdout.splitlines() if "Patient's Age" in line)
+    assert "-> X" in age
+
+
+def test_describe_profile_refuses_a_bad_option(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    config["deidentify"] = {"longitudinal_dates": "sometimes"}
+    result = cli("describe-profile", "--config", str(write_config(tmp_path, config)))
+    assert result.returncode == 2
+    assert "deidentify.longitudinal_dates: must be one of" in result.stderr
