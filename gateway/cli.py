@@ -18,9 +18,9 @@ from gateway.app import Gateway
 from gateway.deidentify.profile import OPTION_COLUMNS, Profile, Resolved, enabled_columns
 from gateway.errors import ConfigError, GatewayError, KeyFileError, TlsSetupError
 from gateway.ingest.scp import tls_context
+from gateway.keyfiles import generate_key_file, read_key, write_key_file
 from gateway.logs import configure
 from gateway.settings import DeidentifySettings, LoggingSettings, Settings, file_problems, load
-from gateway.spool.crypto import generate_master_key_file, read_master_key, write_key_file
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -29,10 +29,14 @@ def _settings(path: Path, *, files: bool = True) -> Settings:
     settings = load(path)
     problems = file_problems(settings) if files else []
     if files and not problems:
-        try:
-            read_master_key(settings.spool.master_key)
-        except KeyFileError as exc:
-            problems.append(f"{settings.source}: spool.master_key: {exc}")
+        for key, secret in (
+            ("spool.master_key", settings.spool.master_key),
+            ("vault.key", settings.vault.key),
+        ):
+            try:
+                read_key(secret)
+            except KeyFileError as exc:
+                problems.append(f"{settings.source}: {key}: {exc}")
         if settings.ingest.tls.enabled:
             try:
                 tls_context(settings.ingest.tls)
@@ -62,9 +66,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     """Create what the configuration needs and is missing; never overwrite a key."""
     settings = _settings(args.config, files=False)
-    secret = settings.spool.master_key
-    if secret.file is not None:
-        _create(secret.file, "spool master key", generate_master_key_file)
+    for what, secret in (
+        ("spool master key", settings.spool.master_key),
+        ("vault key", settings.vault.key),
+    ):
+        if secret.file is not None:
+            _create(secret.file, what, generate_key_file)
     tls = settings.ingest.tls
     if tls.enabled and tls.certificate and tls.private_key and tls.client_ca:
         _dev_pki(tls.client_ca, tls.certificate, tls.private_key, settings.ingest.host)

@@ -46,5 +46,9 @@ class ListenError(GatewayError):
     """A configured address and port cannot be bound (in use, not ours, no permission)."""
 
 
+class VaultError(GatewayError):
+    """The vault cannot be opened, written or read back."""
+
+
 class NetworkError(GatewayError):
     """A DICOM peer could not be reached or refused the association (SCU side)."""

@@ -152,6 +152,14 @@ class SpoolSettings:
 
 
 @dataclass(frozen=True)
+class VaultSettings:
+    """The on-site pseudonym store (SQLite); its key encrypts the original values."""
+
+    path: Path
+    key: SecretSource
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     """Prometheus endpoint; loopback by default (DESIGN promise 6)."""
 
@@ -186,6 +194,7 @@ class LoggingSettings:
 @dataclass(frozen=True)
 class Settings:
     spool: SpoolSettings
+    vault: VaultSettings
     ingest: IngestSettings = IngestSettings()
     metrics: MetricsSettings = MetricsSettings()
     deidentify: DeidentifySettings = DeidentifySettings()
@@ -354,13 +363,16 @@ def file_problems(settings: Settings) -> list[str]:
     Separate from `load()` so `dicom-gateway keys` can load a config whose keys do not exist yet.
     """
     problems: list[str] = []
-    secret = settings.spool.master_key
-    if secret.file is not None and not secret.file.is_file():
-        problems.append(f"{settings.source}: spool.master_key.file: no such file {secret.file}")
-    if secret.env is not None and not os.environ.get(secret.env):
-        problems.append(
-            f"{settings.source}: spool.master_key.env: environment variable {secret.env} is not set"
-        )
+    for key, secret in (
+        ("spool.master_key", settings.spool.master_key),
+        ("vault.key", settings.vault.key),
+    ):
+        if secret.file is not None and not secret.file.is_file():
+            problems.append(f"{settings.source}: {key}.file: no such file {secret.file}")
+        if secret.env is not None and not os.environ.get(secret.env):
+            problems.append(
+                f"{settings.source}: {key}.env: environment variable {secret.env} is not set"
+            )
     tls = settings.ingest.tls
     if tls.enabled:
         for name in ("certificate", "private_key", "client_ca"):

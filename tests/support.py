@@ -92,6 +92,10 @@ def base_config(root: Path) -> dict[str, Any]:
             "master_key": secret_file(root / "keys" / "master.key"),
             "min_free_mib": 1,
         },
+        "vault": {
+            "path": str(root / "vault" / "vault.sqlite3"),
+            "key": secret_file(root / "keys" / "vault.key"),
+        },
         "metrics": {"host": "127.0.0.1", "port": 0},
         "logging": {"level": "debug"},
     }

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -28,11 +25,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from gateway.errors import KeyFileError, SpoolCorrupt
-from gateway.settings import SecretSource
+from gateway.errors import SpoolCorrupt
 
 BytesLike = bytes | bytearray | memoryview
-MASTER_KEY_BYTES = 32
 NONCE_BYTES = 12
 
 
@@ -40,60 +35,6 @@ def _derive(master: bytes, purpose: bytes) -> bytes:
     return HKDF(hashes.SHA256(), 32, salt=None, info=b"dicom-gateway/spool/" + purpose).derive(
         master
     )
-
-
-def _parse_master_key(text: str, where: str) -> bytes:
-    try:
-        key = bytes.fromhex(text.strip())
-    except ValueError:
-        raise KeyFileError(f"{where}: not a hex-encoded key") from None
-    if len(key) != MASTER_KEY_BYTES:
-        raise KeyFileError(f"{where}: must hold {MASTER_KEY_BYTES} bytes, holds {len(key)}")
-    return key
-
-
-def read_master_key(secret: SecretSource) -> bytes:
-    """Read the master key; a key file readable by group or others is refused."""
-    if secret.env is not None:
-        value = os.environ.get(secret.env)
-        if not value:
-            raise KeyFileError(f"environment variable {secret.env} is not set")
-        return _parse_master_key(value, f"environment variable {secret.env}")
-    assert secret.file is not None
-    try:
-        mode = secret.file.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyFileError(f"{secret.file}: key file must be mode 0600, is {mode & 0o777:04o}")
-        return _parse_master_key(secret.file.read_text(encoding="ascii"), str(secret.file))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KeyFileError(
-            f"{secret.file}: cannot read key file: {exc.__class__.__name__}"
-        ) from None
-
-
-def write_key_file(path: Path, content: bytes) -> None:
-    """Create `path` with mode 0600, durably; never overwrite an existing key."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, content)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_directory(path.parent)
-
-
-def generate_master_key_file(path: Path) -> None:
-    write_key_file(path, secrets.token_bytes(MASTER_KEY_BYTES).hex().encode("ascii") + b"\n")
-
-
-def fsync_directory(path: Path) -> None:
-    """Make a rename or create in `path` durable (POSIX: the entry lives in the directory)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)

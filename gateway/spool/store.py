@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO
 
 from gateway.errors import SpoolCorrupt, SpoolError, SpoolFull, SpoolLocked
+from gateway.keyfiles import fsync_directory, read_key
 from gateway.settings import SpoolSettings
 from gateway.spool import crypto
 from gateway.spool.crypto import BytesLike
@@ -107,14 +108,14 @@ class Spool:
     @classmethod
     def open_readonly(cls, settings: SpoolSettings) -> Spool:
         """For inspection beside a running gateway: no lock, no recovery; never store with it."""
-        keys = crypto.SpoolKeys.from_master(crypto.read_master_key(settings.master_key))
+        keys = crypto.SpoolKeys.from_master(read_key(settings.master_key))
         return cls(settings, keys)
 
     def _prepare(self) -> None:
         for directory in (self.root, self.incoming, self.key_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         for directory in (self.root.parent, self.root):  # the new entries themselves durable
-            crypto.fsync_directory(directory)
+            fsync_directory(directory)
         lock_fd = os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._lock_file = os.fdopen(lock_fd, "ab")
         try:

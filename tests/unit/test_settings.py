@@ -33,6 +33,7 @@ def test_defaults_fill_what_is_not_written(tmp_path: Path) -> None:
     path = tmp_path / "minimal.toml"
     path.write_text(
         "[spool]\ndirectory = 's'\nmaster_key = { env = 'GW_KEY' }\n"
+        "[vault]\npath = 'v.sqlite3'\nkey = { env = 'GW_VAULT_KEY' }\n"
         "[[ingest.peers]]\nname = 'pacs'\nae_title = 'PACS'\n"
     )
     settings = load(path)
@@ -79,7 +80,10 @@ def test_missing_required_keys_are_named(tmp_path: Path) -> None:
     path.write_text("")
     with pytest.raises(ConfigError) as caught:
         load(path)
-    assert caught.value.problems == [f"{path.resolve()}: spool: is required"]
+    assert caught.value.problems == [
+        f"{path.resolve()}: spool: is required",
+        f"{path.resolve()}: vault: is required",
+    ]
 
 
 def test_bad_peer_address_is_named(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from gateway.errors import KeyFileError, SpoolCorrupt, SpoolError, SpoolFull, SpoolLocked
+from gateway.keyfiles import generate_key_file, read_key
 from gateway.settings import SecretSource, SpoolSettings
 from gateway.spool import Received, Spool
-from gateway.spool.crypto import generate_master_key_file, read_master_key
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 PAYLOAD = b"\0" * 128 + b"DICM" + b"pretend this is a data set with PATIENT^NAME in it" * 100
@@ -21,7 +21,7 @@ PAYLOAD = b"\0" * 128 + b"DICM" + b"pretend this is a data set with PATIENT^NAME
 def settings(tmp_path: Path, reserve_mib: int = 0) -> SpoolSettings:
     key = tmp_path / "keys" / "master.key"
     if not key.exists():
-        generate_master_key_file(key)
+        generate_key_file(key)
     return SpoolSettings(tmp_path / "spool", SecretSource(file=key), reserve_mib)
 
 
@@ -143,7 +143,7 @@ def test_read_only_view_cannot_store(spool: Spool, tmp_path: Path) -> None:
 def test_a_different_master_key_cannot_read(spool: Spool, tmp_path: Path) -> None:
     spool.store(received())
     other = tmp_path / "other.key"
-    generate_master_key_file(other)
+    generate_key_file(other)
     view = Spool.open_readonly(SpoolSettings(tmp_path / "spool", SecretSource(file=other)))
     [path] = view.instance_files()
     with pytest.raises(SpoolCorrupt, match="another master key"):
@@ -152,18 +152,18 @@ def test_a_different_master_key_cannot_read(spool: Spool, tmp_path: Path) -> Non
 
 def test_master_key_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = tmp_path / "k"
-    generate_master_key_file(key)
-    assert len(read_master_key(SecretSource(file=key))) == 32
+    generate_key_file(key)
+    assert len(read_key(SecretSource(file=key))) == 32
     with pytest.raises(FileExistsError):
-        generate_master_key_file(key)
+        generate_key_file(key)
     key.chmod(0o640)
     with pytest.raises(KeyFileError, match="mode 0600"):
-        read_master_key(SecretSource(file=key))
+        read_key(SecretSource(file=key))
     monkeypatch.setenv("GW_TEST_KEY", "00" * 31)
     with pytest.raises(KeyFileError, match="must hold 32 bytes"):
-        read_master_key(SecretSource(env="GW_TEST_KEY"))
+        read_key(SecretSource(env="GW_TEST_KEY"))
     monkeypatch.setenv("GW_TEST_KEY", "ab" * 32)
-    assert read_master_key(SecretSource(env="GW_TEST_KEY")) == bytes.fromhex("ab" * 32)
+    assert read_key(SecretSource(env="GW_TEST_KEY")) == bytes.fromhex("ab" * 32)
 
 
 def test_durable_order_before_store_returns(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,105 @@
+"""The vault on real SQLite files, with real processes racing for the same originals."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import secrets
+import stat
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import VaultError
+from gateway.vault import SqliteVault
+
+ORIGINAL = "DOE^JOHN^Q"
+
+
+def new_uid() -> str:
+    return f"2.25.{secrets.randbits(120)}"
+
+
+def vault(tmp_path: Path, key: bytes = b"k" * 32) -> SqliteVault:
+    return SqliteVault(tmp_path / "vault" / "v.sqlite3", key)
+
+
+def test_same_original_same_pseudonym_across_restarts(tmp_path: Path) -> None:
+    first = vault(tmp_path)
+    a = first.pseudonym("patient_name", ORIGINAL, lambda: "GW-" + secrets.token_hex(6))
+    assert first.pseudonym("patient_name", ORIGINAL, lambda: "never used") == a
+    first.close()
+    again = vault(tmp_path)
+    assert again.pseudonym("patient_name", ORIGINAL, lambda: "never used") == a
+    assert again.original("patient_name", a) == ORIGINAL
+    again.close()
+
+
+def test_kinds_and_originals_are_kept_apart(tmp_path: Path) -> None:
+    v = vault(tmp_path)
+    uid = v.pseudonym("uid", "1.2.3", new_uid)
+    assert v.pseudonym("uid", "1.2.4", new_uid) != uid
+    assert v.pseudonym("study_uid", "1.2.3", new_uid) != uid
+    assert v.original("uid", "2.25.0") is None
+    v.close()
+
+
+def test_a_fresh_vault_gives_different_pseudonyms(tmp_path: Path) -> None:
+    a = vault(tmp_path / "a").pseudonym("uid", "1.2.3", new_uid)
+    b = vault(tmp_path / "b").pseudonym("uid", "1.2.3", new_uid)
+    assert a != b
+
+
+def test_a_taken_pseudonym_is_not_handed_out_twice(tmp_path: Path) -> None:
+    v = vault(tmp_path)
+    proposals = iter(["P1", "P1", "P2"])
+    assert v.pseudonym("patient_id", "111", lambda: next(proposals)) == "P1"
+    assert v.pseudonym("patient_id", "222", lambda: next(proposals)) == "P2"
+    with pytest.raises(VaultError, match="no free pseudonym"):
+        v.pseudonym("patient_id", "333", lambda: "P1")
+    v.close()
+
+
+def test_nothing_original_is_readable_in_the_files(tmp_path: Path) -> None:
+    v = vault(tmp_path)
+    v.pseudonym("patient_name", ORIGINAL, lambda: "GW-1")
+    v.pseudonym("patient_id", "MRN-0042", lambda: "GW-2")
+    v.close()
+    files = list((tmp_path / "vault").iterdir())
+    assert files
+    for path in files:
+        raw = path.read_bytes()
+        assert ORIGINAL.encode() not in raw
+        assert b"MRN-0042" not in raw
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
+
+
+def test_the_wrong_key_cannot_read_originals(tmp_path: Path) -> None:
+    v = vault(tmp_path)
+    pseudonym = v.pseudonym("patient_name", ORIGINAL, lambda: "GW-9")
+    v.close()
+    other = vault(tmp_path, key=b"x" * 32)
+    with pytest.raises(VaultError, match="does not decrypt"):
+        other.original("patient_name", pseudonym)
+    # and it does not find the mapping by the original either (a different lookup key)
+    assert other.pseudonym("patient_name", ORIGINAL, lambda: "GW-10") == "GW-10"
+    other.close()
+
+
+def _worker(args: tuple[str, int]) -> list[str]:
+    path, seed = args
+    order = list(range(40))
+    random.Random(seed).shuffle(order)  # noqa: S311 - each process asks in its own order
+    v = SqliteVault(Path(path), b"k" * 32)
+    got = {i: v.pseudonym("uid", f"1.2.840.{i}", new_uid) for i in order}
+    v.close()
+    return [got[i] for i in range(40)]
+
+
+def test_concurrent_processes_agree(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite3"
+    SqliteVault(path, b"k" * 32).close()
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.map(_worker, [(str(path), seed) for seed in range(4)], chunksize=1)
+    assert all(r == results[0] for r in results)
+    assert len(set(results[0])) == 40
