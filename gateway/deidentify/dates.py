@@ -1,0 +1,96 @@
+"""Dates and ages under PS3.15 E.3.6 (Retain Longitudinal Temporal Information) and Safe Harbor.
+
+- Modified dates: every DA and DT value of a patient moves by the same whole number of days, so
+  intervals between a patient's dates (across studies too) are preserved. TM values are times
+  of day and stay as they are when whole days move.
+- Year-only (strict HIPAA Safe Harbor, 45 CFR 164.514(b)(2)(i)(C)): every date keeps its year.
+- Ages (AS) over 89 years become 090Y.
+
+Values may be multi-valued (backslash-separated) and of partial precision (YYYY, YYYYMM,
+YYYYMMDDHH...); a value that does not parse raises ValueError, which the caller treats as a
+reason to remove the element rather than to let it through.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+_DA = re.compile(r"^(\d{4})(\d{2})?(\d{2})?$")
+_DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2,}(?:\.\d{1,6})?)?([+-]\d{4})?$")
+_AS = re.compile(r"^(\d{3})([DWMY])$")
+_DAYS_PER = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split("\\")]
+
+
+def _shift_date(year: str, month: str | None, day: str | None, days: int) -> str:
+    """Shift a (possibly partial) date; the result keeps the input's precision (a partial
+    date moves as its first day, then is cut back to its precision)."""
+    base = dt.date(int(year), int(month or 1), int(day or 1))
+    moved = base + dt.timedelta(days=days)
+    text = f"{moved.year:04d}"
+    if month:
+        text += f"{moved.month:02d}"
+    if day:
+        text += f"{moved.day:02d}"
+    return text
+
+
+def shift_da(value: str, days: int) -> str:
+    """DA (YYYYMMDD, or legacy partial precision) moved by `days`; empty values stay empty."""
+    out: list[str] = []
+    for part in _split(value):
+        if not part:
+            out.append(part)
+            continue
+        match = _DA.match(part)
+        if match is None:
+            raise ValueError("not a DA value")
+        year, month, day = match.groups()
+        out.append(_shift_date(year, month, day, days))
+    return "\\".join(out)
+
+
+def shift_dt(value: str, days: int) -> str:
+    """DT moved by `days`: the date part moves, time of day and UTC offset stay."""
+    out: list[str] = []
+    for part in _split(value):
+        if not part:
+            out.append(part)
+            continue
+        match = _DT.match(part)
+        if match is None:
+            raise ValueError("not a DT value")
+        year, month, day, time, offset = match.groups()
+        out.append(_shift_date(year, month, day, days) + (time or "") + (offset or ""))
+    return "\\".join(out)
+
+
+def year_only(value: str, vr: str) -> str:
+    """DA/DT reduced to the year (Safe Harbor); TM has no year and becomes empty."""
+    if vr == "TM":
+        return ""
+    out: list[str] = []
+    for part in _split(value):
+        match = (_DA if vr == "DA" else _DT).match(part) if part else None
+        if part and match is None:
+            raise ValueError(f"not a {vr} value")
+        out.append(match.group(1) if match else part)
+    return "\\".join(out)
+
+
+def aggregate_age(value: str) -> str:
+    """AS over 89 years -> 090Y (Safe Harbor: ages over 89 aggregated); others unchanged."""
+    out: list[str] = []
+    for part in _split(value):
+        match = _AS.match(part) if part else None
+        if part and match is None:
+            raise ValueError("not an AS value")
+        if match and int(match.group(1)) * _DAYS_PER[match.group(2)] >= 90 * 365.25:
+            out.append("090Y")
+        else:
+            out.append(part)
+    return "\\".join(out)
