@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 
 _DA = re.compile(r"^(\d{4})(\d{2})?(\d{2})?$")
 _DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2,}(?:\.\d{1,6})?)?([+-]\d{4})?$")
@@ -22,8 +23,21 @@ _AS = re.compile(r"^(\d{3})([DWMY])$")
 _DAYS_PER = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
 
 
-def _split(value: str) -> list[str]:
-    return [part.strip() for part in value.split("\\")]
+def _per_value(
+    value: str, pattern: re.Pattern[str], vr: str, fn: Callable[[re.Match[str]], str]
+) -> str:
+    """Apply `fn` to each backslash-separated value; empty values stay empty; a value that
+    does not match `pattern` raises ValueError (without echoing it: it may be PHI)."""
+    out: list[str] = []
+    for part in (p.strip() for p in value.split("\\")):
+        if not part:
+            out.append(part)
+            continue
+        match = pattern.match(part)
+        if match is None:
+            raise ValueError(f"not a {vr} value")
+        out.append(fn(match))
+    return "\\".join(out)
 
 
 def _shift_date(year: str, month: str | None, day: str | None, days: int) -> str:
@@ -41,56 +55,30 @@ def _shift_date(year: str, month: str | None, day: str | None, days: int) -> str
 
 def shift_da(value: str, days: int) -> str:
     """DA (YYYYMMDD, or legacy partial precision) moved by `days`; empty values stay empty."""
-    out: list[str] = []
-    for part in _split(value):
-        if not part:
-            out.append(part)
-            continue
-        match = _DA.match(part)
-        if match is None:
-            raise ValueError("not a DA value")
-        year, month, day = match.groups()
-        out.append(_shift_date(year, month, day, days))
-    return "\\".join(out)
+    return _per_value(value, _DA, "DA", lambda m: _shift_date(m[1], m[2], m[3], days))
 
 
 def shift_dt(value: str, days: int) -> str:
     """DT moved by `days`: the date part moves, time of day and UTC offset stay."""
-    out: list[str] = []
-    for part in _split(value):
-        if not part:
-            out.append(part)
-            continue
-        match = _DT.match(part)
-        if match is None:
-            raise ValueError("not a DT value")
-        year, month, day, time, offset = match.groups()
-        out.append(_shift_date(year, month, day, days) + (time or "") + (offset or ""))
-    return "\\".join(out)
+
+    def shift(m: re.Match[str]) -> str:
+        return _shift_date(m[1], m[2], m[3], days) + (m.group(4) or "") + (m.group(5) or "")
+
+    return _per_value(value, _DT, "DT", shift)
 
 
 def year_only(value: str, vr: str) -> str:
     """DA/DT reduced to the year (Safe Harbor); TM has no year and becomes empty."""
     if vr == "TM":
         return ""
-    out: list[str] = []
-    for part in _split(value):
-        match = (_DA if vr == "DA" else _DT).match(part) if part else None
-        if part and match is None:
-            raise ValueError(f"not a {vr} value")
-        out.append(match.group(1) if match else part)
-    return "\\".join(out)
+    return _per_value(value, _DA if vr == "DA" else _DT, vr, lambda m: m.group(1))
 
 
 def aggregate_age(value: str) -> str:
     """AS over 89 years -> 090Y (Safe Harbor: ages over 89 aggregated); others unchanged."""
-    out: list[str] = []
-    for part in _split(value):
-        match = _AS.match(part) if part else None
-        if part and match is None:
-            raise ValueError("not an AS value")
-        if match and int(match.group(1)) * _DAYS_PER[match.group(2)] >= 90 * 365.25:
-            out.append("090Y")
-        else:
-            out.append(part)
-    return "\\".join(out)
+
+    def aggregate(m: re.Match[str]) -> str:
+        over_89 = int(m.group(1)) * _DAYS_PER[m.group(2)] >= 90 * 365.25
+        return "090Y" if over_89 else m.group(0)
+
+    return _per_value(value, _AS, "AS", aggregate)

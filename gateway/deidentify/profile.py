@@ -92,7 +92,6 @@ class Rule:
     tag: str  # as the table writes it: "(0010,0010)", "(60XX,3000)", "(GGGG,EEEE) WHERE ..."
     basic: str  # basic-profile code, possibly compound ("X/Z/D")
     options: dict[str, str]  # option column -> "K" or "C"
-    in_standard_iod: bool
 
     def matches(self, tag: int) -> bool:
         return _matcher(self.tag)(tag)
@@ -167,7 +166,6 @@ def table_rules() -> tuple[Rule, ...]:
             tag=row["tag"],
             basic=row["basicProfile"],
             options={column: row[column] for column in OPTION_COLUMNS if column in row},
-            in_standard_iod=row.get("stdCompIOD") == "Y",
         )
         for row in rows
     )
