@@ -9,18 +9,32 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from gateway import __version__, devpki, scu
+from gateway import __version__, batch, devpki, scu
 from gateway.app import Gateway
 from gateway.deidentify.profile import OPTION_COLUMNS, Profile, Resolved, enabled_columns
 from gateway.errors import ConfigError, GatewayError, KeyFileError, TlsSetupError
 from gateway.ingest.scp import tls_context
 from gateway.keyfiles import generate_key_file, read_key, write_key_file
 from gateway.logs import configure
-from gateway.settings import DeidentifySettings, LoggingSettings, Settings, file_problems, load
+from gateway.settings import (
+    DeidentifySettings,
+    LoggingSettings,
+    SecretSource,
+    Settings,
+    SpoolSettings,
+    VaultSettings,
+    file_problems,
+    load,
+)
+from gateway.vault.sqlite import SqliteVault
+from gateway.worker import Worker
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -144,28 +158,100 @@ def cmd_describe_profile(args: argparse.Namespace) -> int:
     options = _settings(args.config, files=False).deidentify if args.config else None
     profile = Profile(options or DeidentifySettings())
     if args.format == "json":
-        print(json.dumps([_profile_row(r) for r in profile], indent=1))
+        rows = [_profile_row(r, r, "gateway") for r in profile.overrides]
+        rows += [_profile_row(r, profile.effective(r), "table") for r in profile]
+        print(json.dumps(rows, indent=1))
         return EXIT_OK
     on = sorted(OPTION_COLUMNS[c] for c in enabled_columns(profile.options))
     print("PS3.15 Table E.1-1 (rev 2024b), Basic Application Level Confidentiality Profile")
     print(f"Options in force: {', '.join(on) if on else 'none'}")
-    print("Attributes the table does not name are removed (allow-list).\n")
-    for r in profile:
+    print("Attributes the table does not name: kept if the DICOM dictionary knows them and they")
+    print("are not retired or person names (UIDs mapped, dates shifted, text scrubbed of this")
+    print("instance's identifiers); everything else removed (allow-list).\n")
+    print("Gateway rules, before the table:")
+    for r in profile.overrides:
+        print(f"{r.rule.tag:<13} {r.rule.name[:48]:<48} -> {r.action.value}  [{r.reason}]")
+    print("\nTable E.1-1:")
+    for row in profile:
+        r = profile.effective(row)
         print(
-            f"{r.rule.tag:<13} {r.rule.name[:48]:<48} {r.rule.basic:<7} -> {r.action.value}  "
+            f"{row.rule.tag:<13} {row.rule.name[:48]:<48} {row.rule.basic:<7} -> {r.action.value}  "
             f"{r.describe()}  [{r.reason}]"
         )
     return EXIT_OK
 
 
-def _profile_row(r: Resolved) -> dict[str, str]:
+def cmd_deidentify(args: argparse.Namespace) -> int:
+    """The worker's code path over files and folders: outputs plus a JSON report."""
+    inputs = list(batch.iter_inputs(args.inputs))
+    missing = [str(p) for p in args.inputs if not p.exists()]
+    if missing:
+        print(
+            f"dicom-gateway deidentify: no such file or folder: {', '.join(missing)}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    with _offline_vault(args.config) as (settings, vault):
+        worker = Worker(
+            settings.deidentify, settings.policy, vault, ae_title=settings.ingest.ae_title
+        )
+        progress = _progress_bar if sys.stderr.isatty() else None
+        entries = batch.run(worker, inputs, args.out, progress)
+    document = batch.report(entries)
+    batch.write_report(args.report, document)
+    s = document["summary"]
+    print(
+        f"{s['inputs']} inputs: {s['written']} written, {s['dropped']} dropped, "
+        f"{s['quarantined']} quarantined; report: {args.report}"
+    )
+    return EXIT_OK
+
+
+@contextmanager
+def _offline_vault(config: Path | None) -> Iterator[tuple[Settings, SqliteVault]]:
+    """The site's settings and vault; without a config, the defaults and a throwaway vault."""
+    if config is not None:
+        settings = _settings(config)
+        vault = SqliteVault.open(settings.vault)
+        try:
+            yield settings, vault
+        finally:
+            vault.close()
+        return
+    print(
+        "dicom-gateway deidentify: no --config: default options, and pseudonyms that are not "
+        "kept (a temporary vault)",
+        file=sys.stderr,
+    )
+    with tempfile.TemporaryDirectory(prefix="dicom-gateway-") as tmp:
+        root = Path(tmp)
+        settings = Settings(
+            spool=SpoolSettings(root / "spool", SecretSource(env="UNUSED")),
+            vault=VaultSettings(root / "vault.sqlite3", SecretSource(env="UNUSED")),
+        )
+        vault = SqliteVault(settings.vault.path, secrets.token_bytes(32))
+        try:
+            yield settings, vault
+        finally:
+            vault.close()
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 40
+    filled = width * done // max(total, 1)
+    end = "\n" if done == total else ""
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr)
+
+
+def _profile_row(row: Resolved, effective: Resolved, source: str) -> dict[str, str]:
     return {
-        "tag": r.rule.tag,
-        "name": r.rule.name,
-        "basic": r.rule.basic,
-        "action": r.action.value,
-        "does": r.describe(),
-        "reason": r.reason,
+        "source": source,
+        "tag": row.rule.tag,
+        "name": row.rule.name,
+        "basic": row.rule.basic,
+        "action": effective.action.value,
+        "does": effective.describe(),
+        "reason": effective.reason,
     }
 
 
@@ -199,6 +285,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="take the options from this config")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_describe_profile)
+    p = sub.add_parser(
+        "deidentify", help="de-identify files and folders offline, as the gateway would"
+    )
+    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="files or folders")
+    p.add_argument("--config", type=Path, help="site options, policy and vault (default: none)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the outputs")
+    p.add_argument("--report", type=Path, required=True, help="JSON report to write")
+    p.set_defaults(func=cmd_deidentify)
     p = sub.add_parser("echo", help="C-ECHO a DICOM node")
     _peer_options(p)
     p.set_defaults(func=cmd_echo)

@@ -168,14 +168,36 @@ class MetricsSettings:
     port: int = field(default=9108, metadata=_check(_port_problem))
 
 
+def _site_code_problem(value: str) -> str | None:
+    ok = 1 <= len(value) <= 8 and all(
+        ch.isascii() and (ch.isupper() or ch.isdigit()) for ch in value
+    )
+    return None if ok else "must be 1-8 capital letters or digits"
+
+
+def _uid_root_problem(value: str) -> str | None:
+    """PS3.5 9.1: digits and dots, no empty component, no leading zero; room left for 20+ digits."""
+    parts = value.split(".")
+    if not value or any(not p.isdigit() or (len(p) > 1 and p[0] == "0") for p in parts):
+        return "must be a UID root: numbers separated by dots, no leading zeros (e.g. 1.2.3.4)"
+    if len(value) > 40:
+        return "must be at most 40 characters, to leave room for random digits"
+    return None
+
+
 @dataclass(frozen=True)
 class DeidentifySettings:
     """PS3.15 Annex E options (the option columns of Table E.1-1); defaults suit AI analysis:
     patient characteristics kept, dates shifted per patient, descriptors cleaned, rest off."""
 
+    #: Prefix of every patient pseudonym (site code + random code): tells sites apart.
+    site_code: str = field(default="SITE", metadata=_check(_site_code_problem))
+    #: Root for new UIDs; none: 2.25.<random 128-bit integer> (PS3.5 B.2).
+    uid_root: str | None = field(default=None, metadata=_check(_uid_root_problem))
     retain_patient_characteristics: bool = True
-    #: Retain Longitudinal Temporal Information: "modified" (shifted), "full", or "off".
-    longitudinal_dates: Literal["modified", "full", "off"] = "modified"
+    #: Retain Longitudinal Temporal Information: "modified" (shifted per patient), "year"
+    #: (year only: strict HIPAA Safe Harbor), "full" (unchanged), or "off" (profile actions).
+    longitudinal_dates: Literal["modified", "year", "full", "off"] = "modified"
     retain_device_identity: bool = False
     retain_institution_identity: bool = False
     retain_uids: bool = False
@@ -183,6 +205,29 @@ class DeidentifySettings:
     clean_descriptors: bool = True
     clean_structured_content: bool = False
     clean_graphics: bool = False
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """One site rule: instances matching every non-empty list get `action`; first match wins."""
+
+    action: Literal["process", "drop"]
+    reason: str = field(default="site-rule", metadata=_check(_name_problem))
+    sop_classes: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ()
+    #: Names of configured peers ([[ingest.peers]] name), never AE titles from the wire.
+    peers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """Which instances are de-identified and which are dropped, before any de-identification.
+
+    Site rules come first; then the built-in rules drop what the profile cannot clean
+    (encapsulated documents, SR unless Clean Structured Content is on, raw data, private SOP
+    classes, visible-light photographs)."""
+
+    rules: tuple[PolicyRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -198,6 +243,7 @@ class Settings:
     ingest: IngestSettings = IngestSettings()
     metrics: MetricsSettings = MetricsSettings()
     deidentify: DeidentifySettings = DeidentifySettings()
+    policy: PolicySettings = PolicySettings()
     logging: LoggingSettings = LoggingSettings()
     source: Path = field(default=Path("."), metadata={"internal": True})
 
@@ -329,6 +375,13 @@ def _cross_checks(settings: Settings, b: _Builder) -> None:
         seen[title] = peer.name
     if not ingest.peers:
         b.problem("ingest.peers", "at least one peer must be allowed to send")
+    names = {peer.name for peer in ingest.peers}
+    for i, rule in enumerate(settings.policy.rules):
+        for j, name in enumerate(rule.peers):
+            if name not in names:
+                b.problem(
+                    f"policy.rules[{i}].peers[{j}]", f"no peer named {name!r} in ingest.peers"
+                )
     tls = ingest.tls
     if tls.enabled:
         for name in ("certificate", "private_key", "client_ca"):

@@ -15,6 +15,12 @@ Resolution, in this order (PS3.15 E.1.1, E.3):
 2. Each enabled option whose column names the attribute replaces that code: K (keep) or
    C (clean). When two enabled options both name an attribute and one says C, C wins: the
    cleaning option is the one that still protects.
+
+Before the table, the gateway's own rules (`GATEWAY_RULES`): the patient's name and ID, the
+accession number and study ID get vault pseudonyms (where the table says Z: an AI result must
+find its way back to the patient, on site); and what may carry identifying text or pictures is
+removed whatever the table's code for it: icon images, overlays and curves, graphic
+annotations (unless Clean Graphics) and SR content (unless Clean Structured Content).
 """
 
 from __future__ import annotations
@@ -76,7 +82,7 @@ def enabled_columns(options: DeidentifySettings) -> frozenset[str]:
         "rtnInstIdOpt": options.retain_institution_identity,
         "rtnPatCharsOpt": options.retain_patient_characteristics,
         "rtnLongFullDatesOpt": options.longitudinal_dates == "full",
-        "rtnLongModifDatesOpt": options.longitudinal_dates == "modified",
+        "rtnLongModifDatesOpt": options.longitudinal_dates in ("modified", "year"),
         "cleanDescOpt": options.clean_descriptors,
         "cleanStructContOpt": options.clean_structured_content,
         "cleanGraphOpt": options.clean_graphics,
@@ -171,22 +177,86 @@ def table_rules() -> tuple[Rule, ...]:
     )
 
 
+@dataclass(frozen=True)
+class GatewayRule:
+    """A rule of the gateway's own, applied before Table E.1-1."""
+
+    tag: str
+    name: str
+    why: str
+    action: Action = Action.REMOVE
+    unless: str | None = None  # the DeidentifySettings flag that hands the attribute back
+
+
+_PSEUDONYM = "replaced by a random pseudonym, the same for every instance (vault)"
+GATEWAY_RULES = (
+    GatewayRule("(0010,0010)", "Patient's Name", f"{_PSEUDONYM}: site code + code", Action.DUMMY),
+    GatewayRule("(0010,0020)", "Patient ID", f"{_PSEUDONYM}: site code + code", Action.DUMMY),
+    GatewayRule("(0008,0050)", "Accession Number", _PSEUDONYM, Action.DUMMY),
+    GatewayRule("(0020,0010)", "Study ID", f"{_PSEUDONYM} of the study", Action.DUMMY),
+    GatewayRule("(0088,0200)", "Icon Image Sequence", "a small copy of the image: may show text"),
+    GatewayRule("(60XX,XXXX)", "Overlay group", "overlay planes may carry text or marks"),
+    GatewayRule("(50XX,XXXX)", "Curve group", "retired curves may carry annotations"),
+    GatewayRule(
+        "(0070,0001)",
+        "Graphic Annotation Sequence",
+        "text annotations on the image",
+        unless="clean_graphics",
+    ),
+    GatewayRule(
+        "(0040,A730)",
+        "Content Sequence",
+        "SR and other content items carry free text",
+        unless="clean_structured_content",
+    ),
+)
+
+
+def gateway_rules(options: DeidentifySettings) -> tuple[Resolved, ...]:
+    """The gateway's rules in force under `options`, each with its reason."""
+    return tuple(
+        Resolved(Rule(g.name, g.tag, "-", {}), g.action, f"Gateway: {g.why}")
+        for g in GATEWAY_RULES
+        if g.unless is None or not getattr(options, g.unless)
+    )
+
+
 class Profile:
-    """Table E.1-1 resolved once for a site's options; looked up per tag."""
+    """Table E.1-1 resolved once for a site's options, behind the gateway's own rules.
+
+    Iterating yields the table's rows (what describe-profile prints); `overrides` are the
+    gateway rules in force; `lookup` gives the one that applies to a tag."""
 
     def __init__(self, options: DeidentifySettings) -> None:
         self.options = options
         columns = enabled_columns(options)
         self.resolved = tuple(resolve(rule, columns) for rule in table_rules())
-        self._exact = {tag: r for r in self.resolved if (tag := r.rule.exact_tag) is not None}
-        self._patterns = tuple(r for r in self.resolved if r.rule.exact_tag is None)
+        self.overrides = gateway_rules(options)
+        self._exact: dict[int, Resolved] = {}
+        patterns: list[Resolved] = []
+        for r in self.overrides + self.resolved:
+            tag = r.rule.exact_tag
+            if tag is None:
+                patterns.append(r)
+            else:
+                self._exact.setdefault(tag, r)
+        self._patterns = tuple(patterns)
 
     def lookup(self, tag: int) -> Resolved | None:
         """The rule for `tag`, or None: the table does not name it (the allow-list decides)."""
-        found = self._exact.get(tag)
-        if found is not None:
-            return found
-        return next((r for r in self._patterns if r.rule.matches(tag)), None)
+        found = next((r for r in self._patterns if r.rule.matches(tag)), None)
+        if found is not None and found.reason.startswith("Gateway:"):
+            return found  # a gateway pattern (overlays, curves) beats any table row
+        return self._exact.get(tag, found)
+
+    def effective(self, r: Resolved) -> Resolved:
+        """What really happens to a table row's attributes: a gateway rule may come first."""
+        sample = r.rule.exact_tag
+        if sample is None and not r.rule.tag.upper().startswith("(GGGG"):
+            group, element = r.rule.tag.upper().replace("X", "0").strip("()").split(",")
+            sample = (int(group, 16) << 16) | int(element, 16)
+        found = None if sample is None else self.lookup(sample)
+        return found if found is not None and found.reason.startswith("Gateway:") else r
 
     def __iter__(self) -> Iterator[Resolved]:
         return iter(self.resolved)

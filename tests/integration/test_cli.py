@@ -190,8 +190,13 @@ def test_describe_profile_lists_every_attribute_under_the_configured_options(
 ) -> None:
     default = cli("describe-profile", "--format", "json")
     assert default.returncode == 0, default.stderr
-    rows = {row["tag"]: row for row in json.loads(default.stdout)}
+    listed = json.loads(default.stdout)
+    rows = {row["tag"]: row for row in listed if row["source"] == "table"}
     assert len(rows) == 621
+    gateway = {row["tag"]: row for row in listed if row["source"] == "gateway"}
+    assert gateway["(0088,0200)"]["action"] == "X"  # icon images, whatever the table says
+    assert rows["(0070,0001)"]["action"] == "X"  # graphic annotations: the gateway rule wins
+    assert rows["(0070,0001)"]["reason"].startswith("Gateway:")
     assert rows["(0010,1010)"]["action"] == "K"  # Patient's Age, patient characteristics kept
     assert rows["(0020,000D)"]["action"] == "U"
     config = base_config(tmp_path)

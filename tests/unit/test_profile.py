@@ -42,9 +42,9 @@ def test_every_row_of_the_table_is_a_rule() -> None:
     ("tag", "options", "expected"),
     [
         # basic profile, single codes
-        (0x00100010, NOTHING, Action.EMPTY),  # Patient's Name: Z
+        (0x00100010, NOTHING, Action.DUMMY),  # Patient's Name: Z, but the gateway's pseudonym
         (0x00100020, NOTHING, Action.DUMMY),  # Patient ID: Z/D -> D (conforming for Type 1)
-        (0x00080050, NOTHING, Action.EMPTY),  # Accession Number: Z
+        (0x00080050, NOTHING, Action.DUMMY),  # Accession Number: Z, but a random pseudonym
         (0x00100030, NOTHING, Action.EMPTY),  # Patient's Birth Date: Z
         (0x0020000D, NOTHING, Action.NEW_UID),  # Study Instance UID: U
         (0x00081030, NOTHING, Action.REMOVE),  # Study Description: X
@@ -67,11 +67,24 @@ def test_every_row_of_the_table_is_a_rule() -> None:
         (0x00080080, dataclasses.replace(NOTHING, retain_institution_identity=True), Action.KEEP),
         (0x00181000, dataclasses.replace(NOTHING, retain_device_identity=True), Action.KEEP),
         (0x00091010, dataclasses.replace(NOTHING, retain_safe_private=True), Action.CLEAN),
-        (0x60003000, dataclasses.replace(NOTHING, clean_graphics=True), Action.CLEAN),
+        # the gateway's own rules: overlays go even under Clean Graphics (nothing cleans them)
+        (0x60003000, dataclasses.replace(NOTHING, clean_graphics=True), Action.REMOVE),
+        (0x60000010, DEFAULTS, Action.REMOVE),  # Overlay Rows: not in the table, still gone
+        (0x00880200, DEFAULTS, Action.REMOVE),  # Icon Image Sequence
+        (0x00700001, DEFAULTS, Action.REMOVE),  # Graphic Annotation Sequence
+        (0x00700001, dataclasses.replace(DEFAULTS, clean_graphics=True), Action.CLEAN),
+        (0x0040A730, DEFAULTS, Action.REMOVE),  # Content Sequence
+        (0x0040A730, dataclasses.replace(DEFAULTS, clean_structured_content=True), Action.CLEAN),
     ],
 )
 def test_resolution(tag: int, options: DeidentifySettings, expected: Action) -> None:
     assert action(Profile(options), tag) is expected
+
+
+def test_the_table_rows_under_a_gateway_rule_keep_their_own_code() -> None:
+    rows = {r.rule.exact_tag: r for r in Profile(NOTHING)}
+    assert rows[0x00100010].action is Action.EMPTY
+    assert rows[0x00080050].action is Action.EMPTY
 
 
 def test_a_cleaning_option_beats_a_keeping_one() -> None:

@@ -1,0 +1,112 @@
+"""`dicom-gateway deidentify`: the worker's code path over files and folders, offline.
+
+Every input file gets one line in the report, whatever happens to it: "written" (the output's
+path), "dropped" (policy: reason code) or "quarantined" (could not be made safe, or not DICOM:
+reason code). Outputs are named by their new SOP Instance UID and written atomically; a bad
+file never stops the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.worker import Outcome, Status, Worker
+
+
+@dataclass(frozen=True)
+class Entry:
+    input: str
+    output: str | None
+    status: Status
+    reason: str | None
+    changes: dict[str, int]
+
+
+def iter_inputs(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files as given, folders walked in name order; each file once."""
+    seen: set[Path] = set()
+    for path in paths:
+        if path.is_dir():
+            found: Iterable[Path] = (
+                Path(root) / name
+                for root, dirs, files in os.walk(path)
+                if not dirs.sort()  # walk sub-folders in name order too
+                for name in sorted(files)
+            )
+        else:
+            found = (path,)
+        for file in found:
+            key = file.resolve()
+            if key not in seen:
+                seen.add(key)
+                yield file
+
+
+def run(
+    worker: Worker,
+    inputs: list[Path],
+    out_dir: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Entry]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries: list[Entry] = []
+    for done, path in enumerate(inputs, 1):
+        entries.append(_one(worker, path, out_dir))
+        if progress is not None:
+            progress(done, len(inputs))
+    return entries
+
+
+def _one(worker: Worker, path: Path, out_dir: Path) -> Entry:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return Entry(str(path), None, "quarantined", "unreadable-file", {})
+    outcome: Outcome = worker.process(data)
+    if outcome.result is None:
+        return Entry(str(path), None, outcome.status, outcome.reason, {})
+    target = out_dir / f"{outcome.result.sop_instance_uid}.dcm"
+    _write_atomically(target, outcome.result.data)
+    return Entry(str(path), str(target), "written", None, outcome.counts)
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def report(entries: list[Entry]) -> dict[str, Any]:
+    statuses = Counter(e.status for e in entries)
+    reasons = Counter(f"{e.status}:{e.reason}" for e in entries if e.reason)
+    changes: Counter[str] = Counter()
+    for e in entries:
+        changes.update(e.changes)
+    return {
+        "files": [asdict(e) for e in entries],
+        "summary": {
+            "inputs": len(entries),
+            "written": statuses["written"],
+            "dropped": statuses["dropped"],
+            "quarantined": statuses["quarantined"],
+            "reasons": dict(sorted(reasons.items())),
+            "changes": dict(sorted(changes.items())),
+        },
+    }
+
+
+def write_report(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, (json.dumps(document, indent=1) + "\n").encode())

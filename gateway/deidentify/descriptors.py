@@ -1,0 +1,142 @@
+"""Clean Descriptors (PS3.15 E.3.5), and a scrub of every other text value kept.
+
+`Identifiers` gathers, from one original instance, what identifies its patient, staff and site:
+name parts, IDs, the accession number, the birth date in the ways people write dates, the
+institution's name, address and department, station name and device serial number.
+
+- `clean()` is for descriptors the profile keeps cleaned (StudyDescription, SeriesDescription,
+  ProtocolName, ...): it removes every token or phrase that matches an identifier, and every
+  digit run that looks like an ID, a date or a telephone number.
+- `scrub()` is for other text values the allow-list keeps (Manufacturer, BodyPartExamined, ...):
+  it removes identifier matches only, so model numbers and software versions survive.
+
+Both return the new text and how many pieces they removed. Matching is on whole words,
+case-insensitive (Unicode case folding), in any order: "DOE^JOHN" removes "John" and "DOE"
+wherever they stand.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+_WORD = re.compile(r"[^\W_]+")
+_SPACES = re.compile(r"\s{2,}")
+# Dates written with separators: 2021-03-04, 04/03/2021, 4.3.21, 2021/3/4
+_DATE = re.compile(r"(?<![\w])\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}(?![\w])")
+# Telephone numbers: 7+ digits (counted on the match), with +, brackets, spaces, dots, dashes
+_PHONE = re.compile(r"(?<![\w])\+?\(?\d[\d\s().-]{5,}\d(?![\w])")
+# A word holding 5 or more digits (MRNs, accession numbers, compact dates, ...)
+_DIGITS = re.compile(r"\d")
+_PHONE_DIGITS = 7
+_ID_DIGITS = 5
+_MIN_ID = 3  # shorter IDs ("1", "12") are study or series counters, not identifiers
+_MIN_NAME_PART = 2
+
+
+def _fold(text: str) -> str:
+    return text.casefold()
+
+
+def date_forms(value: str) -> set[str]:
+    """The common written forms of a DA value (YYYYMMDD): ISO, European, US, compact."""
+    if len(value) != 8 or not value.isdigit():
+        return set()
+    y, m, d = value[:4], value[4:6], value[6:8]
+    yy = y[2:]
+    forms = {value, f"{d}{m}{y}", f"{m}{d}{y}"}
+    for sep in "-/.":
+        forms |= {f"{y}{sep}{m}{sep}{d}", f"{d}{sep}{m}{sep}{y}", f"{m}{sep}{d}{sep}{y}"}
+        forms |= {f"{d}{sep}{m}{sep}{yy}", f"{m}{sep}{d}{sep}{yy}"}
+        forms |= {f"{int(d)}{sep}{int(m)}{sep}{y}", f"{int(m)}{sep}{int(d)}{sep}{y}"}
+    return forms
+
+
+class Identifiers:
+    """What identifies this instance's patient, staff and site, ready for matching."""
+
+    def __init__(self) -> None:
+        self.words: set[str] = set()  # single words: name parts, IDs
+        self.phrases: set[str] = set()  # multi-word values and written dates
+        self._pattern: re.Pattern[str] | None = None
+
+    def add_name(self, value: str) -> None:
+        """A person name (PN, any component groups) or free-text name."""
+        for part in _WORD.findall(value):
+            if len(part) >= _MIN_NAME_PART and not part.isdigit():
+                self.words.add(_fold(part))
+
+    def add_id(self, value: str) -> None:
+        value = value.strip()
+        if len(value) < _MIN_ID:
+            return
+        words = _WORD.findall(value)
+        if len(words) == 1 and words[0] == value:
+            self.words.add(_fold(value))
+        else:
+            self.phrases.add(_fold(value))
+            self.words.update(_fold(w) for w in words if len(w) >= _MIN_ID and _has_digit(w))
+
+    def add_phrase(self, value: str) -> None:
+        """An institution name, address or department: matched as a whole phrase."""
+        value = " ".join(value.split())
+        if len(value) >= _MIN_ID:
+            self.phrases.add(_fold(value))
+
+    def add_date(self, value: str) -> None:
+        for form in date_forms(value.strip()):
+            self.phrases.add(form)
+
+    def _phrase_pattern(self) -> re.Pattern[str] | None:
+        if self._pattern is None and self.phrases:
+            alternatives = sorted(self.phrases, key=len, reverse=True)
+            body = "|".join(re.escape(p) for p in alternatives)
+            self._pattern = re.compile(rf"(?<![^\W_])(?:{body})(?![^\W_])", re.IGNORECASE)
+        return self._pattern
+
+    def scrub(self, text: str) -> tuple[str, int]:
+        """Remove identifier matches (phrases, then words)."""
+        removed = 0
+        pattern = self._phrase_pattern()
+        if pattern is not None:
+            text, removed = pattern.subn(" ", text)
+        if self.words:
+            words = self.words
+
+            def drop(match: re.Match[str]) -> str:
+                nonlocal removed
+                if _fold(match.group(0)) in words:
+                    removed += 1
+                    return " "
+                return match.group(0)
+
+            text = _WORD.sub(drop, text)
+        return (_tidy(text), removed) if removed else (text, 0)
+
+    def clean(self, text: str) -> tuple[str, int]:
+        """Scrub, then remove what looks like a date, a telephone number or an ID."""
+        text, removed = self.scrub(text)
+        text, n = _DATE.subn(" ", text)
+        removed += n
+
+        def drop(minimum: int) -> Callable[[re.Match[str]], str]:
+            def replace(match: re.Match[str]) -> str:
+                nonlocal removed
+                if len(_DIGITS.findall(match.group(0))) >= minimum:
+                    removed += 1
+                    return " "
+                return match.group(0)
+
+            return replace
+
+        text = _PHONE.sub(drop(_PHONE_DIGITS), text)
+        text = _WORD.sub(drop(_ID_DIGITS), text)
+        return (_tidy(text), removed) if removed else (text, 0)
+
+
+def _has_digit(word: str) -> bool:
+    return any(ch.isdigit() for ch in word)
+
+
+def _tidy(text: str) -> str:
+    return _SPACES.sub(" ", text).strip(" ,;:-/")

@@ -1,0 +1,603 @@
+"""Header de-identification of one instance: PS3.15 Annex E, then an allow-list, fail closed.
+
+`Engine.run(data)` takes one encoded instance (a Part 10 file, or a bare data set) and returns
+the de-identified Part 10 bytes. Per element, at every sequence depth:
+
+1. Top level only, the identities: PatientName and PatientID become the patient's coded
+   identifier (site code + random code), AccessionNumber and StudyID random IDs, all from the
+   vault; the provenance attributes are dropped here and written afresh at the end.
+2. The profile (`profile.Profile`: the gateway's rules, then Table E.1-1 under the options)
+   decides for every attribute it names: X remove, Z empty, D dummy (a vault-consistent random
+   ID for LO/SH), K keep, C clean (descriptors cleaned, dates shifted), U new UID.
+3. The allow-list decides the rest: a public attribute the DICOM dictionary knows and does not
+   retire is kept, with its UIDs mapped, its dates shifted, its ages aggregated and its text
+   scrubbed of this instance's identifiers; person names, retired and unknown attributes go.
+   Private attributes go, except the safe-private list when that option is on.
+4. Group 0002 is rebuilt (our implementation UID and AE title; MediaStorageSOPInstanceUID =
+   the new SOPInstanceUID) and provenance is written (PatientIdentityRemoved,
+   DeidentificationMethod and its CID 7050 codes, LongitudinalTemporalInformationModified).
+
+Elements kept unchanged are never decoded: their bytes (pixel data above all) are written as
+read. Anything the engine cannot do safely raises `Unprocessable` with a fixed reason code;
+its message never carries a value from the instance.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.datadict import dictionary_has_tag, dictionary_is_retired, dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from gateway.deidentify import dates
+from gateway.deidentify.descriptors import Identifiers
+from gateway.deidentify.private import SafePrivate
+from gateway.deidentify.profile import Action, Profile
+from gateway.deidentify.pseudonyms import Pseudonyms, patient_key
+from gateway.deidentify.uids import PseudonymStore, UidMapper
+from gateway.settings import DeidentifySettings
+
+#: The gateway's own implementation class UID (PS3.7 D.3.3.2), a 2.25 UUID UID drawn once.
+IMPLEMENTATION_CLASS_UID = "2.25.162650821892412602811294785024994956258"
+IMPLEMENTATION_VERSION_NAME = "DICOM_GATEWAY_1"
+
+_TEXT = frozenset({"SH", "LO", "ST", "LT", "UT", "UC"})
+_DATES = frozenset({"DA", "DT"})
+_DUMMY_TEXT = {
+    "PN": "ANONYMIZED",
+    "LT": "ANONYMIZED",
+    "ST": "ANONYMIZED",
+    "UT": "ANONYMIZED",
+    "UC": "ANONYMIZED",
+    "CS": "ANONYMIZED",
+    "AE": "ANONYMOUS",
+    "DA": "19000101",
+    "DT": "19000101000000",
+    "TM": "000000",
+    "IS": "0",
+    "DS": "0",
+}
+_ID_LENGTH = {"SH": 10, "LO": 16}
+
+PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
+ACCESSION_NUMBER, STUDY_ID = 0x00080050, 0x00200010
+STUDY_INSTANCE_UID, SOP_INSTANCE_UID, SOP_CLASS_UID = 0x0020000D, 0x00080018, 0x00080016
+PIXEL_DATA = 0x7FE00010
+_PROVENANCE = (0x00120062, 0x00120063, 0x00120064, 0x00280303)
+
+# CID 7050 De-identification Method (PS3.16), scheme DCM.
+_CID_7050 = {
+    "basic": ("113100", "Basic Application Confidentiality Profile"),
+    "clean_graphics": ("113103", "Clean Graphics Option"),
+    "clean_structured_content": ("113104", "Clean Structured Content Option"),
+    "clean_descriptors": ("113105", "Clean Descriptors Option"),
+    "full": ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
+    "modified": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
+    "retain_device_identity": ("113109", "Retain Device Identity Option"),
+    "retain_uids": ("113110", "Retain UIDs Option"),
+    "retain_safe_private": ("113111", "Retain Safe Private Option"),
+    "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
+}
+
+# Values that identify the patient, staff or site, gathered before anything changes (top level).
+_NAMES = (
+    0x00100010,  # PatientName
+    0x00101001,  # OtherPatientNames
+    0x00101005,  # PatientBirthName
+    0x00101060,  # PatientMotherBirthName
+    0x00102297,  # ResponsiblePerson
+    0x00080090,  # ReferringPhysicianName
+    0x0008009C,  # ConsultingPhysicianName
+    0x00081048,  # PhysiciansOfRecord
+    0x00081050,  # PerformingPhysicianName
+    0x00081060,  # NameOfPhysiciansReadingStudy
+    0x00081070,  # OperatorsName
+    0x00321032,  # RequestingPhysician
+)
+_IDS = (
+    0x00100020,  # PatientID
+    0x00101000,  # OtherPatientIDs
+    0x00080050,  # AccessionNumber
+    0x00200010,  # StudyID
+    0x00380010,  # AdmissionID
+    0x00402016,  # PlacerOrderNumberImagingServiceRequest
+    0x00402017,  # FillerOrderNumberImagingServiceRequest
+    0x00401001,  # RequestedProcedureID
+)
+_PATIENT_PHRASES = (0x00101040, 0x00102154, 0x00102299)  # address, telephones, owner org.
+_INSTITUTION = (0x00080080, 0x00080081, 0x00081040)  # name, address, department
+_DEVICE = (0x00081010, 0x00181000)  # StationName, DeviceSerialNumber
+_BIRTH_DATE = 0x00100030
+
+
+class Unprocessable(Exception):
+    """The instance cannot be de-identified safely; `reason` is a fixed code, never data."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Step(enum.Enum):
+    REMOVE = "remove"
+    EMPTY = "empty"
+    DUMMY = "dummy"
+    KEEP = "keep"
+    CLEAN = "clean"  # descriptor cleaning
+    SCRUB = "scrub"  # identifier scrub of an allow-listed text value
+    DATE = "date"
+    UID = "uid"
+    AGE = "age"
+    SEQUENCE = "sequence"  # keep the sequence, de-identify its items
+    PATIENT = "patient"
+    ACCESSION = "accession"
+    STUDY_ID = "study_id"
+
+
+_TOP_LEVEL = {
+    PATIENT_NAME: Step.PATIENT,
+    PATIENT_ID: Step.PATIENT,
+    ACCESSION_NUMBER: Step.ACCESSION,
+    STUDY_ID: Step.STUDY_ID,
+    **{tag: Step.REMOVE for tag in _PROVENANCE},
+}
+
+
+@dataclass(frozen=True)
+class Deidentified:
+    """One de-identified instance: its Part 10 bytes, new UIDs and what was done (counts)."""
+
+    data: bytes
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    transfer_syntax_uid: str
+    counts: dict[str, int]
+
+
+class Engine:
+    """De-identification for one site's options and vault; one per worker process."""
+
+    def __init__(
+        self, options: DeidentifySettings, vault: PseudonymStore, *, ae_title: str
+    ) -> None:
+        self.options = options
+        self.profile = Profile(options)
+        self.pseudonyms = Pseudonyms(vault, options.site_code)
+        self.uids = UidMapper(vault, options.uid_root)
+        self.safe_private = SafePrivate.load() if options.retain_safe_private else None
+        self.ae_title = ae_title
+        self._steps: dict[int, Step] = {}
+        self._codes = _method_codes(options)
+
+    # -- decisions (per tag, cached: they do not depend on values) ---------------------------
+
+    def step(self, tag: int) -> Step:
+        found = self._steps.get(tag)
+        if found is None:
+            found = self._steps[tag] = self._decide(tag)
+        return found
+
+    def _decide(self, tag: int) -> Step:
+        group, element = tag >> 16, tag & 0xFFFF
+        if element == 0 or group in (0x0000, 0x0002, 0xFFFE):
+            return Step.REMOVE  # group lengths, command and file meta groups (rebuilt)
+        vr = _dictionary_vr(tag)
+        resolved = self.profile.lookup(tag)
+        if resolved is None:
+            return self._allow_list(tag, vr)
+        action = resolved.action
+        if action is Action.REMOVE or vr is None:
+            return Step.REMOVE
+        if vr == "SQ":
+            return Step.EMPTY if action is Action.EMPTY else Step.SEQUENCE
+        if action is Action.EMPTY:
+            return Step.EMPTY
+        if vr == "UI" and action in (Action.NEW_UID, Action.DUMMY):
+            return Step.UID
+        if action is Action.DUMMY:
+            return Step.DUMMY
+        if action is Action.KEEP:
+            return self._keep(vr)
+        if action is Action.CLEAN:
+            if vr in _DATES:
+                return Step.DATE
+            if vr == "TM":
+                return Step.KEEP  # whole days move: the time of day stays
+            return Step.CLEAN if vr in _TEXT else Step.REMOVE  # nothing else can be cleaned
+        return Step.REMOVE  # U on anything but a UID or a sequence
+
+    def _keep(self, vr: str) -> Step:
+        """K: keep, but a kept age is still aggregated and kept text still scrubbed."""
+        if vr == "AS":
+            return Step.AGE
+        return Step.SCRUB if vr in _TEXT else Step.KEEP
+
+    def _allow_list(self, tag: int, vr: str | None) -> Step:
+        """A public attribute Table E.1-1 does not name."""
+        if vr is None or dictionary_is_retired(tag) or vr == "PN":
+            return Step.REMOVE
+        if vr == "SQ":
+            return Step.SEQUENCE
+        if vr == "UI":
+            return Step.KEEP if self.options.retain_uids else Step.UID
+        if vr in _DATES:
+            if self.options.longitudinal_dates == "off":
+                return Step.REMOVE
+            return Step.KEEP if self.options.longitudinal_dates == "full" else Step.DATE
+        return self._keep(vr)
+
+    # -- one instance ------------------------------------------------------------------------
+
+    def run(self, data: bytes) -> Deidentified:
+        """Read and de-identify one encoded instance."""
+        return self.deidentify(self.read(data))
+
+    def read(self, data: bytes) -> Dataset:
+        """Parse an instance (Part 10 or a bare data set); nothing is decoded yet."""
+        with _quiet():
+            try:
+                ds = dcmread(io.BytesIO(data), force=True)
+                sop_class = ds.get(SOP_CLASS_UID)  # a file that is not DICOM fails here
+            except Exception:  # noqa: BLE001 - pydicom raises many types for bad input
+                raise Unprocessable("unreadable") from None
+        if sop_class is None:  # a Part 10 file without it is broken DICOM; else not DICOM
+            raise Unprocessable("missing-uid" if data[128:132] == b"DICM" else "not-dicom")
+        return ds
+
+    def deidentify(self, ds: Dataset) -> Deidentified:
+        """De-identify a data set from `read()` (in place) and encode it as Part 10."""
+        with _quiet():
+            try:
+                return self._deidentify(ds)
+            except Unprocessable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - fail closed, without the message
+                raise Unprocessable(f"deidentify-error:{exc.__class__.__name__}") from None
+
+    def _deidentify(self, ds: Dataset) -> Deidentified:
+        transfer_syntax = _transfer_syntax(ds)
+        sop_class = _text(ds, SOP_CLASS_UID)
+        if not sop_class or not _text(ds, SOP_INSTANCE_UID) or not _text(ds, STUDY_INSTANCE_UID):
+            raise Unprocessable("missing-uid")
+        _check_pixel_length(ds)
+        job = _Job(self, ds)
+        self.walk(ds, job, top=True)
+        self._provenance(ds)
+        sop_instance = _text(ds, SOP_INSTANCE_UID)
+        ds.file_meta = _file_meta(sop_class, sop_instance, transfer_syntax, self.ae_title)
+        out = io.BytesIO()
+        dcmwrite(out, ds, enforce_file_format=True)
+        return Deidentified(
+            data=out.getvalue(),
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+            study_instance_uid=_text(ds, STUDY_INSTANCE_UID),
+            transfer_syntax_uid=transfer_syntax,
+            counts=dict(job.counts),
+        )
+
+    def walk(self, ds: Dataset, job: _Job, *, top: bool = False) -> None:
+        creators: list[int] = []
+        kept_blocks: set[int] = set()
+        for key in list(ds.keys()):
+            tag = int(key)
+            if (tag >> 16) & 1:
+                self._private(ds, tag, job, creators, kept_blocks)
+                continue
+            step = _TOP_LEVEL.get(tag) if top else None
+            job.apply(ds, tag, step or self.step(tag))
+        for creator in creators:
+            if creator not in kept_blocks:
+                del ds[creator]
+
+    def _private(
+        self, ds: Dataset, tag: int, job: _Job, creators: list[int], kept: set[int]
+    ) -> None:
+        element = tag & 0xFFFF
+        if 0x0010 <= element <= 0x00FF:
+            creators.append(tag)
+            return
+        if element >= 0x1000 and self.safe_private is not None:
+            creator_tag = (tag & 0xFFFF0000) | (element >> 8)
+            creator = ds.get(creator_tag)
+            name = creator.value if creator is not None else None
+            if isinstance(name, str) and self.safe_private.allows(name, tag):
+                kept.add(creator_tag)
+                job.counts["private_kept"] += 1
+                return
+        del ds[tag]
+        job.counts["private_removed"] += 1
+
+    def _provenance(self, ds: Dataset) -> None:
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = "dicom-gateway: PS3.15 E.1-1 (2024b) and allow-list"
+        items = []
+        for value, meaning in self._codes:
+            item = Dataset()
+            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+            items.append(item)
+        ds.DeidentificationMethodCodeSequence = Sequence(items)
+        mode = self.options.longitudinal_dates
+        ds.LongitudinalTemporalInformationModified = {
+            "full": "UNMODIFIED",
+            "off": "REMOVED",
+        }.get(mode, "MODIFIED")
+
+
+class _Job:
+    """The state of one instance's de-identification."""
+
+    def __init__(self, engine: Engine, ds: Dataset) -> None:
+        self.engine = engine
+        self.counts: Counter[str] = Counter()
+        self.study_uid = _text(ds, STUDY_INSTANCE_UID)
+        self.patient = patient_key(
+            _text(ds, 0x00100021), _text(ds, PATIENT_ID), _text(ds, PATIENT_NAME), self.study_uid
+        )
+        self.identifiers = _identifiers(ds, engine.options)
+        self._offset: int | None = None
+
+    def offset(self) -> int:
+        if self._offset is None:
+            self._offset = self.engine.pseudonyms.date_offset(self.patient)
+        return self._offset
+
+    def apply(self, ds: Dataset, tag: int, step: Step) -> None:
+        if step is Step.KEEP:
+            return
+        if step is Step.REMOVE:
+            del ds[tag]
+            self.counts["removed"] += 1
+            return
+        elem = ds[tag]
+        if step is Step.SEQUENCE:
+            for item in elem.value or ():
+                self.engine.walk(item, self)
+            return
+        if elem.is_empty:
+            return
+        if step is Step.EMPTY:
+            elem.value = [] if elem.VR == "SQ" else None
+            self.counts["emptied"] += 1
+        elif step is Step.UID:
+            if not self.engine.options.retain_uids:
+                _map_values(elem, self.engine.uids.map)
+                self.counts["uids"] += 1
+        elif step in (Step.DATE, Step.AGE):
+            self._temporal(ds, elem, step)
+        elif step in (Step.CLEAN, Step.SCRUB):
+            self._text(elem, step)
+        elif step is Step.PATIENT:
+            elem.value = self.engine.pseudonyms.patient(self.patient)
+            self.counts["pseudonyms"] += 1
+        elif step is Step.ACCESSION:
+            elem.value = self.engine.pseudonyms.identifier("accession", str(elem.value), 12)
+            self.counts["pseudonyms"] += 1
+        elif step is Step.STUDY_ID:
+            original = f"{self.study_uid}\0{elem.value}"
+            elem.value = self.engine.pseudonyms.identifier("study_id", original, 10)
+            self.counts["pseudonyms"] += 1
+        else:
+            self._dummy(elem)
+
+    def _temporal(self, ds: Dataset, elem: DataElement, step: Step) -> None:
+        """Shift or cut a date, aggregate an age; a value that does not parse is removed
+        rather than left as it was."""
+        mode = self.engine.options.longitudinal_dates
+        fn: Callable[[str], str]
+        if step is Step.AGE:
+            fn = dates.aggregate_age
+        elif mode == "year":
+            fn = partial(dates.year_only, vr=elem.VR)
+        elif elem.VR == "DA":
+            fn = partial(dates.shift_da, days=self.offset())
+        else:
+            fn = partial(dates.shift_dt, days=self.offset())
+        try:
+            _map_joined(elem, fn)
+        except ValueError:
+            del ds[elem.tag]
+            self.counts["removed_unreadable"] += 1
+            return
+        self.counts["ages" if step is Step.AGE else "dates"] += 1
+
+    def _text(self, elem: DataElement, step: Step) -> None:
+        ids = self.identifiers
+        fn = ids.clean if step is Step.CLEAN else ids.scrub
+        removed = 0
+
+        def one(value: str) -> str:
+            nonlocal removed
+            new, n = fn(value)
+            removed += n
+            return new
+
+        _map_values(elem, one)
+        if removed:
+            self.counts["descriptor_parts_removed" if step is Step.CLEAN else "scrubbed"] += removed
+
+    def _dummy(self, elem: DataElement) -> None:
+        vr = elem.VR
+        if vr in _ID_LENGTH:
+            kind = f"id:{elem.tag:08X}"
+            length = _ID_LENGTH[vr]
+            _map_values(elem, lambda v: self.engine.pseudonyms.identifier(kind, v, length))
+        elif vr in _DUMMY_TEXT:
+            elem.value = _DUMMY_TEXT[vr]
+        else:
+            elem.value = None  # numbers and binary values: no dummy says less than nothing
+        self.counts["replaced"] += 1
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """pydicom's warnings may quote values (PHI): none escape from here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    if not dictionary_has_tag(tag):
+        return None
+    vr = dictionary_VR(tag)
+    return "OB" if " or " in vr else vr  # US or SS, OB or OW: binary for our purposes
+
+
+def _text(ds: Dataset, tag: int) -> str:
+    elem = ds.get(tag)
+    if elem is None or elem.value is None:
+        return ""
+    value = elem.value
+    if isinstance(value, MultiValue | list):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip("\0 ")
+
+
+def _map_values(elem: DataElement, fn: Callable[[str], str]) -> None:
+    """Apply `fn` to each value of a string element (multi-valued or not)."""
+    value: Any = elem.value
+    if isinstance(value, MultiValue | list):
+        elem.value = [fn(str(v)) for v in value]
+    elif isinstance(value, str):
+        elem.value = fn(value)
+    else:
+        raise Unprocessable("unexpected-value-type")
+
+
+def _map_joined(elem: DataElement, fn: Callable[[str], str]) -> None:
+    """Apply `fn` to the backslash-joined value (the dates helpers take multi-values whole)."""
+    value: Any = elem.value
+    joined = "\\".join(str(v) for v in value) if isinstance(value, MultiValue | list) else value
+    if not isinstance(joined, str):
+        raise Unprocessable("unexpected-value-type")
+    elem.value = fn(joined)
+
+
+def _identifiers(ds: Dataset, options: DeidentifySettings) -> Identifiers:
+    ids = Identifiers()
+    for tag in _NAMES:
+        for value in _values(ds, tag):
+            ids.add_name(value)
+    for tag in _IDS:
+        for value in _values(ds, tag):
+            ids.add_id(value)
+    phrases = list(_PATIENT_PHRASES)
+    if not options.retain_institution_identity:
+        phrases += _INSTITUTION
+    if not options.retain_device_identity:
+        phrases += _DEVICE
+    for tag in phrases:
+        for value in _values(ds, tag):
+            ids.add_phrase(value)
+    for value in _values(ds, _BIRTH_DATE):
+        ids.add_date(value)
+    return ids
+
+
+def _values(ds: Dataset, tag: int) -> list[str]:
+    elem = ds.get(tag)
+    if elem is None or elem.value is None:
+        return []
+    value = elem.value
+    items = value if isinstance(value, MultiValue | list) else [value]
+    return [str(v) for v in items if str(v).strip()]
+
+
+def _check_pixel_length(ds: Dataset) -> None:
+    """Native pixel data shorter than its header says is a truncated file: not passed on."""
+    if PIXEL_DATA not in ds:
+        return
+    raw = ds.get_item(PIXEL_DATA)
+    if raw is None or _undefined_length(raw):
+        return  # encapsulated: frames are checked where they are decoded
+    try:
+        bits = int(ds.get("BitsAllocated", 0) or 0)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+    except (TypeError, ValueError):
+        raise Unprocessable("bad-image-header") from None
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+        samples = 2  # native 4:2:2: two bytes-per-sample values per pixel (PS3.3 C.7.6.3.1.2)
+    expected = (pixels * samples * frames * bits + 7) // 8
+    if len(raw.value or b"") < expected:
+        raise Unprocessable("truncated-pixel-data")
+
+
+def _undefined_length(elem: DataElement | RawDataElement) -> bool:
+    if isinstance(elem, RawDataElement):
+        return elem.length == 0xFFFFFFFF
+    return elem.is_undefined_length
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    """The transfer syntax to write: the input's (pixel data stays as it is), inflated."""
+    meta = getattr(ds, "file_meta", None)
+    declared = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if declared == DeflatedExplicitVRLittleEndian:
+        return ExplicitVRLittleEndian
+    if declared:
+        if not UID(declared).is_transfer_syntax:
+            raise Unprocessable("unknown-transfer-syntax")
+        return declared
+    pixels = ds.get_item(PIXEL_DATA) if PIXEL_DATA in ds else None
+    if pixels is not None and _undefined_length(pixels):
+        raise Unprocessable("encapsulated-without-transfer-syntax")
+    implicit, little = ds.original_encoding
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, ae: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    meta.SourceApplicationEntityTitle = ae
+    return meta
+
+
+def _method_codes(options: DeidentifySettings) -> list[tuple[str, str]]:
+    codes = [_CID_7050["basic"]]
+    for flag in (
+        "retain_patient_characteristics",
+        "retain_device_identity",
+        "retain_institution_identity",
+        "retain_uids",
+        "retain_safe_private",
+        "clean_descriptors",
+        "clean_structured_content",
+        "clean_graphics",
+    ):
+        if getattr(options, flag):
+            codes.append(_CID_7050[flag])
+    if options.longitudinal_dates in ("full", "modified", "year"):
+        codes.append(_CID_7050["full" if options.longitudinal_dates == "full" else "modified"])
+    return codes

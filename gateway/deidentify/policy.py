@@ -1,0 +1,70 @@
+"""Which instances are de-identified at all (data minimisation, fail closed).
+
+Decided before de-identification from three facts: the SOP class, the modality and the name of
+the configured peer that sent the instance (never an AE title from the wire). The site's rules
+(`[[policy.rules]]`) come first, first match wins; then the built-in rules drop what header
+de-identification cannot make safe:
+
+- encapsulated documents (PDF, CDA, STL, OBJ, MTL): free text and pictures inside a blob;
+- structured reports, unless Clean Structured Content is on: free text in content items;
+- raw data and audio: vendor blobs and voice recordings;
+- private (non-standard) SOP classes: nothing says what they hold;
+- visible-light photographs and video, and anything of modality XC (external camera): they may
+  show a face (HIPAA Safe Harbor: full-face photographs).
+
+Everything else is processed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.deidentify.uids import is_standard_uid
+from gateway.settings import DeidentifySettings, PolicySettings
+
+_SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+_DOCUMENT_PREFIX = "1.2.840.10008.5.1.4.1.1.104."
+_RAW = {
+    "1.2.840.10008.5.1.4.1.1.66": "raw-data",  # Raw Data Storage
+    "1.2.840.10008.5.1.4.1.1.9.4.1": "audio",  # Basic Voice Audio Waveform Storage
+}
+_PHOTOGRAPHS = {
+    "1.2.840.10008.5.1.4.1.1.77.1.4",  # VL Photographic Image Storage
+    "1.2.840.10008.5.1.4.1.1.77.1.4.1",  # Video Photographic Image Storage
+}
+
+
+@dataclass(frozen=True)
+class Decision:
+    process: bool
+    reason: str | None  # why it is dropped (or which site rule let it through)
+
+
+class Policy:
+    def __init__(self, settings: PolicySettings, options: DeidentifySettings) -> None:
+        self.rules = settings.rules
+        self.clean_structured_content = options.clean_structured_content
+
+    def decide(self, sop_class: str, modality: str, peer: str | None) -> Decision:
+        for rule in self.rules:
+            if (
+                (not rule.sop_classes or sop_class in rule.sop_classes)
+                and (not rule.modalities or modality in rule.modalities)
+                and (not rule.peers or peer in rule.peers)
+            ):
+                return Decision(rule.action == "process", rule.reason)
+        reason = self._built_in(sop_class, modality)
+        return Decision(reason is None, reason)
+
+    def _built_in(self, sop_class: str, modality: str) -> str | None:
+        if sop_class.startswith(_DOCUMENT_PREFIX):
+            return "encapsulated-document"
+        if sop_class.startswith(_SR_PREFIX) and not self.clean_structured_content:
+            return "structured-report"
+        if sop_class in _RAW:
+            return _RAW[sop_class]
+        if sop_class in _PHOTOGRAPHS or modality == "XC":
+            return "photograph"
+        if not is_standard_uid(sop_class):
+            return "private-sop-class"
+        return None

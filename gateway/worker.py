@@ -1,0 +1,59 @@
+"""The work done for one instance, the same in the daemon's worker processes and offline.
+
+`Worker.process(data, peer)` is a function of the encoded instance, the settings the worker was
+built with and the vault: policy filter -> header de-identification (-> pixels and the release
+check, as they land). It never raises for a bad instance: every instance ends in one `Outcome`
+with a fixed reason code, and no outcome or exception carries a value from the instance.
+A worker holds no module-level state; each process builds its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gateway.deidentify.engine import Deidentified, Engine, Unprocessable
+from gateway.deidentify.policy import Policy
+from gateway.deidentify.uids import PseudonymStore
+from gateway.settings import DeidentifySettings, PolicySettings, Settings
+
+Status = Literal["written", "dropped", "quarantined"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    reason: str | None = None
+    result: Deidentified | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    def __init__(
+        self,
+        options: DeidentifySettings,
+        policy: PolicySettings,
+        vault: PseudonymStore,
+        *,
+        ae_title: str,
+    ) -> None:
+        self.engine = Engine(options, vault, ae_title=ae_title)
+        self.policy = Policy(policy, options)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, vault: PseudonymStore) -> Worker:
+        return cls(settings.deidentify, settings.policy, vault, ae_title=settings.ingest.ae_title)
+
+    def process(self, data: bytes, peer: str | None = None) -> Outcome:
+        """Filter and de-identify one instance; `peer` is the configured sender's name."""
+        try:
+            ds = self.engine.read(data)
+            sop_class = str(ds.get("SOPClassUID", "") or "")
+            modality = str(ds.get("Modality", "") or "").strip()
+            decision = self.policy.decide(sop_class, modality, peer)
+            if not decision.process:
+                return Outcome("dropped", decision.reason)
+            result = self.engine.deidentify(ds)
+        except Unprocessable as exc:
+            return Outcome("quarantined", exc.reason)
+        return Outcome("written", None, result, result.counts)
