@@ -101,6 +101,8 @@ def report(entries: list[Entry]) -> dict[str, Any]:
             "written": statuses["written"],
             "dropped": statuses["dropped"],
             "quarantined": statuses["quarantined"],
+            # inputs sharing a SOP Instance UID are one instance: one output between them
+            "outputs": len({e.output for e in entries if e.output is not None}),
             "reasons": dict(sorted(reasons.items())),
             "changes": dict(sorted(changes.items())),
         },

@@ -3,9 +3,9 @@
 `Engine.run(data)` takes one encoded instance (a Part 10 file, or a bare data set) and returns
 the de-identified Part 10 bytes. Per element, at every sequence depth:
 
-1. Top level only, the identities: PatientName and PatientID become the patient's coded
-   identifier (site code + random code), AccessionNumber and StudyID random IDs, all from the
-   vault; the provenance attributes are dropped here and written afresh at the end.
+1. Top level only, the identities: PatientName and PatientID are written afresh as the
+   patient's coded identifier (site code + random code), AccessionNumber and StudyID become
+   random IDs, all from the vault; the provenance attributes are written afresh at the end.
 2. The profile (`profile.Profile`: the gateway's rules, then Table E.1-1 under the options)
    decides for every attribute it names: X remove, Z empty, D dummy (a vault-consistent random
    ID for LO/SH), K keep, C clean (descriptors cleaned, dates shifted), U new UID.
@@ -150,14 +150,13 @@ class Step(enum.Enum):
     UID = "uid"
     AGE = "age"
     SEQUENCE = "sequence"  # keep the sequence, de-identify its items
-    PATIENT = "patient"
     ACCESSION = "accession"
     STUDY_ID = "study_id"
 
 
 _TOP_LEVEL = {
-    PATIENT_NAME: Step.PATIENT,
-    PATIENT_ID: Step.PATIENT,
+    PATIENT_NAME: Step.REMOVE,  # written afresh: the patient's pseudonym, present or not before
+    PATIENT_ID: Step.REMOVE,
     ACCESSION_NUMBER: Step.ACCESSION,
     STUDY_ID: Step.STUDY_ID,
     **{tag: Step.REMOVE for tag in _PROVENANCE},
@@ -284,6 +283,7 @@ class Engine:
         _check_pixel_length(ds)
         job = _Job(self, ds)
         self.walk(ds, job, top=True)
+        ds.PatientName = ds.PatientID = self.pseudonyms.patient(job.patient)
         self._provenance(ds)
         sop_instance = _text(ds, SOP_INSTANCE_UID)
         ds.file_meta = _file_meta(sop_class, sop_instance, transfer_syntax, self.ae_title)
@@ -389,9 +389,6 @@ class _Job:
             self._temporal(ds, elem, step)
         elif step in (Step.CLEAN, Step.SCRUB):
             self._text(elem, step)
-        elif step is Step.PATIENT:
-            elem.value = self.engine.pseudonyms.patient(self.patient)
-            self.counts["pseudonyms"] += 1
         elif step is Step.ACCESSION:
             elem.value = self.engine.pseudonyms.identifier("accession", str(elem.value), 12)
             self.counts["pseudonyms"] += 1
