@@ -161,6 +161,8 @@ _TOP_LEVEL = {
     STUDY_ID: Step.STUDY_ID,
     **{tag: Step.REMOVE for tag in _PROVENANCE},
 }
+#: Top-level attributes whatever the profile says: pseudonyms and provenance, written afresh.
+REWRITTEN = frozenset(_TOP_LEVEL)
 
 
 @dataclass(frozen=True)

@@ -106,3 +106,34 @@ def test_container_config_is_valid() -> None:
     settings = load(REPO / "deploy" / "container" / "gateway.toml")
     assert settings.ingest.host == "0.0.0.0"
     assert settings.spool.directory == Path("/var/lib/dicom-gateway/spool")
+
+
+def test_deidentify_and_policy_keys_are_checked_and_named(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    config["deidentify"] = {"site_code": "st-mary's", "uid_root": "1.2.03.4"}
+    config["policy"] = {
+        "rules": [
+            {"action": "drop", "modalities": ["MG"], "peers": ["nobody"]},
+            {"action": "hold", "reason": "bad reason!"},
+        ]
+    }
+    with pytest.raises(ConfigError) as raised:
+        load(write_config(tmp_path, config))
+    text = "\n".join(raised.value.problems)
+    assert "deidentify.site_code: must be 1-8 capital letters or digits" in text
+    assert "deidentify.uid_root: must be a UID root" in text
+    assert "policy.rules[1].action: must be one of 'process', 'drop'" in text
+    assert "policy.rules[1].reason: must be 1-64 letters" in text
+    good = base_config(tmp_path)
+    good["deidentify"] = {"site_code": "STM01", "uid_root": "1.2.826.0.1.3680043.10.99"}
+    good["policy"] = {"rules": [{"action": "drop", "peers": ["nobody"]}]}
+    with pytest.raises(ConfigError) as raised:
+        load(write_config(tmp_path, good))
+    assert raised.value.problems == [
+        f"{tmp_path / 'gateway.toml'}: policy.rules[0].peers[0]: no peer named 'nobody' in "
+        "ingest.peers"
+    ]
+    good["policy"] = {"rules": [{"action": "drop", "peers": ["test-pacs"], "reason": "no-mg"}]}
+    settings = load(write_config(tmp_path, good))
+    assert settings.deidentify.site_code == "STM01"
+    assert settings.policy.rules[0].peers == ("test-pacs",)

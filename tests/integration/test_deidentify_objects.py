@@ -1,0 +1,285 @@
+"""Objects that reference others keep pointing at them; veterinary, ages, descriptors, policy.
+
+Real images from the shared material; the referencing objects (SR, GSPS, RTSTRUCT) and the
+veterinary dataset are built here, since the material has no matching pairs. Everything runs
+through the worker, as the daemon and `dicom-gateway deidentify` do, on a real vault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from gateway.settings import DeidentifySettings, PolicyRule, PolicySettings
+from gateway.vault.sqlite import SqliteVault
+from gateway.worker import Outcome, Worker
+
+CT = "transfer_syntaxes/pydicom_wheel__CT_small.dcm"
+CR = "transfer_syntaxes/pydicom_data__RG3_J2KI.dcm"
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+GSPS = "1.2.840.10008.5.1.4.1.1.11.1"
+RTSTRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Iterator[SqliteVault]:
+    v = SqliteVault(tmp_path / "vault.sqlite3", b"k" * 32)
+    yield v
+    v.close()
+
+
+def worker(vault: SqliteVault, **options: object) -> Worker:
+    settings = dataclasses.replace(DeidentifySettings(site_code="UT"), **options)
+    return Worker(settings, PolicySettings(), vault, ae_title="GATEWAY_UT")
+
+
+def read(data: bytes) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(io.BytesIO(data))
+
+
+def encode(ds: Dataset) -> bytes:
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def written(outcome: Outcome) -> Dataset:
+    assert outcome.status == "written", outcome.reason
+    assert outcome.result is not None
+    return read(outcome.result.data)
+
+
+def referencing(image: Dataset, sop_class: str) -> Dataset:
+    """A new object of `sop_class` in the image's study, for the same patient."""
+    ds = Dataset()
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    for keyword in ("StudyInstanceUID", "PatientID", "PatientName", "StudyDate"):
+        setattr(ds, keyword, image.get(keyword, ""))
+    ds.Modality = {COMPREHENSIVE_SR: "SR", GSPS: "PR", RTSTRUCT: "RTSTRUCT"}[sop_class]
+    return ds
+
+
+def item(**values: object) -> Dataset:
+    ds = Dataset()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def image_ref(image: Dataset) -> Dataset:
+    return item(
+        ReferencedSOPClassUID=image.SOPClassUID, ReferencedSOPInstanceUID=image.SOPInstanceUID
+    )
+
+
+def test_sr_gsps_and_rtstruct_point_at_the_new_uids_of_what_they_reference(
+    testdata: Path, vault: SqliteVault
+) -> None:
+    ct_bytes, cr_bytes = (testdata / CT).read_bytes(), (testdata / CR).read_bytes()
+    ct, cr = read(ct_bytes), read(cr_bytes)
+
+    sr = referencing(ct, COMPREHENSIVE_SR)
+    sr.ContentSequence = Sequence(
+        [
+            item(
+                RelationshipType="CONTAINS",
+                ValueType="IMAGE",
+                ReferencedSOPSequence=[image_ref(ct)],
+            )
+        ]
+    )
+    sr.CurrentRequestedProcedureEvidenceSequence = [
+        item(
+            StudyInstanceUID=ct.StudyInstanceUID,
+            ReferencedSeriesSequence=[
+                item(SeriesInstanceUID=ct.SeriesInstanceUID, ReferencedSOPSequence=[image_ref(ct)])
+            ],
+        )
+    ]
+    gsps = referencing(cr, GSPS)
+    gsps.ReferencedSeriesSequence = [
+        item(SeriesInstanceUID=cr.SeriesInstanceUID, ReferencedImageSequence=[image_ref(cr)])
+    ]
+    rt = referencing(ct, RTSTRUCT)
+    rt.ReferencedFrameOfReferenceSequence = [
+        item(
+            FrameOfReferenceUID=ct.FrameOfReferenceUID,
+            RTReferencedStudySequence=[
+                item(
+                    ReferencedSOPClassUID="1.2.840.10008.3.1.2.3.1",
+                    ReferencedSOPInstanceUID=ct.StudyInstanceUID,
+                    RTReferencedSeriesSequence=[
+                        item(
+                            SeriesInstanceUID=ct.SeriesInstanceUID,
+                            ContourImageSequence=[image_ref(ct)],
+                        )
+                    ],
+                )
+            ],
+        )
+    ]
+    rt.StructureSetROISequence = [
+        item(ROINumber=1, ReferencedFrameOfReferenceUID=ct.FrameOfReferenceUID, ROIName="GTV")
+    ]
+
+    w = worker(vault, clean_structured_content=True)
+    new_ct, new_cr = written(w.process(ct_bytes)), written(w.process(cr_bytes))
+    new_sr = written(w.process(encode(sr)))
+    new_gsps = written(w.process(encode(gsps)))
+    new_rt = written(w.process(encode(rt)))
+
+    assert new_ct.SOPInstanceUID != ct.SOPInstanceUID
+    ref = new_sr.ContentSequence[0].ReferencedSOPSequence[0]
+    assert ref.ReferencedSOPInstanceUID == new_ct.SOPInstanceUID
+    assert ref.ReferencedSOPClassUID == ct.SOPClassUID  # SOP classes are never remapped
+    evidence = new_sr.CurrentRequestedProcedureEvidenceSequence[0]
+    assert evidence.StudyInstanceUID == new_ct.StudyInstanceUID
+    series = evidence.ReferencedSeriesSequence[0]
+    assert series.SeriesInstanceUID == new_ct.SeriesInstanceUID
+    assert series.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == new_ct.SOPInstanceUID
+
+    series = new_gsps.ReferencedSeriesSequence[0]
+    assert series.SeriesInstanceUID == new_cr.SeriesInstanceUID
+    assert series.ReferencedImageSequence[0].ReferencedSOPInstanceUID == new_cr.SOPInstanceUID
+
+    frame = new_rt.ReferencedFrameOfReferenceSequence[0]
+    assert frame.FrameOfReferenceUID == new_ct.FrameOfReferenceUID != ct.FrameOfReferenceUID
+    study = frame.RTReferencedStudySequence[0]
+    assert study.ReferencedSOPInstanceUID == new_ct.StudyInstanceUID
+    contour = study.RTReferencedSeriesSequence[0].ContourImageSequence[0]
+    assert contour.ReferencedSOPInstanceUID == new_ct.SOPInstanceUID
+    roi = new_rt.StructureSetROISequence[0]
+    assert roi.ReferencedFrameOfReferenceUID == new_ct.FrameOfReferenceUID
+    assert new_sr.PatientID == new_ct.PatientID == new_rt.PatientID
+
+
+def test_sr_is_dropped_unless_structured_content_is_cleaned(
+    testdata: Path, vault: SqliteVault
+) -> None:
+    sr = referencing(read((testdata / CT).read_bytes()), COMPREHENSIVE_SR)
+    outcome = worker(vault).process(encode(sr))
+    assert (outcome.status, outcome.reason) == ("dropped", "structured-report")
+
+
+def synthetic(**values: object) -> Dataset:
+    ds = item(
+        SOPClassUID="1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
+        SOPInstanceUID=generate_uid(),
+        StudyInstanceUID=generate_uid(),
+        SeriesInstanceUID=generate_uid(),
+        PatientID="VET-778812",
+        PatientName="Rex^Fido",
+        Modality="OT",
+    )
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def test_veterinary_owner_goes_species_and_breed_stay(vault: SqliteVault) -> None:
+    ds = synthetic(
+        ResponsiblePerson="Oswald^Owner",
+        ResponsiblePersonRole="OWNER",
+        ResponsibleOrganization="Happy Paws Farm Ltd",
+        PatientSpeciesDescription="Canine species",
+        PatientBreedDescription="Border collie",
+        PatientSpeciesCodeSequence=[
+            item(
+                CodeValue="448771007",
+                CodingSchemeDesignator="SCT",
+                CodeMeaning="Canis lupus familiaris",
+            )
+        ],
+    )
+    data = encode(ds)
+    outcome = worker(vault).process(data)
+    out = written(outcome)
+    assert outcome.result is not None
+    for gone in (b"Oswald", b"Owner", b"Happy Paws", b"Rex", b"778812"):
+        assert gone in data
+        assert gone not in outcome.result.data
+    assert "ResponsiblePerson" not in out or not out.ResponsiblePerson
+    assert "ResponsibleOrganization" not in out or not out.ResponsibleOrganization
+    assert out.PatientSpeciesDescription == "Canine species"
+    assert out.PatientBreedDescription == "Border collie"
+    assert out.PatientSpeciesCodeSequence[0].CodeValue == "448771007"
+
+
+def test_ages_over_89_are_aggregated_and_the_birth_date_goes(vault: SqliteVault) -> None:
+    w = worker(vault)
+    old = written(w.process(encode(synthetic(PatientAge="093Y", PatientBirthDate="19310212"))))
+    young = written(w.process(encode(synthetic(PatientAge="045Y", PatientBirthDate="19790101"))))
+    months = written(w.process(encode(synthetic(PatientAge="110M"))))
+    assert old.PatientAge == "090Y"
+    assert young.PatientAge == "045Y"
+    assert months.PatientAge == "110M"
+    assert not old.get("PatientBirthDate")
+    assert not young.get("PatientBirthDate")
+
+
+def test_year_only_dates_for_strict_safe_harbor(vault: SqliteVault) -> None:
+    ds = synthetic(StudyDate="20210304", AcquisitionDateTime="20210304101500", StudyTime="101500")
+    out = written(worker(vault, longitudinal_dates="year").process(encode(ds)))
+    assert out.StudyDate == "2021"
+    assert out.AcquisitionDateTime == "2021"
+    assert out.LongitudinalTemporalInformationModified == "MODIFIED"
+
+
+def test_descriptors_keep_their_meaning_and_lose_identifiers(vault: SqliteVault) -> None:
+    ds = synthetic(
+        PatientName="Kowalski^Jan",
+        PatientBirthDate="19610524",
+        AccessionNumber="ACC99812",
+        InstitutionName="St Elsewhere Hospital",
+        StudyDescription="CT CHEST kowalski JAN 24.05.1961 ACC99812",
+        SeriesDescription="AX 5MM St Elsewhere Hospital call 555-123-4567",
+        ProtocolName="LUNG SCREEN MRN 8812345",
+        Manufacturer="ACME Kowalski Imaging",  # kept attribute: scrubbed, numbers stay
+        ManufacturerModelName="Scanner 64",
+    )
+    outcome = worker(vault).process(encode(ds))
+    out = written(outcome)
+    assert out.StudyDescription == "CT CHEST"
+    assert out.SeriesDescription == "AX 5MM call"
+    assert out.ProtocolName == "LUNG SCREEN MRN"
+    assert out.Manufacturer == "ACME Imaging"
+    assert out.ManufacturerModelName == "Scanner 64"
+    assert outcome.counts["descriptor_parts_removed"] >= 7
+    assert outcome.counts["scrubbed"] == 1
+
+
+def test_policy_site_rules_come_first_and_every_drop_has_a_reason(vault: SqliteVault) -> None:
+    rules = PolicySettings(
+        rules=(
+            PolicyRule(action="drop", reason="no-mammo", modalities=("MG",)),
+            PolicyRule(action="process", reason="ok-photos", peers=("photo-archive",)),
+        )
+    )
+    w = Worker(DeidentifySettings(), rules, vault, ae_title="GATEWAY_UT")
+    mammo = encode(synthetic(Modality="MG"))
+    photo = encode(synthetic(SOPClassUID="1.2.840.10008.5.1.4.1.1.77.1.4", Modality="XC"))
+    pdf = encode(synthetic(SOPClassUID="1.2.840.10008.5.1.4.1.1.104.1", Modality="DOC"))
+    private = encode(synthetic(SOPClassUID="1.3.12.2.1107.5.9.1"))
+    assert (w.process(mammo).status, w.process(mammo).reason) == ("dropped", "no-mammo")
+    assert w.process(photo).reason == "photograph"
+    assert w.process(photo, peer="photo-archive").status == "written"
+    assert w.process(pdf).reason == "encapsulated-document"
+    assert w.process(private).reason == "private-sop-class"
+    assert w.process(b"not dicom at all" * 20).reason == "not-dicom"

@@ -1,0 +1,113 @@
+"""Property: canaries placed anywhere survive only where the profile keeps them on purpose.
+
+Hypothesis builds data sets with canary strings in random public text attributes (any the DICOM
+dictionary knows, retired ones too), in private attributes and inside items of random
+sequences. After de-identification a canary is found in the output bytes exactly when the
+element it was placed in is one the engine keeps by design (allow-listed, scrubbed or cleaned
+descriptor); and the patient's family name, written next to every canary, is never found.
+"""
+
+from __future__ import annotations
+
+import io
+import string
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydicom.datadict import DicomDictionary
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from gateway.deidentify.engine import REWRITTEN, Engine, Step
+from gateway.settings import DeidentifySettings
+from gateway.vault.sqlite import SqliteVault
+
+FAMILY = "QXFAM"
+KEPT = {Step.KEEP, Step.SCRUB, Step.CLEAN}
+_TEXT_VRS = {"LO", "SH", "LT", "ST", "UT", "UC", "PN"}
+TEXT_TAGS = sorted(
+    tag
+    for tag, entry in DicomDictionary.items()
+    if entry[0] in _TEXT_VRS and (tag >> 16) not in (0x0000, 0x0002, 0xFFFE)
+)
+SEQUENCE_TAGS = sorted(
+    tag for tag, entry in DicomDictionary.items() if entry[0] == "SQ" and (tag >> 16) != 0x0002
+)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    vault = SqliteVault(Path(tmp_path_factory.mktemp("vault")) / "v.sqlite3", b"c" * 32)
+    yield Engine(DeidentifySettings(), vault, ae_title="GATEWAY_UT")
+    vault.close()
+
+
+canaries = st.text(alphabet=string.ascii_uppercase, min_size=6, max_size=6).map(lambda s: "ZQ" + s)
+public = st.tuples(st.just("public"), st.sampled_from(TEXT_TAGS), st.just(0))
+private = st.tuples(
+    st.just("private"),
+    st.integers(0x0009, 0x7FFF).map(lambda g: g | 1),
+    st.integers(0x00, 0xFF),
+)
+nested = st.tuples(st.just("nested"), st.sampled_from(SEQUENCE_TAGS), st.sampled_from(TEXT_TAGS))
+placements = st.lists(
+    st.tuples(st.one_of(public, private, nested), canaries),
+    min_size=1,
+    max_size=8,
+    unique_by=(lambda p: p[0], lambda p: p[1]),
+)
+
+
+def build(placed: list[tuple[tuple[str, int, int], str]]) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientName = f"{FAMILY}^QXGIVEN"
+    ds.PatientID = "P123456"
+    for (kind, a, b), canary in placed:
+        value = f"{canary} {FAMILY}"
+        if kind == "public":
+            ds.add_new(a, DicomDictionary[a][0], value)
+        elif kind == "private":
+            ds.add_new((a << 16) | 0x0010, "LO", "CANARY VENDOR")
+            ds.add_new((a << 16) | 0x1000 | b, "LO", value)
+        else:
+            if a not in ds:
+                ds.add_new(a, "SQ", [Dataset()])
+            ds[a].value[0].add_new(b, DicomDictionary[b][0], value)
+    return ds
+
+
+def encode(ds: Dataset) -> bytes:
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def kept_by_design(engine: Engine, kind: str, a: int, b: int) -> bool:
+    if kind == "private":
+        return False
+    if kind == "public":
+        return a not in REWRITTEN and engine.step(a) in KEPT
+    return engine.step(a) is Step.SEQUENCE and engine.step(b) in KEPT
+
+
+@settings(max_examples=200, deadline=None)
+@given(placed=placements)
+def test_canaries_survive_only_where_the_profile_keeps_them(
+    engine: Engine, placed: list[tuple[tuple[str, int, int], str]]
+) -> None:
+    data = encode(build(placed))
+    assert FAMILY.encode() in data
+    out = engine.run(data).data
+    assert FAMILY.encode() not in out
+    for (kind, a, b), canary in placed:
+        survived = canary.encode() in out
+        assert survived == kept_by_design(engine, kind, a, b), (kind, hex(a), hex(b))
