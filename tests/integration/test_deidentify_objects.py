@@ -12,6 +12,7 @@ import io
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -37,7 +38,7 @@ def vault(tmp_path: Path) -> Iterator[SqliteVault]:
     v.close()
 
 
-def worker(vault: SqliteVault, **options: object) -> Worker:
+def worker(vault: SqliteVault, **options: Any) -> Worker:
     settings = dataclasses.replace(DeidentifySettings(site_code="UT"), **options)
     return Worker(settings, PolicySettings(), vault, ae_title="GATEWAY_UT")
 
