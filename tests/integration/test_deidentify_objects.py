@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import multiprocessing
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -284,3 +286,35 @@ def test_policy_site_rules_come_first_and_every_drop_has_a_reason(vault: SqliteV
     assert w.process(pdf).reason == "encapsulated-document"
     assert w.process(private).reason == "private-sop-class"
     assert w.process(b"not dicom at all" * 20).reason == "not-dicom"
+
+
+_PROCESS_WORKER: list[Worker] = []  # one per pool process (test helper state)
+
+
+def _start_worker(vault_path: str) -> None:
+    vault = SqliteVault(Path(vault_path), b"k" * 32)
+    _PROCESS_WORKER.append(worker(vault))
+
+
+def _process(data: bytes) -> tuple[str, str, str]:
+    out = written(_PROCESS_WORKER[0].process(data))
+    return str(out.PatientID), str(out.StudyInstanceUID), str(out.SOPInstanceUID)
+
+
+def test_worker_processes_side_by_side_agree_on_pseudonyms(tmp_path: Path) -> None:
+    """Two processes de-identify one study at once: one patient, one study, distinct
+    instances, as a process pool in the daemon would."""
+    study, patient = generate_uid(), "P-4711"
+    instances = [
+        encode(synthetic(StudyInstanceUID=study, PatientID=patient, PatientName="Same^Person"))
+        for _ in range(24)
+    ]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        2, mp_context=context, initializer=_start_worker, initargs=(str(tmp_path / "v.db"),)
+    ) as pool:
+        results = list(pool.map(_process, instances))
+    assert len({r[0] for r in results}) == 1
+    assert len({r[1] for r in results}) == 1
+    assert len({r[2] for r in results}) == len(instances)
+    assert results[0][0].startswith("UT-")

@@ -10,6 +10,7 @@ descriptor); and the patient's family name, written next to every canary, is nev
 from __future__ import annotations
 
 import io
+import os
 import string
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,10 +97,10 @@ def kept_by_design(engine: Engine, kind: str, a: int, b: int) -> bool:
         return False
     if kind == "public":
         return a not in REWRITTEN and engine.step(a) in KEPT
-    return engine.step(a) is Step.SEQUENCE and engine.step(b) in KEPT
+    return a not in REWRITTEN and engine.step(a) is Step.SEQUENCE and engine.step(b) in KEPT
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=int(os.environ.get("CANARY_EXAMPLES", "200")), deadline=None)
 @given(placed=placements)
 def test_canaries_survive_only_where_the_profile_keeps_them(
     engine: Engine, placed: list[tuple[tuple[str, int, int], str]]
