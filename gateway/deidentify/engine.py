@@ -37,8 +37,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.datadict import dictionary_has_tag, dictionary_is_retired, dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filewriter import dcmwrite
+from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -51,16 +50,19 @@ from pydicom.uid import (
 
 from gateway.deidentify import dates
 from gateway.deidentify.descriptors import Identifiers
+from gateway.deidentify.encode import Encoder
 from gateway.deidentify.private import SafePrivate
 from gateway.deidentify.profile import Action, Profile
 from gateway.deidentify.pseudonyms import Pseudonyms, patient_key
 from gateway.deidentify.uids import PseudonymStore, UidMapper
+from gateway.part10 import part10_head
 from gateway.settings import DeidentifySettings
 
 #: The gateway's own implementation class UID (PS3.7 D.3.3.2), a 2.25 UUID UID drawn once.
 IMPLEMENTATION_CLASS_UID = "2.25.162650821892412602811294785024994956258"
 IMPLEMENTATION_VERSION_NAME = "DICOM_GATEWAY_1"
 
+_DEFAULT_CHARSET = "iso8859"  # pydicom's name for the default repertoire
 _TEXT = frozenset({"SH", "LO", "ST", "LT", "UT", "UC"})
 _DATES = frozenset({"DA", "DT"})
 _DUMMY_TEXT = {
@@ -288,11 +290,19 @@ class Engine:
         ds.PatientName = ds.PatientID = self.pseudonyms.patient(job.patient)
         self._provenance(ds)
         sop_instance = _text(ds, SOP_INSTANCE_UID)
-        ds.file_meta = _file_meta(sop_class, sop_instance, transfer_syntax, self.ae_title)
-        out = io.BytesIO()
-        dcmwrite(out, ds, enforce_file_format=True)
+        syntax = UID(transfer_syntax)
+        encoder = Encoder(implicit=syntax.is_implicit_VR, little=syntax.is_little_endian)
+        head = part10_head(
+            sop_class,
+            sop_instance,
+            transfer_syntax,
+            implementation_uid=IMPLEMENTATION_CLASS_UID,
+            implementation_version=IMPLEMENTATION_VERSION_NAME,
+            source_ae_title=self.ae_title,
+        )
+        data = head + encoder.dataset(ds, _DEFAULT_CHARSET)
         return Deidentified(
-            data=out.getvalue(),
+            data=data,
             sop_class_uid=sop_class,
             sop_instance_uid=sop_instance,
             study_instance_uid=_text(ds, STUDY_INSTANCE_UID),
@@ -559,8 +569,11 @@ def _transfer_syntax(ds: Dataset) -> str:
     if declared == DeflatedExplicitVRLittleEndian:
         return ExplicitVRLittleEndian
     if declared:
-        if not UID(declared).is_transfer_syntax:
+        syntax = UID(declared)
+        if not syntax.is_transfer_syntax:
             raise Unprocessable("unknown-transfer-syntax")
+        if ds.original_encoding != (syntax.is_implicit_VR, syntax.is_little_endian):
+            raise Unprocessable("transfer-syntax-mismatch")  # the header lies about the data
         return declared
     pixels = ds.get_item(PIXEL_DATA) if PIXEL_DATA in ds else None
     if pixels is not None and _undefined_length(pixels):
@@ -569,18 +582,6 @@ def _transfer_syntax(ds: Dataset) -> str:
     if implicit:
         return ImplicitVRLittleEndian
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
-
-
-def _file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, ae: str) -> FileMetaDataset:
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
-    meta.TransferSyntaxUID = UID(transfer_syntax)
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    meta.SourceApplicationEntityTitle = ae
-    return meta
 
 
 def _method_codes(options: DeidentifySettings) -> list[tuple[str, str]]:

@@ -28,12 +28,12 @@ from pynetdicom.events import Event
 from gateway.errors import SpoolError, SpoolFull, TlsSetupError
 from gateway.ingest.admission import Gate, Session
 from gateway.ingest.contexts import supported_contexts, verification_sop_class
-from gateway.ingest.part10 import part10_head
 from gateway.ingest.pump import Ended, Limits, Pump, StoreRequest
 from gateway.ingest.status import StoreStatus
 from gateway.ingest.transport import GatewayServer
 from gateway.logs import get_logger
 from gateway.metrics import Metrics, StoreResult
+from gateway.part10 import part10_head
 from gateway.settings import IngestSettings, TlsSettings
 from gateway.spool import Received, Spool
 

@@ -14,7 +14,7 @@ from pydicom.uid import UID
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
 from gateway.ingest.contexts import NEVER_ACCEPTED, TRANSFER_SYNTAXES, supported_contexts
-from gateway.ingest.part10 import part10_head
+from gateway.part10 import part10_head
 from gateway.ingest.scp import UnreadableDataset, read_study_uid
 from tests.support import dataset_bytes
 

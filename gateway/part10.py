@@ -23,17 +23,27 @@ def _short(element: int, vr: bytes, value: str, pad: bytes) -> bytes:
     return struct.pack("<HH2sH", 0x0002, element, vr, len(raw)) + raw
 
 
-def part10_head(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> bytes:
-    """Preamble, prefix and File Meta Information for a data set received over the network."""
-    body = b"".join(
-        (
-            _VERSION,
-            _short(0x0002, b"UI", sop_class_uid, b"\0"),
-            _short(0x0003, b"UI", sop_instance_uid, b"\0"),
-            _short(0x0010, b"UI", transfer_syntax_uid, b"\0"),
-            _short(0x0012, b"UI", PYNETDICOM_IMPLEMENTATION_UID, b"\0"),
-            _short(0x0013, b"SH", PYNETDICOM_IMPLEMENTATION_VERSION, b" "),
-        )
-    )
+def part10_head(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    *,
+    implementation_uid: str = PYNETDICOM_IMPLEMENTATION_UID,
+    implementation_version: str = PYNETDICOM_IMPLEMENTATION_VERSION,
+    source_ae_title: str | None = None,
+) -> bytes:
+    """Preamble, prefix and File Meta Information for a data set (as received over the
+    network: pynetdicom's implementation identity; or as the gateway writes it: its own)."""
+    parts = [
+        _VERSION,
+        _short(0x0002, b"UI", sop_class_uid, b"\0"),
+        _short(0x0003, b"UI", sop_instance_uid, b"\0"),
+        _short(0x0010, b"UI", transfer_syntax_uid, b"\0"),
+        _short(0x0012, b"UI", implementation_uid, b"\0"),
+        _short(0x0013, b"SH", implementation_version, b" "),
+    ]
+    if source_ae_title is not None:
+        parts.append(_short(0x0016, b"AE", source_ae_title, b" "))
+    body = b"".join(parts)
     group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body))
     return _PREAMBLE + group_length + body
