@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.deidentify.engine import Deidentified, Engine, Unprocessable
+from gateway.deidentify.engine import Deidentified, Engine, Unprocessable, text
 from gateway.deidentify.policy import Policy
 from gateway.deidentify.uids import PseudonymStore
 from gateway.settings import DeidentifySettings, PolicySettings, Settings
@@ -48,8 +48,7 @@ class Worker:
         """Filter and de-identify one instance; `peer` is the configured sender's name."""
         try:
             ds = self.engine.read(data)
-            sop_class = str(ds.get("SOPClassUID", "") or "")
-            modality = str(ds.get("Modality", "") or "").strip()
+            sop_class, modality = text(ds, 0x00080016), text(ds, 0x00080060)
             decision = self.policy.decide(sop_class, modality, peer)
             if not decision.process:
                 return Outcome("dropped", decision.reason)

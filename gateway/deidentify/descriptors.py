@@ -59,6 +59,8 @@ class Identifiers:
         self.words: set[str] = set()  # single words: name parts, IDs
         self.phrases: set[str] = set()  # multi-word values and written dates
         self._pattern: re.Pattern[str] | None = None
+        self._needles: list[bytes] | None = None  # None: some identifier is not ASCII
+        self._needles_ready = False
 
     def add_name(self, value: str) -> None:
         """A person name (PN, any component groups) or free-text name."""
@@ -86,6 +88,22 @@ class Identifiers:
     def add_date(self, value: str) -> None:
         for form in date_forms(value.strip()):
             self.phrases.add(form)
+
+    def may_match(self, raw: bytes, digits: bool) -> bool:
+        """False only when the encoded value `raw` cannot hold anything `scrub` (or, with
+        `digits`, `clean`) would remove, which spares decoding it. Identifiers are ASCII for
+        this test to apply: ASCII text is encoded as ASCII bytes in every DICOM character set
+        (multi-byte sets only add false alarms)."""
+        if digits and any(48 <= b <= 57 for b in raw):
+            return True
+        if not self._needles_ready:
+            needles = [w.encode() for w in self.words | self.phrases]
+            self._needles = needles if all(n.isascii() for n in needles) else None
+            self._needles_ready = True
+        if self._needles is None:
+            return True
+        lowered = raw.lower()
+        return any(needle in lowered for needle in self._needles)
 
     def _phrase_pattern(self) -> re.Pattern[str] | None:
         if self._pattern is None and self.phrases:

@@ -1,22 +1,21 @@
-"""Encode a de-identified data set: the bytes of untouched elements are copied as read.
+"""Encode de-identified elements: the bytes of untouched elements are copied as read.
 
 pydicom's writer handles every element through a general path (a buffer per element, value
 validation), which cost more than all of the de-identification on a CT with a few hundred
-elements. Here an element still in its raw form (never decoded, so never changed) is written as
-its header plus the value bytes it was read with, in the transfer syntax it was read in;
-sequences are written with undefined lengths around items encoded the same way; only elements
-the engine changed go through pydicom's element writer (character sets, VR rules).
+elements. Here an element still in its raw form (never decoded, or re-made from ASCII bytes) is
+written as its header plus its value bytes, in the transfer syntax it was read in; sequences
+are written with undefined lengths around items encoded the same way; only elements the engine
+built as `DataElement`s go through pydicom's element writer (character sets, VR rules).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import cast
+from dataclasses import dataclass
 
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import correct_ambiguous_vr_element, write_data_element
+from pydicom.filewriter import write_data_element
 
 _LONG_VRS = frozenset(
     {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
@@ -24,32 +23,39 @@ _LONG_VRS = frozenset(
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 
+Encodings = str | list[str]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One sequence item: its elements and the character set its text is written in."""
+
+    elements: list[Out]
+    encodings: Encodings
+
+
+@dataclass(frozen=True)
+class Seq:
+    tag: int
+    items: list[Item]
+
+
+Out = RawDataElement | DataElement | Seq
+
 
 class Encoder:
     def __init__(self, *, implicit: bool, little: bool) -> None:
         self.implicit = implicit
-        self.endian = "<" if little else ">"
         self.little = little
+        self.endian = "<" if little else ">"
 
-    def dataset(self, ds: Dataset, encodings: str | list[str]) -> bytes:
+    def encode(self, elements: list[Out], encodings: Encodings) -> bytes:
         out = bytearray()
-        charset = ds.get(0x00080005)  # SpecificCharacterSet: an item may set its own
-        if charset is not None and charset.value:
-            encodings = charset.value
-        encodings = list(encodings) if not isinstance(encodings, str) else encodings
-        for tag in sorted(ds.keys()):
-            elem = ds.get_item(tag)
+        for elem in sorted(elements, key=lambda e: e.tag):
             if isinstance(elem, RawDataElement):
-                if self.implicit or elem.VR is not None:
-                    self._raw(out, elem)
-                    continue
-                # read as implicit VR (items of a sequence that came as UN): decode it to
-                # learn its VR from the dictionary
-                elem = ds[tag]
-            if " or " in elem.VR:
-                elem = cast(DataElement, correct_ambiguous_vr_element(elem, ds, self.little))
-            if elem.VR == "SQ":
-                self._sequence(out, elem, encodings)
+                self._raw(out, elem)
+            elif isinstance(elem, Seq):
+                self._sequence(out, elem)
             else:
                 out += self._pydicom(elem, encodings)
         return bytes(out)
@@ -74,15 +80,15 @@ class Encoder:
             return
         out += self._header(elem.tag, elem.VR, len(value)) + value
 
-    def _sequence(self, out: bytearray, elem: DataElement, encodings: str | list[str]) -> None:
-        out += self._header(elem.tag, "SQ", _UNDEFINED)
-        for item in elem.value:
+    def _sequence(self, out: bytearray, seq: Seq) -> None:
+        out += self._header(seq.tag, "SQ", _UNDEFINED)
+        for item in seq.items:
             out += self._tag(_ITEM) + struct.pack(f"{self.endian}I", _UNDEFINED)
-            out += self.dataset(item, encodings)
+            out += self.encode(item.elements, item.encodings)
             out += self._tag(_ITEM_END) + b"\0\0\0\0"
         out += self._tag(_SEQUENCE_END) + b"\0\0\0\0"
 
-    def _pydicom(self, elem: DataElement, encodings: str | list[str]) -> bytes:
+    def _pydicom(self, elem: DataElement, encodings: Encodings) -> bytes:
         buffer = DicomBytesIO()
         buffer.is_little_endian = self.little
         buffer.is_implicit_VR = self.implicit

@@ -32,14 +32,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import cast
 
 from pydicom import dcmread
+from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_has_tag, dictionary_is_retired, dictionary_VR
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
+from pydicom.filewriter import correct_ambiguous_vr_element
 from pydicom.multival import MultiValue
-from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -50,7 +52,7 @@ from pydicom.uid import (
 
 from gateway.deidentify import dates
 from gateway.deidentify.descriptors import Identifiers
-from gateway.deidentify.encode import Encoder
+from gateway.deidentify.encode import Encoder, Encodings, Item, Out, Seq
 from gateway.deidentify.private import SafePrivate
 from gateway.deidentify.profile import Action, Profile
 from gateway.deidentify.pseudonyms import Pseudonyms, patient_key
@@ -86,6 +88,7 @@ ACCESSION_NUMBER, STUDY_ID = 0x00080050, 0x00200010
 STUDY_INSTANCE_UID, SOP_INSTANCE_UID, SOP_CLASS_UID = 0x0020000D, 0x00080018, 0x00080016
 PIXEL_DATA = 0x7FE00010
 _PROVENANCE = (0x00120062, 0x00120063, 0x00120064, 0x00280303)
+_INSTANCE_UIDS = (SOP_INSTANCE_UID, STUDY_INSTANCE_UID)
 
 # CID 7050 De-identification Method (PS3.16), scheme DCM.
 _CID_7050 = {
@@ -192,7 +195,7 @@ class Engine:
         self.safe_private = SafePrivate.load() if options.retain_safe_private else None
         self.ae_title = ae_title
         self._steps: dict[int, Step] = {}
-        self._codes = _method_codes(options)
+        self._provenance = _provenance(options)
 
     # -- decisions (per tag, cached: they do not depend on values) ---------------------------
 
@@ -262,7 +265,7 @@ class Engine:
         with _quiet():
             try:
                 ds = dcmread(io.BytesIO(data), force=True)
-                sop_class = ds.get(SOP_CLASS_UID)  # a file that is not DICOM fails here
+                sop_class = peek(ds, SOP_CLASS_UID)  # a file that is not DICOM fails here
             except Exception:  # noqa: BLE001 - pydicom raises many types for bad input
                 raise Unprocessable("unreadable") from None
         if sop_class is None:  # a Part 10 file without it is broken DICOM; else not DICOM
@@ -281,92 +284,103 @@ class Engine:
 
     def _deidentify(self, ds: Dataset) -> Deidentified:
         transfer_syntax = _transfer_syntax(ds)
-        sop_class = _text(ds, SOP_CLASS_UID)
-        if not sop_class or not _text(ds, SOP_INSTANCE_UID) or not _text(ds, STUDY_INSTANCE_UID):
+        sop_class = text(ds, SOP_CLASS_UID)
+        if not sop_class or not text(ds, SOP_INSTANCE_UID) or not text(ds, STUDY_INSTANCE_UID):
             raise Unprocessable("missing-uid")
         _check_pixel_length(ds)
-        job = _Job(self, ds)
-        self.walk(ds, job, top=True)
-        ds.PatientName = ds.PatientID = self.pseudonyms.patient(job.patient)
-        self._provenance(ds)
-        sop_instance = _text(ds, SOP_INSTANCE_UID)
         syntax = UID(transfer_syntax)
-        encoder = Encoder(implicit=syntax.is_implicit_VR, little=syntax.is_little_endian)
+        job = _Job(self, ds, explicit=not syntax.is_implicit_VR, little=syntax.is_little_endian)
+        encodings = _encodings(ds, _DEFAULT_CHARSET)
+        elements = self.walk(ds, job, encodings, top=True)
+        patient = self.pseudonyms.patient(job.patient)
+        elements += [
+            _ascii_element(PATIENT_NAME, "PN", patient),
+            _ascii_element(PATIENT_ID, "LO", patient),
+            *self._provenance,
+        ]
+        uids = {e.tag: _ascii_text(e) or "" for e in elements if e.tag in _INSTANCE_UIDS}
         head = part10_head(
             sop_class,
-            sop_instance,
+            uids[SOP_INSTANCE_UID],
             transfer_syntax,
             implementation_uid=IMPLEMENTATION_CLASS_UID,
             implementation_version=IMPLEMENTATION_VERSION_NAME,
             source_ae_title=self.ae_title,
         )
-        data = head + encoder.dataset(ds, _DEFAULT_CHARSET)
+        encoder = Encoder(implicit=syntax.is_implicit_VR, little=syntax.is_little_endian)
         return Deidentified(
-            data=data,
+            data=head + encoder.encode(elements, encodings),
             sop_class_uid=sop_class,
-            sop_instance_uid=sop_instance,
-            study_instance_uid=_text(ds, STUDY_INSTANCE_UID),
+            sop_instance_uid=uids[SOP_INSTANCE_UID],
+            study_instance_uid=uids[STUDY_INSTANCE_UID],
             transfer_syntax_uid=transfer_syntax,
             counts=dict(job.counts),
         )
 
-    def walk(self, ds: Dataset, job: _Job, *, top: bool = False) -> None:
-        creators: list[int] = []
+    def walk(self, ds: Dataset, job: _Job, encodings: Encodings, *, top: bool = False) -> list[Out]:
+        """The de-identified elements of one data set (the top level or a sequence item)."""
+        out: list[Out] = []
+        creators: dict[int, RawDataElement | DataElement] = {}
         kept_blocks: set[int] = set()
-        for key in list(ds.keys()):
+        for key in ds.keys():  # noqa: SIM118 - iterating a Dataset decodes every element
             tag = int(key)
+            elem = ds.get_item(key)
             if (tag >> 16) & 1:
-                self._private(ds, tag, job, creators, kept_blocks)
+                if self._private(ds, tag, elem, creators, kept_blocks):
+                    out.append(elem)
+                    job.counts["private_kept"] += 1
+                elif tag not in creators:
+                    job.counts["private_removed"] += 1
                 continue
-            step = _TOP_LEVEL.get(tag) if top else None
-            job.apply(ds, tag, step or self.step(tag))
-        for creator in creators:
-            if creator not in kept_blocks:
-                del ds[creator]
+            step = (_TOP_LEVEL.get(tag) if top else None) or self.step(tag)
+            if step is Step.REMOVE:
+                job.counts["removed"] += 1
+                continue
+            if isinstance(elem, RawDataElement) and elem.VR is None and job.explicit:
+                elem = ds[key]  # read as implicit VR inside an explicit file: learn its VR
+            result = job.apply(ds, elem, step, encodings)
+            if isinstance(result, DataElement) and " or " in result.VR:
+                result = cast(DataElement, correct_ambiguous_vr_element(result, ds, job.little))
+            if result is not None:
+                out.append(result)
+        out += [creators[tag] for tag in sorted(kept_blocks) if tag in creators]
+        return out
 
     def _private(
-        self, ds: Dataset, tag: int, job: _Job, creators: list[int], kept: set[int]
-    ) -> None:
+        self,
+        ds: Dataset,
+        tag: int,
+        elem: RawDataElement | DataElement,
+        creators: dict[int, RawDataElement | DataElement],
+        kept: set[int],
+    ) -> bool:
+        """Whether a private element stays (safe-private list); a creator stays with them."""
         element = tag & 0xFFFF
         if 0x0010 <= element <= 0x00FF:
-            creators.append(tag)
-            return
-        if element >= 0x1000 and self.safe_private is not None:
-            creator_tag = (tag & 0xFFFF0000) | (element >> 8)
-            creator = ds.get(creator_tag)
-            name = creator.value if creator is not None else None
-            if isinstance(name, str) and self.safe_private.allows(name, tag):
-                kept.add(creator_tag)
-                job.counts["private_kept"] += 1
-                return
-        del ds[tag]
-        job.counts["private_removed"] += 1
-
-    def _provenance(self, ds: Dataset) -> None:
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = "dicom-gateway: PS3.15 E.1-1 (2024b) and allow-list"
-        items = []
-        for value, meaning in self._codes:
-            item = Dataset()
-            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
-            items.append(item)
-        ds.DeidentificationMethodCodeSequence = Sequence(items)
-        mode = self.options.longitudinal_dates
-        ds.LongitudinalTemporalInformationModified = {
-            "full": "UNMODIFIED",
-            "off": "REMOVED",
-        }.get(mode, "MODIFIED")
+            creators[tag] = elem
+            return False
+        if element < 0x1000 or self.safe_private is None:
+            return False
+        creator_tag = (tag & 0xFFFF0000) | (element >> 8)
+        creator = peek(ds, creator_tag)
+        name = creator.value if creator is not None else None
+        if isinstance(name, str) and self.safe_private.allows(name, tag):
+            kept.add(creator_tag)
+            return True
+        return False
 
 
 class _Job:
     """The state of one instance's de-identification."""
 
-    def __init__(self, engine: Engine, ds: Dataset) -> None:
+    def __init__(self, engine: Engine, ds: Dataset, *, explicit: bool, little: bool) -> None:
         self.engine = engine
+        self.explicit = explicit
+        self.little = little
         self.counts: Counter[str] = Counter()
-        self.study_uid = _text(ds, STUDY_INSTANCE_UID)
+        self.study_uid = text(ds, STUDY_INSTANCE_UID)
         self.patient = patient_key(
-            _text(ds, 0x00100021), _text(ds, PATIENT_ID), _text(ds, PATIENT_NAME), self.study_uid
+            text(ds, 0x00100021), text(ds, PATIENT_ID), text(ds, PATIENT_NAME), self.study_uid
         )
         self.identifiers = _identifiers(ds, engine.options)
         self._offset: int | None = None
@@ -376,88 +390,98 @@ class _Job:
             self._offset = self.engine.pseudonyms.date_offset(self.patient)
         return self._offset
 
-    def apply(self, ds: Dataset, tag: int, step: Step) -> None:
+    def apply(
+        self, ds: Dataset, elem: RawDataElement | DataElement, step: Step, encodings: Encodings
+    ) -> Out | None:
+        """The element after `step`; None: it goes."""
         if step is Step.KEEP:
-            return
-        if step is Step.REMOVE:
-            del ds[tag]
-            self.counts["removed"] += 1
-            return
-        elem = ds[tag]
+            return elem
         if step is Step.SEQUENCE:
-            for item in elem.value or ():
-                self.engine.walk(item, self)
-            return
-        if elem.is_empty:
-            return
+            items = []
+            for item in ds[elem.tag].value or ():
+                inner = _encodings(item, encodings)
+                items.append(Item(self.engine.walk(item, self, inner), inner))
+            return Seq(elem.tag, items)
+        if _is_empty(elem):
+            return elem
         if step is Step.EMPTY:
-            elem.value = [] if elem.VR == "SQ" else None
             self.counts["emptied"] += 1
-        elif step is Step.UID:
-            if not self.engine.options.retain_uids:
-                _map_values(elem, self.engine.uids.map)
-                self.counts["uids"] += 1
-        elif step in (Step.DATE, Step.AGE):
-            self._temporal(ds, elem, step)
-        elif step in (Step.CLEAN, Step.SCRUB):
-            self._text(elem, step)
-        elif step is Step.ACCESSION:
-            elem.value = self.engine.pseudonyms.identifier("accession", str(elem.value), 12)
+            return _emptied(elem)
+        if step is Step.UID:
+            self.counts["uids"] += 1
+            return _ascii_map(ds, elem, self.engine.uids.map_value, b"\0")
+        if step in (Step.DATE, Step.AGE):
+            return self._temporal(ds, elem, step)
+        if step in (Step.CLEAN, Step.SCRUB):
+            return self._text(ds, elem, step)
+        if step is Step.ACCESSION:
             self.counts["pseudonyms"] += 1
-        elif step is Step.STUDY_ID:
-            original = f"{self.study_uid}\0{elem.value}"
-            elem.value = self.engine.pseudonyms.identifier("study_id", original, 10)
+            value = self.engine.pseudonyms.identifier("accession", text(ds, elem.tag), 12)
+            return _ascii_element(elem.tag, "SH", value)
+        if step is Step.STUDY_ID:
             self.counts["pseudonyms"] += 1
-        else:
-            self._dummy(elem)
+            original = f"{self.study_uid}\0{text(ds, elem.tag)}"
+            value = self.engine.pseudonyms.identifier("study_id", original, 10)
+            return _ascii_element(elem.tag, "SH", value)
+        return self._dummy(ds, elem)
 
-    def _temporal(self, ds: Dataset, elem: DataElement, step: Step) -> None:
+    def _temporal(self, ds: Dataset, elem: RawDataElement | DataElement, step: Step) -> Out | None:
         """Shift or cut a date, aggregate an age; a value that does not parse is removed
         rather than left as it was."""
+        vr = _dictionary_vr(elem.tag) or ""
         mode = self.engine.options.longitudinal_dates
         fn: Callable[[str], str]
         if step is Step.AGE:
             fn = dates.aggregate_age
         elif mode == "year":
-            fn = partial(dates.year_only, vr=elem.VR)
-        elif elem.VR == "DA":
+            fn = partial(dates.year_only, vr=vr)
+        elif vr == "DA":
             fn = partial(dates.shift_da, days=self.offset())
         else:
             fn = partial(dates.shift_dt, days=self.offset())
         try:
-            _map_joined(elem, fn)
+            result = _ascii_map(ds, elem, fn, b" ")
         except ValueError:
-            del ds[elem.tag]
             self.counts["removed_unreadable"] += 1
-            return
+            return None
         self.counts["ages" if step is Step.AGE else "dates"] += 1
+        return result
 
-    def _text(self, elem: DataElement, step: Step) -> None:
+    def _text(self, ds: Dataset, elem: RawDataElement | DataElement, step: Step) -> Out:
         ids = self.identifiers
-        fn = ids.clean if step is Step.CLEAN else ids.scrub
-        removed = 0
-
-        def one(value: str) -> str:
-            nonlocal removed
-            new, n = fn(value)
+        clean = step is Step.CLEAN
+        if isinstance(elem, RawDataElement) and not ids.may_match(elem.value or b"", clean):
+            return elem  # provably nothing to remove: the bytes stay as they were
+        converted = ds[elem.tag]
+        values = converted.value
+        many = isinstance(values, MultiValue | list)
+        fn = ids.clean if clean else ids.scrub
+        removed, new = 0, []
+        for value in values if many else [values]:
+            text, n = fn(str(value))
             removed += n
-            return new
+            new.append(text)
+        if not removed:
+            return elem
+        self.counts["descriptor_parts_removed" if clean else "scrubbed"] += removed
+        return DataElement(elem.tag, converted.VR, new if many else new[0])
 
-        _map_values(elem, one)
-        if removed:
-            self.counts["descriptor_parts_removed" if step is Step.CLEAN else "scrubbed"] += removed
-
-    def _dummy(self, elem: DataElement) -> None:
-        vr = elem.VR
-        if vr in _ID_LENGTH:
-            kind = f"id:{elem.tag:08X}"
-            length = _ID_LENGTH[vr]
-            _map_values(elem, lambda v: self.engine.pseudonyms.identifier(kind, v, length))
-        elif vr in _DUMMY_TEXT:
-            elem.value = _DUMMY_TEXT[vr]
-        else:
-            elem.value = None  # numbers and binary values: no dummy says less than nothing
+    def _dummy(self, ds: Dataset, elem: RawDataElement | DataElement) -> Out:
+        converted = ds[elem.tag]
+        vr = converted.VR
         self.counts["replaced"] += 1
+        if vr in _ID_LENGTH:
+            kind, length = f"id:{elem.tag:08X}", _ID_LENGTH[vr]
+            values = converted.value
+            many = isinstance(values, MultiValue | list)
+            new = [
+                self.engine.pseudonyms.identifier(kind, str(v), length)
+                for v in (values if many else [values])
+            ]
+            return _ascii_element(elem.tag, vr, "\\".join(new))
+        if vr in _DUMMY_TEXT:
+            return _ascii_element(elem.tag, vr, _DUMMY_TEXT[vr])
+        return _emptied(elem)  # numbers and binary values: no dummy says less than nothing
 
 
 @contextmanager
@@ -475,8 +499,23 @@ def _dictionary_vr(tag: int) -> str | None:
     return "OB" if " or " in vr else vr  # US or SS, OB or OW: binary for our purposes
 
 
-def _text(ds: Dataset, tag: int) -> str:
-    elem = ds.get(tag)
+def peek(ds: Dataset, tag: int) -> DataElement | None:
+    """An element decoded without changing `ds`: what is only read stays raw in it (and is
+    written from its bytes)."""
+    if tag not in ds:
+        return None
+    elem = ds.get_item(tag)
+    if isinstance(elem, RawDataElement):
+        encoding = (
+            None if tag == 0x00080005 else convert_encodings(_encodings(ds, _DEFAULT_CHARSET))
+        )
+        return convert_raw_data_element(elem, encoding=encoding, ds=ds)
+    return elem
+
+
+def text(ds: Dataset, tag: int) -> str:
+    """A string element's value (multi-values joined with backslashes), "" when absent."""
+    elem = peek(ds, tag)
     if elem is None or elem.value is None:
         return ""
     value = elem.value
@@ -485,24 +524,64 @@ def _text(ds: Dataset, tag: int) -> str:
     return str(value).strip("\0 ")
 
 
-def _map_values(elem: DataElement, fn: Callable[[str], str]) -> None:
-    """Apply `fn` to each value of a string element (multi-valued or not)."""
-    value: Any = elem.value
-    if isinstance(value, MultiValue | list):
-        elem.value = [fn(str(v)) for v in value]
-    elif isinstance(value, str):
-        elem.value = fn(value)
-    else:
-        raise Unprocessable("unexpected-value-type")
+def _ascii_element(tag: int, vr: str, text: str) -> RawDataElement:
+    """An element of ASCII text as ready-encoded bytes: the same in every transfer syntax and
+    every character set (PS3.5 6.1.2.3: the default repertoire is always available)."""
+    data = text.encode("ascii")
+    if len(data) % 2:
+        data += b"\0" if vr == "UI" else b" "
+    return RawDataElement(BaseTag(tag), vr, len(data), data, 0, False, True, True, False)
 
 
-def _map_joined(elem: DataElement, fn: Callable[[str], str]) -> None:
-    """Apply `fn` to the backslash-joined value (the dates helpers take multi-values whole)."""
-    value: Any = elem.value
-    joined = "\\".join(str(v) for v in value) if isinstance(value, MultiValue | list) else value
-    if not isinstance(joined, str):
-        raise Unprocessable("unexpected-value-type")
-    elem.value = fn(joined)
+def _is_empty(elem: RawDataElement | DataElement) -> bool:
+    if isinstance(elem, RawDataElement):
+        return not elem.value or not elem.value.strip(b"\0 ")
+    return bool(elem.is_empty)
+
+
+def _emptied(elem: RawDataElement | DataElement) -> Out:
+    if isinstance(elem, RawDataElement):
+        return elem._replace(value=b"", length=0)
+    return _ascii_element(elem.tag, elem.VR, "")
+
+
+def _ascii_text(elem: Out) -> str | None:
+    """The text of an element holding ASCII (UIDs, dates, ages), read from its bytes."""
+    if isinstance(elem, RawDataElement):
+        try:
+            return (elem.value or b"").decode("ascii").rstrip("\0 ")
+        except UnicodeDecodeError:
+            return None
+    if isinstance(elem, DataElement):
+        value = elem.value
+        if isinstance(value, MultiValue | list):
+            return "\\".join(str(v) for v in value)
+        return "" if value is None else str(value).rstrip("\0 ")
+    return None
+
+
+def _ascii_map(
+    ds: Dataset, elem: RawDataElement | DataElement, fn: Callable[[str], str], pad: bytes
+) -> Out:
+    """Apply `fn` to an ASCII value (multi-values joined by backslashes) and re-make the
+    element as ready-encoded ASCII bytes."""
+    value = _ascii_text(elem)
+    new = fn(text(ds, elem.tag) if value is None else value)
+    if isinstance(elem, RawDataElement):
+        data = new.encode("ascii")
+        if len(data) % 2:
+            data += pad
+        return elem._replace(value=data, length=len(data))
+    return _ascii_element(elem.tag, elem.VR, new)
+
+
+def _encodings(ds: Dataset, parent: Encodings) -> Encodings:
+    """The character set of a data set's text: its own SpecificCharacterSet, else its parent's."""
+    charset = peek(ds, 0x00080005)
+    if charset is None or not charset.value:
+        return parent
+    value = charset.value
+    return [str(v) for v in value] if isinstance(value, MultiValue | list) else str(value)
 
 
 def _identifiers(ds: Dataset, options: DeidentifySettings) -> Identifiers:
@@ -527,7 +606,7 @@ def _identifiers(ds: Dataset, options: DeidentifySettings) -> Identifiers:
 
 
 def _values(ds: Dataset, tag: int) -> list[str]:
-    elem = ds.get(tag)
+    elem = peek(ds, tag)
     if elem is None or elem.value is None:
         return []
     value = elem.value
@@ -543,13 +622,13 @@ def _check_pixel_length(ds: Dataset) -> None:
     if raw is None or _undefined_length(raw):
         return  # encapsulated: frames are checked where they are decoded
     try:
-        bits = int(ds.get("BitsAllocated", 0) or 0)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+        bits = int(text(ds, 0x00280100) or 0)  # BitsAllocated
+        samples = int(text(ds, 0x00280002) or 1)  # SamplesPerPixel
+        frames = int(text(ds, 0x00280008) or 1)  # NumberOfFrames
+        pixels = int(text(ds, 0x00280010) or 0) * int(text(ds, 0x00280011) or 0)
     except (TypeError, ValueError):
         raise Unprocessable("bad-image-header") from None
-    if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+    if text(ds, 0x00280004) == "YBR_FULL_422":  # PhotometricInterpretation
         samples = 2  # native 4:2:2: two bytes-per-sample values per pixel (PS3.3 C.7.6.3.1.2)
     expected = (pixels * samples * frames * bits + 7) // 8
     if len(raw.value or b"") < expected:
@@ -584,7 +663,9 @@ def _transfer_syntax(ds: Dataset) -> str:
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
-def _method_codes(options: DeidentifySettings) -> list[tuple[str, str]]:
+def _provenance(options: DeidentifySettings) -> list[Out]:
+    """PatientIdentityRemoved, DeidentificationMethod with its CID 7050 codes, and whether
+    dates were modified (PS3.15 E.1.1; PS3.3 C.7.1.1)."""
     codes = [_CID_7050["basic"]]
     for flag in (
         "retain_patient_characteristics",
@@ -600,4 +681,21 @@ def _method_codes(options: DeidentifySettings) -> list[tuple[str, str]]:
             codes.append(_CID_7050[flag])
     if options.longitudinal_dates in ("full", "modified", "year"):
         codes.append(_CID_7050["full" if options.longitudinal_dates == "full" else "modified"])
-    return codes
+    items = [
+        Item(
+            [
+                _ascii_element(0x00080100, "SH", value),
+                _ascii_element(0x00080102, "SH", "DCM"),
+                _ascii_element(0x00080104, "LO", meaning),
+            ],
+            _DEFAULT_CHARSET,
+        )
+        for value, meaning in codes
+    ]
+    modified = {"full": "UNMODIFIED", "off": "REMOVED"}.get(options.longitudinal_dates, "MODIFIED")
+    return [
+        _ascii_element(0x00120062, "CS", "YES"),
+        _ascii_element(0x00120063, "LO", "dicom-gateway: PS3.15 E.1-1 (2024b) and allow-list"),
+        Seq(0x00120064, items),
+        _ascii_element(0x00280303, "CS", modified),
+    ]
