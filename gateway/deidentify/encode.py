@@ -43,50 +43,62 @@ class Seq:
 Out = RawDataElement | DataElement | Seq
 
 
+def _by_tag(elem: Out) -> int:
+    return elem.tag
+
+
 class Encoder:
     def __init__(self, *, implicit: bool, little: bool) -> None:
         self.implicit = implicit
         self.little = little
-        self.endian = "<" if little else ">"
+        endian = "<" if little else ">"
+        self._implicit = struct.Struct(f"{endian}HHI")
+        self._short = struct.Struct(f"{endian}HH2sH")
+        self._long = struct.Struct(f"{endian}HH2s2xI")
+        marker = struct.Struct(f"{endian}HHI")
+        self._item = marker.pack(_ITEM >> 16, _ITEM & 0xFFFF, _UNDEFINED)
+        self._item_end = marker.pack(_ITEM_END >> 16, _ITEM_END & 0xFFFF, 0)
+        self._sequence_end = marker.pack(_SEQUENCE_END >> 16, _SEQUENCE_END & 0xFFFF, 0)
 
-    def encode(self, elements: list[Out], encodings: Encodings) -> bytes:
-        out = bytearray()
-        for elem in sorted(elements, key=lambda e: e.tag):
+    def encode(self, elements: list[Out], encodings: Encodings, head: bytes = b"") -> bytes:
+        """`head` (the Part 10 head) followed by the elements, in tag order, in one copy."""
+        parts = [head]
+        self._elements(parts, elements, encodings)
+        return b"".join(parts)
+
+    def _elements(self, parts: list[bytes], elements: list[Out], encodings: Encodings) -> None:
+        for elem in sorted(elements, key=_by_tag):
             if isinstance(elem, RawDataElement):
-                self._raw(out, elem)
+                self._raw(parts, elem)
             elif isinstance(elem, Seq):
-                self._sequence(out, elem)
+                self._sequence(parts, elem)
             else:
-                out += self._pydicom(elem, encodings)
-        return bytes(out)
-
-    def _tag(self, tag: int) -> bytes:
-        return struct.pack(f"{self.endian}HH", tag >> 16, tag & 0xFFFF)
+                parts.append(self._pydicom(elem, encodings))
 
     def _header(self, tag: int, vr: str | None, length: int) -> bytes:
+        group, element = tag >> 16, tag & 0xFFFF
         if self.implicit:
-            return self._tag(tag) + struct.pack(f"{self.endian}I", length)
+            return self._implicit.pack(group, element, length)
         if vr is None or len(vr) != 2:
             raise ValueError("an element without a VR cannot be written in explicit VR")
         if vr in _LONG_VRS:
-            return self._tag(tag) + vr.encode() + struct.pack(f"{self.endian}HI", 0, length)
-        return self._tag(tag) + vr.encode() + struct.pack(f"{self.endian}H", length)
+            return self._long.pack(group, element, vr.encode(), length)
+        return self._short.pack(group, element, vr.encode(), length)
 
-    def _raw(self, out: bytearray, elem: RawDataElement) -> None:
+    def _raw(self, parts: list[bytes], elem: RawDataElement) -> None:
         value = elem.value or b""
         if elem.length == _UNDEFINED:  # encapsulated pixel data: fragments, then the end mark
-            out += self._header(elem.tag, elem.VR, _UNDEFINED) + value
-            out += self._tag(_SEQUENCE_END) + b"\0\0\0\0"
+            parts += (self._header(elem.tag, elem.VR, _UNDEFINED), value, self._sequence_end)
             return
-        out += self._header(elem.tag, elem.VR, len(value)) + value
+        parts += (self._header(elem.tag, elem.VR, len(value)), value)
 
-    def _sequence(self, out: bytearray, seq: Seq) -> None:
-        out += self._header(seq.tag, "SQ", _UNDEFINED)
+    def _sequence(self, parts: list[bytes], seq: Seq) -> None:
+        parts.append(self._header(seq.tag, "SQ", _UNDEFINED))
         for item in seq.items:
-            out += self._tag(_ITEM) + struct.pack(f"{self.endian}I", _UNDEFINED)
-            out += self.encode(item.elements, item.encodings)
-            out += self._tag(_ITEM_END) + b"\0\0\0\0"
-        out += self._tag(_SEQUENCE_END) + b"\0\0\0\0"
+            parts.append(self._item)
+            self._elements(parts, item.elements, item.encodings)
+            parts.append(self._item_end)
+        parts.append(self._sequence_end)
 
     def _pydicom(self, elem: DataElement, encodings: Encodings) -> bytes:
         buffer = DicomBytesIO()

@@ -67,6 +67,7 @@ IMPLEMENTATION_VERSION_NAME = "DICOM_GATEWAY_1"
 _DEFAULT_CHARSET = "iso8859"  # pydicom's name for the default repertoire
 _TEXT = frozenset({"SH", "LO", "ST", "LT", "UT", "UC"})
 _DATES = frozenset({"DA", "DT"})
+_CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN", "UN"})  # PS3.5 6.1.2.3
 _DUMMY_TEXT = {
     "PN": "ANONYMIZED",
     "LT": "ANONYMIZED",
@@ -309,7 +310,7 @@ class Engine:
         )
         encoder = Encoder(implicit=syntax.is_implicit_VR, little=syntax.is_little_endian)
         return Deidentified(
-            data=head + encoder.encode(elements, encodings),
+            data=encoder.encode(elements, encodings, head),
             sop_class_uid=sop_class,
             sop_instance_uid=uids[SOP_INSTANCE_UID],
             study_instance_uid=uids[STUDY_INSTANCE_UID],
@@ -322,9 +323,10 @@ class Engine:
         out: list[Out] = []
         creators: dict[int, RawDataElement | DataElement] = {}
         kept_blocks: set[int] = set()
-        for key in ds.keys():  # noqa: SIM118 - iterating a Dataset decodes every element
-            tag = int(key)
-            elem = ds.get_item(key)
+        steps, top_level = self._steps, _TOP_LEVEL if top else {}
+        removed = 0
+        for elem in list(ds.elements()):  # as stored: raw elements stay undecoded
+            tag = elem.tag
             if (tag >> 16) & 1:
                 if self._private(ds, tag, elem, creators, kept_blocks):
                     out.append(elem)
@@ -332,17 +334,21 @@ class Engine:
                 elif tag not in creators:
                     job.counts["private_removed"] += 1
                 continue
-            step = (_TOP_LEVEL.get(tag) if top else None) or self.step(tag)
+            step = top_level.get(tag) or steps.get(tag) or self.step(tag)
             if step is Step.REMOVE:
-                job.counts["removed"] += 1
+                removed += 1
+                continue
+            if step is Step.KEEP and (elem.VR is not None or not job.explicit):
+                out.append(elem)
                 continue
             if isinstance(elem, RawDataElement) and elem.VR is None and job.explicit:
-                elem = ds[key]  # read as implicit VR inside an explicit file: learn its VR
+                elem = ds[tag]  # read as implicit VR inside an explicit file: learn its VR
             result = job.apply(ds, elem, step, encodings)
             if isinstance(result, DataElement) and " or " in result.VR:
                 result = cast(DataElement, correct_ambiguous_vr_element(result, ds, job.little))
             if result is not None:
                 out.append(result)
+        job.counts["removed"] += removed
         out += [creators[tag] for tag in sorted(kept_blocks) if tag in creators]
         return out
 
@@ -506,9 +512,9 @@ def peek(ds: Dataset, tag: int) -> DataElement | None:
         return None
     elem = ds.get_item(tag)
     if isinstance(elem, RawDataElement):
-        encoding = (
-            None if tag == 0x00080005 else convert_encodings(_encodings(ds, _DEFAULT_CHARSET))
-        )
+        encoding = None  # only text of the VRs below depends on the character set
+        if tag != 0x00080005 and (elem.VR or _dictionary_vr(tag)) in _CHARSET_VRS:
+            encoding = convert_encodings(_encodings(ds, _DEFAULT_CHARSET))
         return convert_raw_data_element(elem, encoding=encoding, ds=ds)
     return elem
 

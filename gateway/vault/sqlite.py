@@ -19,6 +19,7 @@ import os
 import secrets
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS mapping (
 CREATE UNIQUE INDEX IF NOT EXISTS mapping_pseudonym ON mapping (kind, pseudonym);
 """
 _ATTEMPTS = 8  # fresh pseudonyms to try when one is already taken (random codes rarely collide)
+_CACHE_ENTRIES = 65_536  # mappings this process remembers (a study's UIDs, its patient, ...)
 
 
 def _derive(key: bytes, purpose: bytes) -> bytes:
@@ -59,6 +61,9 @@ class SqliteVault:
         self._aead = AESGCM(_derive(key, b"original/v1"))
         self._lock = threading.Lock()
         self._db = self._connect(path)
+        # A mapping never changes once written (first writer wins), so what this process has
+        # read or written may be remembered; bounded, oldest first out.
+        self._cache: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     @classmethod
     def open(cls, settings: VaultSettings) -> SqliteVault:
@@ -88,15 +93,27 @@ class SqliteVault:
 
     def pseudonym(self, kind: str, original: str, make: Callable[[], str]) -> str:
         """The pseudonym of `original` within `kind`; `make()` proposes one if there is none."""
+        key = (kind, original)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
         lookup = self._lookup(kind, original)
         with self._lock:
             found = self._find(kind, lookup)
             for _ in range(_ATTEMPTS):
                 if found is not None:
+                    self._remember(key, found)
                     return found
                 self._insert(kind, lookup, original, make())
                 found = self._find(kind, lookup)
         raise VaultError(f"vault: no free pseudonym of kind {kind} after {_ATTEMPTS} tries")
+
+    def _remember(self, key: tuple[str, str], pseudonym: str) -> None:
+        self._cache[key] = pseudonym
+        if len(self._cache) > _CACHE_ENTRIES:
+            self._cache.popitem(last=False)
 
     def _find(self, kind: str, lookup: bytes) -> str | None:
         row = self._db.execute(
