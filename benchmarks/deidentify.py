@@ -6,7 +6,8 @@ turns, `--repeat` rounds, and each figure is the median. The series is made from
 the shared test material: `--count` copies with new SOP Instance UIDs (one study, one series),
 read from disk one by one, so every instance the gateway sees is new to its vault, as in a real
 study: each one costs a durable vault write (SQLite WAL, synchronous=FULL) for its new UID.
-The baselines keep nothing.
+The baselines keep nothing. "gateway-nosync" is the same engine with the vault's commits left
+to the OS (synchronous=NORMAL): the price of the per-instance fsync, shown apart.
 
 deid and dicognito are installed only in .venv-bench (benchmarks/baselines/setup.sh).
 
@@ -50,7 +51,7 @@ def make_series(source: Path, size: int, folder: Path) -> None:
         ds.save_as(folder / f"{i:05d}.dcm", enforce_file_format=True)
 
 
-def run_gateway(series_dir: Path, count: int) -> dict[str, Any]:
+def run_gateway(series_dir: Path, count: int, durable: bool) -> dict[str, Any]:
     """The gateway's engine, the way a worker process runs it (one Engine, a real vault)."""
     from gateway.deidentify.engine import Engine
     from gateway.settings import DeidentifySettings
@@ -58,7 +59,7 @@ def run_gateway(series_dir: Path, count: int) -> dict[str, Any]:
 
     series = sorted(series_dir.iterdir())
     with tempfile.TemporaryDirectory(dir=REPO) as tmp:  # the vault on the disk a site would use
-        vault = SqliteVault(Path(tmp) / "vault.sqlite3", os.urandom(32))
+        vault = SqliteVault(Path(tmp) / "vault.sqlite3", os.urandom(32), durable=durable)
         engine = Engine(DeidentifySettings(), vault, ae_title="BENCH")
         for i in range(WARMUP):
             engine.run(series[-1 - i].read_bytes())
@@ -68,7 +69,7 @@ def run_gateway(series_dir: Path, count: int) -> dict[str, Any]:
         seconds = time.perf_counter() - start
         vault.close()
     return {
-        "tool": "dicom-gateway",
+        "tool": "dicom-gateway" if durable else "gateway-nosync",
         "version": "this tree",
         "count": count,
         "seconds": round(seconds, 4),
@@ -78,8 +79,8 @@ def run_gateway(series_dir: Path, count: int) -> dict[str, Any]:
 
 
 def measure(tool: str, series_dir: Path, count: int) -> dict[str, Any]:
-    if tool == "dicom-gateway":
-        cmd = [sys.executable, __file__, "--worker", "--input", str(series_dir)]
+    if tool in ("dicom-gateway", "gateway-nosync"):
+        cmd = [sys.executable, __file__, "--worker", tool, "--input", str(series_dir)]
     else:
         cmd = [str(BENCH_PYTHON), str(REPO / "benchmarks/baselines/run.py"), "--tool", tool]
         cmd += ["--input", str(series_dir)]
@@ -99,15 +100,15 @@ def main() -> None:
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT, help="a CT instance")
     parser.add_argument("--count", type=int, default=400, help="timed instances per tool")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_gateway(args.input, args.count)))
+        print(json.dumps(run_gateway(args.input, args.count, args.worker == "dicom-gateway")))
         return
     if not args.input.is_file():
         parser.error(f"no such file {args.input} (the shared test material is needed)")
     subprocess.run(["bash", str(REPO / "benchmarks/baselines/setup.sh")], check=True)
-    tools = ["dicom-gateway", "dicognito", "deid"]
+    tools = ["dicom-gateway", "gateway-nosync", "dicognito", "deid"]
     rounds: dict[str, list[dict[str, Any]]] = {tool: [] for tool in tools}
     with tempfile.TemporaryDirectory() as tmp:
         series_dir = Path(tmp)
@@ -123,7 +124,7 @@ def main() -> None:
     for tool in tools:
         rate = statistics.median(r["instances_per_s"] for r in rounds[tool])
         rss = max(r["peak_rss_mib"] for r in rounds[tool])
-        ratio = f"{ours / rate:.1f}x" if tool != "dicom-gateway" else ""
+        ratio = f"{ours / rate:.1f}x" if tool not in ("dicom-gateway", "gateway-nosync") else ""
         print(f"{tool:<16}{rounds[tool][0]['version']:<12}{rate:>9.1f}{rss:>14.1f}{ratio:>14}")
 
 

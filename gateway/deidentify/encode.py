@@ -44,7 +44,7 @@ Out = RawDataElement | DataElement | Seq
 
 
 def _by_tag(elem: Out) -> int:
-    return elem.tag
+    return int(elem.tag)  # a plain int: BaseTag compares in Python, slowly
 
 
 class Encoder:

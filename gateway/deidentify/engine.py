@@ -89,7 +89,7 @@ ACCESSION_NUMBER, STUDY_ID = 0x00080050, 0x00200010
 STUDY_INSTANCE_UID, SOP_INSTANCE_UID, SOP_CLASS_UID = 0x0020000D, 0x00080018, 0x00080016
 PIXEL_DATA = 0x7FE00010
 _PROVENANCE = (0x00120062, 0x00120063, 0x00120064, 0x00280303)
-_INSTANCE_UIDS = (SOP_INSTANCE_UID, STUDY_INSTANCE_UID)
+_INSTANCE_UIDS = frozenset({SOP_INSTANCE_UID, STUDY_INSTANCE_UID})
 
 # CID 7050 De-identification Method (PS3.16), scheme DCM.
 _CID_7050 = {
@@ -299,7 +299,7 @@ class Engine:
             _ascii_element(PATIENT_ID, "LO", patient),
             *self._provenance,
         ]
-        uids = {e.tag: _ascii_text(e) or "" for e in elements if e.tag in _INSTANCE_UIDS}
+        uids = {int(e.tag): _ascii_text(e) or "" for e in elements if e.tag in _INSTANCE_UIDS}
         head = part10_head(
             sop_class,
             uids[SOP_INSTANCE_UID],
@@ -324,15 +324,17 @@ class Engine:
         creators: dict[int, RawDataElement | DataElement] = {}
         kept_blocks: set[int] = set()
         steps, top_level = self._steps, _TOP_LEVEL if top else {}
-        removed = 0
+        removed = private_removed = 0
         for elem in list(ds.elements()):  # as stored: raw elements stay undecoded
-            tag = elem.tag
-            if (tag >> 16) & 1:
-                if self._private(ds, tag, elem, creators, kept_blocks):
+            tag = int(elem.tag)  # a plain int: BaseTag compares in Python, slowly
+            if (tag >> 16) & 1:  # private: only the safe-private list stays, with its creators
+                if 0x0010 <= tag & 0xFFFF <= 0x00FF:
+                    creators[tag] = elem
+                elif self.safe_private is not None and self._safe(ds, tag, kept_blocks):
                     out.append(elem)
                     job.counts["private_kept"] += 1
-                elif tag not in creators:
-                    job.counts["private_removed"] += 1
+                else:
+                    private_removed += 1
                 continue
             step = top_level.get(tag) or steps.get(tag) or self.step(tag)
             if step is Step.REMOVE:
@@ -349,22 +351,13 @@ class Engine:
             if result is not None:
                 out.append(result)
         job.counts["removed"] += removed
+        job.counts["private_removed"] += private_removed
         out += [creators[tag] for tag in sorted(kept_blocks) if tag in creators]
         return out
 
-    def _private(
-        self,
-        ds: Dataset,
-        tag: int,
-        elem: RawDataElement | DataElement,
-        creators: dict[int, RawDataElement | DataElement],
-        kept: set[int],
-    ) -> bool:
-        """Whether a private element stays (safe-private list); a creator stays with them."""
+    def _safe(self, ds: Dataset, tag: int, kept: set[int]) -> bool:
+        """Whether a private data element is on the safe-private list (its creator stays)."""
         element = tag & 0xFFFF
-        if 0x0010 <= element <= 0x00FF:
-            creators[tag] = elem
-            return False
         if element < 0x1000 or self.safe_private is None:
             return False
         creator_tag = (tag & 0xFFFF0000) | (element >> 8)

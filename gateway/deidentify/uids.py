@@ -19,6 +19,7 @@ from pydicom.uid import UID
 
 UID_KIND = "uid"
 _MAX_UID = 64
+_REMEMBERED = 4096  # UIDs whose "standard or not" answer is kept (SOP classes, a study's UIDs)
 
 
 class PseudonymStore(Protocol):
@@ -47,11 +48,19 @@ class UidMapper:
     def __init__(self, store: PseudonymStore, root: str | None = None) -> None:
         self.store = store
         self.root = root
+        self._standard: dict[str, bool] = {}  # UID -> defined by the standard (bounded)
 
     def map(self, uid: str) -> str:
         """The new UID for `uid`; standard UIDs and empty values pass unchanged."""
         uid = uid.strip("\0 ")
-        if not uid or is_standard_uid(uid):
+        if not uid:
+            return uid
+        standard = self._standard.get(uid)
+        if standard is None:
+            standard = is_standard_uid(uid)
+            if standard or len(self._standard) < _REMEMBERED:
+                self._standard[uid] = standard
+        if standard:
             return uid
         return self.store.pseudonym(UID_KIND, uid, lambda: new_uid(self.root))
 

@@ -55,12 +55,16 @@ def _derive(key: bytes, purpose: bytes) -> bytes:
 class SqliteVault:
     """One connection per process (and per vault file); thread-safe within the process."""
 
-    def __init__(self, path: Path, key: bytes) -> None:
+    def __init__(self, path: Path, key: bytes, *, durable: bool = True) -> None:
+        """`durable=False` (benchmarks only) leaves each commit to the OS: a power cut may
+        lose the latest mappings."""
         self.path = path
         self._lookup_key = _derive(key, b"lookup/v1")
         self._aead = AESGCM(_derive(key, b"original/v1"))
         self._lock = threading.Lock()
         self._db = self._connect(path)
+        if not durable:
+            self._db.execute("PRAGMA synchronous=NORMAL")
         # A mapping never changes once written (first writer wins), so what this process has
         # read or written may be remembered; bounded, oldest first out.
         self._cache: OrderedDict[tuple[str, str], str] = OrderedDict()
