@@ -38,7 +38,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 REPO = Path(__file__).resolve().parents[1]
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+# dcmtk's programs, not pynetdicom's console scripts of the same names in an activated venv
+_PATH = [
+    d
+    for d in os.environ.get("PATH", "").split(os.pathsep)
+    if Path(d) != Path(sys.executable).parent
+]
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1", "PATH": os.pathsep.join(_PATH)}
 AE = "BENCH_GW"
 
 

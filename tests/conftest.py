@@ -6,7 +6,6 @@ patient names and IDs of every file in the shared test material: no PHI in any l
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from tests.support import (
     shared_dir,
     write_config,
 )
+from tests.support import dcmtk as dcmtk_tool
 
 DICOM = shared_dir() / "testdata" / "dicom"
 
@@ -41,7 +41,9 @@ def phi_values() -> frozenset[str]:
 
 @pytest.fixture(scope="session")
 def dcmtk() -> None:
-    if shutil.which("storescu") is None:
+    try:
+        dcmtk_tool("storescu")
+    except FileNotFoundError:
         pytest.fail(
             "dcmtk is not installed (.ci/debian-packages lists it; ./dev check installs it)"
         )

@@ -26,6 +26,17 @@ REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 20.0
 
 
+def dcmtk(tool: str) -> str:
+    """The path of a dcmtk program. pynetdicom installs console scripts of the same names
+    (storescu, storescp, ...) into the venv, which an activated venv puts first on PATH."""
+    venv_bin = Path(sys.executable).parent.resolve()
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(folder) / tool
+        if folder and Path(folder).resolve() != venv_bin and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise FileNotFoundError(f"dcmtk's {tool} is not installed (apt-get install dcmtk)")
+
+
 def shared_dir() -> Path:
     return Path(os.environ.get("DICOM_GATEWAY_SHARED", REPO.parent / "shared")).resolve()
 
@@ -279,7 +290,7 @@ def storescu(
 ) -> subprocess.CompletedProcess[str]:
     """dcmtk storescu with TCP_NODELAY (else ~45 ms per instance of delayed-ACK waits)."""
     env = {**os.environ, "TCP_NODELAY": "1"}
-    cmd = ["storescu", "-aet", aet, "-aec", aec, *options, "127.0.0.1", str(port)]
+    cmd = [dcmtk("storescu"), "-aet", aet, "-aec", aec, *options, "127.0.0.1", str(port)]
     return subprocess.run(
         [*cmd, *map(str, files)],
         capture_output=True,

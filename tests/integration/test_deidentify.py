@@ -25,6 +25,7 @@ from pydicom.multival import MultiValue
 from gateway.deidentify.engine import IMPLEMENTATION_CLASS_UID
 from gateway.deidentify.uids import is_standard_uid
 from tests.support import base_config, cli, write_config
+from tests.support import dcmtk as dcmtk_tool
 
 # What must not survive anywhere in an output (acceptance list of issue 4).
 IDENTIFYING = (
@@ -222,7 +223,10 @@ def test_outputs_read_cleanly_with_pydicom_and_dcmdump(run: Run, dcmtk: None) ->
         assert _warnings_reading(output) <= _warnings_reading(source), source.name
     outputs = [str(o) for _, o in run.unique()]
     dumped = subprocess.run(
-        ["dcmdump", "-q", *outputs], capture_output=True, encoding="latin-1", timeout=120
+        [dcmtk_tool("dcmdump"), "-q", *outputs],
+        capture_output=True,
+        encoding="latin-1",
+        timeout=120,
     )
     assert dumped.returncode == 0, dumped.stderr[:2000]
     assert "E:" not in dumped.stderr
