@@ -96,6 +96,8 @@ class Identifiers:
         (multi-byte sets only add false alarms)."""
         if digits and any(48 <= b <= 57 for b in raw):
             return True
+        if not raw.isascii():
+            return True  # case folding may turn non-ASCII letters into ASCII ones ("ſ" -> "s")
         if not self._needles_ready:
             needles = [w.encode() for w in self.words | self.phrases]
             self._needles = needles if all(n.isascii() for n in needles) else None

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO, GatewayProcess, base_config, cli, read_spool, write_config
+from tests.support import (
+    REPO,
+    GatewayProcess,
+    base_config,
+    cli,
+    read_spool,
+    shared_dir,
+    write_config,
+)
 
 EXAMPLE = REPO / "config" / "gateway.example.toml"
 
@@ -216,3 +224,68 @@ def test_describe_profile_refuses_a_bad_option(tmp_path: Path) -> None:
     result = cli("describe-profile", "--config", str(write_config(tmp_path, config)))
     assert result.returncode == 2
     assert "deidentify.longitudinal_dates: must be one of" in result.stderr
+
+
+def test_describe_profile_agrees_with_the_standard_table(tmp_path: Path) -> None:
+    """Every 7th row of the shared Table E.1-1 JSON: with no option on, an attribute whose
+    basic code is a single code gets exactly that code, unless a gateway rule says why not."""
+    reference = (
+        shared_dir()
+        / "reference"
+        / "ps3.15_tableE1-1_confidentiality_profile_attributes.innolitics_rev2024b.json"
+    )
+    if not reference.is_file():
+        pytest.skip(f"shared reference table not found at {reference}")
+    config = base_config(tmp_path)
+    config["deidentify"] = {
+        "retain_patient_characteristics": False,
+        "longitudinal_dates": "off",
+        "clean_descriptors": False,
+    }
+    shown = cli(
+        "describe-profile", "--config", str(write_config(tmp_path, config)), "--format", "json"
+    )
+    assert shown.returncode == 0, shown.stderr
+    rows = {r["tag"]: r for r in json.loads(shown.stdout) if r["source"] == "table"}
+    checked = 0
+    for row in json.loads(reference.read_text())[::7]:
+        got = rows[row["tag"]]
+        assert (got["name"], got["basic"]) == (row["name"], row["basicProfile"])
+        if "/" not in row["basicProfile"] and not got["reason"].startswith("Gateway:"):
+            assert got["action"] == row["basicProfile"].rstrip("*"), row["tag"]
+            checked += 1
+    assert checked >= 50
+
+
+def test_deidentify_reports_every_input_and_refuses_bad_usage(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not DICOM")
+    (folder / "empty.dcm").write_bytes(b"")
+    report = tmp_path / "report.json"
+    done = cli("deidentify", str(folder), "--out", str(tmp_path / "out"), "--report", str(report))
+    assert done.returncode == 0, done.stderr
+    assert "pixels is not yet found" in done.stderr
+    files = {Path(f["input"]).name: f for f in json.loads(report.read_text())["files"]}
+    assert {name: (f["status"], f["reason"]) for name, f in files.items()} == {
+        "empty.dcm": ("quarantined", "not-dicom"),
+        "notes.txt": ("quarantined", "not-dicom"),
+    }
+    missing = cli("deidentify", str(tmp_path / "nowhere"), "--out", "o", "--report", "r.json")
+    assert missing.returncode == 2
+    assert "no such file or folder" in missing.stderr
+    config = base_config(tmp_path)
+    config["deidentify"] = {"site_code": "lower"}
+    bad = cli(
+        "deidentify",
+        str(folder),
+        "--config",
+        str(write_config(tmp_path, config)),
+        "--out",
+        "o",
+        "--report",
+        "r.json",
+    )
+    assert bad.returncode == 2
+    assert "deidentify.site_code: must be 1-8 capital letters or digits" in bad.stderr
+    assert "Traceback" not in bad.stderr + missing.stderr
