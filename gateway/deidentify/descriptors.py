@@ -97,7 +97,7 @@ class Identifiers:
         if digits and any(48 <= b <= 57 for b in raw):
             return True
         if not raw.isascii():
-            return True  # case folding may turn non-ASCII letters into ASCII ones ("ſ" -> "s")
+            return True  # case folding may turn non-ASCII letters into ASCII ones (long s)
         if not self._needles_ready:
             needles = [w.encode() for w in self.words | self.phrases]
             self._needles = needles if all(n.isascii() for n in needles) else None
