@@ -183,6 +183,7 @@ def cmd_describe_profile(args: argparse.Namespace) -> int:
 
 def cmd_deidentify(args: argparse.Namespace) -> int:
     """The worker's code path over files and folders: outputs plus a JSON report."""
+    configure(LoggingSettings(level="warning", format="console"))  # library records redacted
     inputs = list(batch.iter_inputs(args.inputs))
     missing = [str(p) for p in args.inputs if not p.exists()]
     if missing:

@@ -3,7 +3,8 @@
 `Worker.process(data, peer)` is a function of the encoded instance, the settings the worker was
 built with and the vault: policy filter -> header de-identification (-> pixels and the release
 check, as they land). It never raises for a bad instance: every instance ends in one `Outcome`
-with a fixed reason code, and no outcome or exception carries a value from the instance.
+with a fixed reason code, and no outcome or exception carries a value from the instance. It
+raises VaultError when the vault fails: no instance can be processed then.
 A worker holds no module-level state; each process builds its own.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.deidentify.engine import Deidentified, Engine, Unprocessable, text
+from gateway.deidentify.engine import Deidentified, Engine, Unprocessable
 from gateway.deidentify.policy import Policy
 from gateway.deidentify.uids import PseudonymStore
 from gateway.settings import DeidentifySettings, PolicySettings, Settings
@@ -48,7 +49,7 @@ class Worker:
         """Filter and de-identify one instance; `peer` is the configured sender's name."""
         try:
             ds = self.engine.read(data)
-            sop_class, modality = text(ds, 0x00080016), text(ds, 0x00080060)
+            sop_class, modality = self.engine.facts(ds)
             decision = self.policy.decide(sop_class, modality, peer)
             if not decision.process:
                 return Outcome("dropped", decision.reason)

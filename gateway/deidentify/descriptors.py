@@ -32,6 +32,8 @@ _PHONE_DIGITS = 7
 _ID_DIGITS = 5
 _MIN_ID = 3  # shorter IDs ("1", "12") are study or series counters, not identifiers
 _MIN_NAME_PART = 2
+# Han, kana, Hangul: names are written without spaces, and a surname may be one character
+_CJK = re.compile("[\u1100-\u11ff\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
 def _fold(text: str) -> str:
@@ -58,15 +60,23 @@ class Identifiers:
     def __init__(self) -> None:
         self.words: set[str] = set()  # single words: name parts, IDs
         self.phrases: set[str] = set()  # multi-word values and written dates
+        self.substrings: set[str] = set()  # CJK name parts: no spaces between words there
+        self._changed()
+
+    def _changed(self) -> None:
         self._pattern: re.Pattern[str] | None = None
+        self._inside: re.Pattern[str] | None = None
         self._needles: list[bytes] | None = None  # None: some identifier is not ASCII
         self._needles_ready = False
 
     def add_name(self, value: str) -> None:
         """A person name (PN, any component groups) or free-text name."""
         for part in _WORD.findall(value):
-            if len(part) >= _MIN_NAME_PART and not part.isdigit():
+            if _CJK.search(part):
+                self.substrings.add(_fold(part))  # one character can be a whole surname
+            elif len(part) >= _MIN_NAME_PART and not part.isdigit():
                 self.words.add(_fold(part))
+        self._changed()
 
     def add_id(self, value: str) -> None:
         value = value.strip()
@@ -78,16 +88,19 @@ class Identifiers:
         else:
             self.phrases.add(_fold(value))
             self.words.update(_fold(w) for w in words if len(w) >= _MIN_ID and _has_digit(w))
+        self._changed()
 
     def add_phrase(self, value: str) -> None:
         """An institution name, address or department: matched as a whole phrase."""
         value = " ".join(value.split())
         if len(value) >= _MIN_ID:
             self.phrases.add(_fold(value))
+            self._changed()
 
     def add_date(self, value: str) -> None:
         for form in date_forms(value.strip()):
             self.phrases.add(form)
+        self._changed()
 
     def may_match(self, raw: bytes, digits: bool) -> bool:
         """False only when the encoded value `raw` cannot hold anything `scrub` (or, with
@@ -99,7 +112,7 @@ class Identifiers:
         if not raw.isascii():
             return True  # case folding may turn non-ASCII letters into ASCII ones (long s)
         if not self._needles_ready:
-            needles = [w.encode() for w in self.words | self.phrases]
+            needles = [w.encode() for w in self.words | self.phrases | self.substrings]
             self._needles = needles if all(n.isascii() for n in needles) else None
             self._needles_ready = True
         if self._needles is None:
@@ -115,11 +128,17 @@ class Identifiers:
         return self._pattern
 
     def scrub(self, text: str) -> tuple[str, int]:
-        """Remove identifier matches (phrases, then words)."""
+        """Remove identifier matches (CJK name parts anywhere, phrases, then words)."""
         removed = 0
+        if self.substrings:
+            if self._inside is None:
+                parts = sorted(self.substrings, key=len, reverse=True)
+                self._inside = re.compile("|".join(map(re.escape, parts)), re.IGNORECASE)
+            text, removed = self._inside.subn(" ", text)
         pattern = self._phrase_pattern()
         if pattern is not None:
-            text, removed = pattern.subn(" ", text)
+            text, n = pattern.subn(" ", text)
+            removed += n
         if self.words:
             words = self.words
 

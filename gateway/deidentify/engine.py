@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import io
+import re
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -36,7 +37,12 @@ from typing import cast
 
 from pydicom import dcmread
 from pydicom.charset import convert_encodings
-from pydicom.datadict import dictionary_has_tag, dictionary_is_retired, dictionary_VR
+from pydicom.datadict import (
+    dictionary_has_tag,
+    dictionary_is_retired,
+    dictionary_keyword,
+    dictionary_VR,
+)
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.filewriter import correct_ambiguous_vr_element
@@ -57,6 +63,7 @@ from gateway.deidentify.private import SafePrivate
 from gateway.deidentify.profile import Action, Profile
 from gateway.deidentify.pseudonyms import Pseudonyms, patient_key
 from gateway.deidentify.uids import PseudonymStore, UidMapper
+from gateway.errors import VaultError
 from gateway.part10 import part10_head
 from gateway.settings import DeidentifySettings
 
@@ -66,6 +73,24 @@ IMPLEMENTATION_VERSION_NAME = "DICOM_GATEWAY_1"
 
 _DEFAULT_CHARSET = "iso8859"  # pydicom's name for the default repertoire
 _TEXT = frozenset({"SH", "LO", "ST", "LT", "UT", "UC"})
+_FREE_TEXT = frozenset({"ST", "LT", "UT", "UC"})
+_TEXT_LIKE = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+_GRAMMAR = {  # PS3.5 Table 6.2-1 character repertoires, with NUL and space padding
+    "DS": re.compile(rb"[0-9+\-.eE \\\0]*"),
+    "IS": re.compile(rb"[0-9+\- \\\0]*"),
+    "TM": re.compile(rb"[0-9.: \\\0]*"),
+    "CS": re.compile(rb"[A-Z0-9_ \\\0]*"),
+}
+_BINARY_SIZE = {"AT": 4, "FL": 4, "FD": 8, "SL": 4, "SS": 2, "SV": 8, "UL": 4, "US": 2, "UV": 8}
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_UID_CHARS = re.compile(r"[0-9.]{1,64}")
+# Attributes the table does not name whose keyword says they identify a person or an
+# organisation (issuers, requesters, owners, authors, contacts, encrypted originals...).
+_IDENTITY = re.compile(
+    r"Physician|Operator|Institution|Issuer|Person|Observer|Address|Telephone|Responsible"
+    r"|Requesting|Author|Owner|ContactDisplayName|ContactURI|Mail|PatientGroup|GroupOfPatients"
+    r"|OrderPlacer|OrderFiller|Encrypted|Signature|Asserter|HangingProtocolUser|AssigningAuthority"
+)
 _DATES = frozenset({"DA", "DT"})
 _CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN", "UN"})  # PS3.5 6.1.2.3
 _DUMMY_TEXT = {
@@ -87,7 +112,7 @@ _ID_LENGTH = {"SH": 10, "LO": 16}
 PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
 ACCESSION_NUMBER, STUDY_ID = 0x00080050, 0x00200010
 STUDY_INSTANCE_UID, SOP_INSTANCE_UID, SOP_CLASS_UID = 0x0020000D, 0x00080018, 0x00080016
-PIXEL_DATA = 0x7FE00010
+PIXEL_DATA, MODALITY = 0x7FE00010, 0x00080060
 _PROVENANCE = (0x00120062, 0x00120063, 0x00120064, 0x00280303)
 _INSTANCE_UIDS = frozenset({SOP_INSTANCE_UID, STUDY_INSTANCE_UID})
 
@@ -196,6 +221,7 @@ class Engine:
         self.safe_private = SafePrivate.load() if options.retain_safe_private else None
         self.ae_title = ae_title
         self._steps: dict[int, Step] = {}
+        self._vrs: dict[int, str | None] = {}
         self._provenance = _provenance(options)
 
     # -- decisions (per tag, cached: they do not depend on values) ---------------------------
@@ -218,7 +244,10 @@ class Engine:
         if action is Action.REMOVE or vr is None:
             return Step.REMOVE
         if vr == "SQ":
-            return Step.EMPTY if action is Action.EMPTY else Step.SEQUENCE
+            # D on a sequence: no dummy item can stand for what identified someone; it goes
+            if action in (Action.EMPTY, Action.DUMMY):
+                return Step.EMPTY if action is Action.EMPTY else Step.REMOVE
+            return Step.SEQUENCE
         if action is Action.EMPTY:
             return Step.EMPTY
         if vr == "UI" and action in (Action.NEW_UID, Action.DUMMY):
@@ -236,15 +265,20 @@ class Engine:
         return Step.REMOVE  # U on anything but a UID or a sequence
 
     def _keep(self, vr: str) -> Step:
-        """K: keep, but a kept age is still aggregated and kept text still scrubbed."""
+        """K: keep, but a kept age is still aggregated, kept text still scrubbed (codes too:
+        a CS can spell a name) and free text cleaned."""
         if vr == "AS":
             return Step.AGE
-        return Step.SCRUB if vr in _TEXT else Step.KEEP
+        if vr in _FREE_TEXT:
+            return Step.CLEAN
+        return Step.SCRUB if vr in _TEXT or vr == "CS" else Step.KEEP
 
     def _allow_list(self, tag: int, vr: str | None) -> Step:
         """A public attribute Table E.1-1 does not name."""
-        if vr is None or dictionary_is_retired(tag) or vr == "PN":
-            return Step.REMOVE
+        if vr is None or vr in ("PN", "UR") or dictionary_is_retired(tag):
+            return Step.REMOVE  # unknown, retired, person names, URLs (they carry IDs, UIDs)
+        if _IDENTITY.search(dictionary_keyword(tag)):
+            return Step.REMOVE  # who did, asked, owns or issued something: people and places
         if vr == "SQ":
             return Step.SEQUENCE
         if vr == "UI":
@@ -273,13 +307,21 @@ class Engine:
             raise Unprocessable("missing-uid" if data[128:132] == b"DICM" else "not-dicom")
         return ds
 
+    def facts(self, ds: Dataset) -> tuple[str, str]:
+        """SOP Class UID and Modality of a data set from `read()`, for the policy."""
+        with _quiet():
+            try:
+                return text(ds, SOP_CLASS_UID), text(ds, MODALITY)
+            except Exception:  # noqa: BLE001 - a value pydicom cannot decode; its text is PHI
+                raise Unprocessable("unreadable") from None
+
     def deidentify(self, ds: Dataset) -> Deidentified:
         """De-identify a data set from `read()` (in place) and encode it as Part 10."""
         with _quiet():
             try:
                 return self._deidentify(ds)
-            except Unprocessable:
-                raise
+            except (Unprocessable, VaultError):
+                raise  # a vault that fails is the site's problem, not this instance's
             except Exception as exc:  # noqa: BLE001 - fail closed, without the message
                 raise Unprocessable(f"deidentify-error:{exc.__class__.__name__}") from None
 
@@ -300,6 +342,8 @@ class Engine:
             *self._provenance,
         ]
         uids = {int(e.tag): _ascii_text(e) or "" for e in elements if e.tag in _INSTANCE_UIDS}
+        if not all(_UID_CHARS.fullmatch(uids.get(tag, "")) for tag in _INSTANCE_UIDS):
+            raise Unprocessable("invalid-uid")  # they name files and URLs downstream
         head = part10_head(
             sop_class,
             uids[SOP_INSTANCE_UID],
@@ -330,7 +374,7 @@ class Engine:
             if (tag >> 16) & 1:  # private: only the safe-private list stays, with its creators
                 if 0x0010 <= tag & 0xFFFF <= 0x00FF:
                     creators[tag] = elem
-                elif self.safe_private is not None and self._safe(ds, tag, kept_blocks):
+                elif self.safe_private is not None and self._safe(ds, elem, kept_blocks):
                     out.append(elem)
                     job.counts["private_kept"] += 1
                 else:
@@ -340,6 +384,12 @@ class Engine:
             if step is Step.REMOVE:
                 removed += 1
                 continue
+            if isinstance(elem, RawDataElement):
+                if elem.length != _UNDEFINED_LENGTH and len(elem.value or b"") != elem.length:
+                    raise Unprocessable("truncated-element")
+                if step is Step.KEEP and not _plausible(elem, self.vr(tag)):
+                    job.counts["removed_implausible"] += 1  # text where numbers belong
+                    continue
             if step is Step.KEEP and (elem.VR is not None or not job.explicit):
                 out.append(elem)
                 continue
@@ -355,18 +405,30 @@ class Engine:
         out += [creators[tag] for tag in sorted(kept_blocks) if tag in creators]
         return out
 
-    def _safe(self, ds: Dataset, tag: int, kept: set[int]) -> bool:
-        """Whether a private data element is on the safe-private list (its creator stays)."""
+    def _safe(self, ds: Dataset, elem: RawDataElement | DataElement, kept: set[int]) -> bool:
+        """Whether a private data element is on the safe-private list, with the VR the list
+        gives and a value of that VR (its creator then stays)."""
+        tag = int(elem.tag)
         element = tag & 0xFFFF
-        if element < 0x1000 or self.safe_private is None:
+        if element < 0x1000 or self.safe_private is None or not isinstance(elem, RawDataElement):
             return False
         creator_tag = (tag & 0xFFFF0000) | (element >> 8)
         creator = peek(ds, creator_tag)
         name = creator.value if creator is not None else None
-        if isinstance(name, str) and self.safe_private.allows(name, tag):
-            kept.add(creator_tag)
-            return True
-        return False
+        if not isinstance(name, str):
+            return False
+        listed = self.safe_private.vr(name, tag)
+        if listed is None or listed != elem.VR or not _plausible(elem, listed):
+            return False
+        kept.add(creator_tag)
+        return True
+
+    def vr(self, tag: int) -> str | None:
+        """The dictionary VR of a public tag (cached)."""
+        found = self._vrs.get(tag, "")
+        if found == "":
+            found = self._vrs[tag] = _dictionary_vr(tag)
+        return found
 
 
 class _Job:
@@ -399,6 +461,7 @@ class _Job:
             items = []
             for item in ds[elem.tag].value or ():
                 inner = _encodings(item, encodings)
+                self._learn_names(item)
                 items.append(Item(self.engine.walk(item, self, inner), inner))
             return Seq(elem.tag, items)
         if _is_empty(elem):
@@ -423,6 +486,17 @@ class _Job:
             value = self.engine.pseudonyms.identifier("study_id", original, 10)
             return _ascii_element(elem.tag, "SH", value)
         return self._dummy(ds, elem)
+
+    def _learn_names(self, item: Dataset) -> None:
+        """Names in an item (a scheduled physician, an observer) join the identifiers before
+        the item's text is cleaned: text next to a name tends to repeat it."""
+        for elem in item.elements():
+            tag = int(elem.tag)
+            vr = elem.VR if elem.VR not in (None, "UN") else self.engine.vr(tag)
+            if (tag >> 16) & 1 or vr != "PN":
+                continue
+            for value in _values(item, tag):
+                self.identifiers.add_name(value)
 
     def _temporal(self, ds: Dataset, elem: RawDataElement | DataElement, step: Step) -> Out | None:
         """Shift or cut a date, aggregate an age; a value that does not parse is removed
@@ -530,6 +604,20 @@ def _ascii_element(tag: int, vr: str, text: str) -> RawDataElement:
     if len(data) % 2:
         data += b"\0" if vr == "UI" else b" "
     return RawDataElement(BaseTag(tag), vr, len(data), data, 0, False, True, True, False)
+
+
+def _plausible(elem: RawDataElement, vr: str | None) -> bool:
+    """False for a value that cannot be what its attribute holds: text in an element whose VR
+    says number or binary, or characters a DS, IS or TM never has (a name, say)."""
+    actual = elem.VR
+    mismatch = actual not in (None, "UN") and vr is not None and actual not in vr.split(" or ")
+    if mismatch and (actual in _TEXT_LIKE or vr in _TEXT_LIKE):
+        return False
+    grammar = _GRAMMAR.get(actual if actual not in (None, "UN") else vr or "")
+    if grammar is not None and not grammar.fullmatch(elem.value or b""):
+        return False
+    binary = _BINARY_SIZE.get(actual or "")
+    return binary is None or len(elem.value or b"") % binary == 0
 
 
 def _is_empty(elem: RawDataElement | DataElement) -> bool:

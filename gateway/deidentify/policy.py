@@ -27,6 +27,7 @@ _DOCUMENT_PREFIX = "1.2.840.10008.5.1.4.1.1.104."
 _RAW = {
     "1.2.840.10008.5.1.4.1.1.66": "raw-data",  # Raw Data Storage
     "1.2.840.10008.5.1.4.1.1.9.4.1": "audio",  # Basic Voice Audio Waveform Storage
+    "1.2.840.10008.5.1.4.1.1.9.4.2": "audio",  # General Audio Waveform Storage
 }
 _PHOTOGRAPHS = {
     "1.2.840.10008.5.1.4.1.1.77.1.4",  # VL Photographic Image Storage

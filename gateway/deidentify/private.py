@@ -19,25 +19,25 @@ KEPT_VRS = frozenset({"AT", "CS", "DS", "FD", "FL", "IS", "SL", "SS", "UL", "US"
 
 @dataclass(frozen=True)
 class SafePrivate:
-    """(creator, group, element offset) triples that may stay."""
+    """(creator, group, element offset) -> the VR the table gives, for the entries kept."""
 
-    entries: frozenset[tuple[str, int, int]]
+    entries: dict[tuple[str, int, int], str]
 
     @classmethod
     def load(cls) -> SafePrivate:
         text = resources.files("gateway.deidentify").joinpath("data/safe_private.json")
         rows = json.loads(text.read_text(encoding="utf-8"))["entries"]
         return cls(
-            frozenset(
-                (_norm(row["creator"]), int(row["group"], 16), int(row["element"], 16))
+            {
+                (_norm(row["creator"]), int(row["group"], 16), int(row["element"], 16)): row["vr"]
                 for row in rows
                 if row["vr"] in KEPT_VRS
-            )
+            }
         )
 
-    def allows(self, creator: str, tag: int) -> bool:
-        """True when the private element `tag`, reserved by `creator`, is on the list."""
-        return (_norm(creator), tag >> 16, tag & 0xFF) in self.entries
+    def vr(self, creator: str, tag: int) -> str | None:
+        """The VR of the private element `tag` reserved by `creator`, if it is on the list."""
+        return self.entries.get((_norm(creator), tag >> 16, tag & 0xFF))
 
 
 def _norm(creator: str) -> str:

@@ -49,7 +49,13 @@ IDENTIFYING = (
 )
 # Reasons a file of the shared material may legitimately not be written.
 EXPECTED_REASONS = {
-    "quarantined": {"not-dicom", "missing-uid", "truncated-pixel-data", "bad-image-header"},
+    "quarantined": {
+        "not-dicom",
+        "missing-uid",
+        "truncated-pixel-data",
+        "truncated-element",
+        "bad-image-header",
+    },
     "dropped": {"structured-report", "encapsulated-document", "photograph", "raw-data"},
 }
 AE_TITLE = "GATEWAY_UT"

@@ -1,0 +1,212 @@
+"""Ways identifying data could slip through, closed one by one (found in review).
+
+Every test builds a synthetic data set with an identifier in an unusual place, runs it through
+the worker on a real vault, and searches the output bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import struct
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from gateway.settings import DeidentifySettings, PolicySettings
+from gateway.vault.sqlite import SqliteVault
+from gateway.worker import Outcome, Worker
+
+SECRET = "Kowalski"
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Iterator[SqliteVault]:
+    v = SqliteVault(tmp_path / "vault.sqlite3", b"f" * 32)
+    yield v
+    v.close()
+
+
+def run(vault: SqliteVault, ds: Dataset, **options: Any) -> tuple[Outcome, bytes]:
+    settings = dataclasses.replace(DeidentifySettings(site_code="UT"), **options)
+    worker = Worker(settings, PolicySettings(), vault, ae_title="GATEWAY_UT")
+    data = encode(ds)
+    outcome = worker.process(data)
+    return outcome, outcome.result.data if outcome.result is not None else b""
+
+
+def encode(ds: Dataset) -> bytes:
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def base(**values: Any) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientName = f"{SECRET}^Jan"
+    ds.PatientID = "MRN0042817"
+    ds.Modality = "OT"
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def item(**values: Any) -> Dataset:
+    ds = Dataset()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def code(value: str, meaning: str) -> Dataset:
+    return item(CodeValue=value, CodingSchemeDesignator="L", CodeMeaning=meaning)
+
+
+def test_identification_sequences_go_with_their_codes(vault: SqliteVault) -> None:
+    ds = base(
+        InstitutionCodeSequence=[code("STMARY01", "Saint Mary Hospital Boston")],
+        OperatorIdentificationSequence=[
+            item(PersonIdentificationCodeSequence=[code("E778899", "Ortega^Maria")])
+        ],
+        RequestingPhysicianIdentificationSequence=[code("DR4711", "Ortega")],
+        IssuerOfPatientIDQualifiersSequence=[item(UniversalEntityID="urn:oid:1.2.3.stmary")],
+    )
+    outcome, out = run(vault, ds)
+    assert outcome.status == "written"
+    for secret in (b"STMARY01", b"Saint Mary", b"E778899", b"Ortega", b"DR4711", b"stmary"):
+        assert secret not in out
+
+
+def test_urls_and_encrypted_originals_go(vault: SqliteVault) -> None:
+    ds = base(
+        RetrieveURL="https://pacs.example/wado?PatientID=MRN0042817&study=1.2.3.4.5.6.8",
+        EncryptedAttributesSequence=[
+            item(EncryptedContentTransferSyntaxUID="1.2.840.10008.1.2", EncryptedContent=b"CMSENV")
+        ],
+    )
+    _, out = run(vault, ds)
+    assert b"MRN0042817" not in out
+    assert b"pacs.example" not in out
+    assert b"CMSENV" not in out
+
+
+def test_free_text_is_cleaned_at_any_depth(vault: SqliteVault) -> None:
+    ds = base(
+        ScheduledProcedureStepSequence=[
+            item(
+                ScheduledPerformingPhysicianName="Ortega^Maria",
+                CommentsOnTheScheduledProcedureStep="Dr Ortega, 2021-03-04, call 555 123 4567",
+            )
+        ],
+    )
+    _, out = run(vault, ds)
+    assert b"Ortega" not in out
+    assert b"2021-03-04" not in out
+    assert b"555 123 4567" not in out
+
+
+def test_structured_text_is_cleaned_when_sr_is_let_through(vault: SqliteVault) -> None:
+    ds = base(
+        SOPClassUID="1.2.840.10008.5.1.4.1.1.88.11",
+        Modality="SR",
+        ContentSequence=[
+            item(
+                RelationshipType="CONTAINS",
+                ValueType="TEXT",
+                TextValue=f"Seen by Dr {SECRET} on 2021-03-04, MRN 4455667, call 555 123 4567",
+            )
+        ],
+    )
+    outcome, out = run(vault, ds, clean_structured_content=True)
+    assert outcome.status == "written"
+    for secret in (SECRET.encode(), b"2021-03-04", b"4455667", b"555 123 4567"):
+        assert secret not in out
+    assert b"Seen by Dr" in out
+
+
+def test_safe_private_keeps_numbers_only_in_the_listed_vr(vault: SqliteVault) -> None:
+    ds = base()
+    ds.add_new(0x00E10010, "LO", "ELSCINT1")
+    ds.add_new(0x00E11021, "LT", f"{SECRET} MRN0042817")  # listed as DS: a name instead
+    ds.add_new(0x00430010, "LO", "GEMS_PARM_01")
+    ds.add_new(0x00431039, "IS", ["1000", "0", "0", "0"])  # b-value, as listed
+    outcome, out = run(vault, ds, retain_safe_private=True)
+    assert outcome.status == "written"
+    assert SECRET.encode() not in out
+    assert b"ELSCINT1" not in out  # its block lost its only element: the creator goes too
+    kept = pydicom.dcmread(io.BytesIO(out))
+    assert kept[0x00431039].value == [1000, 0, 0, 0]
+    assert kept[0x00430010].value == "GEMS_PARM_01"
+    _, plain = run(vault, ds)
+    assert b"GEMS_PARM_01" not in plain  # without the option every private element goes
+
+
+def test_text_where_a_number_belongs_goes(vault: SqliteVault) -> None:
+    ds = base()
+    ds.add_new(0x00180050, "UT", f"{SECRET} MRN0042817")  # SliceThickness is DS
+    ds.add_new(0x00181030, "LO", "HEAD")  # ProtocolName: descriptor, stays
+    ds.add_new(0x00280030, "DS", ["0.5", "0.5"])  # PixelSpacing: a real number, stays
+    _, out = run(vault, ds)
+    assert SECRET.encode() not in out
+    kept = pydicom.dcmread(io.BytesIO(out))
+    assert "SliceThickness" not in kept
+    assert [float(v) for v in kept.PixelSpacing] == [0.5, 0.5]
+
+
+def test_general_audio_is_dropped(vault: SqliteVault) -> None:
+    outcome, _ = run(vault, base(SOPClassUID="1.2.840.10008.5.1.4.1.1.9.4.2", Modality="AU"))
+    assert (outcome.status, outcome.reason) == ("dropped", "audio")
+
+
+def test_cjk_names_are_found_without_spaces_and_in_one_character(vault: SqliteVault) -> None:
+    ds = base(
+        SpecificCharacterSet="ISO_IR 192",
+        PatientName="王^小明",
+        StudyDescription="王 小明 胸部",
+        SeriesDescription="山田太郎頭部",
+        ReferringPhysicianName="山田^太郎",
+    )
+    _, out = run(vault, ds)
+    for secret in ("王", "小明", "山田", "太郎"):
+        assert secret.encode("utf-8") not in out
+    kept = pydicom.dcmread(io.BytesIO(out))
+    assert kept.StudyDescription == "胸部"
+    assert kept.SeriesDescription == "頭部"
+
+
+def _raw_element(tag: int, vr: bytes, value: bytes) -> bytes:
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def test_a_value_pydicom_cannot_decode_is_quarantined_without_quoting_it(
+    vault: SqliteVault,
+) -> None:
+    ds = base()
+    del ds.Modality
+    data = encode(ds)
+    at = data.index(b"\x10\x00\x10\x00PN")  # Modality goes just before PatientName
+    broken = data[:at] + _raw_element(0x00080060, b"US", b"Kow") + data[at:]  # text as US
+    settings = DeidentifySettings(site_code="UT")
+    outcome = Worker(settings, PolicySettings(), vault, ae_title="GW").process(broken)
+    assert (outcome.status, outcome.reason) == ("quarantined", "unreadable")
+
+
+def test_an_instance_uid_that_is_not_a_uid_is_quarantined(vault: SqliteVault) -> None:
+    ds = base()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom rightly warns: it is not a UID
+        ds.SOPInstanceUID = "../../escaped"
+        outcome, _ = run(vault, ds, retain_uids=True)
+    assert (outcome.status, outcome.reason) == ("quarantined", "invalid-uid")
