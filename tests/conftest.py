@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from gateway.vault.sqlite import SqliteVault
 from tests.support import (
     GatewayProcess,
     base_config,
@@ -79,3 +80,11 @@ def gateway_factory(tmp_path: Path, phi_values: frozenset[str]) -> Iterator[Gate
 @pytest.fixture
 def gateway(gateway_factory: GatewayFactory) -> GatewayProcess:
     return gateway_factory()
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Iterator[SqliteVault]:
+    """A real vault (SQLite, WAL) in the test's folder."""
+    v = SqliteVault(tmp_path / "vault.sqlite3", b"v" * 32)
+    yield v
+    v.close()

@@ -297,33 +297,22 @@ class Engine:
 
     def read(self, data: bytes) -> Dataset:
         """Parse an instance (Part 10 or a bare data set); nothing is decoded yet."""
-        with _quiet():
-            try:
-                ds = dcmread(io.BytesIO(data), force=True)
-                sop_class = peek(ds, SOP_CLASS_UID)  # a file that is not DICOM fails here
-            except Exception:  # noqa: BLE001 - pydicom raises many types for bad input
-                raise Unprocessable("unreadable") from None
+        with _guard("unreadable"):
+            ds = dcmread(io.BytesIO(data), force=True)
+            sop_class = peek(ds, SOP_CLASS_UID)  # a file that is not DICOM fails here
         if sop_class is None:  # a Part 10 file without it is broken DICOM; else not DICOM
             raise Unprocessable("missing-uid" if data[128:132] == b"DICM" else "not-dicom")
         return ds
 
     def facts(self, ds: Dataset) -> tuple[str, str]:
         """SOP Class UID and Modality of a data set from `read()`, for the policy."""
-        with _quiet():
-            try:
-                return text(ds, SOP_CLASS_UID), text(ds, MODALITY)
-            except Exception:  # noqa: BLE001 - a value pydicom cannot decode; its text is PHI
-                raise Unprocessable("unreadable") from None
+        with _guard("unreadable"):
+            return text(ds, SOP_CLASS_UID), text(ds, MODALITY)
 
     def deidentify(self, ds: Dataset) -> Deidentified:
         """De-identify a data set from `read()` (in place) and encode it as Part 10."""
-        with _quiet():
-            try:
-                return self._deidentify(ds)
-            except (Unprocessable, VaultError):
-                raise  # a vault that fails is the site's problem, not this instance's
-            except Exception as exc:  # noqa: BLE001 - fail closed, without the message
-                raise Unprocessable(f"deidentify-error:{exc.__class__.__name__}") from None
+        with _guard(None):
+            return self._deidentify(ds)
 
     def _deidentify(self, ds: Dataset) -> Deidentified:
         transfer_syntax = _transfer_syntax(ds)
@@ -558,11 +547,19 @@ class _Job:
 
 
 @contextmanager
-def _quiet() -> Iterator[None]:
-    """pydicom's warnings may quote values (PHI): none escape from here."""
+def _guard(reason: str | None) -> Iterator[None]:
+    """The engine's one boundary for failures it did not foresee: pydicom raises many types
+    on bad input, and their messages and warnings may quote values (PHI). Anything but our own
+    outcomes and a failing vault becomes `Unprocessable(reason)` (by default named after the
+    exception type), without its message: the instance is quarantined, never passed on."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        yield
+        try:
+            yield
+        except (Unprocessable, VaultError):
+            raise  # a vault that fails is the site's problem, not this instance's
+        except Exception as exc:  # noqa: BLE001 - fail closed, without the message
+            raise Unprocessable(reason or f"deidentify-error:{exc.__class__.__name__}") from None
 
 
 def _dictionary_vr(tag: int) -> str | None:

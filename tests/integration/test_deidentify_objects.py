@@ -7,24 +7,21 @@ through the worker, as the daemon and `dicom-gateway deidentify` do, on a real v
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import multiprocessing
 import warnings
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pydicom
-import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
-from gateway.settings import DeidentifySettings, PolicyRule, PolicySettings
+from gateway.settings import PolicyRule, PolicySettings
 from gateway.vault.sqlite import SqliteVault
 from gateway.worker import Outcome, Worker
+from tests.dicom_builders import item, part10, synthetic, worker
 
 CT = "transfer_syntaxes/pydicom_wheel__CT_small.dcm"
 CR = "transfer_syntaxes/pydicom_data__RG3_J2KI.dcm"
@@ -33,32 +30,10 @@ GSPS = "1.2.840.10008.5.1.4.1.1.11.1"
 RTSTRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
 
 
-@pytest.fixture
-def vault(tmp_path: Path) -> Iterator[SqliteVault]:
-    v = SqliteVault(tmp_path / "vault.sqlite3", b"k" * 32)
-    yield v
-    v.close()
-
-
-def worker(vault: SqliteVault, **options: Any) -> Worker:
-    settings = dataclasses.replace(DeidentifySettings(site_code="UT"), **options)
-    return Worker(settings, PolicySettings(), vault, ae_title="GATEWAY_UT")
-
-
 def read(data: bytes) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return pydicom.dcmread(io.BytesIO(data))
-
-
-def encode(ds: Dataset) -> bytes:
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
 
 
 def written(outcome: Outcome) -> Dataset:
@@ -76,13 +51,6 @@ def referencing(image: Dataset, sop_class: str) -> Dataset:
     for keyword in ("StudyInstanceUID", "PatientID", "PatientName", "StudyDate"):
         setattr(ds, keyword, image.get(keyword, ""))
     ds.Modality = {COMPREHENSIVE_SR: "SR", GSPS: "PR", RTSTRUCT: "RTSTRUCT"}[sop_class]
-    return ds
-
-
-def item(**values: object) -> Dataset:
-    ds = Dataset()
-    for keyword, value in values.items():
-        setattr(ds, keyword, value)
     return ds
 
 
@@ -144,9 +112,9 @@ def test_sr_gsps_and_rtstruct_point_at_the_new_uids_of_what_they_reference(
 
     w = worker(vault, clean_structured_content=True)
     new_ct, new_cr = written(w.process(ct_bytes)), written(w.process(cr_bytes))
-    new_sr = written(w.process(encode(sr)))
-    new_gsps = written(w.process(encode(gsps)))
-    new_rt = written(w.process(encode(rt)))
+    new_sr = written(w.process(part10(sr)))
+    new_gsps = written(w.process(part10(gsps)))
+    new_rt = written(w.process(part10(rt)))
 
     assert new_ct.SOPInstanceUID != ct.SOPInstanceUID
     ref = new_sr.ContentSequence[0].ReferencedSOPSequence[0]
@@ -177,27 +145,16 @@ def test_sr_is_dropped_unless_structured_content_is_cleaned(
     testdata: Path, vault: SqliteVault
 ) -> None:
     sr = referencing(read((testdata / CT).read_bytes()), COMPREHENSIVE_SR)
-    outcome = worker(vault).process(encode(sr))
+    outcome = worker(vault).process(part10(sr))
     assert (outcome.status, outcome.reason) == ("dropped", "structured-report")
 
 
-def synthetic(**values: object) -> Dataset:
-    ds = item(
-        SOPClassUID="1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
-        SOPInstanceUID=generate_uid(),
-        StudyInstanceUID=generate_uid(),
-        SeriesInstanceUID=generate_uid(),
-        PatientID="VET-778812",
-        PatientName="Rex^Fido",
-        Modality="OT",
-    )
-    for keyword, value in values.items():
-        setattr(ds, keyword, value)
-    return ds
+def vet(**values: object) -> Dataset:
+    return synthetic(PatientID="VET-778812", PatientName="Rex^Fido", **values)
 
 
 def test_veterinary_owner_goes_species_and_breed_stay(vault: SqliteVault) -> None:
-    ds = synthetic(
+    ds = vet(
         ResponsiblePerson="Oswald^Owner",
         ResponsiblePersonRole="OWNER",
         ResponsibleOrganization="Happy Paws Farm Ltd",
@@ -211,7 +168,7 @@ def test_veterinary_owner_goes_species_and_breed_stay(vault: SqliteVault) -> Non
             )
         ],
     )
-    data = encode(ds)
+    data = part10(ds)
     outcome = worker(vault).process(data)
     out = written(outcome)
     assert outcome.result is not None
@@ -227,9 +184,9 @@ def test_veterinary_owner_goes_species_and_breed_stay(vault: SqliteVault) -> Non
 
 def test_ages_over_89_are_aggregated_and_the_birth_date_goes(vault: SqliteVault) -> None:
     w = worker(vault)
-    old = written(w.process(encode(synthetic(PatientAge="093Y", PatientBirthDate="19310212"))))
-    young = written(w.process(encode(synthetic(PatientAge="045Y", PatientBirthDate="19790101"))))
-    months = written(w.process(encode(synthetic(PatientAge="110M"))))
+    old = written(w.process(part10(synthetic(PatientAge="093Y", PatientBirthDate="19310212"))))
+    young = written(w.process(part10(synthetic(PatientAge="045Y", PatientBirthDate="19790101"))))
+    months = written(w.process(part10(synthetic(PatientAge="110M"))))
     assert old.PatientAge == "090Y"
     assert young.PatientAge == "045Y"
     assert months.PatientAge == "110M"
@@ -239,7 +196,7 @@ def test_ages_over_89_are_aggregated_and_the_birth_date_goes(vault: SqliteVault)
 
 def test_year_only_dates_for_strict_safe_harbor(vault: SqliteVault) -> None:
     ds = synthetic(StudyDate="20210304", AcquisitionDateTime="20210304101500", StudyTime="101500")
-    out = written(worker(vault, longitudinal_dates="year").process(encode(ds)))
+    out = written(worker(vault, longitudinal_dates="year").process(part10(ds)))
     assert out.StudyDate == "2021"
     assert out.AcquisitionDateTime == "2021"
     assert out.LongitudinalTemporalInformationModified == "MODIFIED"
@@ -257,7 +214,7 @@ def test_descriptors_keep_their_meaning_and_lose_identifiers(vault: SqliteVault)
         Manufacturer="ACME Kowalski Imaging",  # kept attribute: scrubbed, numbers stay
         ManufacturerModelName="Scanner 64",
     )
-    outcome = worker(vault).process(encode(ds))
+    outcome = worker(vault).process(part10(ds))
     out = written(outcome)
     assert out.StudyDescription == "CT CHEST"
     assert out.SeriesDescription == "AX 5MM call"
@@ -275,11 +232,11 @@ def test_policy_site_rules_come_first_and_every_drop_has_a_reason(vault: SqliteV
             PolicyRule(action="process", reason="ok-photos", peers=("photo-archive",)),
         )
     )
-    w = Worker(DeidentifySettings(), rules, vault, ae_title="GATEWAY_UT")
-    mammo = encode(synthetic(Modality="MG"))
-    photo = encode(synthetic(SOPClassUID="1.2.840.10008.5.1.4.1.1.77.1.4", Modality="XC"))
-    pdf = encode(synthetic(SOPClassUID="1.2.840.10008.5.1.4.1.1.104.1", Modality="DOC"))
-    private = encode(synthetic(SOPClassUID="1.3.12.2.1107.5.9.1"))
+    w = worker(vault, rules)
+    mammo = part10(synthetic(Modality="MG"))
+    photo = part10(synthetic(SOPClassUID="1.2.840.10008.5.1.4.1.1.77.1.4", Modality="XC"))
+    pdf = part10(synthetic(SOPClassUID="1.2.840.10008.5.1.4.1.1.104.1", Modality="DOC"))
+    private = part10(synthetic(SOPClassUID="1.3.12.2.1107.5.9.1"))
     assert (w.process(mammo).status, w.process(mammo).reason) == ("dropped", "no-mammo")
     assert w.process(photo).reason == "photograph"
     assert w.process(photo, peer="photo-archive").status == "written"
@@ -306,7 +263,7 @@ def test_worker_processes_side_by_side_agree_on_pseudonyms(tmp_path: Path) -> No
     instances, as a process pool in the daemon would."""
     study, patient = generate_uid(), "P-4711"
     instances = [
-        encode(synthetic(StudyInstanceUID=study, PatientID=patient, PatientName="Same^Person"))
+        part10(synthetic(StudyInstanceUID=study, PatientID=patient, PatientName="Same^Person"))
         for _ in range(24)
     ]
     context = multiprocessing.get_context("spawn")

@@ -9,7 +9,6 @@ descriptor); and the patient's family name, written next to every canary, is nev
 
 from __future__ import annotations
 
-import io
 import os
 import string
 from collections.abc import Iterator
@@ -19,12 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom._dicom_dict import DicomDictionary
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
 
 from gateway.deidentify.engine import REWRITTEN, Engine, Step
 from gateway.settings import DeidentifySettings
 from gateway.vault.sqlite import SqliteVault
+from tests.dicom_builders import part10, synthetic
 
 FAMILY = "QXFAM"
 KEPT = {Step.KEEP, Step.SCRUB, Step.CLEAN}
@@ -63,13 +62,7 @@ placements = st.lists(
 
 
 def build(placed: list[tuple[tuple[str, int, int], str]]) -> Dataset:
-    ds = Dataset()
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    ds.SOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.PatientName = f"{FAMILY}^QXGIVEN"
-    ds.PatientID = "P123456"
+    ds = synthetic(PatientName=f"{FAMILY}^QXGIVEN", PatientID="P123456")
     for (kind, a, b), canary in placed:
         value = f"{canary} {FAMILY}"
         if kind == "public":
@@ -82,14 +75,6 @@ def build(placed: list[tuple[tuple[str, int, int], str]]) -> Dataset:
                 ds.add_new(a, "SQ", [Dataset()])
             ds[a].value[0].add_new(b, DicomDictionary[b][0], value)
     return ds
-
-
-def encode(ds: Dataset) -> bytes:
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
 
 
 def kept_by_design(engine: Engine, kind: str, a: int, b: int) -> bool:
@@ -105,7 +90,7 @@ def kept_by_design(engine: Engine, kind: str, a: int, b: int) -> bool:
 def test_canaries_survive_only_where_the_profile_keeps_them(
     engine: Engine, placed: list[tuple[tuple[str, int, int], str]]
 ) -> None:
-    data = encode(build(placed))
+    data = part10(build(placed))
     assert FAMILY.encode() in data
     out = engine.run(data).data
     assert FAMILY.encode() not in out

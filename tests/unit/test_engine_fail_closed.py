@@ -6,68 +6,28 @@ the worker on a real vault, and searches the output bytes.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import struct
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pydicom
-import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
 
-from gateway.settings import DeidentifySettings, PolicySettings
 from gateway.vault.sqlite import SqliteVault
-from gateway.worker import Outcome, Worker
+from gateway.worker import Outcome
+from tests.dicom_builders import item, part10, synthetic, worker
 
 SECRET = "Kowalski"
 
 
-@pytest.fixture
-def vault(tmp_path: Path) -> Iterator[SqliteVault]:
-    v = SqliteVault(tmp_path / "vault.sqlite3", b"f" * 32)
-    yield v
-    v.close()
-
-
 def run(vault: SqliteVault, ds: Dataset, **options: Any) -> tuple[Outcome, bytes]:
-    settings = dataclasses.replace(DeidentifySettings(site_code="UT"), **options)
-    worker = Worker(settings, PolicySettings(), vault, ae_title="GATEWAY_UT")
-    data = encode(ds)
-    outcome = worker.process(data)
+    outcome = worker(vault, **options).process(part10(ds))
     return outcome, outcome.result.data if outcome.result is not None else b""
 
 
-def encode(ds: Dataset) -> bytes:
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
 def base(**values: Any) -> Dataset:
-    ds = Dataset()
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    ds.SOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.PatientName = f"{SECRET}^Jan"
-    ds.PatientID = "MRN0042817"
-    ds.Modality = "OT"
-    for keyword, value in values.items():
-        setattr(ds, keyword, value)
-    return ds
-
-
-def item(**values: Any) -> Dataset:
-    ds = Dataset()
-    for keyword, value in values.items():
-        setattr(ds, keyword, value)
-    return ds
+    return synthetic(**{"PatientName": f"{SECRET}^Jan", "PatientID": "MRN0042817", **values})
 
 
 def code(value: str, meaning: str) -> Dataset:
@@ -195,11 +155,10 @@ def test_a_value_pydicom_cannot_decode_is_quarantined_without_quoting_it(
 ) -> None:
     ds = base()
     del ds.Modality
-    data = encode(ds)
+    data = part10(ds)
     at = data.index(b"\x10\x00\x10\x00PN")  # Modality goes just before PatientName
     broken = data[:at] + _raw_element(0x00080060, b"US", b"Kow") + data[at:]  # text as US
-    settings = DeidentifySettings(site_code="UT")
-    outcome = Worker(settings, PolicySettings(), vault, ae_title="GW").process(broken)
+    outcome = worker(vault).process(broken)
     assert (outcome.status, outcome.reason) == ("quarantined", "unreadable")
 
 

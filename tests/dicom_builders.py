@@ -1,0 +1,57 @@
+"""Synthetic DICOM for de-identification tests: data sets, their Part 10 bytes, a worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import Any
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from gateway.deidentify.uids import PseudonymStore
+from gateway.settings import DeidentifySettings, PolicySettings
+from gateway.worker import Worker
+
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def item(**values: Any) -> Dataset:
+    """A data set (or sequence item) with the given keyword values."""
+    ds = Dataset()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def synthetic(**values: Any) -> Dataset:
+    """A secondary capture with fresh UIDs, a patient, and `values` on top."""
+    defaults: dict[str, Any] = {
+        "SOPClassUID": SECONDARY_CAPTURE,
+        "SOPInstanceUID": generate_uid(),
+        "StudyInstanceUID": generate_uid(),
+        "SeriesInstanceUID": generate_uid(),
+        "PatientID": "P-778812",
+        "PatientName": "Test^Patient",
+        "Modality": "OT",
+    }
+    return item(**{**defaults, **values})
+
+
+def part10(ds: Dataset) -> bytes:
+    """`ds` as a Part 10 file in Explicit VR Little Endian."""
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if "SOPClassUID" in ds:
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    if "SOPInstanceUID" in ds:
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def worker(vault: PseudonymStore, policy: PolicySettings | None = None, **options: Any) -> Worker:
+    """A worker for site "UT" with default options changed by `options`."""
+    settings = dataclasses.replace(DeidentifySettings(site_code="UT"), **options)
+    return Worker(settings, policy or PolicySettings(), vault, ae_title="GATEWAY_UT")
