@@ -80,6 +80,7 @@ _GRAMMAR = {  # PS3.5 Table 6.2-1 character repertoires, with NUL and space padd
     "IS": re.compile(rb"[0-9+\- \\\0]*"),
     "TM": re.compile(rb"[0-9.: \\\0]*"),
     "CS": re.compile(rb"[A-Z0-9_ \\\0]*"),
+    "UI": re.compile(rb"[0-9. \\\0]*"),
 }
 _BINARY_SIZE = {"AT": 4, "FL": 4, "FD": 8, "SL": 4, "SS": 2, "SV": 8, "UL": 4, "US": 2, "UV": 8}
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -108,6 +109,8 @@ _DUMMY_TEXT = {
     "DS": "0",
 }
 _ID_LENGTH = {"SH": 10, "LO": 16}
+# IDs that must read the same nested as at the top level (an order's accession number)
+_ID_KINDS = {0x00080050: ("accession", 12)}
 
 PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
 ACCESSION_NUMBER, STUDY_ID = 0x00080050, 0x00200010
@@ -131,21 +134,8 @@ _CID_7050 = {
     "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
 }
 
-# Values that identify the patient, staff or site, gathered before anything changes (top level).
-_NAMES = (
-    0x00100010,  # PatientName
-    0x00101001,  # OtherPatientNames
-    0x00101005,  # PatientBirthName
-    0x00101060,  # PatientMotherBirthName
-    0x00102297,  # ResponsiblePerson
-    0x00080090,  # ReferringPhysicianName
-    0x0008009C,  # ConsultingPhysicianName
-    0x00081048,  # PhysiciansOfRecord
-    0x00081050,  # PerformingPhysicianName
-    0x00081060,  # NameOfPhysiciansReadingStudy
-    0x00081070,  # OperatorsName
-    0x00321032,  # RequestingPhysician
-)
+# Values that identify the patient, staff or site, gathered before anything changes: every
+# person name at any depth (`_collect_names`), and these.
 _IDS = (
     0x00100020,  # PatientID
     0x00101000,  # OtherPatientIDs
@@ -363,7 +353,9 @@ class Engine:
             if (tag >> 16) & 1:  # private: only the safe-private list stays, with its creators
                 if 0x0010 <= tag & 0xFFFF <= 0x00FF:
                     creators[tag] = elem
-                elif self.safe_private is not None and self._safe(ds, elem, kept_blocks):
+                elif self.safe_private is not None and self._safe(
+                    ds, elem, kept_blocks, job.identifiers
+                ):
                     out.append(elem)
                     job.counts["private_kept"] += 1
                 else:
@@ -374,10 +366,14 @@ class Engine:
                 removed += 1
                 continue
             if isinstance(elem, RawDataElement):
-                if elem.length != _UNDEFINED_LENGTH and len(elem.value or b"") != elem.length:
+                undefined = elem.length == _UNDEFINED_LENGTH
+                if not undefined and len(elem.value or b"") != elem.length:
                     raise Unprocessable("truncated-element")
-                if step is Step.KEEP and not _plausible(elem, self.vr(tag)):
-                    job.counts["removed_implausible"] += 1  # text where numbers belong
+                nested = undefined or elem.VR == "SQ"
+                if (nested and self.vr(tag) != "SQ" and tag != PIXEL_DATA) or (
+                    step is Step.KEEP and not _plausible(elem, self.vr(tag))
+                ):
+                    job.counts["removed_implausible"] += 1  # items or text where they don't belong
                     continue
             if step is Step.KEEP and (elem.VR is not None or not job.explicit):
                 out.append(elem)
@@ -394,7 +390,13 @@ class Engine:
         out += [creators[tag] for tag in sorted(kept_blocks) if tag in creators]
         return out
 
-    def _safe(self, ds: Dataset, elem: RawDataElement | DataElement, kept: set[int]) -> bool:
+    def _safe(
+        self,
+        ds: Dataset,
+        elem: RawDataElement | DataElement,
+        kept: set[int],
+        identifiers: Identifiers,
+    ) -> bool:
         """Whether a private data element is on the safe-private list, with the VR the list
         gives and a value of that VR (its creator then stays)."""
         tag = int(elem.tag)
@@ -409,6 +411,8 @@ class Engine:
         listed = self.safe_private.vr(name, tag)
         if listed is None or listed != elem.VR or not _plausible(elem, listed):
             return False
+        if listed == "CS" and identifiers.may_match(elem.value or b"", digits=False):
+            return False  # a code that spells an identifier of this instance
         kept.add(creator_tag)
         return True
 
@@ -450,7 +454,6 @@ class _Job:
             items = []
             for item in ds[elem.tag].value or ():
                 inner = _encodings(item, encodings)
-                self._learn_names(item)
                 items.append(Item(self.engine.walk(item, self, inner), inner))
             return Seq(elem.tag, items)
         if _is_empty(elem):
@@ -475,17 +478,6 @@ class _Job:
             value = self.engine.pseudonyms.identifier("study_id", original, 10)
             return _ascii_element(elem.tag, "SH", value)
         return self._dummy(ds, elem)
-
-    def _learn_names(self, item: Dataset) -> None:
-        """Names in an item (a scheduled physician, an observer) join the identifiers before
-        the item's text is cleaned: text next to a name tends to repeat it."""
-        for elem in item.elements():
-            tag = int(elem.tag)
-            vr = elem.VR if elem.VR not in (None, "UN") else self.engine.vr(tag)
-            if (tag >> 16) & 1 or vr != "PN":
-                continue
-            for value in _values(item, tag):
-                self.identifiers.add_name(value)
 
     def _temporal(self, ds: Dataset, elem: RawDataElement | DataElement, step: Step) -> Out | None:
         """Shift or cut a date, aggregate an age; a value that does not parse is removed
@@ -533,7 +525,7 @@ class _Job:
         vr = converted.VR
         self.counts["replaced"] += 1
         if vr in _ID_LENGTH:
-            kind, length = f"id:{elem.tag:08X}", _ID_LENGTH[vr]
+            kind, length = _ID_KINDS.get(int(elem.tag), (f"id:{elem.tag:08X}", _ID_LENGTH[vr]))
             values = converted.value
             many = isinstance(values, MultiValue | list)
             new = [
@@ -613,7 +605,7 @@ def _plausible(elem: RawDataElement, vr: str | None) -> bool:
     grammar = _GRAMMAR.get(actual if actual not in (None, "UN") else vr or "")
     if grammar is not None and not grammar.fullmatch(elem.value or b""):
         return False
-    binary = _BINARY_SIZE.get(actual or "")
+    binary = _BINARY_SIZE.get(actual if actual not in (None, "UN") else vr or "")
     return binary is None or len(elem.value or b"") % binary == 0
 
 
@@ -670,9 +662,7 @@ def _encodings(ds: Dataset, parent: Encodings) -> Encodings:
 
 def _identifiers(ds: Dataset, options: DeidentifySettings) -> Identifiers:
     ids = Identifiers()
-    for tag in _NAMES:
-        for value in _values(ds, tag):
-            ids.add_name(value)
+    _collect_names(ds, ids, institutions=not options.retain_institution_identity)
     for tag in _IDS:
         for value in _values(ds, tag):
             ids.add_id(value)
@@ -687,6 +677,25 @@ def _identifiers(ds: Dataset, options: DeidentifySettings) -> Identifiers:
     for value in _values(ds, _BIRTH_DATE):
         ids.add_date(value)
     return ids
+
+
+def _collect_names(ds: Dataset, ids: Identifiers, *, institutions: bool) -> None:
+    """Every person name, and (unless kept) every institution name, at any depth of the
+    public data set: text anywhere may repeat them, in any order of elements."""
+    for elem in list(ds.elements()):
+        tag = int(elem.tag)
+        if (tag >> 16) & 1:
+            continue
+        vr = elem.VR if elem.VR not in (None, "UN") else _dictionary_vr(tag)
+        if vr == "PN":
+            for value in _values(ds, tag):
+                ids.add_name(value)
+        elif vr == "SQ":
+            for item in ds[tag].value or ():
+                _collect_names(item, ids, institutions=institutions)
+        elif institutions and tag in _INSTITUTION:
+            for value in _values(ds, tag):
+                ids.add_phrase(value)
 
 
 def _values(ds: Dataset, tag: int) -> list[str]:

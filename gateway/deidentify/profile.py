@@ -195,6 +195,11 @@ GATEWAY_RULES = (
     GatewayRule("(0008,0050)", "Accession Number", _PSEUDONYM, Action.DUMMY),
     GatewayRule("(0020,0010)", "Study ID", f"{_PSEUDONYM} of the study", Action.DUMMY),
     GatewayRule("(0088,0200)", "Icon Image Sequence", "a small copy of the image: may show text"),
+    GatewayRule("(0010,0033)", "Patient's Birth Date in Alternative Calendar", "a birth date"),
+    GatewayRule("(0010,0034)", "Patient's Death Date in Alternative Calendar", "a death date"),
+    GatewayRule("(0010,0035)", "Patient's Alternative Calendar", "goes with those dates"),
+    GatewayRule("(0088,0130)", "Storage Media File-set ID", "a site's media label"),
+    GatewayRule("(FFFC,FFFC)", "Data Set Trailing Padding", "bytes nobody checks"),
     GatewayRule("(60XX,XXXX)", "Overlay group", "overlay planes may carry text or marks"),
     GatewayRule("(50XX,XXXX)", "Curve group", "retired curves may carry annotations"),
     GatewayRule(
