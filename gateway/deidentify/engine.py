@@ -365,16 +365,16 @@ class Engine:
             if step is Step.REMOVE:
                 removed += 1
                 continue
-            if isinstance(elem, RawDataElement):
-                undefined = elem.length == _UNDEFINED_LENGTH
-                if not undefined and len(elem.value or b"") != elem.length:
-                    raise Unprocessable("truncated-element")
-                nested = undefined or elem.VR == "SQ"
-                if (nested and self.vr(tag) != "SQ" and tag != PIXEL_DATA) or (
-                    step is Step.KEEP and not _plausible(elem, self.vr(tag))
-                ):
-                    job.counts["removed_implausible"] += 1  # items or text where they don't belong
-                    continue
+            raw = elem if isinstance(elem, RawDataElement) else None
+            undefined = raw is not None and raw.length == _UNDEFINED_LENGTH
+            if raw is not None and not undefined and len(raw.value or b"") != raw.length:
+                raise Unprocessable("truncated-element")
+            nested = undefined or elem.VR == "SQ"
+            if (nested and self.vr(tag) != "SQ" and tag != PIXEL_DATA) or (
+                raw is not None and step is Step.KEEP and not _plausible(raw, self.vr(tag))
+            ):
+                job.counts["removed_implausible"] += 1  # items or text where they don't belong
+                continue
             if step is Step.KEEP and (elem.VR is not None or not job.explicit):
                 out.append(elem)
                 continue

@@ -39,6 +39,47 @@ def test_clean(ids: Identifiers, text: str, cleaned: str) -> None:
     assert ids.clean(text)[0] == cleaned
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "cleaned"),
+    [
+        ("Müller^Jörg", "MUELLER knee", "knee"),  # German transliteration
+        ("Müller^Jörg", "MULLER knee", "knee"),  # accents dropped
+        ("Müller^Jörg", "Mu\u0308ller knee", "knee"),  # decomposed (NFD) umlaut
+        ("Παπαδόπουλος^Γιώργος", "ΠΑΠΑΔΟΠΟΥΛΟΣ θώρακας", "θώρακας"),  # Greek capitals
+        ("ヤマダ^タロウ", "ﾔﾏﾀﾞﾀﾛｳ 胸部CT", "胸部CT"),  # half-width katakana
+        (  # full-width Latin
+            "Yamada^Taro=山田^太郎",
+            "\uff39\uff21\uff2d\uff21\uff24\uff21\u3000\uff34\uff21\uff32\uff2f 胸部",
+            "胸部",
+        ),
+        ("Röntgen^Wilhelm", "Röntgen Thorax", "Thorax"),
+        ("Other^Person", "Röntgen Thorax", "Röntgen Thorax"),  # untouched when no match
+    ],
+)
+def test_names_match_whatever_the_case_accents_and_width(
+    name: str, text: str, cleaned: str
+) -> None:
+    found = Identifiers()
+    found.add_name(name)
+    assert found.clean(text)[0] == cleaned
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Royal Free  Hospital", "royal free\r\nhospital", "ROYAL\tFREE HOSPITAL"],
+)
+def test_phrases_match_across_any_whitespace(ids: Identifiers, text: str) -> None:
+    assert ids.scrub(text) == ("", 1)
+
+
+@pytest.mark.parametrize(
+    "text", ["born 07-MAR-1958", "born 7 March 1958", "born 07MAR58", "born March 7, 1958"]
+)
+def test_dates_with_month_names_go(ids: Identifiers, text: str) -> None:
+    assert ids.clean(text)[0] == "born"
+    assert ids.scrub(text)[0] == "born"  # the birth date itself, in any of these forms
+
+
 def test_scrub_removes_identifiers_but_keeps_numbers(ids: Identifiers) -> None:
     assert ids.scrub("Scanner 64 v12345 MARY") == ("Scanner 64 v12345", 1)
     assert ids.scrub("nothing to do") == ("nothing to do", 0)

@@ -169,3 +169,63 @@ def test_an_instance_uid_that_is_not_a_uid_is_quarantined(vault: SqliteVault) ->
         ds.SOPInstanceUID = "../../escaped"
         outcome, _ = run(vault, ds, retain_uids=True)
     assert (outcome.status, outcome.reason) == ("quarantined", "invalid-uid")
+
+
+def test_names_anywhere_in_the_data_set_are_known_before_any_text_is_cleaned(
+    vault: SqliteVault,
+) -> None:
+    ds = base(
+        StudyDescription="MR KNEE DR ORTEGA",  # comes before the sequence that names her
+        ContentCreatorName="Lindqvist^Bjorn",
+        ContentLabel="LINDQVIST",
+        ScheduledProcedureStepSequence=[item(ScheduledPerformingPhysicianName="Ortega^Maria")],
+    )
+    _, out = run(vault, ds)
+    assert b"ORTEGA" not in out.upper()
+    assert b"LINDQVIST" not in out.upper()
+
+
+def test_items_where_no_sequence_belongs_go(vault: SqliteVault) -> None:
+    ds = base()
+    ds.add_new(0x00080427, "SQ", [item(PatientName=f"{SECRET}^Jan", PatientID="MRN0042817")])
+    outcome, out = run(vault, ds)  # (0008,0427) is a UL in the dictionary
+    assert outcome.status == "written"
+    assert SECRET.encode() not in out
+    assert b"MRN0042817" not in out
+
+
+def test_alternative_calendar_dates_go(vault: SqliteVault) -> None:
+    ds = base()
+    ds.add_new(0x00100033, "LO", "1377-08-16")
+    ds.add_new(0x00100035, "CS", "I")
+    _, out = run(vault, ds)
+    assert b"1377-08-16" not in out
+
+
+def test_kept_uids_must_look_like_uids(vault: SqliteVault) -> None:
+    ds = base()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom rightly warns: it is not a UID
+        ds.SeriesInstanceUID = f"{SECRET}.MRN0042817"
+        outcome, out = run(vault, ds, retain_uids=True)
+    assert outcome.status == "written"
+    assert SECRET.encode() not in out
+
+
+def test_a_safe_private_code_that_spells_a_name_goes(vault: SqliteVault) -> None:
+    ds = base()
+    ds.add_new(0x20010010, "LO", "Philips Imaging DD 001")
+    ds.add_new(0x20011020, "CS", SECRET.upper())  # Scanning Technique, a CS on the list
+    _, out = run(vault, ds, retain_safe_private=True)
+    assert SECRET.upper().encode() not in out
+
+
+def test_an_order_keeps_its_accession_number_pseudonym(vault: SqliteVault) -> None:
+    ds = base(
+        AccessionNumber="ACC99812",
+        RequestAttributesSequence=[item(AccessionNumber="ACC99812", RequestedProcedureID="RP1")],
+    )
+    _, out = run(vault, ds)
+    kept = pydicom.dcmread(io.BytesIO(out))
+    assert kept.AccessionNumber != "ACC99812"
+    assert kept.RequestAttributesSequence[0].AccessionNumber == kept.AccessionNumber
