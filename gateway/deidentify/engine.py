@@ -436,7 +436,7 @@ class _Job:
         self.patient = patient_key(
             text(ds, 0x00100021), text(ds, PATIENT_ID), text(ds, PATIENT_NAME), self.study_uid
         )
-        self.identifiers = _identifiers(ds, engine.options)
+        self.identifiers = _identifiers(ds, engine.options, engine.vr)
         self._offset: int | None = None
 
     def offset(self) -> int:
@@ -660,9 +660,11 @@ def _encodings(ds: Dataset, parent: Encodings) -> Encodings:
     return [str(v) for v in value] if isinstance(value, MultiValue | list) else str(value)
 
 
-def _identifiers(ds: Dataset, options: DeidentifySettings) -> Identifiers:
+def _identifiers(
+    ds: Dataset, options: DeidentifySettings, vr: Callable[[int], str | None]
+) -> Identifiers:
     ids = Identifiers()
-    _collect_names(ds, ids, institutions=not options.retain_institution_identity)
+    _collect_names(ds, ids, vr, institutions=not options.retain_institution_identity)
     for tag in _IDS:
         for value in _values(ds, tag):
             ids.add_id(value)
@@ -679,23 +681,23 @@ def _identifiers(ds: Dataset, options: DeidentifySettings) -> Identifiers:
     return ids
 
 
-def _collect_names(ds: Dataset, ids: Identifiers, *, institutions: bool) -> None:
+def _collect_names(
+    ds: Dataset, ids: Identifiers, vr: Callable[[int], str | None], *, institutions: bool
+) -> None:
     """Every person name, and (unless kept) every institution name, at any depth of the
     public data set: text anywhere may repeat them, in any order of elements."""
-    for elem in list(ds.elements()):
-        tag = int(elem.tag)
+    for key in list(ds.keys()):
+        tag = int(key)
         if (tag >> 16) & 1:
             continue
-        vr = elem.VR if elem.VR not in (None, "UN") else _dictionary_vr(tag)
-        if vr == "PN":
+        kind = vr(tag)
+        if kind == "PN" or (institutions and tag in _INSTITUTION):
+            add = ids.add_name if kind == "PN" else ids.add_phrase
             for value in _values(ds, tag):
-                ids.add_name(value)
-        elif vr == "SQ":
+                add(value)
+        elif kind == "SQ":
             for item in ds[tag].value or ():
-                _collect_names(item, ids, institutions=institutions)
-        elif institutions and tag in _INSTITUTION:
-            for value in _values(ds, tag):
-                ids.add_phrase(value)
+                _collect_names(item, ids, vr, institutions=institutions)
 
 
 def _values(ds: Dataset, tag: int) -> list[str]:
