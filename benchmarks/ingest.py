@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 _PATH = [
     d
     for d in os.environ.get("PATH", "").split(os.pathsep)
-    if Path(d) != Path(sys.executable).parent
+    if not (Path(d).parent / "pyvenv.cfg").exists()
 ]
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1", "PATH": os.pathsep.join(_PATH)}
 AE = "BENCH_GW"

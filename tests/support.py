@@ -28,11 +28,11 @@ START_TIMEOUT = 20.0
 
 def dcmtk(tool: str) -> str:
     """The path of a dcmtk program. pynetdicom installs console scripts of the same names
-    (storescu, storescp, ...) into the venv, which an activated venv puts first on PATH."""
-    venv_bin = Path(sys.executable).parent.resolve()
+    (storescu, storescp, ...) into every venv, which an activated venv puts first on PATH."""
     for folder in os.environ.get("PATH", "").split(os.pathsep):
         candidate = Path(folder) / tool
-        if folder and Path(folder).resolve() != venv_bin and os.access(candidate, os.X_OK):
+        in_venv = (Path(folder).parent / "pyvenv.cfg").exists()
+        if folder and not in_venv and os.access(candidate, os.X_OK):
             return str(candidate)
     raise FileNotFoundError(f"dcmtk's {tool} is not installed (apt-get install dcmtk)")
 
