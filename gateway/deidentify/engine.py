@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import io
 import re
+import struct
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -84,6 +85,7 @@ _GRAMMAR = {  # PS3.5 Table 6.2-1 character repertoires, with NUL and space padd
 }
 _BINARY_SIZE = {"AT": 4, "FL": 4, "FD": 8, "SL": 4, "SS": 2, "SV": 8, "UL": 4, "US": 2, "UV": 8}
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+_DEFER_BYTES = 65_536  # values at least this long are not copied while parsing
 _UID_CHARS = re.compile(r"[0-9.]{1,64}")
 # Attributes the table does not name whose keyword says they identify a person or an
 # organisation (issuers, requesters, owners, authors, contacts, encrypted originals...).
@@ -288,10 +290,14 @@ class Engine:
     def read(self, data: bytes) -> Dataset:
         """Parse an instance (Part 10 or a bare data set); nothing is decoded yet."""
         with _guard("unreadable"):
-            ds = dcmread(io.BytesIO(data), force=True)
+            ds = dcmread(io.BytesIO(data), force=True, defer_size=_DEFER_BYTES)
+            if str(ds.file_meta.get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
+                ds = dcmread(io.BytesIO(data), force=True)  # positions are in the inflated data
             sop_class = peek(ds, SOP_CLASS_UID)  # a file that is not DICOM fails here
         if sop_class is None:  # a Part 10 file without it is broken DICOM; else not DICOM
             raise Unprocessable("missing-uid" if data[128:132] == b"DICM" else "not-dicom")
+        with _guard("unreadable"):
+            _undefer(ds, data)
         return ds
 
     def facts(self, ds: Dataset) -> tuple[str, str]:
@@ -536,6 +542,39 @@ class _Job:
         if vr in _DUMMY_TEXT:
             return _ascii_element(elem.tag, vr, _DUMMY_TEXT[vr])
         return _emptied(elem)  # numbers and binary values: no dummy says less than nothing
+
+
+def _undefer(ds: Dataset, data: bytes) -> None:
+    """Large values were not copied out of `data` while parsing: point them at it (pixel data
+    without a copy) or copy them now. A value that runs past the end is a truncated file."""
+    for key in list(ds.keys()):
+        elem = ds.get_item(key, keep_deferred=True)
+        if not isinstance(elem, RawDataElement) or elem.value is not None or not elem.length:
+            continue
+        if elem.length == _UNDEFINED_LENGTH:
+            end = _fragments_end(data, elem.value_tell)
+            elem = elem._replace(length=_UNDEFINED_LENGTH)
+        else:
+            end = elem.value_tell + elem.length
+        if end > len(data):
+            raise Unprocessable("truncated-element")
+        view = memoryview(data)[elem.value_tell : end]
+        value = cast(bytes, view) if int(key) == PIXEL_DATA else bytes(view)  # bytes-like
+        ds[key] = elem._replace(value=value)
+
+
+def _fragments_end(data: bytes, start: int) -> int:
+    """Where encapsulated pixel data's items end (at its Sequence Delimitation Item); always
+    little endian (PS3.5 A.4)."""
+    position = start
+    while position + 8 <= len(data):
+        group, element, length = struct.unpack_from("<HHI", data, position)
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return position
+        if (group, element) != (0xFFFE, 0xE000) or length == _UNDEFINED_LENGTH:
+            break
+        position += 8 + length
+    raise Unprocessable("truncated-element")
 
 
 @contextmanager
