@@ -53,7 +53,7 @@ class Worker:
             decision = self.policy.decide(sop_class, modality, peer)
             if not decision.process:
                 return Outcome("dropped", decision.reason)
-            result = self.engine.deidentify(ds)
+            result = self.engine.deidentify(ds, data)
         except Unprocessable as exc:
             return Outcome("quarantined", exc.reason)
         return Outcome("written", None, result, result.counts)

@@ -285,7 +285,7 @@ class Engine:
 
     def run(self, data: bytes) -> Deidentified:
         """Read and de-identify one encoded instance."""
-        return self.deidentify(self.read(data))
+        return self.deidentify(self.read(data), data)
 
     def read(self, data: bytes) -> Dataset:
         """Parse an instance (Part 10 or a bare data set); nothing is decoded yet."""
@@ -296,8 +296,6 @@ class Engine:
             sop_class = peek(ds, SOP_CLASS_UID)  # a file that is not DICOM fails here
         if sop_class is None:  # a Part 10 file without it is broken DICOM; else not DICOM
             raise Unprocessable("missing-uid" if data[128:132] == b"DICM" else "not-dicom")
-        with _guard("unreadable"):
-            _undefer(ds, data)
         return ds
 
     def facts(self, ds: Dataset) -> tuple[str, str]:
@@ -305,19 +303,24 @@ class Engine:
         with _guard("unreadable"):
             return text(ds, SOP_CLASS_UID), text(ds, MODALITY)
 
-    def deidentify(self, ds: Dataset) -> Deidentified:
-        """De-identify a data set from `read()` (in place) and encode it as Part 10."""
+    def deidentify(self, ds: Dataset, data: bytes) -> Deidentified:
+        """De-identify a data set `read()` from `data` and encode it as Part 10. Large values
+        were left in `data` while parsing; they are taken from there."""
         with _guard(None):
-            return self._deidentify(ds)
+            return self._deidentify(ds, data)
 
-    def _deidentify(self, ds: Dataset) -> Deidentified:
+    def _deidentify(self, ds: Dataset, data: bytes) -> Deidentified:
         transfer_syntax = _transfer_syntax(ds)
         sop_class = text(ds, SOP_CLASS_UID)
         if not sop_class or not text(ds, SOP_INSTANCE_UID) or not text(ds, STUDY_INSTANCE_UID):
             raise Unprocessable("missing-uid")
+        if PIXEL_DATA in ds:
+            _undefer(ds, PIXEL_DATA, data)
         _check_pixel_length(ds)
         syntax = UID(transfer_syntax)
-        job = _Job(self, ds, explicit=not syntax.is_implicit_VR, little=syntax.is_little_endian)
+        job = _Job(
+            self, ds, data, explicit=not syntax.is_implicit_VR, little=syntax.is_little_endian
+        )
         encodings = _encodings(ds, _DEFAULT_CHARSET)
         elements = self.walk(ds, job, encodings, top=True)
         patient = self.pseudonyms.patient(job.patient)
@@ -354,8 +357,9 @@ class Engine:
         kept_blocks: set[int] = set()
         steps, top_level = self._steps, _TOP_LEVEL if top else {}
         removed = private_removed = 0
-        for elem in list(ds.elements()):  # as stored: raw elements stay undecoded
-            tag = int(elem.tag)  # a plain int: BaseTag compares in Python, slowly
+        for key in list(ds.keys()):
+            tag = int(key)  # a plain int: BaseTag compares in Python, slowly
+            elem = _undefer(ds, key, job.data) if top else ds.get_item(key)
             if (tag >> 16) & 1:  # private: only the safe-private list stays, with its creators
                 if 0x0010 <= tag & 0xFFFF <= 0x00FF:
                     creators[tag] = elem
@@ -433,8 +437,11 @@ class Engine:
 class _Job:
     """The state of one instance's de-identification."""
 
-    def __init__(self, engine: Engine, ds: Dataset, *, explicit: bool, little: bool) -> None:
+    def __init__(
+        self, engine: Engine, ds: Dataset, data: bytes, *, explicit: bool, little: bool
+    ) -> None:
         self.engine = engine
+        self.data = data
         self.explicit = explicit
         self.little = little
         self.counts: Counter[str] = Counter()
@@ -442,7 +449,7 @@ class _Job:
         self.patient = patient_key(
             text(ds, 0x00100021), text(ds, PATIENT_ID), text(ds, PATIENT_NAME), self.study_uid
         )
-        self.identifiers = _identifiers(ds, engine.options, engine.vr)
+        self.identifiers = _identifiers(ds, data, engine.options, engine.vr)
         self._offset: int | None = None
 
     def offset(self) -> int:
@@ -544,23 +551,24 @@ class _Job:
         return _emptied(elem)  # numbers and binary values: no dummy says less than nothing
 
 
-def _undefer(ds: Dataset, data: bytes) -> None:
-    """Large values were not copied out of `data` while parsing: point them at it (pixel data
-    without a copy) or copy them now. A value that runs past the end is a truncated file."""
-    for key in list(ds.keys()):
-        elem = ds.get_item(key, keep_deferred=True)
-        if not isinstance(elem, RawDataElement) or elem.value is not None or not elem.length:
-            continue
-        if elem.length == _UNDEFINED_LENGTH:
-            end = _fragments_end(data, elem.value_tell)
-            elem = elem._replace(length=_UNDEFINED_LENGTH)
-        else:
-            end = elem.value_tell + elem.length
-        if end > len(data):
-            raise Unprocessable("truncated-element")
-        view = memoryview(data)[elem.value_tell : end]
-        value = cast(bytes, view) if int(key) == PIXEL_DATA else bytes(view)  # bytes-like
-        ds[key] = elem._replace(value=value)
+def _undefer(ds: Dataset, key: int, data: bytes) -> RawDataElement | DataElement:
+    """The element at `key`, its value taken from `data` if parsing left it there (values of
+    64 KiB and more, at the top level): pixel data as a view, without a copy. A value that
+    runs past the end is a truncated file."""
+    elem = ds.get_item(key, keep_deferred=True)
+    if not isinstance(elem, RawDataElement) or elem.value is not None or not elem.length:
+        return elem
+    if elem.length == _UNDEFINED_LENGTH:
+        end = _fragments_end(data, elem.value_tell)
+    else:
+        end = elem.value_tell + elem.length
+    if end > len(data):
+        raise Unprocessable("truncated-element")
+    view = memoryview(data)[elem.value_tell : end]
+    value = cast(bytes, view) if int(key) == PIXEL_DATA else bytes(view)  # bytes-like
+    elem = elem._replace(value=value)
+    ds[key] = elem
+    return elem
 
 
 def _fragments_end(data: bytes, start: int) -> int:
@@ -700,10 +708,10 @@ def _encodings(ds: Dataset, parent: Encodings) -> Encodings:
 
 
 def _identifiers(
-    ds: Dataset, options: DeidentifySettings, vr: Callable[[int], str | None]
+    ds: Dataset, data: bytes, options: DeidentifySettings, vr: Callable[[int], str | None]
 ) -> Identifiers:
     ids = Identifiers()
-    _collect_names(ds, ids, vr, institutions=not options.retain_institution_identity)
+    _collect_names(ds, data, ids, vr, institutions=not options.retain_institution_identity)
     for tag in _IDS:
         for value in _values(ds, tag):
             ids.add_id(value)
@@ -721,7 +729,12 @@ def _identifiers(
 
 
 def _collect_names(
-    ds: Dataset, ids: Identifiers, vr: Callable[[int], str | None], *, institutions: bool
+    ds: Dataset,
+    data: bytes,
+    ids: Identifiers,
+    vr: Callable[[int], str | None],
+    *,
+    institutions: bool,
 ) -> None:
     """Every person name, and (unless kept) every institution name, at any depth of the
     public data set: text anywhere may repeat them, in any order of elements."""
@@ -735,8 +748,9 @@ def _collect_names(
             for value in _values(ds, tag):
                 add(value)
         elif kind == "SQ":
+            _undefer(ds, tag, data)  # a long sequence may have been left in `data`
             for item in ds[tag].value or ():
-                _collect_names(item, ids, vr, institutions=institutions)
+                _collect_names(item, data, ids, vr, institutions=institutions)
 
 
 def _values(ds: Dataset, tag: int) -> list[str]:
