@@ -193,9 +193,7 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
         )
         return EXIT_CONFIG
     with _offline_vault(args.config) as (settings, vault):
-        worker = Worker(
-            settings.deidentify, settings.policy, vault, ae_title=settings.ingest.ae_title
-        )
+        worker = Worker.for_settings(settings, vault)
         progress = _progress_bar if sys.stderr.isatty() else None
         entries = batch.run(worker, inputs, args.out, progress)
     document = batch.report(entries)
