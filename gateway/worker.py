@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.deidentify.engine import Deidentified, Engine, Unprocessable
+from gateway.deidentify.engine import Deidentified, Engine
+from gateway.deidentify.failures import Unprocessable
 from gateway.deidentify.policy import Policy
 from gateway.deidentify.uids import PseudonymStore
 from gateway.settings import DeidentifySettings, PolicySettings, Settings

@@ -28,10 +28,8 @@ import enum
 import io
 import re
 import struct
-import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import cast
@@ -60,11 +58,11 @@ from pydicom.uid import (
 from gateway.deidentify import dates
 from gateway.deidentify.descriptors import Identifiers
 from gateway.deidentify.encode import Encoder, Encodings, Item, Out, Seq
+from gateway.deidentify.failures import Unprocessable, guard
 from gateway.deidentify.private import SafePrivate
 from gateway.deidentify.profile import Action, Profile
 from gateway.deidentify.pseudonyms import Pseudonyms, patient_key
 from gateway.deidentify.uids import PseudonymStore, UidMapper
-from gateway.errors import VaultError
 from gateway.part10 import part10_head
 from gateway.settings import DeidentifySettings
 
@@ -152,14 +150,6 @@ _PATIENT_PHRASES = (0x00101040, 0x00102154, 0x00102299)  # address, telephones, 
 _INSTITUTION = (0x00080080, 0x00080081, 0x00081040)  # name, address, department
 _DEVICE = (0x00081010, 0x00181000)  # StationName, DeviceSerialNumber
 _BIRTH_DATE = 0x00100030
-
-
-class Unprocessable(Exception):
-    """The instance cannot be de-identified safely; `reason` is a fixed code, never data."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class Step(enum.Enum):
@@ -289,7 +279,7 @@ class Engine:
 
     def read(self, data: bytes) -> Dataset:
         """Parse an instance (Part 10 or a bare data set); nothing is decoded yet."""
-        with _guard("unreadable"):
+        with guard("unreadable"):
             ds = dcmread(io.BytesIO(data), force=True, defer_size=_DEFER_BYTES)
             if str(ds.file_meta.get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
                 ds = dcmread(io.BytesIO(data), force=True)  # positions are in the inflated data
@@ -300,13 +290,13 @@ class Engine:
 
     def facts(self, ds: Dataset) -> tuple[str, str]:
         """SOP Class UID and Modality of a data set from `read()`, for the policy."""
-        with _guard("unreadable"):
+        with guard("unreadable"):
             return text(ds, SOP_CLASS_UID), text(ds, MODALITY)
 
     def deidentify(self, ds: Dataset, data: bytes) -> Deidentified:
         """De-identify a data set `read()` from `data` and encode it as Part 10. Large values
         were left in `data` while parsing; they are taken from there."""
-        with _guard(None):
+        with guard("deidentify-error:"):
             return self._deidentify(ds, data)
 
     def _deidentify(self, ds: Dataset, data: bytes) -> Deidentified:
@@ -583,22 +573,6 @@ def _fragments_end(data: bytes, start: int) -> int:
             break
         position += 8 + length
     raise Unprocessable("truncated-element")
-
-
-@contextmanager
-def _guard(reason: str | None) -> Iterator[None]:
-    """The engine's one boundary for failures it did not foresee: pydicom raises many types
-    on bad input, and their messages and warnings may quote values (PHI). Anything but our own
-    outcomes and a failing vault becomes `Unprocessable(reason)` (by default named after the
-    exception type), without its message: the instance is quarantined, never passed on."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            yield
-        except (Unprocessable, VaultError):
-            raise  # a vault that fails is the site's problem, not this instance's
-        except Exception as exc:  # noqa: BLE001 - fail closed, without the message
-            raise Unprocessable(reason or f"deidentify-error:{exc.__class__.__name__}") from None
 
 
 def _dictionary_vr(tag: int) -> str | None:

@@ -1,0 +1,51 @@
+"""Frames of an image, one at a time, in every transfer syntax the gateway accepts.
+
+Decoding goes through pydicom's pixel backends with the pylibjpeg plugins (libjpeg: JPEG
+baseline/extended/lossless and JPEG-LS; openjpeg: JPEG 2000 and HTJ2K; rle: RLE Lossless) and
+numpy for native data. Frames come one by one, so a 120-frame colour cine never sits in memory
+whole. An image that cannot be decoded raises `Undecodable` with a fixed reason code: whoever
+needed to look at it quarantines it (an image that may carry text and cannot be read is never
+passed on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.pixels.utils import iter_pixels
+
+from gateway.deidentify.failures import Unprocessable, guard
+
+PIXEL_DATA = 0x7FE00010
+
+
+class Undecodable(Unprocessable):
+    """The pixel data cannot be decoded; `reason` is a fixed code, never data."""
+
+
+def frame_count(ds: Dataset) -> int:
+    value = ds.get("NumberOfFrames", 1)
+    try:
+        return max(int(value or 1), 1)
+    except (TypeError, ValueError):
+        raise Undecodable("bad-number-of-frames") from None
+
+
+def iter_frames(ds: Dataset) -> Iterator[np.ndarray]:
+    """Each frame as decoded pixels (rows x columns [x samples]), in RGB for colour images
+    (YBR is converted); raises Undecodable for missing or undecodable pixel data."""
+    if PIXEL_DATA not in ds:
+        raise Undecodable("no-pixel-data")
+    expected = frame_count(ds)
+    produced = 0
+    try:
+        with guard("decode-failed:"):
+            for frame in iter_pixels(ds):
+                produced += 1
+                yield frame
+    except Unprocessable as failed:
+        raise Undecodable(failed.reason) from None
+    if produced != expected:
+        raise Undecodable("frame-count-mismatch")
