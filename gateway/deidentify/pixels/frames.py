@@ -40,12 +40,19 @@ def iter_frames(ds: Dataset) -> Iterator[np.ndarray]:
         raise Undecodable("no-pixel-data")
     expected = frame_count(ds)
     produced = 0
-    try:
-        with guard("decode-failed:"):
-            for frame in iter_pixels(ds):
-                produced += 1
-                yield frame
-    except Unprocessable as failed:
-        raise Undecodable(failed.reason) from None
+    frames = iter_pixels(ds)
+    while True:
+        # the guard wraps each decode, never a yield: its warnings filter must not stay in
+        # force while the caller runs
+        try:
+            with guard("decode-failed:"):
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+        except Unprocessable as failed:
+            raise Undecodable(failed.reason) from None
+        produced += 1
+        yield frame
     if produced != expected:
         raise Undecodable("frame-count-mismatch")
