@@ -35,6 +35,7 @@ class Gateway:
         self.ingest = IngestService(settings.ingest, self.spool, self.metrics)
         self._stop = threading.Event()
         self._signals = 0
+        self._signal: int = signal.SIGTERM
 
     def _listen(self) -> None:
         if self.settings.metrics.enabled:
@@ -44,11 +45,13 @@ class Gateway:
         self.ingest.start()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # No logging here: the signal may interrupt this thread while it holds the log
+        # writer's lock, and logging again would wait for it forever (seen under load).
         self._signals += 1
         if self._signals > 1:
-            log.warning("gateway.forced_exit", signal=signal.Signals(signum).name)
+            os.write(2, b'{"event": "gateway.forced_exit", "level": "warning"}\n')
             os._exit(128 + signum)
-        log.info("gateway.stopping", signal=signal.Signals(signum).name)
+        self._signal = signum
         self._stop.set()
 
     def serve(self) -> int:
@@ -62,6 +65,7 @@ class Gateway:
             raise ListenError(f"cannot listen: {exc.strerror or exc.__class__.__name__}") from None
         log.info("gateway.started", spool=str(self.spool.root))
         self._stop.wait()
+        log.info("gateway.stopping", signal=signal.Signals(self._signal).name)
         aborted = self.ingest.stop()
         self.spool.close()
         log.info("gateway.stopped", aborted_associations=aborted)
