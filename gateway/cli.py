@@ -165,9 +165,10 @@ def cmd_describe_profile(args: argparse.Namespace) -> int:
     on = sorted(OPTION_COLUMNS[c] for c in enabled_columns(profile.options))
     print("PS3.15 Table E.1-1 (rev 2024b), Basic Application Level Confidentiality Profile")
     print(f"Options in force: {', '.join(on) if on else 'none'}")
-    print("Attributes the table does not name: kept if the DICOM dictionary knows them and they")
-    print("are not retired or person names (UIDs mapped, dates shifted, text scrubbed of this")
-    print("instance's identifiers); everything else removed (allow-list).\n")
+    print("Attributes the table does not name: kept if the DICOM dictionary knows them, unless")
+    print("retired, person names, URLs, or (by keyword) about a person or organisation; kept")
+    print("UIDs are mapped, dates shifted, short text scrubbed of this instance's identifiers,")
+    print("free text cleaned. Everything else is removed (allow-list; docs/deidentify.md).\n")
     print("Gateway rules, before the table:")
     for r in profile.overrides:
         print(f"{r.rule.tag:<13} {r.rule.name[:48]:<48} -> {r.action.value}  [{r.reason}]")
