@@ -13,7 +13,8 @@ from collections.abc import Iterable
 
 from pydicom.dataset import Dataset
 
-PIXEL_DATA = 0x7FE00010
+from gateway.deidentify.pixels.frames import PIXEL_DATA
+
 _ULTRASOUND = {"US", "IVUS"}
 _PROJECTION = {"DX", "CR", "MG", "XA", "RF", "IO", "PX", "RG"}
 _CROSS_SECTIONAL = {"CT", "MR", "PT", "NM"}
