@@ -1,9 +1,9 @@
 """`dicom-gateway deidentify`: the worker's code path over files and folders, offline.
 
 Every input file gets one line in the report, whatever happens to it: "written" (the output's
-path), "dropped" (policy: reason code) or "quarantined" (could not be made safe, or not DICOM:
-reason code). Outputs are named by their new SOP Instance UID and written atomically; a bad
-file never stops the run.
+path, and what the pixel check masked), "dropped" (policy: reason code) or "quarantined"
+(could not be made safe, or not DICOM: reason code). Outputs are named by their new SOP
+Instance UID and written atomically; a bad file never stops the run.
 """
 
 from __future__ import annotations
@@ -27,6 +27,20 @@ class Entry:
     status: Status
     reason: str | None
     changes: dict[str, int]
+    #: the pixel check: why the image was checked (null: no pixels) and what was masked
+    pixels: dict[str, Any] | None = None
+
+
+def _pixels(outcome: Outcome) -> dict[str, Any] | None:
+    px = outcome.pixels
+    if px is None or px.reason is None:
+        return None
+    return {
+        "checked_because": px.reason,
+        "checked": px.checked,
+        "masked": [asdict(m) for m in px.masked],
+        "transfer_syntax": px.transfer_syntax,
+    }
 
 
 def iter_inputs(paths: Iterable[Path]) -> Iterator[Path]:
@@ -74,7 +88,7 @@ def _one(worker: Worker, path: Path, out_dir: Path) -> Entry:
         return Entry(str(path), None, outcome.status, outcome.reason, {})
     target = out_dir / f"{outcome.result.sop_instance_uid}.dcm"
     _write_atomically(target, outcome.result.data)
-    return Entry(str(path), str(target), "written", None, outcome.counts)
+    return Entry(str(path), str(target), "written", None, outcome.counts, _pixels(outcome))
 
 
 def _write_atomically(target: Path, data: bytes) -> None:

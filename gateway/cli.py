@@ -199,11 +199,6 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
         entries = batch.run(worker, inputs, args.out, progress)
     document = batch.report(entries)
     batch.write_report(args.report, document)
-    print(
-        "dicom-gateway deidentify: headers only: text burned into the pixels is not yet found "
-        "or masked; look at the images before they go anywhere",
-        file=sys.stderr,
-    )
     s = document["summary"]
     print(
         f"{s['inputs']} inputs: {s['written']} written, {s['dropped']} dropped, "

@@ -230,6 +230,47 @@ class PolicySettings:
     rules: tuple[PolicyRule, ...] = ()
 
 
+#: Screening categories a site may leave unchecked (docs/pixels.md); all others are always
+#: checked: the burned-in flag, ultrasound, secondary capture, derived, colour, projection and
+#: photographic images.
+SKIPPABLE_CHECKS = ("cross-sectional", "other-image")
+
+
+def _markers_problem(value: tuple[str, ...]) -> str | None:
+    for marker in value:
+        if not 1 <= len(marker) <= 4 or not marker.isascii() or not marker.isalnum():
+            return f"markers are 1-4 ASCII letters or digits, not {marker!r}"
+    return None
+
+
+def _skip_problem(value: tuple[str, ...]) -> str | None:
+    for name in value:
+        if name not in SKIPPABLE_CHECKS:
+            return f"only {', '.join(map(repr, SKIPPABLE_CHECKS))} may be skipped, not {name!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class PixelSettings:
+    """Burned-in text in pixel data: found, masked, or the instance quarantined."""
+
+    #: Screening categories not checked (only "cross-sectional" and "other-image" may be).
+    skip: tuple[str, ...] = field(default=(), metadata=_check(_skip_problem))
+    #: CTP DicomPixelAnonymizer scripts: header signatures -> rectangles always masked.
+    ctp_scripts: tuple[Path, ...] = ()
+    #: Ultrasound: mask everything outside a sane Sequence of Ultrasound Regions.
+    ultrasound_regions: bool = True
+    #: Detected text read as exactly one of these (case-insensitive) stays: orientation marks.
+    keep_markers: tuple[str, ...] = field(
+        default=("L", "R", "A", "P", "H", "F", "S", "I", "LT", "RT", "AP", "PA", "LAT"),
+        metadata=_check(_markers_problem),
+    )
+    #: Pixels added on every side of a detected text box before it is masked.
+    margin: int = field(default=4, metadata=_check(_between(0, 64)))
+    #: Seconds one instance's pixel check may take; beyond: quarantined (pixel-check-timeout).
+    max_seconds: float = field(default=300.0, metadata=_check(_positive))
+
+
 @dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -244,6 +285,7 @@ class Settings:
     metrics: MetricsSettings = MetricsSettings()
     deidentify: DeidentifySettings = DeidentifySettings()
     policy: PolicySettings = PolicySettings()
+    pixels: PixelSettings = PixelSettings()
     logging: LoggingSettings = LoggingSettings()
     source: Path = field(default=Path("."), metadata={"internal": True})
 

@@ -1,10 +1,11 @@
 """The work done for one instance, the same in the daemon's worker processes and offline.
 
 `Worker.process(data, peer)` is a function of the encoded instance, the settings the worker was
-built with and the vault: policy filter -> header de-identification (-> pixels and the release
-check, as they land). It never raises for a bad instance: every instance ends in one `Outcome`
-with a fixed reason code, and no outcome or exception carries a value from the instance. It
-raises VaultError when the vault fails: no instance can be processed then.
+built with and the vault: policy filter -> pixel check (burned-in text masked, or the instance
+quarantined) -> header de-identification (-> the release check, as it lands). It never raises
+for a bad instance: every instance ends in one `Outcome` with a fixed reason code, and no
+outcome or exception carries a value from the instance. It raises VaultError when the vault
+fails: no instance can be processed then.
 A worker holds no module-level state; each process builds its own.
 """
 
@@ -13,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.deidentify.engine import Deidentified, Engine
+from gateway.deidentify.engine import Deidentified, Engine, Replacement
 from gateway.deidentify.failures import Unprocessable
+from gateway.deidentify.pixels.stage import PixelOutcome, PixelStage
 from gateway.deidentify.policy import Policy
 from gateway.deidentify.uids import PseudonymStore
 from gateway.settings import DeidentifySettings, PolicySettings, Settings
@@ -28,6 +30,7 @@ class Outcome:
     reason: str | None = None
     result: Deidentified | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    pixels: PixelOutcome | None = None
 
 
 class Worker:
@@ -38,13 +41,23 @@ class Worker:
         vault: PseudonymStore,
         *,
         ae_title: str,
+        pixels: PixelStage,
     ) -> None:
         self.engine = Engine(options, vault, ae_title=ae_title)
         self.policy = Policy(policy, options)
+        self.pixels = pixels
 
     @classmethod
     def for_settings(cls, settings: Settings, vault: PseudonymStore) -> Worker:
-        return cls(settings.deidentify, settings.policy, vault, ae_title=settings.ingest.ae_title)
+        """A worker for a site's settings; raises ConfigError when its pixel rules or the text
+        detector's models cannot be loaded."""
+        return cls(
+            settings.deidentify,
+            settings.policy,
+            vault,
+            ae_title=settings.ingest.ae_title,
+            pixels=PixelStage.for_settings(settings),
+        )
 
     def process(self, data: bytes, peer: str | None = None) -> Outcome:
         """Filter and de-identify one instance; `peer` is the configured sender's name."""
@@ -54,7 +67,12 @@ class Worker:
             decision = self.policy.decide(sop_class, modality, peer)
             if not decision.process:
                 return Outcome("dropped", decision.reason)
-            result = self.engine.deidentify(ds, data)
+            syntax = self.engine.load_pixels(ds, data)
+            pixels = self.pixels.clean(ds, syntax)
+            replace = None
+            if pixels.elements:
+                replace = Replacement(pixels.transfer_syntax or syntax, pixels.elements)
+            result = self.engine.deidentify(ds, data, replace)
         except Unprocessable as exc:
             return Outcome("quarantined", exc.reason)
-        return Outcome("written", None, result, result.counts)
+        return Outcome("written", None, result, {**result.counts, **pixels.counts}, pixels)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from gateway.deidentify.pixels.models import load_finder
+from gateway.deidentify.pixels.ocr import OnnxText
+from gateway.deidentify.pixels.stage import PixelStage
 from gateway.deidentify.uids import PseudonymStore
-from gateway.settings import DeidentifySettings, PolicySettings
+from gateway.settings import DeidentifySettings, PixelSettings, PolicySettings
 from gateway.worker import Worker
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -51,7 +55,28 @@ def part10(ds: Dataset) -> bytes:
     return out.getvalue()
 
 
-def worker(vault: PseudonymStore, policy: PolicySettings | None = None, **options: Any) -> Worker:
+@functools.cache
+def text_finder() -> OnnxText:
+    """The gateway's text detector, loaded once per test process."""
+    return load_finder()
+
+
+def pixel_stage(pixels: PixelSettings | None = None, rules: tuple[Any, ...] = ()) -> PixelStage:
+    return PixelStage(pixels or PixelSettings(), rules, text_finder())
+
+
+def worker(
+    vault: PseudonymStore,
+    policy: PolicySettings | None = None,
+    pixels: PixelStage | None = None,
+    **options: Any,
+) -> Worker:
     """A worker for site "UT" with default options changed by `options`."""
     settings = dataclasses.replace(DeidentifySettings(site_code="UT"), **options)
-    return Worker(settings, policy or PolicySettings(), vault, ae_title="GATEWAY_UT")
+    return Worker(
+        settings,
+        policy or PolicySettings(),
+        vault,
+        ae_title="GATEWAY_UT",
+        pixels=pixels or pixel_stage(),
+    )

@@ -29,7 +29,7 @@ import io
 import re
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import cast
@@ -179,6 +179,15 @@ REWRITTEN = frozenset(_TOP_LEVEL)
 
 
 @dataclass(frozen=True)
+class Replacement:
+    """Top-level elements written instead of the received ones (the pixel stage's new pixel
+    data and the header that describes it), and the transfer syntax they are encoded in."""
+
+    transfer_syntax: str
+    elements: Mapping[int, RawDataElement | DataElement]
+
+
+@dataclass(frozen=True)
 class Deidentified:
     """One de-identified instance: its Part 10 bytes, new UIDs and what was done (counts)."""
 
@@ -293,26 +302,47 @@ class Engine:
         with guard("unreadable"):
             return text(ds, SOP_CLASS_UID), text(ds, MODALITY)
 
-    def deidentify(self, ds: Dataset, data: bytes) -> Deidentified:
-        """De-identify a data set `read()` from `data` and encode it as Part 10. Large values
-        were left in `data` while parsing; they are taken from there."""
+    def load_pixels(self, ds: Dataset, data: bytes) -> str:
+        """Bring a data set's pixel data in from `data` (a view, no copy), check that it is
+        complete, and return the transfer syntax it is encoded in."""
         with guard("deidentify-error:"):
-            return self._deidentify(ds, data)
+            transfer_syntax = _transfer_syntax(ds)
+            if PIXEL_DATA in ds:
+                _undefer(ds, PIXEL_DATA, data)
+            _check_pixel_length(ds)
+            return transfer_syntax
 
-    def _deidentify(self, ds: Dataset, data: bytes) -> Deidentified:
-        transfer_syntax = _transfer_syntax(ds)
+    def deidentify(
+        self, ds: Dataset, data: bytes, replace: Replacement | None = None
+    ) -> Deidentified:
+        """De-identify a data set `read()` from `data` and encode it as Part 10. Large values
+        were left in `data` while parsing; they are taken from there. `replace` is what the
+        pixel stage changed: top-level elements written instead of the received ones, and the
+        transfer syntax of the new pixel data."""
+        with guard("deidentify-error:"):
+            return self._deidentify(ds, data, replace)
+
+    def _deidentify(self, ds: Dataset, data: bytes, replace: Replacement | None) -> Deidentified:
+        transfer_syntax = self.load_pixels(ds, data)
         sop_class = text(ds, SOP_CLASS_UID)
         if not sop_class or not text(ds, SOP_INSTANCE_UID) or not text(ds, STUDY_INSTANCE_UID):
             raise Unprocessable("missing-uid")
-        if PIXEL_DATA in ds:
-            _undefer(ds, PIXEL_DATA, data)
-        _check_pixel_length(ds)
         syntax = UID(transfer_syntax)
         job = _Job(
             self, ds, data, explicit=not syntax.is_implicit_VR, little=syntax.is_little_endian
         )
         encodings = _encodings(ds, _DEFAULT_CHARSET)
         elements = self.walk(ds, job, encodings, top=True)
+        if replace is not None:
+            new_syntax = UID(replace.transfer_syntax)
+            if (new_syntax.is_implicit_VR, new_syntax.is_little_endian) != (
+                syntax.is_implicit_VR,
+                syntax.is_little_endian,
+            ):
+                raise Unprocessable("pixel-syntax-change")  # the rest is written as read
+            transfer_syntax = replace.transfer_syntax
+            elements = [e for e in elements if int(e.tag) not in replace.elements]
+            elements += replace.elements.values()
         patient = self.pseudonyms.patient(job.patient)
         elements += [
             _ascii_element(PATIENT_NAME, "PN", patient),

@@ -265,7 +265,6 @@ def test_deidentify_reports_every_input_and_refuses_bad_usage(tmp_path: Path) ->
     report = tmp_path / "report.json"
     done = cli("deidentify", str(folder), "--out", str(tmp_path / "out"), "--report", str(report))
     assert done.returncode == 0, done.stderr
-    assert "pixels is not yet found" in done.stderr
     files = {Path(f["input"]).name: f for f in json.loads(report.read_text())["files"]}
     assert {name: (f["status"], f["reason"]) for name, f in files.items()} == {
         "empty.dcm": ("quarantined", "not-dicom"),
@@ -289,3 +288,52 @@ def test_deidentify_reports_every_input_and_refuses_bad_usage(tmp_path: Path) ->
     assert bad.returncode == 2
     assert "deidentify.site_code: must be 1-8 capital letters or digits" in bad.stderr
     assert "Traceback" not in bad.stderr + missing.stderr
+
+
+def test_deidentify_lists_masked_regions_and_rejects_bad_pixel_rules(
+    testdata: Path, tmp_path: Path
+) -> None:
+    source = testdata / "ultrasound" / "pydicom_data__US1_UNCR.dcm"
+    script = tmp_path / "rules.script"
+    script.write_text('{ Modality.equals("US") }\n(0,0,40,20)\n')
+    config = base_config(tmp_path)
+    config["pixels"] = {"ctp_scripts": [str(script)]}
+    keys = cli("keys", "--config", str(write_config(tmp_path, config)))
+    assert keys.returncode == 0, keys.stderr
+    report = tmp_path / "report.json"
+    done = cli(
+        "deidentify",
+        str(source),
+        "--config",
+        str(write_config(tmp_path, config)),
+        "--out",
+        str(tmp_path / "out"),
+        "--report",
+        str(report),
+    )
+    assert done.returncode == 0, done.stderr
+    (entry,) = json.loads(report.read_text())["files"]
+    assert entry["status"] == "written"
+    pixels = entry["pixels"]
+    assert pixels["checked_because"] == "ultrasound"
+    sources = {m["source"] for m in pixels["masked"]}
+    assert {"rule", "detected"} <= sources
+    rule = next(m for m in pixels["masked"] if m["source"] == "rule")
+    assert (rule["x"], rule["y"], rule["width"], rule["height"]) == (0, 0, 40, 20)
+    assert entry["changes"]["frames_checked"] == 1
+
+    script.write_text('{ Modality.equals("US") }\n(0,0,40,20)\n{ Rows.nonsense("1") }\n(0,0,1,1)\n')
+    bad = cli(
+        "deidentify",
+        str(source),
+        "--config",
+        str(write_config(tmp_path, config)),
+        "--out",
+        str(tmp_path / "out2"),
+        "--report",
+        str(tmp_path / "r2.json"),
+    )
+    assert bad.returncode == 2
+    assert "pixels.ctp_scripts[0]" in bad.stderr
+    assert "line 3" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -55,6 +55,7 @@ EXPECTED_REASONS = {
         "truncated-pixel-data",
         "truncated-element",
         "bad-image-header",
+        "decode-failed:RuntimeError",  # the two 12-bit JPEG files no decoder here reads
     },
     "dropped": {"structured-report", "encapsulated-document", "photograph", "raw-data"},
 }
@@ -238,14 +239,23 @@ def test_outputs_read_cleanly_with_pydicom_and_dcmdump(run: Run, dcmtk: None) ->
     assert "E:" not in dumped.stderr
 
 
-def test_pixel_data_bytes_are_unchanged(run: Run) -> None:
-    compared = 0
+def test_pixel_data_bytes_are_unchanged_unless_text_was_masked(run: Run) -> None:
+    entries = {Path(f["input"]): f for f in run.report["files"]}
+    compared = masked = 0
     for source, output in run.unique():
         before, after = read(source), read(output)
-        if "PixelData" in before:
-            assert after.PixelData == before.PixelData, source.name
-            compared += 1
-    assert compared >= 75
+        if "PixelData" not in before:
+            continue
+        pixels = entries[source]["pixels"]
+        assert pixels is not None, source.name  # every image is checked by default
+        assert after.BurnedInAnnotation == "NO"
+        if pixels["masked"]:
+            masked += 1  # re-encoded: tests/integration/test_pixel_stage.py compares pixels
+            continue
+        assert after.PixelData == before.PixelData, source.name
+        compared += 1
+    assert compared >= 50
+    assert masked >= 20  # ultrasound screens, the burned-in text ground truth, ...
 
 
 def test_file_meta_is_rebuilt_and_provenance_is_written(run: Run) -> None:

@@ -13,12 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.pixels.utils import iter_pixels
 
 from gateway.deidentify.failures import Unprocessable, guard
 
 PIXEL_DATA = 0x7FE00010
+#: Pixel Data, Float Pixel Data, Double Float Pixel Data: whichever an image has
+PIXEL_TAGS = (PIXEL_DATA, 0x7FE00008, 0x7FE00009)
+_UNDEFINED = 0xFFFFFFFF
 
 
 class Undecodable(Unprocessable):
@@ -33,11 +37,25 @@ def frame_count(ds: Dataset) -> int:
         raise Undecodable("bad-number-of-frames") from None
 
 
+def _encapsulated_as_bytes(ds: Dataset) -> None:
+    """pydicom reads fragments from bytes or a file, not from a view into the received data:
+    compressed pixel data (small next to its frames) is copied once."""
+    elem = ds.get_item(PIXEL_DATA)
+    if (
+        isinstance(elem, RawDataElement)
+        and elem.length == _UNDEFINED
+        and isinstance(elem.value, memoryview)
+    ):
+        ds[PIXEL_DATA] = elem._replace(value=bytes(elem.value))
+
+
 def iter_frames(ds: Dataset) -> Iterator[np.ndarray]:
     """Each frame as decoded pixels (rows x columns [x samples]), in RGB for colour images
     (YBR is converted); raises Undecodable for missing or undecodable pixel data."""
-    if PIXEL_DATA not in ds:
+    if not any(tag in ds for tag in PIXEL_TAGS):
         raise Undecodable("no-pixel-data")
+    if PIXEL_DATA in ds:
+        _encapsulated_as_bytes(ds)
     expected = frame_count(ds)
     produced = 0
     frames = iter_pixels(ds)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from pydicom.dataset import Dataset
 
-from gateway.deidentify.pixels.frames import PIXEL_DATA
+from gateway.deidentify.pixels.frames import PIXEL_TAGS
 
 _ULTRASOUND = {"US", "IVUS"}
 _PROJECTION = {"DX", "CR", "MG", "XA", "RF", "IO", "PX", "RG"}
@@ -25,7 +25,7 @@ _DERIVED = {"SECONDARY", "DERIVED", "SCREEN SAVE", "SCREENSHOT", "REPORT", "DOSE
 
 def check_reason(ds: Dataset) -> str | None:
     """Why this instance's pixels must be checked; None when it has no pixels."""
-    if PIXEL_DATA not in ds:
+    if not any(tag in ds for tag in PIXEL_TAGS):
         return None
     modality = str(ds.get("Modality", "") or "").strip().upper()
     sop_class = str(ds.get("SOPClassUID", "") or "")

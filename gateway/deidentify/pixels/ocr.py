@@ -1,0 +1,171 @@
+"""A text detector and recogniser on onnxruntime: PaddleOCR's DB detection and CTC recognition.
+
+Detection (DB, "Real-time Scene Text Detection with Differentiable Binarization"): the picture,
+scaled so both sides are multiples of 32, goes through the detection network, which returns a
+text probability per pixel; connected areas above `thresh` whose mean probability reaches
+`box_thresh` are text, each grown by DB's unclip distance (area x ratio / perimeter) because the
+network is trained on shrunk boxes. Boxes come back axis-aligned, in the picture's pixels.
+
+Recognition (CRNN + CTC): a box is cut out, scaled to the model's height, and read as the most
+likely character per column, repeats and blanks collapsed. Used only to keep a site's markers.
+
+Both run single-threaded (one worker process per core does the parallelism) with every graph
+optimisation; the sessions are built once per worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from gateway.deidentify.pixels.ctp import Region
+
+_MAX_CANDIDATES = 1000
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    mean: float = 0.5  # per channel, after x/255
+    std: float = 0.5
+    max_side: int = 960  # longer pictures are scaled down to this ...
+    min_side: int = 512  # ... and shorter ones up so their short side has this,
+    max_upscale: float = 4.0  # but never more than this (a 64-pixel MR blob is no text)
+    thresh: float = 0.2
+    box_thresh: float = 0.5
+    unclip_ratio: float = 2.0
+
+
+class ModelError(Exception):
+    """A model file is missing, altered or not loadable; the message names the file."""
+
+
+def check_model(path: Path, sha256: str) -> bytes:
+    """The model's bytes, after checking they are the ones the gateway was tested with."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model ({exc.__class__.__name__})") from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ModelError(f"{path}: not the model this version was tested with (SHA-256 differs)")
+    return data
+
+
+def _session(model: bytes):  # type: ignore[no-untyped-def]
+    import onnxruntime as ort  # heavy: loaded by the workers that need it
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+class OnnxText:
+    """`TextFinder` over a PaddleOCR detection model and (optionally) a recognition model with
+    its character list (one per line; the CTC blank and the space are added around it)."""
+
+    def __init__(
+        self,
+        detector: bytes,
+        recogniser: tuple[bytes, str] | None,
+        options: DetectorOptions,
+    ) -> None:
+        cv2.setNumThreads(1)
+        self.options = options
+        self._det = _session(detector)
+        self._det_input = self._det.get_inputs()[0].name
+        scale = 1.0 / (255.0 * options.std)
+        self._a, self._b = np.float32(scale), np.float32(-options.mean / options.std)
+        self._rec = None
+        self._characters: list[str] = []
+        if recogniser is not None:
+            model, characters = recogniser
+            self._rec = _session(model)
+            self._characters = ["", *characters.splitlines(), " "]  # CTC blank first, space last
+            self._rec_input = self._rec.get_inputs()[0].name
+
+    # -- detection ---------------------------------------------------------------------------
+
+    def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]:
+        """Text boxes in `image`; `whole` is the (rows, columns) of the frame it was cut from,
+        when it is a part: the part is read at the scale the whole frame would be."""
+        height, width = image.shape[:2]
+        if height < 8 or width < 8:
+            return []
+        ratio = self._ratio(*(whole or (height, width)))
+        th = max(32, round(height * ratio / 32) * 32)
+        tw = max(32, round(width * ratio / 32) * 32)
+        scaled = cv2.resize(image, (tw, th)) if (th, tw) != (height, width) else image
+        x = scaled.astype(np.float32) * self._a + self._b
+        x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        probability = self._det.run(None, {self._det_input: x})[0][0, 0]
+        return self._boxes(probability, height, width)
+
+    def _ratio(self, height: int, width: int) -> float:
+        """Scale for a frame: long side down to `max_side`, short side up to `min_side`."""
+        o = self.options
+        ratio = min(1.0, o.max_side / max(height, width))
+        if min(height, width) * ratio < o.min_side:
+            ratio = min(o.min_side / min(height, width), o.max_upscale)
+        return ratio
+
+    def _boxes(self, probability: np.ndarray, height: int, width: int) -> list[Region]:
+        o = self.options
+        above = (probability > o.thresh).astype(np.uint8)
+        text = cv2.dilate(above, np.ones((2, 2), np.uint8))
+        contours, _ = cv2.findContours(text, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+        sy, sx = height / probability.shape[0], width / probability.shape[1]
+        out = []
+        for contour in contours[:_MAX_CANDIDATES]:
+            (cx, cy), (rw, rh), angle = cv2.minAreaRect(contour)
+            if min(rw, rh) < 2:
+                continue
+            x, y, bw, bh = cv2.boundingRect(contour)
+            inside = np.zeros((bh, bw), np.uint8)
+            corners = cv2.boxPoints(((cx, cy), (rw, rh), angle)).astype(np.int32)
+            cv2.fillPoly(inside, [corners - [x, y]], 1)
+            if cv2.mean(probability[y : y + bh, x : x + bw], inside)[0] < o.box_thresh:
+                continue
+            grow = rw * rh * o.unclip_ratio / (2 * (rw + rh))
+            grown = cv2.boxPoints(((cx, cy), (rw + 2 * grow, rh + 2 * grow), angle))
+            x0, y0 = grown.min(axis=0)
+            x1, y1 = grown.max(axis=0)
+            left, top = max(0, math.floor(x0 * sx)), max(0, math.floor(y0 * sy))
+            right, bottom = min(width, math.ceil(x1 * sx)), min(height, math.ceil(y1 * sy))
+            if right > left and bottom > top:
+                out.append(Region(left, top, right - left, bottom - top))
+        return out
+
+    # -- recognition -------------------------------------------------------------------------
+
+    def read(self, image: np.ndarray, box: Region) -> str:
+        """The text in `box`, "" without a recogniser (then nothing is a marker)."""
+        return self.read_scored(image, box)[0]
+
+    def read_scored(self, image: np.ndarray, box: Region) -> tuple[str, float]:
+        """The text in `box` and the recogniser's mean confidence in its characters."""
+        if self._rec is None:
+            return "", 0.0
+        crop = image[box.y : box.y + box.height, box.x : box.x + box.width]
+        if crop.size == 0:
+            return "", 0.0
+        target_height = 48
+        target_width = max(16, min(1600, math.ceil(target_height * crop.shape[1] / crop.shape[0])))
+        scaled = cv2.resize(crop, (target_width, target_height)).astype(np.float32)
+        x = (scaled / 127.5 - 1.0).transpose(2, 0, 1)[None]
+        scores = self._rec.run(None, {self._rec_input: np.ascontiguousarray(x)})[0][0]
+        best = scores.argmax(axis=1)
+        chars, confidence, last = [], [], 0
+        for column, index in enumerate(best):
+            if index != last and index != 0 and index < len(self._characters):
+                chars.append(self._characters[index])
+                confidence.append(float(scores[column, index]))
+            last = index
+        return "".join(chars), (sum(confidence) / len(confidence) if confidence else 0.0)

@@ -1,0 +1,304 @@
+"""The pixel stage of one instance: check, mask, re-encode - or quarantine.
+
+For an image that needs checking (`screening.check_reason`), every frame is decoded, one at a
+time, and what must be masked is gathered from three sources:
+
+1. the site's CTP rules whose header signature matches (rectangles, every frame);
+2. ultrasound: everything outside a sane Sequence of Ultrasound Regions (every frame);
+3. the text detector, on every frame. Across a cine only what changed is read again: where a
+   frame's pixels equal the previous frame's, so does its text, and the boxes found there are
+   kept (a static banner is read once); where they changed, the detector reads that window.
+
+Detected text is masked with a margin unless the recogniser reads it as one of the site's
+orientation markers (L, R, ...). Nothing found: the pixel bytes stay exactly as received and
+BurnedInAnnotation says NO. Something found: a second pass masks every frame and re-encodes
+(`reencode`). An image that cannot be decoded, or whose check runs past its time, is
+quarantined with a reason code: an image that may carry text is never passed unchecked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import cv2
+import numpy as np
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+
+from gateway.deidentify.failures import Unprocessable, guard
+from gateway.deidentify.pixels.ctp import Region, Rule, RuleError, parse_script, regions_for
+from gateway.deidentify.pixels.frames import PIXEL_DATA, iter_frames
+from gateway.deidentify.pixels.models import ModelError, load_finder
+from gateway.deidentify.pixels.reencode import Rewriter
+from gateway.deidentify.pixels.regions import black, mask, mask_outside, ultrasound_keep
+from gateway.deidentify.pixels.render import Renderer
+from gateway.deidentify.pixels.screening import check_reason
+from gateway.errors import ConfigError
+from gateway.settings import PixelSettings, Settings
+
+BURNED_IN_ANNOTATION = 0x00280301
+_CONTEXT = 32  # pixels around a changed area that are read again with it (a text line)
+#: A cine frame's pixels that differ from the previous frame's by at most this share of the
+#: value range count as unchanged (JPEG noise on a static banner); text drawn anew differs
+#: from what was there by far more. Every 30th frame is read whole all the same.
+_TOLERANCE = 24 / 255
+_READ_WHOLE_EVERY = 30
+_MARKER_ASPECT = 3.0  # boxes wider than this many heights hold more than a marker
+_SQUAT = 1.5  # boxes narrower than this many heights hold a character or two at most
+#: Burned-in annotation lines are at most this tall (pixels, or share of the shorter side of
+#: the frame, whichever is more); taller boxes must read as text with this confidence.
+_LINE_PIXELS = 48
+_LINE_SHARE = 0.08
+_CONFIDENT = 0.8
+_LEGIBLE = 0.5  # a character or two read with less confidence than this is no text
+#: Detected boxes grow along their line by this many heights: measured on the shared ground
+#: truth (docs/pixels.md), where detectors miss the ends of lines over bright anatomy.
+_LINE_EXTENSION = 3.0
+
+
+class TextFinder(Protocol):
+    """A text detector and recogniser over 8-bit BGR pictures."""
+
+    def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]: ...
+
+    def read(self, image: np.ndarray, box: Region) -> str: ...
+
+    def read_scored(self, image: np.ndarray, box: Region) -> tuple[str, float]: ...
+
+
+@dataclass(frozen=True)
+class Masked:
+    """One masked rectangle, for the report: where, on which frames, found by what."""
+
+    source: str  # "rule", "outside-ultrasound-regions" (everything outside them) or "detected"
+    x: int
+    y: int
+    width: int
+    height: int
+    first_frame: int
+    last_frame: int
+
+
+@dataclass(frozen=True)
+class PixelOutcome:
+    """What the pixel stage did: why it looked (None: no pixels), what it masked, and the
+    header and pixel elements that replace the received ones."""
+
+    reason: str | None
+    checked: bool
+    masked: tuple[Masked, ...] = ()
+    transfer_syntax: str | None = None
+    elements: Mapping[int, DataElement | RawDataElement] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class PixelStage:
+    def __init__(self, settings: PixelSettings, rules: tuple[Rule, ...], finder: TextFinder):
+        self.settings = settings
+        self.rules = rules
+        self.finder = finder
+        self.markers = {m.upper() for m in settings.keep_markers}
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> PixelStage:
+        """The stage for a site: its CTP scripts read and the detector's models loaded; raises
+        ConfigError naming the key and file when one cannot be used."""
+        rules: list[Rule] = []
+        problems = []
+        for i, path in enumerate(settings.pixels.ctp_scripts):
+            key = f"pixels.ctp_scripts[{i}]"
+            try:
+                rules += parse_script(path.read_text(encoding="utf-8"))
+            except OSError as exc:
+                problems.append(f"{settings.source}: {key}: cannot read {path}: {exc.strerror}")
+            except (RuleError, UnicodeDecodeError) as exc:
+                problems.append(f"{settings.source}: {key}: {path}: {exc}")
+        try:
+            finder = load_finder()
+        except ModelError as exc:
+            problems.append(f"{settings.source}: pixels: text detector: {exc}")
+        if problems:
+            raise ConfigError(problems)
+        return cls(settings.pixels, tuple(rules), finder)
+
+    def clean(self, ds: Dataset, transfer_syntax: str) -> PixelOutcome:
+        """Check one image (pixel data already loaded) and mask what carries text; raises
+        Unprocessable (a reason code) when that cannot be done."""
+        with guard("pixel-error:"):
+            return self._clean(ds, transfer_syntax)
+
+    def _clean(self, ds: Dataset, transfer_syntax: str) -> PixelOutcome:
+        reason = check_reason(ds)
+        if reason is None:
+            return PixelOutcome(None, checked=False)
+        if reason in self.settings.skip:
+            return PixelOutcome(reason, checked=False, counts={"pixels_unchecked": 1})
+        meta = getattr(ds, "file_meta", None)
+        if meta is None:
+            ds.file_meta = meta = FileMetaDataset()
+        if not meta.get("TransferSyntaxUID"):  # a bare data set: the syntax it was read in
+            meta.TransferSyntaxUID = transfer_syntax
+        deadline = time.monotonic() + self.settings.max_seconds
+        fixed = [("rule", r) for r in regions_for(self.rules, ds)]
+        keep = ultrasound_keep(ds) if self.settings.ultrasound_regions else None
+        if keep is not None and reason in ("ultrasound", "burned-in-flag"):
+            fixed += [("outside-ultrasound-regions", r) for r in keep]
+        else:
+            keep = None
+        detected = list(self._detect(ds, keep, deadline))
+        masked = _summarise(fixed, detected)
+        counts = {
+            "frames_checked": len(detected),
+            "text_boxes": sum(len(boxes) for boxes in detected),
+        }
+        no = {BURNED_IN_ANNOTATION: DataElement(BURNED_IN_ANNOTATION, "CS", "NO")}
+        if not masked:
+            return PixelOutcome(reason, True, (), None, no, counts)
+        if PIXEL_DATA not in ds:
+            raise Unprocessable("float-pixel-data-with-text")  # checked, but no writer for it
+        rewriter = Rewriter(ds, transfer_syntax)
+        rules = [r for source, r in fixed if source == "rule"]
+        value: int | float | None = None
+        for index, frame in enumerate(iter_frames(ds)):
+            if time.monotonic() > deadline:
+                raise Unprocessable("pixel-check-timeout")
+            frame = frame if frame.flags.writeable else frame.copy()
+            value = black(ds, frame) if value is None else value
+            if keep is not None:
+                mask_outside(frame, keep, value)
+            mask(frame, rules, value)
+            mask(frame, detected[index], value)
+            rewriter.add(frame)
+        rewritten = rewriter.finish()
+        counts["masked_frames"] = len(detected)
+        return PixelOutcome(
+            reason, True, masked, rewritten.transfer_syntax, {**rewritten.elements, **no}, counts
+        )
+
+    def _detect(
+        self, ds: Dataset, keep: list[Region] | None, deadline: float
+    ) -> Iterator[list[Region]]:
+        """Per frame: the text boxes to mask (margin added), reading only what changed."""
+        renderer = Renderer(ds)
+        bits = int(ds.get("BitsStored", 8) or 8)
+        tolerance = round(_TOLERANCE * ((1 << min(max(bits, 1), 32)) - 1))
+        previous: np.ndarray | None = None
+        boxes: list[Region] = []
+        for index, frame in enumerate(iter_frames(ds)):
+            if time.monotonic() > deadline:
+                raise Unprocessable("pixel-check-timeout")
+            fresh = index % _READ_WHOLE_EVERY == 0
+            window = _changed(None if fresh else previous, frame, tolerance)
+            if window is not None:
+                stale = [b for b in boxes if not fresh and not _inside(b, window)]
+                boxes = stale + self._read_window(renderer, frame, window, keep)
+            previous = frame
+            yield boxes
+
+    def _read_window(
+        self, renderer: Renderer, frame: np.ndarray, window: Region, keep: list[Region] | None
+    ) -> list[Region]:
+        x, y, w, h = window.x, window.y, window.width, window.height
+        found: list[Region] = []
+        rows, columns = frame.shape[:2]
+        line = max(_LINE_PIXELS, round(_LINE_SHARE * min(rows, columns)))
+        for view in renderer.views(frame[y : y + h, x : x + w]):
+            for box in self.finder.find(view, (rows, columns)):
+                if self._harmless(view, box, line):
+                    continue
+                found.append(Region(box.x + x, box.y + y, box.width, box.height))
+        margin = self.settings.margin
+        widened = [_widen(b, margin, rows, columns, _LINE_EXTENSION) for b in found]
+        if keep is not None:  # outside the regions everything is masked already
+            widened = [b for b in widened if any(_overlaps(b, k) for k in keep)]
+        return widened
+
+    def _harmless(self, view: np.ndarray, box: Region, line: int) -> bool:
+        """Whether a detected box may stay: a short box read as one of the site's markers; a
+        squat box in which nothing is legible (teeth, a bolt: detectors see glyphs in them);
+        a box taller than a text line (`line` pixels) that does not read confidently as text
+        (textured anatomy - bowel, lung, trabecular bone - looks like text to the detector as a
+        whole region; big text reads clearly). A box of line height, wide enough to hold more
+        than a marker, is masked unread."""
+        oversized = box.height > line
+        if box.width > _MARKER_ASPECT * box.height and not oversized:
+            return False
+        text, confidence = self.finder.read_scored(view, box)
+        text = "".join(text.split()).upper()
+        if oversized:
+            readable = confidence >= _CONFIDENT and any(ch.isalnum() for ch in text)
+            return not readable
+        if text in self.markers:
+            return True
+        legible = confidence >= _LEGIBLE and any(ch.isalnum() for ch in text)
+        return box.width < _SQUAT * box.height and not legible
+
+
+def _changed(previous: np.ndarray | None, frame: np.ndarray, tolerance: int) -> Region | None:
+    """The window of `frame` to read: all of it first, then where it differs from the
+    previous frame by more than `tolerance` (compression noise does not count), widened by a
+    text line's context; None when nothing changed."""
+    rows, columns = frame.shape[:2]
+    if previous is None or previous.shape != frame.shape:
+        return Region(0, 0, columns, rows)
+    difference = np.asarray(cv2.absdiff(previous, frame))
+    if difference.ndim == 3:
+        difference = difference.max(axis=2)
+    diff = difference > tolerance
+    changed_rows = np.flatnonzero(diff.any(axis=1))
+    if changed_rows.size == 0:
+        return None
+    changed_columns = np.flatnonzero(diff.any(axis=0))
+    y0, y1 = int(changed_rows[0]), int(changed_rows[-1]) + 1
+    x0, x1 = int(changed_columns[0]), int(changed_columns[-1]) + 1
+    return _widen(Region(x0, y0, x1 - x0, y1 - y0), _CONTEXT, rows, columns)
+
+
+def _widen(box: Region, margin: int, rows: int, columns: int, along: float = 0.0) -> Region:
+    """`box` grown by `margin` on every side, and along its line by `along` times its height
+    more (a detector most often misses the start or end of a line, rarely a whole line)."""
+    horizontal = margin + round(along * box.height)
+    x0, y0 = max(box.x - horizontal, 0), max(box.y - margin, 0)
+    x1, y1 = min(box.x + box.width + horizontal, columns), min(box.y + box.height + margin, rows)
+    return Region(x0, y0, x1 - x0, y1 - y0)
+
+
+def _inside(box: Region, window: Region) -> bool:
+    return (
+        box.x >= window.x
+        and box.y >= window.y
+        and box.x + box.width <= window.x + window.width
+        and box.y + box.height <= window.y + window.height
+    )
+
+
+def _overlaps(a: Region, b: Region) -> bool:
+    return (
+        a.x < b.x + b.width
+        and b.x < a.x + a.width
+        and a.y < b.y + b.height
+        and b.y < a.y + a.height
+    )
+
+
+def _summarise(
+    fixed: Iterable[tuple[str, Region]], detected: list[list[Region]]
+) -> tuple[Masked, ...]:
+    """Masked rectangles with the frames they apply to (a box on consecutive frames once)."""
+    frames = len(detected)
+    out = [Masked(source, r.x, r.y, r.width, r.height, 0, frames - 1) for source, r in fixed]
+    open_boxes: dict[Region, int] = {}
+    for index, boxes in enumerate([*detected, []]):
+        current = set(boxes)
+        for box, first in list(open_boxes.items()):
+            if box not in current:
+                out.append(
+                    Masked("detected", box.x, box.y, box.width, box.height, first, index - 1)
+                )
+                del open_boxes[box]
+        for box in boxes:
+            open_boxes.setdefault(box, index)
+    return tuple(out)
