@@ -18,6 +18,7 @@ from pathlib import Path
 
 from gateway import __version__, batch, devpki, scu
 from gateway.app import Gateway
+from gateway.deidentify.pixels.stage import PixelStage
 from gateway.deidentify.profile import OPTION_COLUMNS, Profile, Resolved, enabled_columns
 from gateway.errors import ConfigError, GatewayError, KeyFileError, TlsSetupError
 from gateway.ingest.scp import tls_context
@@ -72,7 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    _settings(args.file)
+    settings = _settings(args.file)
+    PixelStage.for_settings(settings)  # pixel rules readable, detector models present
     print(f"{args.file.resolve()}: ok")
     return EXIT_OK
 

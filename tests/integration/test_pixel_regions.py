@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.pixels.processing import apply_color_lut
 
 from gateway.deidentify.pixels.ctp import Region
 from gateway.deidentify.pixels.frames import iter_frames
@@ -48,3 +49,17 @@ def test_black_is_the_darkest_value_for_each_photometric_interpretation() -> Non
     frame = np.full((10, 10), 7, np.uint16)
     assert mask(frame, [Region(8, 8, 5, 5), Region(20, 20, 2, 2)], 0) == 4  # clipped, outside
     assert frame.sum() == 7 * 96
+
+
+def test_black_in_a_palette_image_is_its_darkest_colour(testdata: Path) -> None:
+    """OT-PAL-8-face maps index 0 to green: masking with 0 would paint text green, readable."""
+    ds = pydicom.dcmread(
+        testdata / "modalities_misc" / "pydicom_data__OT-PAL-8-face.dcm", force=True
+    )
+    if "TransferSyntaxUID" not in ds.file_meta:  # a bare data set in Implicit VR
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    frame = next(iter_frames(ds))
+    index = black(ds, frame)
+    colours = apply_color_lut(np.arange(256, dtype=np.uint8), ds).sum(axis=1)
+    assert colours[index] == colours.min() == 0
+    assert colours[0] > 0

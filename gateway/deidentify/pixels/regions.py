@@ -8,7 +8,7 @@ that cover the whole image would mask nothing, and then detection must find the 
 inside the kept regions is still the detector's job.
 
 "Black" is the darkest value the image can show: the minimum for MONOCHROME2 and colour, the
-maximum for MONOCHROME1 (PS3.3 C.7.6.3.1.2).
+maximum for MONOCHROME1 (PS3.3 C.7.6.3.1.2), the darkest entry of a palette colour table.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.pixels.processing import apply_color_lut
 
 from gateway.deidentify.pixels.ctp import Region
 
@@ -49,8 +50,14 @@ def ultrasound_keep(ds: Dataset) -> list[Region] | None:
 
 
 def black(ds: Dataset, frame: np.ndarray) -> int | float:
-    """The darkest value of this image's pixel values."""
+    """The darkest value of this image's pixel values (for palette colour: the index of the
+    darkest colour in its table)."""
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    if photometric == "PALETTE COLOR":
+        high = (1 << (frame.dtype.itemsize * 8)) - 1
+        indices = np.arange(min(high + 1, 65536), dtype=frame.dtype)
+        colours = apply_color_lut(indices, ds).astype(np.int64)
+        return int(np.argmin(colours.reshape(len(indices), -1).sum(axis=1)))
     if frame.dtype.kind == "f":
         return float(frame.max() if photometric == "MONOCHROME1" else frame.min())
     bits = int(ds.get("BitsStored", frame.dtype.itemsize * 8) or frame.dtype.itemsize * 8)

@@ -1,0 +1,196 @@
+"""Burned-in text benchmark: detection speed on one core, recall and precision, peak memory.
+
+Figures, not a test (the acceptance tests assert behaviour). One process pinned to CPU 0, the
+detector single-threaded, as in a worker. Printed side by side with the baseline of the same
+run: the same detector reading every frame whole (no reuse of unchanged areas).
+
+- ultrasound 640x480: one RGB frame (US1) read `--repeat` times: frames/s;
+- the 120-frame YBR cine (640x480, JPEG): frames/s with the gateway's reuse of unchanged
+  areas, and the baseline reading every frame whole;
+- a 2128x2000 DX and a 512x512 CT: seconds per image (three views of greyscale);
+- `burned_in_text_gt`: box recall (>= 90 % of a ground-truth box masked) and precision at IoU
+  0.5 (detected boxes against ground-truth boxes, both ways); the same with every image
+  scaled up 2.5x (a stand-in for 2k DX/CR with text, which the shared material lacks);
+- peak RSS of this process (VmHWM).
+
+    .venv/bin/python benchmarks/pixels.py [--repeat 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gateway.deidentify.engine import Engine  # noqa: E402
+from gateway.deidentify.pixels.ctp import Region  # noqa: E402
+from gateway.deidentify.pixels.frames import iter_frames  # noqa: E402
+from gateway.deidentify.pixels.models import load_finder  # noqa: E402
+from gateway.deidentify.pixels.render import Renderer  # noqa: E402
+from gateway.deidentify.pixels.stage import Masked, PixelStage  # noqa: E402
+from gateway.settings import DeidentifySettings, PixelSettings  # noqa: E402
+from gateway.vault.sqlite import SqliteVault  # noqa: E402
+from tests.pixel_truth import (  # noqa: E402
+    COVERED,
+    TextBox,
+    covered_share,
+    inside,
+    load,
+    mask_image,
+)
+
+DICOM = REPO.parent / "shared" / "testdata" / "dicom"
+US_FRAME = DICOM / "ultrasound" / "pydicom_data__US1_UNCR.dcm"
+CINE = DICOM / "ultrasound" / "pydicom_data__color3d_jpeg_baseline.dcm"
+DX = DICOM / "modalities_misc" / "pylibjpeg_data__966_fixed.dcm"
+CT = DICOM / "private_tags" / "orthanc_tests__2019-06-17-VedranZdesic.dcm"
+SCALE = 2.5
+
+
+def loaded(path: Path, engine: Engine) -> tuple[Dataset, str]:
+    data = path.read_bytes()
+    ds = engine.read(data)
+    return ds, engine.load_pixels(ds, data)
+
+
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    """Median seconds of `repeat` calls."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def detect_all(stage: PixelStage, ds: Dataset, reuse: bool) -> int:
+    """The detection pass over every frame; the number of frames read."""
+    if reuse:
+        return sum(1 for _ in stage._detect(ds, None, float("inf")))
+    renderer, frames = Renderer(ds), 0
+    for frame in iter_frames(ds):
+        rows, columns = frame.shape[:2]
+        stage._read_window(renderer, frame, Region(0, 0, columns, rows), None)
+        frames += 1
+    return frames
+
+
+def scaled(path: Path, boxes: list[TextBox]) -> tuple[bytes, list[TextBox]]:
+    """The image scaled up 2.5x (cubic), as a new single-frame file, with its boxes."""
+    ds = pydicom.dcmread(path)
+    frame = next(iter_frames(ds))
+    big = cv2.resize(frame, None, fx=SCALE, fy=SCALE, interpolation=cv2.INTER_CUBIC)
+    ds.Rows, ds.Columns = big.shape[:2]
+    ds.PixelData = np.ascontiguousarray(big.astype(frame.dtype)).tobytes()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    grown = [TextBox(b.text, *(round(v * SCALE) for v in (b.x0, b.y0, b.x1, b.y1))) for b in boxes]
+    return out.getvalue(), grown
+
+
+def score(
+    stage: PixelStage, engine: Engine, items: list[tuple[bytes, list[TextBox]]]
+) -> tuple[str, float]:
+    covered = total = matched_gt = matched_det = detections = 0
+    start = time.perf_counter()
+    for data, boxes in items:
+        ds = engine.read(data)
+        syntax = engine.load_pixels(ds, data)
+        outcome = stage.clean(ds, syntax)
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        masked = mask_image(outcome.masked, rows, columns, 0)
+        found = [m for m in outcome.masked if m.source == "detected"]
+        detections += len(found)
+        boxes = [b for b in boxes if inside(b, rows, columns)]
+        total += len(boxes)
+        covered += sum(covered_share(b, masked) >= COVERED for b in boxes)
+        matched_gt += sum(any(_iou(b, m) >= 0.5 for m in found) for b in boxes)
+        matched_det += sum(any(_iou(b, m) >= 0.5 for b in boxes) for m in found)
+    seconds = time.perf_counter() - start
+    recall = covered / total
+    line = (
+        f"recall {covered}/{total} = {recall:.3f} (box >= {COVERED:.0%} masked); "
+        f"IoU>=0.5: recall {matched_gt}/{total} = {matched_gt / total:.3f}, precision "
+        f"{matched_det}/{detections} = {matched_det / max(detections, 1):.3f}; "
+        f"{seconds / len(items):.2f} s/image"
+    )
+    return line, recall
+
+
+def _iou(b: TextBox, m: Masked) -> float:
+    x0, y0, x1, y1 = m.x, m.y, m.x + m.width, m.y + m.height
+    ix = max(0, min(b.x1, x1) - max(b.x0, x0))
+    iy = max(0, min(b.y1, y1) - max(b.y0, y0))
+    inter = ix * iy
+    union = (b.x1 - b.x0) * (b.y1 - b.y0) + (x1 - x0) * (y1 - y0) - inter
+    return inter / union if union else 0.0
+
+
+def peak_rss_mib() -> float:
+    status = Path("/proc/self/status").read_text()
+    found = re.search(r"VmHWM:\s+(\d+)", status)
+    return int(found.group(1)) / 1024 if found else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    if not DICOM.is_dir():
+        sys.exit(f"shared test material not found at {DICOM}")
+    os.sched_setaffinity(0, {0})
+    with tempfile.TemporaryDirectory() as tmp:
+        vault = SqliteVault(Path(tmp) / "vault.sqlite3", os.urandom(32), durable=False)
+        engine = Engine(DeidentifySettings(), vault, ae_title="BENCH")
+        finder = load_finder()
+        stage = PixelStage(PixelSettings(), (), finder)
+        print(f"pixels benchmark: one core (CPU 0), onnxruntime single-threaded; {time.ctime()}")
+
+        ds, _ = loaded(US_FRAME, engine)
+        seconds = timed(partial(detect_all, stage, ds, True), args.repeat)
+        print(
+            f"US 640x480 RGB, one frame:      {1 / seconds:6.1f} frames/s ({seconds * 1000:.0f} ms)"
+        )
+
+        ds, _ = loaded(CINE, engine)
+        for label, reuse in (("gateway (reuse)", True), ("baseline (whole)", False)):
+            start = time.perf_counter()
+            count = detect_all(stage, ds, reuse)
+            seconds = time.perf_counter() - start
+            print(f"US cine 120x640x480, {label:17} {count / seconds:6.1f} frames/s")
+
+        for name, path in (("DX 2128x2000", DX), ("CT 512x512", CT)):
+            image, _ = loaded(path, engine)
+            seconds = timed(partial(detect_all, stage, image, True), max(args.repeat // 4, 3))
+            print(
+                f"{name}, three views:         {seconds:6.2f} s/image ({1 / seconds:.2f} frames/s)"
+            )
+
+        truth = load(DICOM / "burned_in_text_gt")
+        items = [(path.read_bytes(), boxes) for path, boxes in truth.items()]
+        line, _ = score(stage, engine, items)
+        print(f"ground truth ({len(items)} images):  {line}")
+        line, _ = score(stage, engine, [scaled(path, boxes) for path, boxes in truth.items()])
+        print(f"ground truth x{SCALE}:           {line}")
+        print(f"peak RSS: {peak_rss_mib():.0f} MiB")
+        vault.close()
+
+
+if __name__ == "__main__":
+    main()
