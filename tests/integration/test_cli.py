@@ -337,3 +337,7 @@ def test_deidentify_lists_masked_regions_and_rejects_bad_pixel_rules(
     assert "pixels.ctp_scripts[0]" in bad.stderr
     assert "line 3" in bad.stderr
     assert "Traceback" not in bad.stderr
+    checked = cli("check-config", str(write_config(tmp_path, config)))
+    assert checked.returncode == 2
+    assert "pixels.ctp_scripts[0]" in checked.stderr
+    assert "line 3" in checked.stderr

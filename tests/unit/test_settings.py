@@ -137,3 +137,27 @@ def test_deidentify_and_policy_keys_are_checked_and_named(tmp_path: Path) -> Non
     settings = load(write_config(tmp_path, good))
     assert settings.deidentify.site_code == "STM01"
     assert settings.policy.rules[0].peers == ("test-pacs",)
+
+
+def test_pixel_keys_are_checked_and_named(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    config["pixels"] = {
+        "skip": ["ultrasound"],
+        "keep_markers": ["L", "Kowalski"],
+        "margin": 500,
+        "max_seconds": 0,
+        "ctp_scripts": [""],
+    }
+    with pytest.raises(ConfigError) as raised:
+        load(write_config(tmp_path, config))
+    text = "\n".join(raised.value.problems)
+    assert "pixels.skip: only 'cross-sectional', 'other-image' may be skipped" in text
+    assert "pixels.keep_markers: markers are 1-4 ASCII letters or digits" in text
+    assert "pixels.margin: must be between 0 and 64" in text
+    assert "pixels.max_seconds: must be a finite number above zero" in text
+    assert "pixels.ctp_scripts[0]: must be a non-empty path string" in text
+    config["pixels"] = {"skip": ["cross-sectional"], "ctp_scripts": ["rules/site.script"]}
+    settings = load(write_config(tmp_path, config))
+    assert settings.pixels.skip == ("cross-sectional",)
+    assert settings.pixels.ctp_scripts == ((tmp_path / "rules" / "site.script").resolve(),)
+    assert settings.pixels.ultrasound_regions

@@ -26,6 +26,9 @@ import numpy as np
 from gateway.deidentify.pixels.ctp import Region
 
 _MAX_CANDIDATES = 1000
+_REC_HEIGHT = 48  # the recognition model's input height
+_REC_MAX_WIDTH = 1600
+_REC_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class DetectorOptions:
     mean: float = 0.5  # per channel, after x/255
     std: float = 0.5
     max_side: int = 960  # longer pictures are scaled down to this ...
-    min_side: int = 512  # ... and shorter ones up so their short side has this,
+    min_side: int = 480  # ... and shorter ones up so their short side has this,
     max_upscale: float = 4.0  # but never more than this (a 64-pixel MR blob is no text)
     thresh: float = 0.2
     box_thresh: float = 0.5
@@ -147,20 +150,36 @@ class OnnxText:
 
     def read(self, image: np.ndarray, box: Region) -> str:
         """The text in `box`, "" without a recogniser (then nothing is a marker)."""
-        return self.read_scored(image, box)[0]
+        return self.read_many(image, [box])[0][0]
 
-    def read_scored(self, image: np.ndarray, box: Region) -> tuple[str, float]:
-        """The text in `box` and the recogniser's mean confidence in its characters."""
+    def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]:
+        """The text in each box and the recogniser's mean confidence in its characters; the
+        boxes are read in batches of similar width (one network call per batch)."""
+        out: list[tuple[str, float]] = [("", 0.0)] * len(boxes)
         if self._rec is None:
-            return "", 0.0
-        crop = image[box.y : box.y + box.height, box.x : box.x + box.width]
-        if crop.size == 0:
-            return "", 0.0
-        target_height = 48
-        target_width = max(16, min(1600, math.ceil(target_height * crop.shape[1] / crop.shape[0])))
-        scaled = cv2.resize(crop, (target_width, target_height)).astype(np.float32)
-        x = (scaled / 127.5 - 1.0).transpose(2, 0, 1)[None]
-        scores = self._rec.run(None, {self._rec_input: np.ascontiguousarray(x)})[0][0]
+            return out
+        inputs = []
+        for index, box in enumerate(boxes):
+            crop = image[box.y : box.y + box.height, box.x : box.x + box.width]
+            if crop.size:
+                width = math.ceil(_REC_HEIGHT * crop.shape[1] / crop.shape[0])
+                width = max(_REC_HEIGHT // 3, min(_REC_MAX_WIDTH, width))
+                scaled = cv2.resize(crop, (width, _REC_HEIGHT)).astype(np.float32)
+                inputs.append((width, index, (scaled / 127.5 - 1.0).transpose(2, 0, 1)))
+        inputs.sort(key=lambda item: item[0])
+        for start in range(0, len(inputs), _REC_BATCH):
+            batch = inputs[start : start + _REC_BATCH]
+            widest = batch[-1][0]
+            x = np.zeros((len(batch), 3, _REC_HEIGHT, widest), np.float32)  # padded with 0
+            for row, (width, _, tensor) in enumerate(batch):
+                x[row, :, :, :width] = tensor
+            scores = self._rec.run(None, {self._rec_input: x})[0]
+            for row, (_, index, _) in enumerate(batch):
+                out[index] = self._decode(scores[row])
+        return out
+
+    def _decode(self, scores: np.ndarray) -> tuple[str, float]:
+        """CTC: the best character per column, repeats and blanks collapsed."""
         best = scores.argmax(axis=1)
         chars, confidence, last = [], [], 0
         for column, index in enumerate(best):

@@ -64,9 +64,7 @@ class TextFinder(Protocol):
 
     def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]: ...
 
-    def read(self, image: np.ndarray, box: Region) -> str: ...
-
-    def read_scored(self, image: np.ndarray, box: Region) -> tuple[str, float]: ...
+    def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]: ...
 
 
 @dataclass(frozen=True)
@@ -206,8 +204,11 @@ class PixelStage:
         rows, columns = frame.shape[:2]
         line = max(_LINE_PIXELS, round(_LINE_SHARE * min(rows, columns)))
         for view in renderer.views(frame[y : y + h, x : x + w]):
-            for box in self.finder.find(view, (rows, columns)):
-                if self._harmless(view, box, line):
+            boxes = self.finder.find(view, (rows, columns))
+            doubtful = [b for b in boxes if b.height > line or b.width <= _MARKER_ASPECT * b.height]
+            readings = dict(zip(doubtful, self.finder.read_many(view, doubtful), strict=True))
+            for box in boxes:
+                if box in readings and self._harmless(box, *readings[box], line):
                     continue
                 found.append(Region(box.x + x, box.y + y, box.width, box.height))
         margin = self.settings.margin
@@ -216,21 +217,16 @@ class PixelStage:
             widened = [b for b in widened if any(_overlaps(b, k) for k in keep)]
         return widened
 
-    def _harmless(self, view: np.ndarray, box: Region, line: int) -> bool:
-        """Whether a detected box may stay: a short box read as one of the site's markers; a
-        squat box in which nothing is legible (teeth, a bolt: detectors see glyphs in them);
-        a box taller than a text line (`line` pixels) that does not read confidently as text
-        (textured anatomy - bowel, lung, trabecular bone - looks like text to the detector as a
-        whole region; big text reads clearly). A box of line height, wide enough to hold more
-        than a marker, is masked unread."""
-        oversized = box.height > line
-        if box.width > _MARKER_ASPECT * box.height and not oversized:
-            return False
-        text, confidence = self.finder.read_scored(view, box)
+    def _harmless(self, box: Region, text: str, confidence: float, line: int) -> bool:
+        """Whether a detected box that was read may stay: a short box read as one of the
+        site's markers; a squat box in which nothing is legible (teeth, a bolt: detectors see
+        glyphs in them); a box taller than a text line (`line` pixels) that does not read
+        confidently as text (textured anatomy - bowel, lung, trabecular bone - looks like text
+        to the detector as a whole region; big text reads clearly). A box of line height, wide
+        enough to hold more than a marker, is never read: it is masked."""
         text = "".join(text.split()).upper()
-        if oversized:
-            readable = confidence >= _CONFIDENT and any(ch.isalnum() for ch in text)
-            return not readable
+        if box.height > line:
+            return not (confidence >= _CONFIDENT and any(ch.isalnum() for ch in text))
         if text in self.markers:
             return True
         legible = confidence >= _LEGIBLE and any(ch.isalnum() for ch in text)
