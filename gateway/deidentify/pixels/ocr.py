@@ -35,7 +35,7 @@ _REC_BATCH = 8
 class DetectorOptions:
     mean: float = 0.5  # per channel, after x/255
     std: float = 0.5
-    max_side: int = 960  # longer pictures are scaled down to this ...
+    max_side: int = 1280  # longer pictures are scaled down to this ...
     min_side: int = 480  # ... and shorter ones up so their short side has this,
     max_upscale: float = 4.0  # but never more than this (a 64-pixel MR blob is no text)
     thresh: float = 0.2
