@@ -200,22 +200,27 @@ class PixelStage:
         self, renderer: Renderer, frame: np.ndarray, window: Region, keep: list[Region] | None
     ) -> list[Region]:
         x, y, w, h = window.x, window.y, window.width, window.height
-        found: list[Region] = []
         rows, columns = frame.shape[:2]
         line = max(_LINE_PIXELS, round(_LINE_SHARE * min(rows, columns)))
-        for view in renderer.views(frame[y : y + h, x : x + w]):
-            boxes = self.finder.find(view, (rows, columns))
-            doubtful = [b for b in boxes if b.height > line or b.width <= _MARKER_ASPECT * b.height]
-            readings = dict(zip(doubtful, self.finder.read_many(view, doubtful), strict=True))
-            for box in boxes:
-                if box in readings and self._harmless(box, *readings[box], line):
-                    continue
-                found.append(Region(box.x + x, box.y + y, box.width, box.height))
         margin = self.settings.margin
-        widened = [_widen(b, margin, rows, columns, _LINE_EXTENSION) for b in found]
-        if keep is not None:  # outside the regions everything is masked already
-            widened = [b for b in widened if any(_overlaps(b, k) for k in keep)]
-        return widened
+        found: list[Region] = []
+        for view in renderer.views(frame[y : y + h, x : x + w]):
+            boxes = []
+            for box in self.finder.find(view, (rows, columns)):
+                placed = Region(box.x + x, box.y + y, box.width, box.height)
+                widened = _widen(placed, margin, rows, columns, _LINE_EXTENSION)
+                if keep is None or any(_overlaps(widened, k) for k in keep):
+                    boxes.append((box, widened))  # outside the regions all is masked anyway
+            doubtful = [
+                b for b, _ in boxes if b.height > line or b.width <= _MARKER_ASPECT * b.height
+            ]
+            readings = dict(zip(doubtful, self.finder.read_many(view, doubtful), strict=True))
+            found += [
+                widened
+                for box, widened in boxes
+                if box not in readings or not self._harmless(box, *readings[box], line)
+            ]
+        return found
 
     def _harmless(self, box: Region, text: str, confidence: float, line: int) -> bool:
         """Whether a detected box that was read may stay: a short box read as one of the
