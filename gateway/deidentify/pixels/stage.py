@@ -46,7 +46,7 @@ _CONTEXT = 32  # pixels around a changed area that are read again with it (a tex
 #: from what was there by far more. Every 30th frame is read whole all the same.
 _TOLERANCE = 24 / 255
 _READ_WHOLE_EVERY = 30
-_MARKER_ASPECT = 3.0  # boxes wider than this many heights hold more than a marker
+_MARKER_ASPECT = 2.0  # boxes wider than this many heights hold more than a marker (LAT)
 _SQUAT = 1.5  # boxes narrower than this many heights hold a character or two at most
 #: Burned-in annotation lines are at most this tall (pixels, or share of the shorter side of
 #: the frame, whichever is more); taller boxes must read as text with this confidence.
