@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -275,16 +276,7 @@ def test_deidentify_reports_every_input_and_refuses_bad_usage(tmp_path: Path) ->
     assert "no such file or folder" in missing.stderr
     config = base_config(tmp_path)
     config["deidentify"] = {"site_code": "lower"}
-    bad = cli(
-        "deidentify",
-        str(folder),
-        "--config",
-        str(write_config(tmp_path, config)),
-        "--out",
-        "o",
-        "--report",
-        "r.json",
-    )
+    bad = _deidentify(write_config(tmp_path, config), folder, Path("o"), Path("r.json"))
     assert bad.returncode == 2
     assert "deidentify.site_code: must be 1-8 capital letters or digits" in bad.stderr
     assert "Traceback" not in bad.stderr + missing.stderr
@@ -301,16 +293,7 @@ def test_deidentify_lists_masked_regions_and_rejects_bad_pixel_rules(
     keys = cli("keys", "--config", str(write_config(tmp_path, config)))
     assert keys.returncode == 0, keys.stderr
     report = tmp_path / "report.json"
-    done = cli(
-        "deidentify",
-        str(source),
-        "--config",
-        str(write_config(tmp_path, config)),
-        "--out",
-        str(tmp_path / "out"),
-        "--report",
-        str(report),
-    )
+    done = _deidentify(write_config(tmp_path, config), source, tmp_path / "out", report)
     assert done.returncode == 0, done.stderr
     (entry,) = json.loads(report.read_text())["files"]
     assert entry["status"] == "written"
@@ -323,15 +306,8 @@ def test_deidentify_lists_masked_regions_and_rejects_bad_pixel_rules(
     assert entry["changes"]["frames_checked"] == 1
 
     script.write_text('{ Modality.equals("US") }\n(0,0,40,20)\n{ Rows.nonsense("1") }\n(0,0,1,1)\n')
-    bad = cli(
-        "deidentify",
-        str(source),
-        "--config",
-        str(write_config(tmp_path, config)),
-        "--out",
-        str(tmp_path / "out2"),
-        "--report",
-        str(tmp_path / "r2.json"),
+    bad = _deidentify(
+        write_config(tmp_path, config), source, tmp_path / "out2", tmp_path / "r2.json"
     )
     assert bad.returncode == 2
     assert "pixels.ctp_scripts[0]" in bad.stderr
@@ -341,3 +317,18 @@ def test_deidentify_lists_masked_regions_and_rejects_bad_pixel_rules(
     assert checked.returncode == 2
     assert "pixels.ctp_scripts[0]" in checked.stderr
     assert "line 3" in checked.stderr
+
+
+def _deidentify(
+    config: Path, source: Path, out: Path, report: Path
+) -> subprocess.CompletedProcess[str]:
+    return cli(
+        "deidentify",
+        str(source),
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--report",
+        str(report),
+    )

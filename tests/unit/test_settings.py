@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,9 +118,7 @@ def test_deidentify_and_policy_keys_are_checked_and_named(tmp_path: Path) -> Non
             {"action": "hold", "reason": "bad reason!"},
         ]
     }
-    with pytest.raises(ConfigError) as raised:
-        load(write_config(tmp_path, config))
-    text = "\n".join(raised.value.problems)
+    text = _problems(tmp_path, config)
     assert "deidentify.site_code: must be 1-8 capital letters or digits" in text
     assert "deidentify.uid_root: must be a UID root" in text
     assert "policy.rules[1].action: must be one of 'process', 'drop'" in text
@@ -148,9 +147,7 @@ def test_pixel_keys_are_checked_and_named(tmp_path: Path) -> None:
         "max_seconds": 0,
         "ctp_scripts": [""],
     }
-    with pytest.raises(ConfigError) as raised:
-        load(write_config(tmp_path, config))
-    text = "\n".join(raised.value.problems)
+    text = _problems(tmp_path, config)
     assert "pixels.skip: only 'cross-sectional', 'other-image' may be skipped" in text
     assert "pixels.keep_markers: markers are 1-4 ASCII letters or digits" in text
     assert "pixels.margin: must be between 0 and 64" in text
@@ -161,3 +158,10 @@ def test_pixel_keys_are_checked_and_named(tmp_path: Path) -> None:
     assert settings.pixels.skip == ("cross-sectional",)
     assert settings.pixels.ctp_scripts == ((tmp_path / "rules" / "site.script").resolve(),)
     assert settings.pixels.ultrasound_regions
+
+
+def _problems(tmp_path: Path, config: dict[str, Any]) -> str:
+    """Every problem `load` finds in `config`, one per line."""
+    with pytest.raises(ConfigError) as raised:
+        load(write_config(tmp_path, config))
+    return "\n".join(raised.value.problems)
