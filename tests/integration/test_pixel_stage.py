@@ -39,6 +39,7 @@ pytestmark = pytest.mark.timeout(600)
 
 # Burned-in names of the ultrasound files (MANIFEST.md): none may be readable in an output.
 ULTRASOUND_WORDS = ("ZZZ", "PATIENTFI", "DOWNTIME", "MARY", "CCHS", "CLEVELAN", "BAPTIST")
+ALWAYS_LOSSY = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"}  # JPEG baseline, extended
 UNDECODABLE = {"pydicom_wheel__JPEG-lossy.dcm", "orthanc_tests__1.2.840.10008.1.2.4.51.dcm"}
 
 
@@ -174,6 +175,7 @@ def test_every_transfer_syntax_is_reencoded_losslessly_outside_the_masks(
     rules = parse_script('{ Rows.matches("[0-9]+") }\n(0,0,8,6)\n')
     w = worker(vault, pixels=pixel_stage(rules=rules))
     reencoded: set[str] = set()
+    lossy = 0
     for path in sorted((testdata / "transfer_syntaxes").glob("*.dcm")):
         data = path.read_bytes()
         outcome = w.process(data)
@@ -198,6 +200,12 @@ def test_every_transfer_syntax_is_reencoded_losslessly_outside_the_masks(
             assert np.array_equal(old[~masked], new[~masked]), path.name
         reencoded.add(str(out.file_meta.TransferSyntaxUID))
         assert out.BurnedInAnnotation == "NO"
+        source = dcmread(path, stop_before_pixels=True, force=True)
+        syntax = str(source.file_meta.get("TransferSyntaxUID", ""))
+        if syntax in ALWAYS_LOSSY or source.get("PhotometricInterpretation") == "YBR_ICT":
+            lossy += 1
+            assert out.LossyImageCompression == "01", path.name  # once lossy, always lossy
+    assert lossy >= 5  # JPEG baseline/extended and YBR_ICT JPEG 2000 files were among them
     # native, RLE and JPEG 2000 stay in their syntax; the others become Explicit VR LE
     assert {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.90"} <= reencoded
 

@@ -11,8 +11,9 @@ target transfer syntax:
 
 Frames are decoded to RGB when they were YBR (pydicom converts), so the header says RGB then;
 palette colour stays palette colour (indices are masked, not colours). Once lossy, always lossy:
-LossyImageCompression stays "01" (and is set to "01" with its method when the source syntax was
-lossy and the header did not say so), so nobody takes a decoded JPEG for an original.
+LossyImageCompression stays "01" (and is set to "01" with its method when the source syntax is
+always lossy - JPEG baseline and extended - and the header did not say so), so nobody takes a
+decoded JPEG for an original.
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ from gateway.deidentify.pixels.frames import PIXEL_DATA
 
 _UNDEFINED = 0xFFFFFFFF
 _REENCODABLE = {RLELossless, JPEG2000Lossless}
-_LOSSY_METHOD = {  # PS3.3 C.7.6.1.1.5.1: Lossy Image Compression Method defined terms
-    "1.2.840.10008.1.2.4.50": "ISO_10918_1",
-    "1.2.840.10008.1.2.4.51": "ISO_10918_1",
-    "1.2.840.10008.1.2.4.81": "ISO_14495_1",
-    "1.2.840.10008.1.2.4.91": "ISO_15444_1",
-    "1.2.840.10008.1.2.4.93": "ISO_15444_1",
-    "1.2.840.10008.1.2.4.203": "ISO_15444_15",
+# Syntaxes that are always lossy, with their Lossy Image Compression Method (PS3.3
+# C.7.6.1.1.5.1). JPEG-LS near-lossless, JPEG 2000 and HTJ2K may be lossless too: for them the
+# header's own LossyImageCompression is what we know (and YBR_ICT, which only lossy JPEG 2000
+# uses).
+_LOSSY_METHOD = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1",  # JPEG baseline
+    "1.2.840.10008.1.2.4.51": "ISO_10918_1",  # JPEG extended
 }
 _YBR = ("YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420", "YBR_PARTIAL_422")
 
@@ -72,6 +73,7 @@ class Rewriter:
         self.source = source_syntax
         self.syntax = target_syntax(source_syntax)
         photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+        self.source_photometric = photometric
         self.photometric = "RGB" if photometric in _YBR else photometric
         self.samples = int(ds.get("SamplesPerPixel", 1) or 1)
         self.bits_allocated = int(ds.get("BitsAllocated", 8) or 8)
@@ -144,6 +146,8 @@ class Rewriter:
         if self.samples > 1:
             elements[0x00280006] = DataElement(0x00280006, "US", 0)  # PlanarConfiguration
         method = _LOSSY_METHOD.get(self.source)
+        if self.source_photometric == "YBR_ICT":  # the irreversible transform: lossy JPEG 2000
+            method = "ISO_15444_1"
         was_lossy = str(ds.get("LossyImageCompression", "") or "").strip() == "01"
         if method is not None or was_lossy:
             elements[0x00282110] = DataElement(0x00282110, "CS", "01")
