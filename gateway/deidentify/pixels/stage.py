@@ -185,6 +185,7 @@ class PixelStage:
         tolerance = round(_TOLERANCE * ((1 << min(max(bits, 1), 32)) - 1))
         previous: np.ndarray | None = None
         boxes: list[Region] = []
+        readings: dict[tuple[int, Region, bytes], tuple[str, float]] = {}
         for index, frame in enumerate(iter_frames(ds)):
             if time.monotonic() > deadline:
                 raise Unprocessable("pixel-check-timeout")
@@ -192,19 +193,27 @@ class PixelStage:
             window = _changed(None if fresh else previous, frame, tolerance)
             if window is not None:
                 stale = [b for b in boxes if not fresh and not _inside(b, window)]
-                boxes = stale + self._read_window(renderer, frame, window, keep)
+                boxes = stale + self._read_window(renderer, frame, window, keep, readings)
             previous = frame
             yield boxes
 
     def _read_window(
-        self, renderer: Renderer, frame: np.ndarray, window: Region, keep: list[Region] | None
+        self,
+        renderer: Renderer,
+        frame: np.ndarray,
+        window: Region,
+        keep: list[Region] | None,
+        known: dict[tuple[int, Region, bytes], tuple[str, float]] | None = None,
     ) -> list[Region]:
+        """The boxes to mask in `window` of `frame`. `known`: what boxes of earlier frames
+        read as, by view, place and exact pixels (a cine's labels are read once)."""
+        known = {} if known is None else known
         x, y, w, h = window.x, window.y, window.width, window.height
         rows, columns = frame.shape[:2]
         line = max(_LINE_PIXELS, round(_LINE_SHARE * min(rows, columns)))
         margin = self.settings.margin
         found: list[Region] = []
-        for view in renderer.views(frame[y : y + h, x : x + w]):
+        for number, view in enumerate(renderer.views(frame[y : y + h, x : x + w])):
             boxes = []
             for box in self.finder.find(view, (rows, columns)):
                 placed = Region(box.x + x, box.y + y, box.width, box.height)
@@ -214,13 +223,36 @@ class PixelStage:
             doubtful = [
                 b for b, _ in boxes if b.height > line or b.width <= _MARKER_ASPECT * b.height
             ]
-            readings = dict(zip(doubtful, self.finder.read_many(view, doubtful), strict=True))
+            readings = self._read(view, number, Region(x, y, w, h), doubtful, known)
             found += [
                 widened
                 for box, widened in boxes
                 if box not in readings or not self._harmless(box, *readings[box], line)
             ]
         return found
+
+    def _read(
+        self,
+        view: np.ndarray,
+        number: int,
+        window: Region,
+        boxes: list[Region],
+        known: dict[tuple[int, Region, bytes], tuple[str, float]],
+    ) -> dict[Region, tuple[str, float]]:
+        """What each box reads as; boxes whose exact pixels were read before are not read
+        again."""
+        keys = {
+            box: (
+                number,
+                Region(box.x + window.x, box.y + window.y, box.width, box.height),
+                view[box.y : box.y + box.height, box.x : box.x + box.width].tobytes(),
+            )
+            for box in boxes
+        }
+        new = [box for box in boxes if keys[box] not in known]
+        for box, reading in zip(new, self.finder.read_many(view, new), strict=True):
+            known[keys[box]] = reading
+        return {box: known[keys[box]] for box in boxes}
 
     def _harmless(self, box: Region, text: str, confidence: float, line: int) -> bool:
         """Whether a detected box that was read may stay: a short box read as one of the
@@ -245,14 +277,13 @@ def _changed(previous: np.ndarray | None, frame: np.ndarray, tolerance: int) -> 
     rows, columns = frame.shape[:2]
     if previous is None or previous.shape != frame.shape:
         return Region(0, 0, columns, rows)
-    difference = np.asarray(cv2.absdiff(previous, frame))
-    if difference.ndim == 3:
-        difference = difference.max(axis=2)
-    diff = difference > tolerance
-    changed_rows = np.flatnonzero(diff.any(axis=1))
+    samples = frame.shape[2] if frame.ndim == 3 else 1
+    # the largest difference per row and per column, samples side by side (contiguous axes)
+    difference = np.asarray(cv2.absdiff(previous, frame)).reshape(rows, columns * samples)
+    changed_rows = np.flatnonzero(difference.max(axis=1) > tolerance)
     if changed_rows.size == 0:
         return None
-    changed_columns = np.flatnonzero(diff.any(axis=0))
+    changed_columns = np.flatnonzero(difference.max(axis=0) > tolerance) // samples
     y0, y1 = int(changed_rows[0]), int(changed_rows[-1]) + 1
     x0, x1 = int(changed_columns[0]), int(changed_columns[-1]) + 1
     return _widen(Region(x0, y0, x1 - x0, y1 - y0), _CONTEXT, rows, columns)
