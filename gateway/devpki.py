@@ -116,3 +116,12 @@ def write_pair(
     certificate.parent.mkdir(parents=True, exist_ok=True)
     certificate.write_bytes(certificate_pem(issued))
     write_key(key, key_pem(issued))
+
+
+def load(certificate: Path, key: Path) -> Issued:
+    """A CA (or any pair) written before by `write_pair`."""
+    cert = x509.load_pem_x509_certificate(certificate.read_bytes())
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    if not isinstance(private, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{key}: not an EC private key")
+    return Issued(cert, private)

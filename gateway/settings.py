@@ -65,6 +65,13 @@ def _between(low: int, high: int) -> Check:
     return problem
 
 
+def _at_least(low: float) -> Check:
+    def problem(value: float) -> str | None:
+        return None if math.isfinite(value) and value >= low else f"must be at least {low:g}"
+
+    return problem
+
+
 def _name_problem(value: str) -> str | None:
     ok = value and all(ch.isalnum() or ch in "-_." for ch in value) and len(value) <= 64
     return None if ok else "must be 1-64 letters, digits, '-', '_' or '.'"
@@ -271,6 +278,53 @@ class PixelSettings:
     max_seconds: float = field(default=300.0, metadata=_check(_positive))
 
 
+def _https_problem(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith("https://") or "?" in value or "#" in value:
+        return "must be an https:// URL without query or fragment"
+    return None
+
+
+@dataclass(frozen=True)
+class ForwardSettings:
+    """Where sealed instances go: the analysis server, protocol v1 (docs/protocol.md), over
+    mutual TLS; the server is verified against `ca_bundle` only."""
+
+    enabled: bool = False
+    #: Base URL of the analysis server; /v1/studies/... is appended.
+    url: str | None = field(default=None, metadata=_check(_https_problem))
+    ca_bundle: Path | None = None
+    client_certificate: Path | None = None
+    client_key: Path | None = None
+    #: The analysis server's HPKE public key file (`dicom-gateway keys` makes a dev pair).
+    receiver_key: Path | None = None
+    #: Optional: base64 SHA-256 of the server certificate's SubjectPublicKeyInfo.
+    spki_pin: str | None = None
+    connect_timeout: float = field(default=10.0, metadata=_check(_positive))
+    timeout: float = field(default=60.0, metadata=_check(_positive))
+    #: How long a transient failure is retried before the instance is dead-lettered (>= 24 h).
+    retry_hours: float = field(default=72.0, metadata=_check(_at_least(24.0)))
+    max_backoff_seconds: float = field(default=300.0, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    """The reference receiver (`dicom-gateway receiver`): the analysis server's end of
+    protocol v1, for integrators and tests. Clients must present a certificate from
+    `client_ca`."""
+
+    host: str = "127.0.0.1"
+    port: int = field(default=8443, metadata=_check(_port_problem))
+    certificate: Path | None = None
+    private_key: Path | None = None
+    client_ca: Path | None = None
+    #: The receiver's HPKE private key file (mode 0600).
+    hpke_private_key: Path | None = None
+    #: Where opened instances and manifests are stored.
+    storage: Path | None = None
+
+
 @dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -286,6 +340,8 @@ class Settings:
     deidentify: DeidentifySettings = DeidentifySettings()
     policy: PolicySettings = PolicySettings()
     pixels: PixelSettings = PixelSettings()
+    forward: ForwardSettings = ForwardSettings()
+    receiver: ReceiverSettings = ReceiverSettings()
     logging: LoggingSettings = LoggingSettings()
     source: Path = field(default=Path("."), metadata={"internal": True})
 
@@ -429,6 +485,11 @@ def _cross_checks(settings: Settings, b: _Builder) -> None:
         for name in ("certificate", "private_key", "client_ca"):
             if getattr(tls, name) is None:
                 b.problem(f"ingest.tls.{name}", "is required when ingest.tls.enabled = true")
+    forward = settings.forward
+    if forward.enabled:
+        for name in ("url", "ca_bundle", "client_certificate", "client_key", "receiver_key"):
+            if getattr(forward, name) is None:
+                b.problem(f"forward.{name}", "is required when forward.enabled = true")
 
 
 def load(path: Path) -> Settings:

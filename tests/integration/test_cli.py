@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import stat
@@ -9,7 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
+from gateway.seal.keys import read_private, read_public
 from tests.support import (
     REPO,
     GatewayProcess,
@@ -43,6 +46,29 @@ def test_example_config_checks_out_once_keys_exist(example: Path) -> None:
     ok = cli("check-config", str(example))
     assert ok.returncode == 0, ok.stderr
     assert "ok" in ok.stdout
+
+
+def test_keys_makes_the_forwarding_pki_and_the_receiver_hpke_pair(example: Path) -> None:
+    created = cli("keys", "--config", str(example))
+    assert created.returncode == 0, created.stderr
+    var = example.parent.parent / "var"
+    ca = x509.load_pem_x509_certificate((var / "pki" / "dev-ca.crt").read_bytes())
+    for leaf, usage in (("receiver", "serverAuth"), ("gateway-client", "clientAuth")):
+        cert = x509.load_pem_x509_certificate((var / "pki" / f"{leaf}.crt").read_bytes())
+        cert.verify_directly_issued_by(ca)  # raises if another CA signed it
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert [u._name for u in usages] == [usage]
+        assert stat.S_IMODE((var / "pki" / f"{leaf}.key").stat().st_mode) == 0o600
+    sans = x509.load_pem_x509_certificate((var / "pki" / "receiver.crt").read_bytes())
+    names = sans.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("127.0.0.1") in names.get_values_for_type(x509.IPAddress)
+    private = read_private(var / "keys" / "receiver-hpke.key")
+    assert read_public(var / "keys" / "receiver-hpke.pub").key_id == private.public.key_id
+    assert f"key id {private.public.key_id}" in created.stdout
+    again = cli("keys", "--config", str(example))
+    assert again.returncode == 0, again.stderr
+    assert "created" not in again.stdout
+    assert read_private(var / "keys" / "receiver-hpke.key").public.key_id == private.public.key_id
 
 
 def test_keys_never_overwrites_a_key(example: Path) -> None:
