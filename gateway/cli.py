@@ -25,6 +25,7 @@ from gateway.errors import ConfigError, GatewayError, KeyFileError, TlsSetupErro
 from gateway.ingest.scp import tls_context
 from gateway.keyfiles import generate_key_file, read_key, write_key_file
 from gateway.logs import configure
+from gateway.receiver import server as receiver_server
 from gateway.seal import keys as seal_keys
 from gateway.settings import (
     DeidentifySettings,
@@ -72,6 +73,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     except GatewayError as exc:
         print(f"dicom-gateway: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def cmd_receiver(args: argparse.Namespace) -> int:
+    """The reference receiver (the analysis server's end of protocol v1)."""
+    settings = _settings(args.config, files=False)
+    configure(settings.logging)
+    try:
+        receiver_server.serve(settings)
+    except (GatewayError, OSError) as exc:
+        print(f"dicom-gateway receiver: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -349,6 +362,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the gateway")
     p.add_argument("--config", type=Path, required=True)
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("receiver", help="run the reference receiver (analysis server end)")
+    p.add_argument("--config", type=Path, required=True)
+    p.set_defaults(func=cmd_receiver)
     p = sub.add_parser("check-config", help="validate a configuration file")
     p.add_argument("file", type=Path)
     p.set_defaults(func=cmd_check_config)

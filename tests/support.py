@@ -141,10 +141,13 @@ def cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
 
 @dataclass
 class GatewayProcess:
-    """`dicom-gateway run` as a child process; its JSON log lines are kept and written out."""
+    """`dicom-gateway run` (or `receiver`) as a child process; its JSON log lines are kept and
+    written out. Ready when the `<ready>` event names the port it listens on."""
 
     config: Path
     log_file: Path
+    command: str = "run"
+    ready: str = "ingest.listening"
     proc: subprocess.Popen[str] | None = None
     port: int = 0
     metrics_port: int = 0
@@ -153,7 +156,7 @@ class GatewayProcess:
 
     def start(self, **popen: Any) -> GatewayProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
+            [sys.executable, "-m", "gateway", self.command, "--config", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -171,7 +174,7 @@ class GatewayProcess:
                 continue
             if event["event"] == "metrics.listening":
                 self.metrics_port = int(event["port"])
-            if event["event"] == "ingest.listening":
+            if event["event"] == self.ready:
                 self.port = int(event["port"])
                 return self
         raise RuntimeError("gateway did not start:\n" + "\n".join(self.lines))
