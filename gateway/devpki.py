@@ -66,10 +66,18 @@ def make_ca(common_name: str = "dicom-gateway dev CA") -> Issued:
     return Issued(cert, key)
 
 
-def issue(ca: Issued, common_name: str, *, server: bool, hosts: tuple[str, ...] = ()) -> Issued:
-    """A leaf certificate for a TLS server (with SANs) or client, signed by `ca`."""
+def issue(
+    ca: Issued,
+    common_name: str,
+    *,
+    server: bool,
+    hosts: tuple[str, ...] = (),
+    now: dt.datetime | None = None,
+) -> Issued:
+    """A leaf certificate for a TLS server (with SANs) or client, signed by `ca`, valid from
+    `now` (default: the present) for a year."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
         x509.CertificateBuilder()

@@ -112,6 +112,31 @@ def base_config(root: Path) -> dict[str, Any]:
     }
 
 
+def receiver_config(root: Path) -> dict[str, Any]:
+    """`base_config` plus forwarding to, and the reference receiver on, 127.0.0.1 (port 0),
+    with the files `dicom-gateway keys` makes under `root`."""
+    config = base_config(root)
+    pki, keys = root / "pki", root / "keys"
+    config["forward"] = {
+        "enabled": True,
+        "url": "https://127.0.0.1:8443",
+        "ca_bundle": str(pki / "ca.crt"),
+        "client_certificate": str(pki / "gateway.crt"),
+        "client_key": str(pki / "gateway.key"),
+        "receiver_key": str(keys / "receiver.pub"),
+    }
+    config["receiver"] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "certificate": str(pki / "receiver.crt"),
+        "private_key": str(pki / "receiver.key"),
+        "client_ca": str(pki / "ca.crt"),
+        "hpke_private_key": str(keys / "receiver.key"),
+        "storage": str(root / "received"),
+    }
+    return config
+
+
 def ingest(**values: Any) -> Callable[[dict[str, Any]], None]:
     """A `gateway_factory` edit that sets `[ingest]` keys."""
 

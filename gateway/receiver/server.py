@@ -69,6 +69,7 @@ def serve(settings: Settings) -> None:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.receiver.host, settings.receiver.port))
+    sock.listen(128)  # before saying so: a client reading the log may connect at once
     log.info(
         "receiver.listening",
         host=settings.receiver.host,

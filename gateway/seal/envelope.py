@@ -48,9 +48,22 @@ class Name:
         return "\0".join((PROTOCOL, self.kind, self.site, self.study, self.item)).encode("ascii")
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """A sealed body, what it is, and the id of the key it was sealed to."""
+
+    name: Name
+    key_id: str
+    body: bytes
+
+
 def seal(data: bytes, name: Name, key: PublicKey) -> bytes:
     """The HPKE envelope (encapsulated key, then ciphertext) of `data` for `name`."""
     return suite(key.suite).encrypt(data, key.key, info=name.info())
+
+
+def sealed(data: bytes, name: Name, key: PublicKey) -> Sealed:
+    return Sealed(name, key.key_id, seal(data, name, key))
 
 
 def open_sealed(body: bytes, name: Name, key: PrivateKey) -> bytes:

@@ -14,7 +14,6 @@ import json
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -25,33 +24,10 @@ from gateway.keyfiles import write_key_file
 from gateway.seal.envelope import Name, seal
 from gateway.seal.keys import PublicKey, read_public
 from tests.dicom_builders import part10, synthetic
-from tests.support import GatewayProcess, base_config, cli, write_config
+from tests.support import GatewayProcess, cli, receiver_config, write_config
 
 pytestmark = pytest.mark.timeout(120)
 SITE = "UT"
-
-
-def receiver_config(root: Path) -> dict[str, Any]:
-    config = base_config(root)
-    pki, keys = root / "pki", root / "keys"
-    config["forward"] = {
-        "enabled": True,
-        "url": "https://127.0.0.1:8443",
-        "ca_bundle": str(pki / "ca.crt"),
-        "client_certificate": str(pki / "gateway.crt"),
-        "client_key": str(pki / "gateway.key"),
-        "receiver_key": str(keys / "receiver.pub"),
-    }
-    config["receiver"] = {
-        "host": "127.0.0.1",
-        "port": 0,
-        "certificate": str(pki / "receiver.crt"),
-        "private_key": str(pki / "receiver.key"),
-        "client_ca": str(pki / "ca.crt"),
-        "hpke_private_key": str(keys / "receiver.key"),
-        "storage": str(root / "received"),
-    }
-    return config
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,114 @@
+"""The forwarder: PUT sealed bodies to the analysis server over mutual TLS, and say what came of
+it.
+
+The TLS context trusts only the configured CA bundle (never the system store), requires TLS
+1.2 or later, checks the host name, presents the gateway's client certificate and - when a
+pin is configured - refuses a server whose public key (SHA-256 of its SubjectPublicKeyInfo)
+differs, right after the handshake, before any request is written. One httpx client keeps its
+HTTP/1.1 connections alive between requests; redirects are not followed.
+
+The worker seals; `send` takes the sealed body and never raises for the network or the
+server: it returns a `Verdict` (`classify`), which the caller turns into done, dead letter or
+retry (`backoff`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import ssl
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.errors import ConfigError
+from gateway.forward.classify import HTTPX_ERRORS, Verdict, classify_error, classify_response
+from gateway.seal.envelope import Sealed
+from gateway.settings import ForwardSettings, Settings
+
+SEALED = "application/vnd.dicom-gateway.sealed"
+
+
+class _PinnedContext(ssl.SSLContext):
+    """An SSLContext that also checks the server's public key against a pin after the
+    handshake (httpx's sync transport wraps sockets through `wrap_socket`)."""
+
+    pin: bytes | None = None
+
+    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        wrapped = super().wrap_socket(sock, *args, **kwargs)
+        if self.pin is not None:
+            der = wrapped.getpeercert(binary_form=True)
+            if der is None or spki_sha256(der) != self.pin:
+                wrapped.close()
+                raise ssl.SSLCertVerificationError("server public key does not match the pin")
+        return wrapped
+
+
+def spki_sha256(certificate_der: bytes) -> bytes:
+    """SHA-256 of a certificate's SubjectPublicKeyInfo (what `spki_pin` holds, in base64)."""
+    public = x509.load_der_x509_certificate(certificate_der).public_key()
+    spki = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).digest()
+
+
+def tls_context(settings: ForwardSettings) -> ssl.SSLContext:
+    context = _PinnedContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cafile=str(settings.ca_bundle))
+    context.load_cert_chain(str(settings.client_certificate), str(settings.client_key))
+    if settings.spki_pin:
+        context.pin = base64.b64decode(settings.spki_pin)
+    return context
+
+
+class Forwarder:
+    def __init__(self, settings: ForwardSettings, transport: httpx.BaseTransport | None = None):
+        if settings.url is None:
+            raise ValueError("forward.url is not set")
+        self.base = settings.url.rstrip("/")
+        self.http = httpx.Client(
+            verify=tls_context(settings),
+            timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+            transport=transport,
+        )
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Forwarder:
+        """The forwarder of a site's configuration; ConfigError when a file cannot be used."""
+        try:
+            return cls(settings.forward)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(
+                [f"{settings.source}: forward: cannot set up TLS: {exc.__class__.__name__}"]
+            ) from None
+
+    def send(self, item: Sealed) -> Verdict:
+        """PUT one sealed instance or manifest; what came of it."""
+        name = item.name
+        headers = {"Dicom-Gateway-Site": name.site, "Dicom-Gateway-Key-Id": item.key_id}
+        if name.kind == "instance":
+            path = f"/v1/studies/{name.study}/instances/{name.item}"
+        else:
+            path = f"/v1/studies/{name.study}/manifest"
+            headers["Dicom-Gateway-Manifest-Version"] = name.item
+        return self._put(path, item.body, headers)
+
+    def _put(self, path: str, body: bytes, extra: dict[str, str]) -> Verdict:
+        digest = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
+        headers = {"Content-Type": SEALED, "Content-Digest": f"sha-256=:{digest}:", **extra}
+        try:
+            response = self.http.put(self.base + path, content=body, headers=headers)
+        except HTTPX_ERRORS as exc:
+            return classify_error(exc)
+        return classify_response(response.status_code, response.headers)
+
+    def close(self) -> None:
+        self.http.close()
