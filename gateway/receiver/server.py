@@ -66,7 +66,9 @@ def serve(settings: Settings) -> None:
         timeout_keep_alive=30,
     )
     family = socket.AF_INET6 if ":" in settings.receiver.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto given: asyncio sets TCP_NODELAY only on sockets that say IPPROTO_TCP; without it
+    # every answer waited for the client's delayed ACK (~40 ms a request)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.receiver.host, settings.receiver.port))
     sock.listen(128)  # before saying so: a client reading the log may connect at once
