@@ -12,6 +12,8 @@ Secrets never appear inline: a secret is `{ file = "path" }` or `{ env = "VARIAB
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import ipaddress
 import math
@@ -278,6 +280,16 @@ class PixelSettings:
     max_seconds: float = field(default=300.0, metadata=_check(_positive))
 
 
+def _pin_problem(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except binascii.Error:
+        digest = b""
+    return None if len(digest) == 32 else "must be a base64 SHA-256 digest (44 characters)"
+
+
 def _https_problem(value: str | None) -> str | None:
     if value is None:
         return None
@@ -300,7 +312,7 @@ class ForwardSettings:
     #: The analysis server's HPKE public key file (`dicom-gateway keys` makes a dev pair).
     receiver_key: Path | None = None
     #: Optional: base64 SHA-256 of the server certificate's SubjectPublicKeyInfo.
-    spki_pin: str | None = None
+    spki_pin: str | None = field(default=None, metadata=_check(_pin_problem))
     connect_timeout: float = field(default=10.0, metadata=_check(_positive))
     timeout: float = field(default=60.0, metadata=_check(_positive))
     #: How long a transient failure is retried before the instance is dead-lettered (>= 24 h).
@@ -535,4 +547,10 @@ def file_problems(settings: Settings) -> list[str]:
             value = getattr(tls, name)
             if value is not None and not value.is_file():
                 problems.append(f"{settings.source}: ingest.tls.{name}: no such file {value}")
+    forward = settings.forward
+    if forward.enabled:
+        for name in ("ca_bundle", "client_certificate", "client_key", "receiver_key"):
+            value = getattr(forward, name)
+            if value is not None and not value.is_file():
+                problems.append(f"{settings.source}: forward.{name}: no such file {value}")
     return problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import ipaddress
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.settings import ae_title_problem, load
+from gateway.settings import ae_title_problem, file_problems, load
 from tests.support import REPO, base_config, write_config
 
 
@@ -165,3 +166,36 @@ def _problems(tmp_path: Path, config: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as raised:
         load(write_config(tmp_path, config))
     return "\n".join(raised.value.problems)
+
+
+def test_forward_keys_are_checked_and_named(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    config["forward"] = {"enabled": True, "url": "http://vendor.example", "spki_pin": "abc"}
+    config["receiver"] = {"port": 70000}
+    text = _problems(tmp_path, config)
+    assert "forward.url: must be an https:// URL" in text
+    assert "forward.spki_pin: must be a base64 SHA-256 digest" in text
+    assert "forward.ca_bundle: is required when forward.enabled = true" in text
+    assert "forward.receiver_key: is required when forward.enabled = true" in text
+    assert "receiver.port: must be a TCP port" in text
+    config["forward"] = {
+        "enabled": True,
+        "url": "https://vendor.example:8443",
+        "ca_bundle": "ca.crt",
+        "client_certificate": "c.crt",
+        "client_key": "c.key",
+        "receiver_key": "r.pub",
+        "spki_pin": base64.b64encode(bytes(32)).decode(),
+        "retry_hours": 12,
+    }
+    config["receiver"] = {}
+    assert "forward.retry_hours: must be at least 24" in _problems(tmp_path, config)
+    config["forward"]["retry_hours"] = 48
+    settings = load(write_config(tmp_path, config))
+    missing = [p.split(": ")[1] for p in file_problems(settings) if ": forward." in p]
+    assert missing == [
+        "forward.ca_bundle",
+        "forward.client_certificate",
+        "forward.client_key",
+        "forward.receiver_key",
+    ]
