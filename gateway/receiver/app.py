@@ -20,6 +20,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -58,16 +59,8 @@ def build(key: PrivateKey, store: Store, max_body_bytes: int) -> Starlette:
         try:
             name = _name(request, kind, key)
             body = await _body(request, max_body_bytes)
-            try:
-                plain = open_sealed(body, name, key)
-            except SealError:
-                raise Refused(400, "seal-does-not-open") from None
-            if kind == "instance":
-                _check_instance(plain, name)
-                stored = store.put(name.site, name.study, f"{name.item}.dcm", plain)
-            else:
-                _check_manifest(plain, name)
-                stored = store.put(name.site, name.study, f"manifest-{name.item}.json", plain)
+            # opening, parsing and the fsync run in a worker thread, not on the event loop
+            stored = await run_in_threadpool(_open_and_store, name, body)
         except Refused as refused:
             return JSONResponse({"reason": refused.reason}, status_code=refused.status)
         reason = {
@@ -76,6 +69,17 @@ def build(key: PrivateKey, store: Store, max_body_bytes: int) -> Starlette:
             Stored.CONFLICT: "stored-with-other-content",
         }[stored]
         return JSONResponse({"reason": reason}, status_code=stored.value)
+
+    def _open_and_store(name: Name, body: bytes) -> Stored:
+        try:
+            plain = open_sealed(body, name, key)
+        except SealError:
+            raise Refused(400, "seal-does-not-open") from None
+        if name.kind == "instance":
+            _check_instance(plain, name)
+            return store.put(name.site, name.study, f"{name.item}.dcm", plain)
+        _check_manifest(plain, name)
+        return store.put(name.site, name.study, f"manifest-{name.item}.json", plain)
 
     routes = [
         Route("/v1/studies/{study}/instances/{instance}", instance, methods=["PUT"]),
