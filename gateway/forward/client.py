@@ -26,10 +26,14 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.errors import ConfigError
 from gateway.forward.classify import HTTPX_ERRORS, Verdict, classify_error, classify_response
-from gateway.seal.envelope import Sealed
+from gateway.seal.envelope import (
+    CONTENT_TYPE,
+    KEY_ID_HEADER,
+    SITE_HEADER,
+    VERSION_HEADER,
+    Sealed,
+)
 from gateway.settings import ForwardSettings, Settings
-
-SEALED = "application/vnd.dicom-gateway.sealed"
 
 
 class _PinnedContext(ssl.SSLContext):
@@ -98,17 +102,17 @@ class Forwarder:
     def send(self, item: Sealed) -> Verdict:
         """PUT one sealed instance or manifest; what came of it."""
         name = item.name
-        headers = {"Dicom-Gateway-Site": name.site, "Dicom-Gateway-Key-Id": item.key_id}
+        headers = {SITE_HEADER: name.site, KEY_ID_HEADER: item.key_id}
         if name.kind == "instance":
             path = f"/v1/studies/{name.study}/instances/{name.item}"
         else:
             path = f"/v1/studies/{name.study}/manifest"
-            headers["Dicom-Gateway-Manifest-Version"] = name.item
+            headers[VERSION_HEADER] = name.item
         return self._put(path, item.body, headers)
 
     def _put(self, path: str, body: bytes, extra: dict[str, str]) -> Verdict:
         digest = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
-        headers = {"Content-Type": SEALED, "Content-Digest": f"sha-256=:{digest}:", **extra}
+        headers = {"Content-Type": CONTENT_TYPE, "Content-Digest": f"sha-256=:{digest}:", **extra}
         try:
             response = self.http.put(self.base + path, content=body, headers=headers)
         except HTTPX_ERRORS as exc:

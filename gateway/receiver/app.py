@@ -26,13 +26,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.receiver.store import Store, Stored
-from gateway.seal.envelope import Name, SealError, open_sealed
+from gateway.seal.envelope import (
+    CONTENT_TYPE,
+    KEY_ID_HEADER,
+    SITE_HEADER,
+    VERSION_HEADER,
+    Name,
+    SealError,
+    open_sealed,
+)
 from gateway.seal.keys import PrivateKey
 
-SEALED = "application/vnd.dicom-gateway.sealed"
-SITE_HEADER = "dicom-gateway-site"
-KEY_ID_HEADER = "dicom-gateway-key-id"
-VERSION_HEADER = "dicom-gateway-manifest-version"
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _SITE = re.compile(r"[A-Z0-9]{1,8}")
 _VERSION = re.compile(r"[1-9][0-9]{0,8}")
@@ -97,7 +101,7 @@ def _name(request: Request, kind: str, key: PrivateKey) -> Name:
         raise Refused(400, "bad-site-header")
     if request.headers.get(KEY_ID_HEADER) != key.public.key_id:
         raise Refused(400, "unknown-key-id")
-    if request.headers.get("content-type") != SEALED:
+    if request.headers.get("content-type") != CONTENT_TYPE:
         raise Refused(415, "not-sealed")
     if kind == "instance":
         item = request.path_params["instance"]

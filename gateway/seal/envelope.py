@@ -23,6 +23,12 @@ from cryptography.exceptions import InvalidTag
 from gateway.seal.keys import PrivateKey, PublicKey, suite
 
 PROTOCOL = "dicom-gateway/1"
+#: Protocol v1 on the wire (docs/protocol.md): the body's media type and the headers that name
+#: what the sender sealed (HTTP header names are case-insensitive).
+CONTENT_TYPE = "application/vnd.dicom-gateway.sealed"
+SITE_HEADER = "Dicom-Gateway-Site"
+KEY_ID_HEADER = "Dicom-Gateway-Key-Id"
+VERSION_HEADER = "Dicom-Gateway-Manifest-Version"
 _FIELD = re.compile(r"[0-9A-Za-z.\-]{1,64}")
 
 
