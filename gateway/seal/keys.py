@@ -17,9 +17,10 @@ import binascii
 import hashlib
 import json
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
@@ -52,6 +53,9 @@ class PrivateKey:
     suite: SuiteName
     key: HpkePrivateKey
     public: PublicKey
+
+
+KeyT = TypeVar("KeyT", PublicKey, PrivateKey)
 
 
 def _raw_public(x: x25519.X25519PublicKey, m: mlkem.MLKEM768PublicKey | None) -> dict[str, bytes]:
@@ -142,21 +146,21 @@ def _read(path: Path, kind: str, private: bool) -> tuple[SuiteName, dict[str, by
 
 def read_public(path: Path) -> PublicKey:
     name, parts, recorded = _read(path, "public", private=False)
-    try:
-        key = _public(name, parts)
-    except ValueError:
-        raise KeyFileError(f"{path}: key components of the wrong size") from None
-    if key.key_id != recorded:
-        raise KeyFileError(f"{path}: recorded key id does not match the key")
-    return key
+    return _checked(path, recorded, lambda: _public(name, parts))
 
 
 def read_private(path: Path) -> PrivateKey:
     name, parts, recorded = _read(path, "private", private=True)
+    return _checked(path, recorded, lambda: _private(name, parts))
+
+
+def _checked(path: Path, recorded: str, build: Callable[[], KeyT]) -> KeyT:
+    """The key `build` makes from a file's components, if they fit and match its key id."""
     try:
-        key = _private(name, parts)
+        key = build()
     except ValueError:
         raise KeyFileError(f"{path}: key components of the wrong size") from None
-    if key.public.key_id != recorded:
+    public = key.public if isinstance(key, PrivateKey) else key
+    if public.key_id != recorded:
         raise KeyFileError(f"{path}: recorded key id does not match the key")
     return key

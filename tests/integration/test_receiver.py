@@ -75,14 +75,19 @@ def instance() -> tuple[str, str, bytes]:
     return study, uid, data
 
 
+def sealed_instance(root: Path) -> tuple[PublicKey, str, str, bytes, bytes, str]:
+    """The receiver's key, a fresh instance (study, uid, data), its sealed body and its path."""
+    key = read_public(root / "keys" / "receiver.pub")
+    study, uid, data = instance()
+    body = seal(data, Name("instance", SITE, study, uid), key)
+    return key, study, uid, data, body, f"/v1/studies/{study}/instances/{uid}"
+
+
 def test_an_instance_is_stored_once_and_a_repeat_is_recognised(
     site: tuple[Path, GatewayProcess],
 ) -> None:
     root, receiver = site
-    key = read_public(root / "keys" / "receiver.pub")
-    study, uid, data = instance()
-    body = seal(data, Name("instance", SITE, study, uid), key)
-    path = f"/v1/studies/{study}/instances/{uid}"
+    key, study, uid, data, body, path = sealed_instance(root)
     with client(root) as http:
         first = put(http, receiver, path, body, key)
         assert (first.status_code, first.json()) == (201, {"reason": "stored"})
@@ -123,10 +128,7 @@ def test_requests_with_bad_names_digests_or_keys_are_refused(
     site: tuple[Path, GatewayProcess],
 ) -> None:
     root, receiver = site
-    key = read_public(root / "keys" / "receiver.pub")
-    study, uid, data = instance()
-    body = seal(data, Name("instance", SITE, study, uid), key)
-    path = f"/v1/studies/{study}/instances/{uid}"
+    key, _, _, _, body, path = sealed_instance(root)
     with client(root) as http:
         cases = [
             (put(http, receiver, path, body, key, content_digest="sha-256=:AAAA:"), 400),
