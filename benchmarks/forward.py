@@ -35,7 +35,7 @@ from gateway.forward.client import Forwarder  # noqa: E402
 from gateway.seal.envelope import Name, Sealed, sealed  # noqa: E402
 from gateway.seal.keys import read_public  # noqa: E402
 from gateway.settings import load  # noqa: E402
-from tests.dicom_builders import part10, synthetic  # noqa: E402
+from tests.dicom_builders import greyscale, part10  # noqa: E402
 from tests.support import GatewayProcess, cli, receiver_config, write_config  # noqa: E402
 
 SIZE = 512 * 1024
@@ -46,17 +46,7 @@ def instances(count: int) -> list[tuple[str, str, bytes]]:
     rng = np.random.default_rng(1)
     out = []
     for _ in range(count):
-        ds = synthetic(
-            Rows=512,
-            Columns=1024,
-            SamplesPerPixel=1,
-            PhotometricInterpretation="MONOCHROME2",
-            BitsAllocated=8,
-            BitsStored=8,
-            HighBit=7,
-            PixelRepresentation=0,
-            PixelData=rng.integers(0, 255, SIZE, dtype=np.uint8).tobytes(),
-        )
+        ds = greyscale(512, 1024, rng.integers(0, 255, SIZE, dtype=np.uint8).tobytes())
         out.append((str(ds.StudyInstanceUID), str(ds.SOPInstanceUID), part10(ds)))
     return out
 

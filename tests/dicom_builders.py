@@ -42,6 +42,23 @@ def synthetic(**values: Any) -> Dataset:
     return item(**{**defaults, **values})
 
 
+def greyscale(rows: int, columns: int, pixels: bytes, **values: Any) -> Dataset:
+    """A `synthetic` secondary capture holding 8-bit MONOCHROME2 `pixels` (frames one after
+    the other: set NumberOfFrames for more than one)."""
+    return synthetic(
+        Rows=rows,
+        Columns=columns,
+        SamplesPerPixel=1,
+        PhotometricInterpretation="MONOCHROME2",
+        BitsAllocated=8,
+        BitsStored=8,
+        HighBit=7,
+        PixelRepresentation=0,
+        PixelData=pixels,
+        **values,
+    )
+
+
 def part10(ds: Dataset) -> bytes:
     """`ds` as a Part 10 file in Explicit VR Little Endian."""
     ds.file_meta = FileMetaDataset()

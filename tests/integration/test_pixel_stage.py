@@ -31,7 +31,7 @@ from gateway.errors import ConfigError
 from gateway.settings import PixelSettings, load
 from gateway.vault.sqlite import SqliteVault
 from gateway.worker import Outcome, Worker
-from tests.dicom_builders import part10, pixel_stage, synthetic, text_finder, worker
+from tests.dicom_builders import greyscale, part10, pixel_stage, text_finder, worker
 from tests.pixel_truth import mask_image
 from tests.support import REPO, base_config, write_config
 
@@ -222,18 +222,7 @@ def _text_image(frames: int = 1, **values: object) -> Dataset:
         cv2.putText(image, "R", (290, 240), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 255, 2)
         if index >= 4:
             cv2.putText(image, "ID 4471902", (20, 235), cv2.FONT_HERSHEY_SIMPLEX, 0.7, 255, 2)
-    ds = synthetic(
-        Rows=rows,
-        Columns=columns,
-        SamplesPerPixel=1,
-        PhotometricInterpretation="MONOCHROME2",
-        BitsAllocated=8,
-        BitsStored=8,
-        HighBit=7,
-        PixelRepresentation=0,
-        PixelData=stack.tobytes(),
-        **values,
-    )
+    ds = greyscale(rows, columns, stack.tobytes(), **values)
     if frames > 1:
         ds.NumberOfFrames = frames
     return ds
