@@ -1,9 +1,15 @@
 """Builds every object once, starts them in order, and drains on SIGTERM.
 
-Start order: spool (recovery, lock) -> metrics endpoint -> DICOM listener last, so nothing is
-acknowledged before the place it goes to is ready. Stop order is the reverse: stop accepting,
-let running associations finish (bounded), then exit. A second signal exits at once; nothing
-acknowledged can be lost by that, because acknowledged instances are already fsynced.
+Start order: spool (recovery, lock) -> audit trail -> pipeline (queues rebuilt from the spool,
+senders; the worker processes load their models in the background) -> metrics endpoint ->
+DICOM listener last, so nothing is acknowledged before the place it goes to is ready. Stop
+order is the reverse: stop accepting, let running associations finish (bounded), let the
+workers finish what they hold and requests in flight end (bounded by the same drain time),
+then exit 0. A second signal exits at once; nothing acknowledged can be lost by that, because
+acknowledged instances are already fsynced and every later step is a rename.
+
+With `forward.enabled = false` there is no pipeline: instances are received and stay in the
+spool until forwarding is configured.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from gateway.audit import AuditLog
 from gateway.errors import ListenError
 from gateway.ingest import IngestService
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
+from gateway.pipeline import build
 from gateway.settings import Settings
 from gateway.spool import Spool
 
@@ -32,12 +40,32 @@ class Gateway:
         self.metrics = Metrics(self.registry)
         self.spool = Spool.open(settings.spool)
         self.metrics.watch_free_space(self.spool.free_bytes)
+        try:
+            self.audit = AuditLog(settings.audit_path)
+            self.pipeline = (
+                build(settings, self.spool, self.metrics, self.audit)
+                if (settings.forward.enabled)
+                else None
+            )
+        except BaseException:
+            self.spool.close()
+            raise
         self.ingest = IngestService(settings.ingest, self.spool, self.metrics)
         self._stop = threading.Event()
         self._signals = 0
         self._signal: int = signal.SIGTERM
+        self._fatal: str | None = None
+
+    def _on_fatal(self, reason: str) -> None:
+        self._fatal = reason
+        self._stop.set()
 
     def _listen(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.start(self._on_fatal)
+            self.spool.subscribe(self.pipeline.notify)
+        else:
+            log.warning("gateway.forwarding_disabled")
         if self.settings.metrics.enabled:
             m = self.settings.metrics
             server, _ = start_http_server(m.port, addr=m.host, registry=self.registry)
@@ -61,12 +89,22 @@ class Gateway:
         try:
             self._listen()
         except OSError as exc:
+            if self.pipeline is not None:
+                self.pipeline.stop(0)
+            self.audit.close()
             self.spool.close()
             raise ListenError(f"cannot listen: {exc.strerror or exc.__class__.__name__}") from None
         log.info("gateway.started", spool=str(self.spool.root))
+        self.audit.append("gateway.started")
         self._stop.wait()
         log.info("gateway.stopping", signal=signal.Signals(self._signal).name)
+        drain = self.settings.ingest.drain_seconds
         aborted = self.ingest.stop()
+        finished = True
+        if self.pipeline is not None:
+            finished = self.pipeline.stop(drain)
+        self.audit.append("gateway.stopped")
+        self.audit.close()
         self.spool.close()
-        log.info("gateway.stopped", aborted_associations=aborted)
-        return 0
+        log.info("gateway.stopped", aborted_associations=aborted, workers_drained=finished)
+        return 0 if self._fatal is None else 1

@@ -64,6 +64,79 @@ class Metrics:
         self.spool_free_bytes = Gauge(
             p + "spool_free_bytes", "Free bytes on the spool filesystem", registry=registry
         )
+        self.instances_processed = Counter(
+            p + "instances_processed",
+            "Instances through the worker pool, by result (sealed, dropped, quarantined, deferred)",
+            ["result"],
+            registry=registry,
+        )
+        self.quarantined = Counter(
+            p + "instances_quarantined", "Instances quarantined, by reason", ["reason"],
+            registry=registry,
+        )  # fmt: skip
+        self.dropped = Counter(
+            p + "instances_dropped", "Instances dropped by policy, by reason", ["reason"],
+            registry=registry,
+        )  # fmt: skip
+        self.stage_seconds = Histogram(
+            p + "stage_duration_seconds",
+            "Time per instance in each stage (read, deidentify, seal, write, queue, "
+            "receive_to_delivered)",
+            ["stage"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+                     600.0, 3600.0),
+            registry=registry,
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            p + "queue_depth", "Items waiting in each spool state", ["state"], registry=registry
+        )
+        self.oldest_age = Gauge(
+            p + "queue_oldest_age_seconds",
+            "Age of the oldest item waiting in each spool state",
+            ["state"],
+            registry=registry,
+        )
+        self.worker_restarts = Counter(
+            p + "worker_restarts", "Worker processes replaced, by reason", ["reason"],
+            registry=registry,
+        )  # fmt: skip
+        self.workers_alive = Gauge(
+            p + "workers_alive", "Worker processes running", registry=registry
+        )
+        self.forward_results = Counter(
+            p + "forward_results",
+            "Answers to PUTs to the analysis server, by destination, result and reason",
+            ["destination", "result", "reason"],
+            registry=registry,
+        )
+        self.forward_retries = Counter(
+            p + "forward_retries", "Requests that will be retried", ["destination"],
+            registry=registry,
+        )  # fmt: skip
+        self.forwarded_bytes = Counter(
+            p + "forwarded_bytes", "Sealed bytes delivered", ["destination"], registry=registry
+        )
+        self.forward_seconds = Histogram(
+            p + "forward_request_duration_seconds",
+            "Time per PUT to the analysis server",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0),
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            p + "dead_letters",
+            "Sealed items the analysis server refused for good, by destination and reason",
+            ["destination", "reason"],
+            registry=registry,
+        )
+        self.manifests = Counter(
+            p + "manifests_sealed", "Study manifests sealed for sending", registry=registry
+        )
+        self.erased = Counter(
+            p + "erased",
+            "Items erased by retention, by what (original, quarantine, delivered, dead, study_key)",
+            ["what"],
+            registry=registry,
+        )
         Info(p + "build", "Build information", registry=registry).info(
             {"version": gateway.__version__}
         )

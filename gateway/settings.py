@@ -18,6 +18,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -60,6 +61,10 @@ def _positive(value: float) -> str | None:
     return None if math.isfinite(value) and value > 0 else "must be a finite number above zero"
 
 
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be zero or more"
+
+
 def _between(low: int, high: int) -> Check:
     def problem(value: int) -> str | None:
         return None if low <= value <= high else f"must be between {low} and {high}"
@@ -75,8 +80,23 @@ def _at_least(low: float) -> Check:
 
 
 def _name_problem(value: str) -> str | None:
-    ok = value and all(ch.isalnum() or ch in "-_." for ch in value) and len(value) <= 64
-    return None if ok else "must be 1-64 letters, digits, '-', '_' or '.'"
+    ok = (
+        value
+        and all((ch.isascii() and ch.isalnum()) or ch in "-_." for ch in value)
+        and value[0].isalnum()
+        and len(value) <= 64
+    )
+    return (
+        None
+        if ok
+        else "must be 1-64 ASCII letters, digits, '-', '_' or '.', from a letter or digit"
+    )
+
+
+def _code_problem(value: str) -> str | None:
+    """Reason codes reach metrics labels and the audit trail: lower case, digits, '-', '.'."""
+    ok = re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", value, re.ASCII)
+    return None if ok else "must be 1-64 lower-case letters, digits, '-', '_' or '.'"
 
 
 @dataclass(frozen=True)
@@ -221,7 +241,7 @@ class PolicyRule:
     """One site rule: instances matching every non-empty list get `action`; first match wins."""
 
     action: Literal["process", "drop"]
-    reason: str = field(default="site-rule", metadata=_check(_name_problem))
+    reason: str = field(default="site-rule", metadata=_check(_code_problem))
     sop_classes: tuple[str, ...] = ()
     modalities: tuple[str, ...] = ()
     #: Names of configured peers ([[ingest.peers]] name), never AE titles from the wire.
@@ -318,6 +338,51 @@ class ForwardSettings:
     #: How long a transient failure is retried before the instance is dead-lettered (>= 24 h).
     retry_hours: float = field(default=72.0, metadata=_check(_at_least(24.0)))
     max_backoff_seconds: float = field(default=300.0, metadata=_check(_positive))
+    #: Requests in flight at once (HTTP/1.1 keep-alive connections).
+    connections: int = field(default=2, metadata=_check(_between(1, 32)))
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The process pool that filters, de-identifies, checks and seals each instance."""
+
+    #: Worker processes; 0 = one per CPU core.
+    count: int = field(default=0, metadata=_check(_between(0, 64)))
+    #: A worker still busy with one instance after this long is killed and the instance
+    #: quarantined (worker-timeout).
+    instance_timeout_seconds: float = field(default=900.0, metadata=_check(_positive))
+    #: Address-space limit of each worker (MiB); an instance that needs more is quarantined.
+    max_memory_mib: int = field(default=8192, metadata=_check(_between(512, 1 << 20)))
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Study assembly: when a study counts as complete and its manifest is sent."""
+
+    #: A study is stable after this many seconds without a new instance.
+    stable_seconds: float = field(default=60.0, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """How long anything stays on site (the receivers' policies promise 3 days)."""
+
+    #: Sealed copies are kept this long after delivery (support window), then erased.
+    delivered_hours: float = field(default=72.0, metadata=_check(_non_negative))
+    #: Quarantined originals are erased this long after they were received.
+    quarantine_hours: float = field(default=72.0, metadata=_check(_non_negative))
+    #: Dead letters (refused by the server) are erased this long after they were sealed.
+    dead_letter_hours: float = field(default=72.0, metadata=_check(_non_negative))
+    #: How often the retention sweep runs.
+    sweep_seconds: float = field(default=60.0, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """The append-only, hash-chained audit trail (no PHI)."""
+
+    #: Default: audit.log in the spool directory.
+    path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -354,8 +419,16 @@ class Settings:
     pixels: PixelSettings = PixelSettings()
     forward: ForwardSettings = ForwardSettings()
     receiver: ReceiverSettings = ReceiverSettings()
+    workers: WorkerSettings = WorkerSettings()
+    studies: StudySettings = StudySettings()
+    retention: RetentionSettings = RetentionSettings()
+    audit: AuditSettings = AuditSettings()
     logging: LoggingSettings = LoggingSettings()
     source: Path = field(default=Path("."), metadata={"internal": True})
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit.path or self.spool.directory / "audit.log"
 
 
 # ---------------------------------------------------------------------------------------------

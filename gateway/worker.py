@@ -31,6 +31,7 @@ class Outcome:
     result: Deidentified | None = None
     counts: dict[str, int] = field(default_factory=dict)
     pixels: PixelOutcome | None = None
+    where: tuple[str, ...] = ()  # tag paths the release check pointed at (never values)
 
 
 class Worker:

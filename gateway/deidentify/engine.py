@@ -117,7 +117,9 @@ ACCESSION_NUMBER, STUDY_ID = 0x00080050, 0x00200010
 STUDY_INSTANCE_UID, SOP_INSTANCE_UID, SOP_CLASS_UID = 0x0020000D, 0x00080018, 0x00080016
 PIXEL_DATA, MODALITY = 0x7FE00010, 0x00080060
 _PROVENANCE = (0x00120062, 0x00120063, 0x00120064, 0x00280303)
+SERIES_INSTANCE_UID = 0x0020000E
 _INSTANCE_UIDS = frozenset({SOP_INSTANCE_UID, STUDY_INSTANCE_UID})
+_NAMING_UIDS = _INSTANCE_UIDS | {SERIES_INSTANCE_UID}  # what names the output downstream
 
 # CID 7050 De-identification Method (PS3.16), scheme DCM.
 _CID_7050 = {
@@ -197,6 +199,8 @@ class Deidentified:
     study_instance_uid: str
     transfer_syntax_uid: str
     counts: dict[str, int]
+    series_instance_uid: str = ""
+    patient: str = ""  # the patient pseudonym written as PatientID
 
 
 class Engine:
@@ -349,9 +353,10 @@ class Engine:
             _ascii_element(PATIENT_ID, "LO", patient),
             *self._provenance,
         ]
-        uids = {int(e.tag): _ascii_text(e) or "" for e in elements if e.tag in _INSTANCE_UIDS}
+        uids = {int(e.tag): _ascii_text(e) or "" for e in elements if e.tag in _NAMING_UIDS}
         if not all(_UID_CHARS.fullmatch(uids.get(tag, "")) for tag in _INSTANCE_UIDS):
             raise Unprocessable("invalid-uid")  # they name files and URLs downstream
+        series = uids.get(SERIES_INSTANCE_UID, "")
         head = part10_head(
             sop_class,
             uids[SOP_INSTANCE_UID],
@@ -368,6 +373,8 @@ class Engine:
             study_instance_uid=uids[STUDY_INSTANCE_UID],
             transfer_syntax_uid=transfer_syntax,
             counts=dict(job.counts),
+            series_instance_uid=series if _UID_CHARS.fullmatch(series) else "",
+            patient=patient,
         )
 
     def walk(self, ds: Dataset, job: _Job, encodings: Encodings, *, top: bool = False) -> list[Out]:

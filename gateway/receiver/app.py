@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from gateway.logs import get_logger
 from gateway.receiver.store import Store, Stored
 from gateway.seal.envelope import (
     CONTENT_TYPE,
@@ -37,6 +38,7 @@ from gateway.seal.envelope import (
 )
 from gateway.seal.keys import PrivateKey
 
+log = get_logger("gateway.receiver")
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _SITE = re.compile(r"[A-Z0-9]{1,8}")
 _VERSION = re.compile(r"[1-9][0-9]{0,8}")
@@ -66,12 +68,14 @@ def build(key: PrivateKey, store: Store, max_body_bytes: int) -> Starlette:
             # opening, parsing and the fsync run in a worker thread, not on the event loop
             stored = await run_in_threadpool(_open_and_store, name, body)
         except Refused as refused:
+            log.info("receiver.answered", kind=kind, status=refused.status, reason=refused.reason)
             return JSONResponse({"reason": refused.reason}, status_code=refused.status)
         reason = {
             Stored.CREATED: "stored",
             Stored.REPEAT: "already-stored",
             Stored.CONFLICT: "stored-with-other-content",
         }[stored]
+        log.info("receiver.answered", kind=kind, status=stored.value, reason=reason)
         return JSONResponse({"reason": reason}, status_code=stored.value)
 
     def _open_and_store(name: Name, body: bytes) -> Stored:

@@ -4,9 +4,21 @@ Layout (no PHI in any name: study directories are keyed hashes, instance files a
 
     <spool>/.lock                          held (flock) by the one gateway that owns the spool
     <spool>/keys/<study-id>.key            the study's data key, wrapped by the master key
-    <spool>/incoming/<study-id>/<instance-id>.dgs   one received instance, encrypted
+    <spool>/incoming/<study-id>/<instance-id>.dgs      received, acknowledged, not yet sealed
+    <spool>/outbox/<study-id>/<instance-id>.sealed     de-identified, sealed, waiting to be sent
+    <spool>/outbox/<study-id>/manifest-<n>.sealed      a study's manifest, version n
+    <spool>/sent/<study-id>/<name>.sealed              delivered; kept for the support window
+    <spool>/dead/<study-id>/<name>.sealed (+ .reason.json)       refused by the server for good
+    <spool>/quarantine/<study-id>/<instance-id>.dgs (+ .reason.json)   held: not proven clean
+    <spool>/studies/<study-id>.json        the study's last manifest: version and instance ids
     .../.<random>.part                     a write in progress, beside its final name; removed
                                            at start (it was never acknowledged)
+
+Each state is a directory and a change of state is one rename (the Postfix model), made durable
+by fsyncing both directories. An instance is in exactly one state, named by its instance id:
+its original (`.dgs`, PHI, encrypted under the study key) until its sealed copy exists, then
+the sealed copy (`.sealed`, encrypted to the analysis server's key: the gateway cannot read it
+back). Recovery at start removes originals whose sealed copy was written just before a crash.
 
 A write is tmp file -> write -> fdatasync -> rename -> fsync(directory), all in one directory,
 so one directory fsync makes it durable (POSIX keeps the name in the directory).
@@ -14,6 +26,8 @@ so one directory fsync makes it durable (POSIX keeps the name in the directory).
 A spool file is `MAGIC | u32 header length | header JSON | nonce | AES-GCM(Part 10 bytes)`.
 The header holds only what later stages need without decrypting (configured peer name, receive
 time, sizes, SOP class and transfer syntax UIDs, which are standard UIDs, not patient data).
+A sealed file is `SEALED_MAGIC | u32 header length | header JSON | HPKE envelope`; its header
+holds the pseudonymous names the request needs (`OutgoingHeader`), never an original value.
 """
 
 from __future__ import annotations
@@ -27,11 +41,11 @@ import shutil
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Literal
 
 from gateway.errors import SpoolCorrupt, SpoolError, SpoolFull, SpoolLocked
 from gateway.keyfiles import fsync_directory, read_key
@@ -40,6 +54,10 @@ from gateway.spool import crypto
 from gateway.spool.crypto import BytesLike
 
 MAGIC = b"DGSPOOL1"
+SEALED_MAGIC = b"DGSEALD1"
+STATES = ("incoming", "outbox", "sent", "dead", "quarantine")
+State = Literal["incoming", "outbox", "sent", "dead", "quarantine"]
+REASON_SUFFIX = ".reason.json"
 _HEADER_LEN = struct.Struct(">I")
 _KEY_CACHE_SIZE = 256
 _DIR_FD_CACHE_SIZE = 64
@@ -64,6 +82,40 @@ class InstanceHeader:
 
 
 @dataclass(frozen=True)
+class OutgoingHeader:
+    """What the spool records in clear beside a sealed body: the pseudonymous names the request
+    needs and what the manifest lists. Never an original value."""
+
+    name: str  # the file's stem: the instance id, or "manifest-<version>"
+    study_id: str
+    kind: str  # "instance" or "manifest"
+    site: str
+    study: str  # pseudonymous StudyInstanceUID
+    item: str  # pseudonymous SOPInstanceUID, or the manifest version
+    key_id: str
+    sha256: str  # of the plaintext (the de-identified Part 10 file or the manifest JSON)
+    size: int  # of the plaintext
+    received_at: str  # when the original arrived (instance) or the manifest was made
+    sealed_at: str
+    series: str = ""  # pseudonymous SeriesInstanceUID
+    sop_class: str = ""
+    patient: str = ""  # the patient's pseudonym (what the receiver sees as PatientID)
+    version: int = 1
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode("ascii")
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What the spool put right at start."""
+
+    partial_writes: int = 0  # never acknowledged
+    originals_already_sealed: int = 0  # crash between sealing and removing the original
+    stray_reason_files: int = 0
+
+
+@dataclass(frozen=True)
 class Received:
     """One instance as the ingest stage hands it over: Part 10 = `head` (preamble, file meta)
     followed by `dataset` (the encoded data set exactly as it arrived)."""
@@ -85,10 +137,14 @@ class Spool:
         self._keys = keys
         self.incoming = self.root / "incoming"
         self.key_dir = self.root / "keys"
+        self.records = self.root / "studies"
+        self._writers: dict[str, int] = {}  # study id -> stores in progress
+        self._listeners: list[Callable[[InstanceHeader], None]] = []
+        self.recovery = Recovery()
         self._lock_file: IO[bytes] | None = None
         self._key_lock = threading.Lock()
         self._data_keys: OrderedDict[str, bytes] = OrderedDict()
-        self._known_dirs: set[str] = set()
+        self._known_dirs: set[tuple[str, str]] = set()
         self._local = threading.local()
         self._dir_fds: OrderedDict[Path, int] = OrderedDict()
         self._dir_lock = threading.Lock()
@@ -112,8 +168,9 @@ class Spool:
         return cls(settings, keys)
 
     def _prepare(self) -> None:
-        for directory in (self.root, self.incoming, self.key_dir):
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for directory in (self.key_dir, self.records, *(self.root / state for state in STATES)):
+            directory.mkdir(mode=0o700, exist_ok=True)
         for directory in (self.root.parent, self.root):  # the new entries themselves durable
             fsync_directory(directory)
         lock_fd = os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -123,12 +180,33 @@ class Spool:
         except BlockingIOError:
             self._lock_file.close()
             raise SpoolLocked(f"{self.root}: another gateway process owns this spool") from None
-        for leftover in self.partial_files():
-            leftover.unlink()
+        self.recovery = self._recover()
 
     def partial_files(self) -> list[Path]:
         """Writes that never completed: nothing here was ever acknowledged."""
-        return [*self.incoming.glob("*/.*.part"), *self.key_dir.glob(".*.part")]
+        found = [*self.key_dir.glob(".*.part"), *self.records.glob(".*.part")]
+        for state in STATES:
+            found.extend((self.root / state).glob("*/.*.part"))
+        return found
+
+    def _recover(self) -> Recovery:
+        """Put right what a crash left half-done; every step is safe to repeat."""
+        partial = self.partial_files()
+        for leftover in partial:
+            leftover.unlink()
+        sealed = {p.stem for s in ("outbox", "sent", "dead") for p in self.files(s, "*.sealed")}
+        already = [p for p in self.files("incoming") if p.stem in sealed]
+        for original in already:
+            self.discard(original)
+        stray = [
+            reason
+            for state in ("dead", "quarantine")
+            for reason in (self.root / state).glob(f"*/*{REASON_SUFFIX}")
+            if not any(reason.with_name(_item_name(reason) + s).exists() for s in _ITEM_SUFFIXES)
+        ]
+        for reason in stray:
+            reason.unlink()
+        return Recovery(len(partial), len(already), len(stray))
 
     def close(self) -> None:
         with self._dir_lock:
@@ -158,6 +236,28 @@ class Spool:
             sop_class_uid=item.sop_class_uid,
             transfer_syntax_uid=item.transfer_syntax_uid,
         )
+        with self._key_lock:
+            self._writers[study_id] = self._writers.get(study_id, 0) + 1
+        try:
+            stored = self._store(item, header, size)
+        finally:
+            with self._key_lock:
+                left = self._writers[study_id] - 1
+                if left:
+                    self._writers[study_id] = left
+                else:
+                    del self._writers[study_id]
+        for listener in self._listeners:
+            listener(stored)
+        return stored
+
+    def subscribe(self, listener: Callable[[InstanceHeader], None]) -> None:
+        """Call `listener` (on the storing thread, after the instance is durable) for every
+        instance stored from now on. It must be quick and must not raise."""
+        self._listeners.append(listener)
+
+    def _store(self, item: Received, header: InstanceHeader, size: int) -> InstanceHeader:
+        study_id = header.study_id
         try:
             if self.free_bytes() - size < self.reserve:
                 raise SpoolFull("free space below the configured reserve")
@@ -185,12 +285,12 @@ class Spool:
         final.unlink(missing_ok=True)
         raise SpoolError("study erased while an instance was being written")
 
-    def _study_dir(self, study_id: str) -> Path:
-        directory = self.incoming / study_id
-        if study_id not in self._known_dirs:
+    def _study_dir(self, study_id: str, state: State = "incoming") -> Path:
+        directory = self.root / state / study_id
+        if (state, study_id) not in self._known_dirs:
             directory.mkdir(mode=0o700, exist_ok=True)
-            self._fsync_dir(self.incoming)
-            self._known_dirs.add(study_id)
+            self._fsync_dir(directory.parent)
+            self._known_dirs.add((state, study_id))
         return directory
 
     def _sealer(self) -> crypto.Sealer:
@@ -264,14 +364,131 @@ class Spool:
             self._data_keys.pop(study_id, None)
             (self.key_dir / f"{study_id}.key").unlink(missing_ok=True)
             self._fsync_dir(self.key_dir)
-            self._known_dirs.discard(study_id)
-            files = list(directory.iterdir()) if directory.is_dir() else []
-            for path in files:
-                path.unlink()
-            if directory.is_dir():
+            erased = 0
+            for state in ("incoming", "quarantine"):
+                directory = self.root / state / study_id
+                self._known_dirs.discard((state, study_id))
+                files = list(directory.iterdir()) if directory.is_dir() else []
+                for path in files:
+                    path.unlink()
+                if directory.is_dir():
+                    directory.rmdir()
+                    self._fsync_dir(directory.parent)
+                erased += sum(1 for p in files if p.suffix == ".dgs")
+        return erased
+
+    def erase_if_idle(self, study_id: str) -> bool:
+        """Destroy the study's key once no original of it is left (none stored, being stored,
+        or held in quarantine); True if it was destroyed. A later instance of the same study
+        gets a fresh key."""
+        with self._key_lock:
+            if self._writers.get(study_id):
+                return False
+            for state in ("incoming", "quarantine"):
+                if any((self.root / state / study_id).glob("*.dgs")):
+                    return False
+            if not (self.key_dir / f"{study_id}.key").exists():
+                return False
+        self.erase_study(study_id)
+        return True
+
+    # -- states -------------------------------------------------------------------------------
+
+    def files(self, state: State, pattern: str = "*.dgs") -> list[Path]:
+        """The items in one state (all studies), in name order."""
+        return sorted((self.root / state).glob(f"*/{pattern}"))
+
+    def write_sealed(self, header: OutgoingHeader, body: bytes) -> Path:
+        """Write a sealed item durably into the outbox; returns its path."""
+        encoded = header.encode()
+        final = self._study_dir(header.study_id, "outbox") / f"{header.name}.sealed"
+        self._write_durably(final, [SEALED_MAGIC, _HEADER_LEN.pack(len(encoded)), encoded, body])
+        return final
+
+    def read_sealed(self, path: Path, *, body: bool = True) -> tuple[OutgoingHeader, bytes]:
+        """The clear header and (unless body=False) the sealed body of a sealed file."""
+        with path.open("rb") as f:
+            start = f.read(len(SEALED_MAGIC) + _HEADER_LEN.size)
+            if start[: len(SEALED_MAGIC)] != SEALED_MAGIC or len(start) < _HEADER_LEN.size + 8:
+                raise SpoolCorrupt(f"sealed file {path.name}: not a sealed file")
+            (length,) = _HEADER_LEN.unpack(start[len(SEALED_MAGIC) :])
+            try:
+                header = OutgoingHeader(**json.loads(f.read(length)))
+            except (ValueError, TypeError):
+                raise SpoolCorrupt(f"sealed file {path.name}: bad header") from None
+            return header, (f.read() if body else b"")
+
+    def read_header(self, path: Path) -> InstanceHeader:
+        """The clear header of an original, without decrypting it."""
+        with path.open("rb") as f:
+            start = f.read(len(MAGIC) + _HEADER_LEN.size)
+            if start[: len(MAGIC)] != MAGIC or len(start) < len(MAGIC) + _HEADER_LEN.size:
+                raise SpoolCorrupt(f"spool file {path.name}: not a spool file")
+            (length,) = _HEADER_LEN.unpack(start[len(MAGIC) :])
+            return _instance_header(f.read(length), path)
+
+    def move(self, path: Path, state: State, *, stamp: bool = False) -> Path:
+        """Rename one item into the same study's directory of another state, durably;
+        `stamp` sets its modification time to now (retention counts from it)."""
+        target = self._study_dir(path.parent.name, state) / path.name
+        if stamp:
+            os.utime(path)
+        os.rename(path, target)
+        self._fsync_dir(target.parent)
+        self._fsync_dir(path.parent)
+        return target
+
+    def hold(
+        self, path: Path, state: Literal["dead", "quarantine"], reason: dict[str, Any]
+    ) -> Path:
+        """Move an item to quarantine or the dead letters with a reason file beside it (written
+        first: a crash in between leaves a stray reason file, which recovery removes)."""
+        directory = self._study_dir(path.parent.name, state)
+        note = json.dumps(reason, sort_keys=True, indent=1).encode("utf-8")
+        self._write_durably(directory / (_item_name(path) + REASON_SUFFIX), [note])
+        return self.move(path, state, stamp=state == "dead")
+
+    def reason(self, path: Path) -> dict[str, Any]:
+        """The reason file of a held item ({} when there is none)."""
+        try:
+            loaded = json.loads((path.parent / (_item_name(path) + REASON_SUFFIX)).read_bytes())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+
+    def discard(self, path: Path) -> None:
+        """Unlink one item (and its reason file), durably."""
+        path.unlink(missing_ok=True)
+        (path.parent / (_item_name(path) + REASON_SUFFIX)).unlink(missing_ok=True)
+        self._fsync_dir(path.parent)
+
+    def write_record(self, study_id: str, record: dict[str, Any]) -> None:
+        """Replace a study's record durably (pseudonymous names and counts only)."""
+        data = json.dumps(record, sort_keys=True, separators=(",", ":")).encode("ascii")
+        self._write_durably(self.records / f"{study_id}.json", [data])
+
+    def read_record(self, study_id: str) -> dict[str, Any]:
+        try:
+            loaded = json.loads((self.records / f"{study_id}.json").read_bytes())
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            raise SpoolCorrupt(f"study record {study_id}: not JSON") from None
+        return loaded if isinstance(loaded, dict) else {}
+
+    def drop_record(self, study_id: str) -> None:
+        (self.records / f"{study_id}.json").unlink(missing_ok=True)
+
+    def prune(self, state: State, study_id: str) -> None:
+        """Remove a study's directory in `state` if it is empty (best effort)."""
+        directory = self.root / state / study_id
+        with self._key_lock:
+            try:
                 directory.rmdir()
-                self._fsync_dir(self.incoming)
-        return sum(1 for p in files if p.suffix == ".dgs")
+            except OSError:
+                return
+            self._known_dirs.discard((state, study_id))
+        self._fsync_dir(directory.parent)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -286,9 +503,28 @@ class Spool:
             raise SpoolCorrupt(f"{where}: not a spool file")
         start = len(MAGIC) + _HEADER_LEN.size
         (length,) = _HEADER_LEN.unpack(blob[len(MAGIC) : start])
-        header = InstanceHeader(**json.loads(blob[start : start + length]))
+        header = _instance_header(blob[start : start + length], path)
         key = self._data_key(header.study_id, create=False)
         return header, crypto.unseal(key, blob[: start + length], blob[start + length :], where)
+
+
+_ITEM_SUFFIXES = (".dgs", ".sealed")
+
+
+def _item_name(path: Path) -> str:
+    """The item's name without its suffix (`<instance-id>`, `manifest-3`)."""
+    name = path.name
+    for suffix in (REASON_SUFFIX, *_ITEM_SUFFIXES):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _instance_header(raw: bytes, path: Path) -> InstanceHeader:
+    try:
+        return InstanceHeader(**json.loads(raw))
+    except (ValueError, TypeError):
+        raise SpoolCorrupt(f"spool file {path.name}: bad header") from None
 
 
 def _write_all(fd: int, chunks: list[BytesLike]) -> None:

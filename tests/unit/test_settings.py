@@ -123,7 +123,7 @@ def test_deidentify_and_policy_keys_are_checked_and_named(tmp_path: Path) -> Non
     assert "deidentify.site_code: must be 1-8 capital letters or digits" in text
     assert "deidentify.uid_root: must be a UID root" in text
     assert "policy.rules[1].action: must be one of 'process', 'drop'" in text
-    assert "policy.rules[1].reason: must be 1-64 letters" in text
+    assert "policy.rules[1].reason: must be 1-64 lower-case letters" in text
     good = base_config(tmp_path)
     good["deidentify"] = {"site_code": "STM01", "uid_root": "1.2.826.0.1.3680043.10.99"}
     good["policy"] = {"rules": [{"action": "drop", "peers": ["nobody"]}]}

@@ -1,0 +1,174 @@
+"""A small process pool that knows which instance each worker holds.
+
+`concurrent.futures.ProcessPoolExecutor` breaks as a whole when one worker dies and cannot say
+which job killed it, nor kill a worker that runs too long. This pool keeps one pipe per worker
+process (spawned, not forked: the parent runs threads), gives each at most one job, and is
+driven from a single thread (the scheduler's): `submit` when `free()`, then `poll` for what
+finished. A worker that dies is reported as `Lost(job, "worker-crashed")`, one that overruns
+its deadline is killed (by its PID) and reported as `Lost(job, "worker-timeout")`; either way a
+fresh worker takes its place and the pool keeps serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from gateway.errors import GatewayError
+from gateway.logs import get_logger
+from gateway.pipeline.child import Job, Summary, serve
+from gateway.settings import Settings
+
+log = get_logger("gateway.pool")
+_START_SECONDS = 300.0  # loading the text detector's models takes a few seconds; be generous
+_RESPAWN_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Lost:
+    """A job whose worker died or was killed."""
+
+    job: Job
+    reason: str  # "worker-crashed" or "worker-timeout"
+
+
+@dataclass
+class _Slot:
+    process: BaseProcess
+    conn: Connection
+    ready: bool = False
+    job: Job | None = None
+    deadline: float = 0.0
+    started: float = 0.0
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        settings: Settings,
+        count: int,
+        *,
+        target: Callable[[Settings, Connection], None] = serve,
+        on_restart: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        self.settings = settings
+        self.count = count
+        self.timeout = settings.workers.instance_timeout_seconds
+        self._target = target
+        self._on_restart = on_restart
+        self._context = multiprocessing.get_context("spawn")
+        self._slots: list[_Slot] = []
+
+    def start(self) -> None:
+        """Start every worker and wait until each has loaded its models; GatewayError if one
+        cannot (bad key, models missing): the daemon must not start half-able."""
+        self._slots = [self._spawn() for _ in range(self.count)]
+        deadline = time.monotonic() + _START_SECONDS
+        for slot in self._slots:
+            remaining = deadline - time.monotonic()
+            if not slot.conn.poll(max(0.0, remaining)):
+                self.stop(0)
+                raise GatewayError("a worker process did not start in time")
+            try:
+                message = slot.conn.recv()
+            except EOFError:
+                message = ("failed", "exited")
+            if message[0] != "ready":
+                self.stop(0)
+                raise GatewayError(f"a worker process could not start ({message[1]})")
+            slot.ready = True
+
+    def _spawn(self) -> _Slot:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=self._target, args=(self.settings, child), name="dicom-gateway-worker"
+        )
+        process.daemon = True
+        process.start()
+        child.close()
+        return _Slot(process, parent, started=time.monotonic())
+
+    def free(self) -> int:
+        return sum(1 for s in self._slots if s.ready and s.job is None)
+
+    def busy(self) -> int:
+        return sum(1 for s in self._slots if s.job is not None)
+
+    def alive(self) -> int:
+        return sum(1 for s in self._slots if s.process.is_alive())
+
+    def submit(self, job: Job) -> None:
+        slot = next(s for s in self._slots if s.ready and s.job is None)
+        slot.job = job
+        slot.deadline = time.monotonic() + self.timeout
+        slot.conn.send(job)
+
+    def waitables(self) -> list[Any]:
+        live = [s for s in self._slots if s.process.exitcode is None]
+        return [s.conn for s in live] + [s.process.sentinel for s in live]
+
+    def poll(self, timeout: float, extra: Sequence[Any] = ()) -> list[tuple[Job, Summary | Lost]]:
+        """Wait up to `timeout` for results, deaths and deadlines (or one of `extra` to be
+        readable); return what finished."""
+        due = [s.deadline for s in self._slots if s.job is not None]
+        due += [s.started + _RESPAWN_SECONDS for s in self._slots if s.process.exitcode is not None]
+        if due:
+            timeout = max(0.0, min(timeout, min(due) - time.monotonic()))
+        wait([*self.waitables(), *extra], timeout)
+        finished: list[tuple[Job, Summary | Lost]] = []
+        now = time.monotonic()
+        for i, slot in enumerate(self._slots):
+            message = None
+            if slot.process.is_alive() or slot.conn.poll():
+                try:
+                    while slot.conn.poll():
+                        message = slot.conn.recv()
+                        if isinstance(message, tuple) and message[0] == "ready":
+                            slot.ready = True
+                        elif isinstance(message, tuple):  # a replacement could not start
+                            slot.process.join(1)
+                        elif slot.job is not None and isinstance(message, Summary):
+                            finished.append((slot.job, message))
+                            slot.job = None
+                except (EOFError, OSError):
+                    pass
+            if not slot.process.is_alive():
+                # one that died while starting (models gone?) is retried every few seconds,
+                # not in a tight loop
+                if slot.ready or slot.job is not None or now >= slot.started + _RESPAWN_SECONDS:
+                    self._replace(i, "worker-crashed", finished)
+            elif slot.job is not None and now >= slot.deadline:
+                slot.process.kill()  # by PID; a worker may be stuck in native code
+                slot.process.join(5)
+                self._replace(i, "worker-timeout", finished)
+        return finished
+
+    def _replace(self, index: int, reason: str, finished: list[tuple[Job, Summary | Lost]]) -> None:
+        slot = self._slots[index]
+        if slot.job is not None:
+            finished.append((slot.job, Lost(slot.job, reason)))
+        log.warning("worker.replaced", reason=reason, exitcode=slot.process.exitcode)
+        slot.conn.close()
+        slot.process.join(1)
+        self._on_restart(reason)
+        self._slots[index] = self._spawn()
+
+    def stop(self, timeout: float) -> None:
+        """Ask every worker to finish (they have no job by then) and wait; kill the rest."""
+        for slot in self._slots:
+            with contextlib.suppress(OSError, ValueError):
+                slot.conn.send(None)
+        deadline = time.monotonic() + timeout
+        for slot in self._slots:
+            slot.process.join(max(0.0, deadline - time.monotonic()))
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join(5)
+            slot.conn.close()
+        self._slots = []

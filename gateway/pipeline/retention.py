@@ -1,0 +1,135 @@
+"""Erase on schedule: what the receivers' 3-day policies promise, kept true at the sending site.
+
+- Originals (PHI) go as soon as their sealed copy exists (the scheduler does that); a study's
+  key is destroyed once none of its originals is left.
+- Delivered sealed copies: `retention.delivered_hours` after delivery (the support window).
+- Dead letters: `retention.dead_letter_hours` after the server refused them.
+- Quarantined originals: `retention.quarantine_hours` after they were received. When every
+  original of a study has expired, the study key is destroyed first (crypto-erasure), then the
+  files are unlinked; otherwise the expired files are unlinked one by one.
+- Study records (the last manifest's list): once nothing of the study is left anywhere and the
+  record is older than the delivered window.
+
+Each item's age comes from its stamp in the file system: the receive time of an original (its
+write), the time of delivery or refusal (stamped when it moved). A stamp in the future means
+the clock went back: it is reset to now, so erasure is late by at most one window, never
+indefinitely; a clock that jumps forward erases early, which is the safe side for privacy.
+Every erasure is counted, logged (state and count, no names) and written to the audit trail
+per study.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.audit import AuditError, AuditLog
+from gateway.logs import get_logger
+from gateway.metrics import Metrics
+from gateway.settings import RetentionSettings
+from gateway.spool import STATES, Spool, State
+
+log = get_logger("gateway.retention")
+_FUTURE_SLACK = 60.0
+_HELD: tuple[State, ...] = ("outbox", "sent", "dead", "quarantine")
+
+
+class Retention:
+    def __init__(
+        self,
+        settings: RetentionSettings,
+        spool: Spool,
+        metrics: Metrics,
+        audit: AuditLog,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.metrics = metrics
+        self.audit = audit
+        self.clock = clock
+
+    def sweep(self, busy: set[str]) -> Counter[str]:
+        """Erase what is due; `busy` studies still have originals on their way (their key and
+        record stay). Returns what was erased, by kind."""
+        now = self.clock()
+        erased: Counter[str] = Counter()
+        per_study: dict[str, Counter[str]] = defaultdict(Counter)
+        windows: tuple[tuple[State, str, float], ...] = (
+            ("sent", "delivered", self.settings.delivered_hours),
+            ("dead", "dead", self.settings.dead_letter_hours),
+        )
+        for state, what, hours in windows:
+            for path in self.spool.files(state, "*.sealed"):
+                if self._expired(path, now, hours):
+                    self.spool.discard(path)
+                    erased[what] += 1
+                    per_study[path.parent.name][what] += 1
+        self._quarantine(now, busy, erased, per_study)
+        self._records(now, busy, erased)
+        for study_id, counts in per_study.items():
+            for what, count in counts.items():
+                self._audit(study_id, what, count)
+        for held in _HELD:
+            for directory in (self.spool.root / held).iterdir():
+                self.spool.prune(held, directory.name)
+        for what, count in erased.items():
+            self.metrics.erased.labels(what=what).inc(count)
+        if erased:
+            log.info("retention.erased", **dict(erased))
+        return erased
+
+    def _quarantine(
+        self,
+        now: float,
+        busy: set[str],
+        erased: Counter[str],
+        per_study: dict[str, Counter[str]],
+    ) -> None:
+        hours = self.settings.quarantine_hours
+        by_study: dict[str, list[Path]] = defaultdict(list)
+        for path in self.spool.files("quarantine"):
+            by_study[path.parent.name].append(path)
+        for study_id, paths in by_study.items():
+            expired = [p for p in paths if self._expired(p, now, hours)]
+            if not expired:
+                continue
+            if len(expired) == len(paths) and study_id not in busy:
+                count = self.spool.erase_study(study_id)  # key first, then the files
+                erased["study_key"] += 1
+            else:
+                for path in expired:
+                    self.spool.discard(path)
+                count = len(expired)
+            erased["quarantine"] += count
+            per_study[study_id]["quarantine"] += count
+
+    def _records(self, now: float, busy: set[str], erased: Counter[str]) -> None:
+        hours = self.settings.delivered_hours
+        for record in self.spool.records.glob("*.json"):
+            study_id = record.stem
+            if study_id in busy or not self._expired(record, now, hours):
+                continue
+            if any(any((self.spool.root / s / study_id).glob("*")) for s in STATES):
+                continue
+            self.spool.drop_record(study_id)
+            erased["study_record"] += 1
+
+    def _expired(self, path: Path, now: float, hours: float) -> bool:
+        try:
+            stamp = path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if stamp > now + _FUTURE_SLACK:  # the clock went back: start the window again
+            os.utime(path, (now, now))
+            return False
+        return now - stamp >= hours * 3600.0
+
+    def _audit(self, study_id: str, what: str, count: int) -> None:
+        try:
+            self.audit.append("study.erased", study_id=study_id, kind=what, count=count)
+        except AuditError as exc:
+            log.error("audit.failed", event="study.erased", error=str(exc))

@@ -1,0 +1,421 @@
+"""Moves work between spool states: received -> worker pool -> outbox -> sent, and the rest.
+
+One scheduler thread owns the decisions; everything else hands it events:
+
+- the ingest threads say an instance is durable (`notify`, called by the spool);
+- the worker pool returns a `Summary` per instance (or says the worker was lost);
+- the sender threads (`delivery.Outbox`) say what the analysis server answered.
+
+For each result the scheduler makes one durable state change in the spool: the original is
+removed once its sealed copy exists (the child wrote it), moved to quarantine with a reason
+file, or removed when the policy drops it. A worker that crashed gets its instance once more,
+then it is quarantined (`worker-crashed`); one that ran past `workers.instance_timeout_seconds`
+is killed and its instance quarantined (`worker-timeout`).
+
+In-flight work is bounded: each worker holds one instance; everything else waits as a path in
+a queue (paths, not data: a 10,000-instance backlog costs about a megabyte). After a crash,
+`recover` rebuilds the queues from the spool's directories; instances whose sealed copy was
+written before the crash were already tidied by the spool.
+
+Every second the scheduler also assembles stable studies into manifests (`studies`) and
+refreshes the queue gauges; every `retention.sweep_seconds` it erases what is due
+(`retention`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.audit import AuditError, AuditLog
+from gateway.errors import GatewayError, SpoolError
+from gateway.logs import get_logger
+from gateway.metrics import Metrics
+from gateway.pipeline.child import Job, Summary
+from gateway.pipeline.delivery import Answered, Outbox
+from gateway.pipeline.pool import Lost, WorkerPool
+from gateway.pipeline.retention import Retention
+from gateway.pipeline.studies import Studies, entry, manifest
+from gateway.seal.envelope import Name, seal
+from gateway.seal.keys import PublicKey
+from gateway.settings import Settings
+from gateway.spool import InstanceHeader, OutgoingHeader, Spool
+
+log = get_logger("gateway.scheduler")
+_TICK = 1.0  # seconds between assembly / gauge passes
+_DEFER_SECONDS = 30.0  # a sealed copy the spool could not take is tried again after this
+_CRASH_RETRIES = 1
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        spool: Spool,
+        metrics: Metrics,
+        audit: AuditLog,
+        pool: WorkerPool,
+        outbox: Outbox,
+        key: PublicKey,
+    ) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.metrics = metrics
+        self.audit = audit
+        self.pool = pool
+        self.outbox = outbox
+        outbox.on_answered = self.answered
+        self.key = key
+        self.site = settings.deidentify.site_code
+        self.studies = Studies(settings.studies.stable_seconds)
+        self.retention = Retention(settings.retention, spool, metrics, audit)
+        self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._pending: deque[Path] = deque()
+        self._deferred: list[tuple[float, Path]] = []
+        self._attempts: dict[str, int] = {}
+        self._in_flight: dict[str, float] = {}  # instance id -> monotonic dispatch time
+        self._stopping = threading.Event()
+        self._draining = False
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._next_tick = 0.0
+        self._next_sweep = 0.0
+        self._on_fatal: Callable[[str], None] = lambda reason: None
+        self.ready = threading.Event()  # the workers are up
+
+    # -- called from other threads ------------------------------------------------------------
+
+    def notify(self, header: InstanceHeader) -> None:
+        """An instance is durable in incoming/ (ingest thread, via Spool.subscribe)."""
+        self._events.put(("stored", header))
+        self._wake()
+
+    def answered(self, answered: Answered) -> None:
+        """The analysis server took or refused a sealed item for good (sender thread)."""
+        self._events.put(("answered", answered))
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # a full pipe: it is awake already
+            os.write(self._wake_w, b"x")
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self, on_fatal: Callable[[str], None]) -> None:
+        """Rebuild the queues, start the senders, and start the workers in the scheduler
+        thread (loading models takes seconds; associations are accepted meanwhile). If the
+        workers cannot start, `on_fatal` is called with the reason."""
+        self._on_fatal = on_fatal
+        self.recover()
+        self.outbox.start()
+        self._thread.start()
+
+    def recover(self) -> None:
+        """Rebuild the queues from the spool: oldest original first."""
+        now = time.monotonic()
+        originals = []
+        for path in self.spool.files("incoming"):
+            try:
+                originals.append((path.stat().st_mtime, path))
+            except FileNotFoundError:
+                continue
+        for _, path in sorted(originals):
+            self._pending.append(path)
+            self.studies.received(path.parent.name, now)
+        sealed = []
+        for path in self.spool.files("outbox", "*.sealed"):
+            try:
+                sealed.append((path.stat().st_mtime, path))
+            except FileNotFoundError:
+                continue
+        for _, path in sorted(sealed):
+            self.studies.get(path.parent.name, now).outbox += 1
+            self.outbox.put(path)
+        for directory in sorted(p for p in (self.spool.root / "sent").iterdir() if p.is_dir()):
+            delivered = {p.stem for p in directory.glob("*.sealed")} - _manifests(directory)
+            record = self.spool.read_record(directory.name)
+            if delivered - set(record.get("instances", {})):
+                self.studies.get(directory.name, now).dirty = True
+        recovered = self.spool.recovery
+        log.info(
+            "scheduler.recovered",
+            waiting=len(self._pending),
+            outbox=len(sealed),
+            partial_writes=recovered.partial_writes,
+            originals_already_sealed=recovered.originals_already_sealed,
+        )
+
+    def stop(self, timeout: float) -> bool:
+        """Stop taking new work, let workers finish what they hold (up to `timeout`), stop
+        the senders; True if everything in flight finished in time."""
+        deadline = time.monotonic() + timeout
+        self._draining = True
+        self._wake()
+        while self._in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        finished = not self._in_flight
+        self._stopping.set()
+        self._wake()
+        self._thread.join(max(1.0, deadline - time.monotonic()))
+        self.pool.stop(max(1.0, deadline - time.monotonic()))
+        self.outbox.stop(max(1.0, deadline - time.monotonic()))
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        return finished
+
+    # -- the scheduler thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self.pool.start()
+        except GatewayError as exc:
+            log.error("workers.failed", error=str(exc))
+            self._on_fatal(str(exc))
+            return
+        self.ready.set()
+        log.info("workers.started", count=self.pool.count)
+        while not self._stopping.is_set():
+            try:
+                self._step()
+            except (GatewayError, OSError) as exc:
+                # the spool or audit trail failed: nothing is lost (every state change is a
+                # rename), so pause and go on; the operator sees the log and the metrics
+                log.error("scheduler.failed", error=exc.__class__.__name__)
+                time.sleep(1.0)
+
+    def _step(self) -> None:
+        self._dispatch()
+        for job, result in self.pool.poll(timeout=0.5, extra=[self._wake_r]):
+            self._finished(job, result)
+        self._drain_wakeups()
+        while True:
+            try:
+                kind, payload = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "stored":
+                self._stored(payload)
+            else:
+                self._answered(payload)
+        now = time.monotonic()
+        if now >= self._next_tick:
+            self._next_tick = now + _TICK
+            self._assemble(now)
+            self._gauges()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.settings.retention.sweep_seconds
+            self.retention.sweep(self._busy_studies())
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _busy_studies(self) -> set[str]:
+        return {s.study_id for s in self.studies.known.values() if s.waiting or s.outbox}
+
+    def _dispatch(self) -> None:
+        now = time.monotonic()
+        if self._deferred and self._deferred[0][0] <= now:
+            due = [p for t, p in self._deferred if t <= now]
+            self._deferred = [(t, p) for t, p in self._deferred if t > now]
+            self._pending.extendleft(reversed(due))
+        while not self._draining and self._pending and self.pool.free():
+            path = self._pending.popleft()
+            job = Job(str(path), path.stem)
+            self._in_flight[job.instance_id] = now
+            self.pool.submit(job)
+
+    def _stored(self, header: InstanceHeader) -> None:
+        path = self.spool.root / "incoming" / header.study_id / f"{header.instance_id}.dgs"
+        now = time.monotonic()
+        if header.study_id not in self.studies.known:
+            self._audit("study.received", peer=header.peer, study_id=header.study_id)
+        self.studies.received(header.study_id, now)
+        self._pending.append(path)
+
+    def _finished(self, job: Job, result: Summary | Lost) -> None:
+        dispatched = self._in_flight.pop(job.instance_id, None)
+        path = Path(job.path)
+        study = self.studies.get(path.parent.name, time.monotonic())
+        if isinstance(result, Lost):
+            tries = self._attempts.get(job.instance_id, 0)
+            if result.reason == "worker-crashed" and tries < _CRASH_RETRIES:
+                self._attempts[job.instance_id] = tries + 1
+                self._pending.appendleft(path)
+                return
+            result = Summary(job.instance_id, "quarantined", result.reason)
+        self._attempts.pop(job.instance_id, None)
+        self.metrics.instances_processed.labels(result=result.result).inc()
+        for stage, seconds in result.seconds.items():
+            self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
+        if dispatched is not None:
+            self.metrics.stage_seconds.labels(stage="worker").observe(time.monotonic() - dispatched)
+        if result.result == "deferred":
+            log.warning("instance.deferred", reason=result.reason)
+            self._deferred.append((time.monotonic() + _DEFER_SECONDS, path))
+            return
+        study.waiting = max(0, study.waiting - 1)
+        if result.result == "sealed" and result.sealed:
+            self.spool.discard(path)  # the original: its sealed copy is durable
+            study.outbox += 1
+            self.outbox.put(Path(result.sealed))
+        elif result.result == "dropped":
+            self.spool.discard(path)
+            if result.reason != "original-gone":
+                self.metrics.dropped.labels(reason=result.reason or "policy").inc()
+                self._audit("instance.dropped", reason=result.reason or "policy",
+                            study_id=study.study_id, instance_id=job.instance_id)  # fmt: skip
+        else:
+            self._quarantine(path, result)
+
+    def _quarantine(self, path: Path, result: Summary) -> None:
+        reason = result.reason or "unknown"
+        try:
+            self.spool.hold(
+                path,
+                "quarantine",
+                {
+                    "reason": reason,
+                    "where": list(result.where),
+                    "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+            )
+        except FileNotFoundError:
+            return
+        self.metrics.quarantined.labels(reason=reason).inc()
+        log.warning("instance.quarantined", reason=reason, where=list(result.where))
+        self._audit("instance.quarantined", reason=reason, study_id=path.parent.name,
+                    instance_id=path.stem)  # fmt: skip
+
+    def _answered(self, answered: Answered) -> None:
+        header = answered.header
+        study = self.studies.get(header.study_id, time.monotonic())
+        study.outbox = max(0, study.outbox - 1)
+        if header.kind == "manifest":
+            if answered.path.parent.parent.name == "sent":
+                self._audit("study.delivered", study=header.study, study_id=header.study_id,
+                            version=int(header.item))  # fmt: skip
+            return
+        if answered.path.parent.parent.name == "sent":
+            study.dirty = True
+            received = _timestamp(header.received_at)
+            if received is not None:
+                self.metrics.stage_seconds.labels(stage="receive_to_delivered").observe(
+                    max(0.0, time.time() - received)
+                )
+        else:
+            self._audit("instance.dead-lettered", reason=answered.verdict.reason,
+                        study_id=header.study_id, instance_id=header.name)  # fmt: skip
+
+    def _assemble(self, now: float) -> None:
+        for study in self.studies.stable(now):
+            study.dirty = False
+            if self._manifest(study.study_id):
+                study.outbox += 1
+        for study in self.studies.idle(now):
+            del self.studies.known[study.study_id]
+            if self.spool.erase_if_idle(study.study_id):
+                self.metrics.erased.labels(what="study_key").inc()
+            self.spool.prune("incoming", study.study_id)
+
+    def _manifest(self, study_id: str) -> bool:
+        """Seal a new manifest version if the study's delivered set changed; True if one was
+        queued."""
+        record = self.spool.read_record(study_id)
+        entries: dict[str, dict[str, Any]] = dict(record.get("instances", {}))
+        study_uid = record.get("study", "")
+        directory = self.spool.root / "sent" / study_id
+        listed = _manifests(directory)
+        for path in sorted(directory.glob("*.sealed")) if directory.is_dir() else []:
+            if path.stem in entries or path.stem in listed:
+                continue
+            try:
+                header, _ = self.spool.read_sealed(path, body=False)
+            except (FileNotFoundError, SpoolError):
+                continue
+            entries[path.stem] = entry(header)
+            study_uid = header.study
+        if not entries or set(entries) == set(record.get("instances", {})):
+            return False
+        version = 1 + max(
+            [int(record.get("version", 0))]
+            + [_version(p) for s in ("outbox", "sent", "dead")
+               for p in (self.spool.root / s / study_id).glob("manifest-*.sealed")]
+        )  # fmt: skip
+        document = manifest(study_uid, version, entries)
+        name = Name("manifest", self.site, study_uid, str(version))
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        header = OutgoingHeader(
+            name=f"manifest-{version}",
+            study_id=study_id,
+            kind="manifest",
+            site=self.site,
+            study=study_uid,
+            item=str(version),
+            key_id=self.key.key_id,
+            sha256="",
+            size=len(document),
+            received_at=now,
+            sealed_at=now,
+        )
+        path = self.spool.write_sealed(header, seal(document, name, self.key))
+        self.spool.write_record(study_id, {"study": study_uid, "version": version,
+                                           "instances": entries})  # fmt: skip
+        self.metrics.manifests.inc()
+        log.info("study.manifest", version=version, instances=len(entries))
+        self.outbox.put(path)
+        return True
+
+    def _gauges(self) -> None:
+        waiting = len(self._pending) + len(self._deferred) + len(self._in_flight)
+        self.metrics.queue_depth.labels(state="incoming").set(waiting)
+        self.metrics.queue_depth.labels(state="outbox").set(self.outbox.waiting())
+        self.metrics.workers_alive.set(self.pool.alive())
+        oldest = self._pending[0] if self._pending else None
+        age = 0.0
+        if oldest is not None:
+            with contextlib.suppress(FileNotFoundError):
+                age = max(0.0, time.time() - oldest.stat().st_mtime)
+        self.metrics.oldest_age.labels(state="incoming").set(age)
+
+    def _audit(self, event: str, **fields: str | int) -> None:
+        try:
+            self.audit.append(event, **fields)
+        except AuditError as exc:
+            log.error("audit.failed", event=event, error=str(exc))
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting anywhere (tests and benchmarks wait for this)."""
+        return not (self._pending or self._deferred or self._in_flight or self.outbox.waiting())
+
+
+def _manifests(directory: Path) -> set[str]:
+    return {p.stem for p in directory.glob("manifest-*.sealed")} if directory.is_dir() else set()
+
+
+def _version(path: Path) -> int:
+    try:
+        return int(path.stem.removeprefix("manifest-"))
+    except ValueError:
+        return 0
+
+
+def _timestamp(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None

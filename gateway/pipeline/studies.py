@@ -1,0 +1,77 @@
+"""Study assembly: which studies are complete, and what their manifest lists.
+
+A study is *stable* once `studies.stable_seconds` have passed since its last instance arrived
+and none of its instances waits anywhere (not received-but-unsealed, not in the outbox). A
+stable study whose delivered instances differ from its last manifest gets a new manifest
+version listing every instance delivered so far: late instances bump the version.
+
+The tracker lives in the scheduler thread only (no locks). It knows each study by its spool id
+(a keyed hash); the pseudonymous study UID comes from the sealed copies.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.spool import OutgoingHeader
+
+
+@dataclass
+class Study:
+    study_id: str
+    last_received: float  # monotonic
+    waiting: int = 0  # originals queued or in a worker
+    outbox: int = 0  # sealed items not yet answered
+    dirty: bool = False  # delivered instances not in the last manifest (or not yet checked)
+
+
+@dataclass
+class Studies:
+    stable_seconds: float
+    known: dict[str, Study] = field(default_factory=dict)
+
+    def get(self, study_id: str, now: float) -> Study:
+        study = self.known.get(study_id)
+        if study is None:
+            study = self.known[study_id] = Study(study_id, now)
+        return study
+
+    def received(self, study_id: str, now: float) -> None:
+        study = self.get(study_id, now)
+        study.waiting += 1
+        study.last_received = now
+
+    def stable(self, now: float) -> list[Study]:
+        """Studies ready for a manifest."""
+        return [s for s in self.known.values() if s.dirty and self._quiet(s, now)]
+
+    def idle(self, now: float) -> list[Study]:
+        """Studies with nothing left to do: the tracker may forget them."""
+        return [s for s in self.known.values() if not s.dirty and self._quiet(s, now)]
+
+    def _quiet(self, study: Study, now: float) -> bool:
+        """Nothing of the study waits, and nothing arrived for `stable_seconds`."""
+        return (
+            not study.waiting
+            and not study.outbox
+            and now - study.last_received >= self.stable_seconds
+        )
+
+
+def entry(header: OutgoingHeader) -> dict[str, str]:
+    """How a delivered instance is listed in the manifest (protocol v1)."""
+    return {
+        "instance": header.item,
+        "sop_class": header.sop_class,
+        "series": header.series,
+        "sha256": header.sha256,
+    }
+
+
+def manifest(study: str, version: int, entries: dict[str, dict[str, Any]]) -> bytes:
+    """The manifest document: every instance delivered so far, in a stable order."""
+    listed = sorted(entries.values(), key=lambda e: (e["series"], e["instance"]))
+    document = {"version": version, "study": study, "instances": listed}
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("ascii")
