@@ -73,6 +73,7 @@ EVENTS = frozenset(
         "instance.quarantined",
         "instance.released",
         "instance.purged",
+        "instance.retried",
         "instance.delivered",
         "instance.dead-lettered",
         "instance.erased",
@@ -112,7 +113,7 @@ FIELDS: Mapping[str, Validator] = MappingProxyType(
         "study": _UID,
         "instance": _UID,
         "study_id": _SPOOL_HASH,
-        "instance_id": _SPOOL_HASH,
+        "instance_id": _text(r"[0-9a-f]{16,64}|manifest-[1-9][0-9]{0,8}"),  # or a manifest
         "count": _number(2**63 - 1),
         "bytes": _number(2**63 - 1),
         "version": _number(2**31 - 1),

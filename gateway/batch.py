@@ -29,6 +29,8 @@ class Entry:
     changes: dict[str, int]
     #: the pixel check: why the image was checked (null: no pixels) and what was masked
     pixels: dict[str, Any] | None = None
+    #: quarantined by the release check: the tag paths it points at (never values)
+    where: tuple[str, ...] = ()
 
 
 def _pixels(outcome: Outcome) -> dict[str, Any] | None:
@@ -85,7 +87,7 @@ def _one(worker: Worker, path: Path, out_dir: Path) -> Entry:
         return Entry(str(path), None, "quarantined", "unreadable-file", {})
     outcome: Outcome = worker.process(data)
     if outcome.result is None:
-        return Entry(str(path), None, outcome.status, outcome.reason, {})
+        return Entry(str(path), None, outcome.status, outcome.reason, {}, where=outcome.where)
     target = out_dir / f"{outcome.result.sop_instance_uid}.dcm"
     _write_atomically(target, outcome.result.data)
     return Entry(str(path), str(target), "written", None, outcome.counts, _pixels(outcome))

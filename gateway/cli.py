@@ -15,9 +15,10 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from gateway import __version__, batch, devpki, scu
+from gateway import __version__, admin, batch, devpki, scu
 from gateway.app import Gateway
 from gateway.deidentify.pixels.stage import PixelStage
 from gateway.deidentify.profile import OPTION_COLUMNS, Profile, Resolved, enabled_columns
@@ -392,7 +393,108 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("paths", type=Path, nargs="+")
     _peer_options(p)
     p.set_defaults(func=cmd_send)
+    _spool_commands(sub)
     return top
+
+
+def _print(document: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(document, indent=1))
+    elif isinstance(document, list):
+        for row in document:
+            print("  ".join(f"{k}={_short(v)}" for k, v in row.items()))
+        if not document:
+            print("(none)")
+    else:
+        print(json.dumps(document, indent=1))
+
+
+def _short(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def cmd_spool_list(args: argparse.Namespace) -> int:
+    _print(admin.overview(_settings(args.config)), args.json)
+    return EXIT_OK
+
+
+def cmd_held_list(args: argparse.Namespace) -> int:
+    _print(admin.listing(_settings(args.config), args.state), args.json)
+    return EXIT_OK
+
+
+def cmd_held_show(args: argparse.Namespace) -> int:
+    _print(admin.show(_settings(args.config), args.state, args.ref), True)
+    return EXIT_OK
+
+
+def cmd_held_act(args: argparse.Namespace) -> int:
+    settings = _settings(args.config)
+    if args.op == "release":
+        configure(LoggingSettings(level="error"))  # the check below logs like a worker
+        admin.check_release(settings, args.ref)
+    print(admin.act(settings, args.op, args.state, args.ref))
+    return EXIT_OK
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    settings = _settings(args.config, files=False)
+    result = admin.audit_verify(settings, args.file)
+    if result.ok:
+        print(f"audit trail ok: {result.records} records")
+        return EXIT_OK
+    print(
+        f"audit trail BROKEN at line {result.first_bad_line}: {result.problem} "
+        f"({result.records} records verified before it)",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
+
+
+def _spool_commands(sub: Any) -> None:
+    spool = sub.add_parser("spool", help="see and act on what the spool holds")
+    verbs = spool.add_subparsers(dest="spool_command", required=True)
+    p = verbs.add_parser("list", help="items and oldest age per state; held items by reason")
+    _config_json(p)
+    p.set_defaults(func=cmd_spool_list)
+    for state, title in (("quarantine", "quarantined instances"), ("dead", "dead letters")):
+        group = verbs.add_parser(state, help=f"{title}: list, show, act")
+        actions = group.add_subparsers(dest="held_command", required=True)
+        p = actions.add_parser("list", help=f"every one of the {title}, with its reason")
+        _config_json(p)
+        p.set_defaults(func=cmd_held_list, state=state)
+        p = actions.add_parser("show", help="one item: reason, tag paths, sender, times")
+        p.add_argument("ref", help="<study-id>/<name> or a unique <name>")
+        p.add_argument("--config", type=Path, required=True)
+        p.set_defaults(func=cmd_held_show, state=state)
+        ops = ("release", "purge") if state == "quarantine" else ("retry", "purge")
+        for op in ops:
+            p = actions.add_parser(op, help=_OP_HELP[op])
+            p.add_argument("ref", help="<study-id>/<name> or a unique <name>")
+            p.add_argument("--config", type=Path, required=True)
+            p.set_defaults(func=cmd_held_act, state=state, op=op)
+    p = verbs.add_parser("retry", help=_OP_HELP["retry"])
+    p.add_argument("ref", help="<study-id>/<name> or a unique <name>")
+    p.add_argument("--config", type=Path, required=True)
+    p.set_defaults(func=cmd_held_act, state="dead", op="retry")
+    audit = sub.add_parser("audit", help="the audit trail")
+    verbs = audit.add_subparsers(dest="audit_command", required=True)
+    p = verbs.add_parser("verify", help="check the audit trail's hash chain")
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--file", type=Path, help="another audit file (default: the configured one)")
+    p.set_defaults(func=cmd_audit_verify)
+
+
+_OP_HELP = {
+    "release": "re-run the worker path and the release check; if clean, send it",
+    "purge": "erase it now",
+    "retry": "put a dead letter back in the outbox",
+}
+
+
+def _config_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,9 @@
 
 `Worker.process(data, peer)` is a function of the encoded instance, the settings the worker was
 built with and the vault: policy filter -> pixel check (burned-in text masked, or the instance
-quarantined) -> header de-identification (-> the release check, as it lands). It never raises
+quarantined) -> header de-identification -> the release check (`gateway.release`, written
+apart from the de-identifier: it re-reads the output against the original and quarantines
+anything it cannot prove clean, with the tag paths it points at). It never raises
 for a bad instance: every instance ends in one `Outcome` with a fixed reason code, and no
 outcome or exception carries a value from the instance. It raises VaultError when the vault
 fails: no instance can be processed then.
@@ -19,6 +21,7 @@ from gateway.deidentify.failures import Unprocessable
 from gateway.deidentify.pixels.stage import PixelOutcome, PixelStage
 from gateway.deidentify.policy import Policy
 from gateway.deidentify.uids import PseudonymStore
+from gateway.release import PixelEvidence, ReleaseCheck
 from gateway.settings import DeidentifySettings, PolicySettings, Settings
 
 Status = Literal["written", "dropped", "quarantined"]
@@ -43,10 +46,12 @@ class Worker:
         *,
         ae_title: str,
         pixels: PixelStage,
+        release: ReleaseCheck | None = None,
     ) -> None:
         self.engine = Engine(options, vault, ae_title=ae_title)
         self.policy = Policy(policy, options)
         self.pixels = pixels
+        self.release = release or ReleaseCheck(options)
 
     @classmethod
     def for_settings(cls, settings: Settings, vault: PseudonymStore) -> Worker:
@@ -76,4 +81,15 @@ class Worker:
             result = self.engine.deidentify(ds, data, replace)
         except Unprocessable as exc:
             return Outcome("quarantined", exc.reason)
-        return Outcome("written", None, result, {**result.counts, **pixels.counts}, pixels)
+        counts = {**result.counts, **pixels.counts}
+        evidence = PixelEvidence(
+            has_pixels=pixels.reason is not None,
+            checked=pixels.checked,
+            masked=len(pixels.masked),
+            skipped_by_site=not pixels.checked and pixels.reason in self.pixels.settings.skip,
+        )
+        findings = self.release.check(data, result.data, evidence)
+        if findings:
+            where = tuple(sorted({f.where for f in findings}))
+            return Outcome("quarantined", findings[0].reason, None, counts, pixels, where)
+        return Outcome("written", None, result, counts, pixels)

@@ -80,12 +80,14 @@ ERRORS: dict[type[Exception], tuple[Kind, str]] = {
 #: What a request through httpx can raise: its exceptions, and OS errors under them.
 HTTPX_ERRORS: tuple[type[Exception], ...] = (*ERRORS, OSError)
 _TRANSIENT_STATUS = frozenset({408, 425, 429})
+#: what the forwarder's own SPKI pin check raises (as an SSLCertVerificationError)
+PIN_MISMATCH = "server public key does not match the pin"
 
 
 def classify_error(exc: Exception) -> Verdict:
     """The verdict on a request that raised `exc` (httpx's, or an OSError under it)."""
     if _certificate_problem(exc):
-        return Verdict(Kind.REJECTED, "server-certificate-rejected")
+        return Verdict(Kind.REJECTED, _certificate_reason(exc))
     if _tls_problem(exc):
         return Verdict(Kind.REJECTED, "tls-handshake-failed")
     for cls in type(exc).__mro__:
@@ -135,6 +137,30 @@ def _certificate_problem(exc: BaseException) -> bool:
     return any(isinstance(e, ssl.SSLCertVerificationError) for e in _causes(exc)) or (
         isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc)
     )
+
+
+#: OpenSSL X509_V_ERR_* codes (x509_vfy.h) -> why the server's certificate was refused
+_VERIFY_CODES = {
+    9: "server-certificate-not-yet-valid",
+    10: "server-certificate-expired",
+    62: "server-certificate-wrong-host",
+    64: "server-certificate-wrong-host",
+    2: "server-certificate-untrusted",
+    18: "server-certificate-untrusted",
+    19: "server-certificate-untrusted",
+    20: "server-certificate-untrusted",
+    21: "server-certificate-untrusted",
+}
+
+
+def _certificate_reason(exc: BaseException) -> str:
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            if cause.args and cause.args[0] == PIN_MISMATCH:
+                return "server-key-not-pinned"
+            code = getattr(cause, "verify_code", None)
+            return _VERIFY_CODES.get(code or -1, "server-certificate-rejected")
+    return "server-certificate-rejected"
 
 
 def _tls_problem(exc: BaseException) -> bool:

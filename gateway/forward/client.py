@@ -25,7 +25,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.errors import ConfigError
-from gateway.forward.classify import HTTPX_ERRORS, Verdict, classify_error, classify_response
+from gateway.forward.classify import (
+    HTTPX_ERRORS,
+    PIN_MISMATCH,
+    Verdict,
+    classify_error,
+    classify_response,
+)
 from gateway.seal.envelope import (
     CONTENT_TYPE,
     KEY_ID_HEADER,
@@ -48,7 +54,7 @@ class _PinnedContext(ssl.SSLContext):
             der = wrapped.getpeercert(binary_form=True)
             if der is None or spki_sha256(der) != self.pin:
                 wrapped.close()
-                raise ssl.SSLCertVerificationError("server public key does not match the pin")
+                raise ssl.SSLCertVerificationError(PIN_MISMATCH)
         return wrapped
 
 

@@ -11,6 +11,7 @@ here raises for a bad instance; an unexpected exception becomes the reason `work
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import resource
@@ -139,6 +140,7 @@ def serve(settings: Settings, conn: Connection) -> None:
     """The child's main loop (multiprocessing target). Sends ("ready", pid) once set up, or
     ("failed", reason) and exits; then one Summary per Job until it receives None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    _die_with_parent()
     configure(settings.logging)
     limit = settings.workers.max_memory_mib * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -160,6 +162,22 @@ def serve(settings: Settings, conn: Connection) -> None:
         pass  # the parent went away
     finally:
         child.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker when the gateway process dies (even by SIGKILL), so no
+    orphan writes into a spool a restarted gateway already owns. (Strictly: when the thread
+    that started it ends; the scheduler thread starts workers and stops them before it ends.)"""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _name(exc: BaseException) -> str:

@@ -41,6 +41,7 @@ from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.pipeline.child import Job, Summary
 from gateway.pipeline.delivery import Answered, Outbox
+from gateway.pipeline.operations import serve_requests
 from gateway.pipeline.pool import Lost, WorkerPool
 from gateway.pipeline.retention import Retention
 from gateway.pipeline.studies import Studies, entry, manifest
@@ -92,6 +93,7 @@ class Scheduler:
         self._next_sweep = 0.0
         self._on_fatal: Callable[[str], None] = lambda reason: None
         self.ready = threading.Event()  # the workers are up
+        self._deadline = 0.0  # when stopping: by when the workers must be gone
 
     # -- called from other threads ------------------------------------------------------------
 
@@ -144,7 +146,7 @@ class Scheduler:
         for directory in sorted(p for p in (self.spool.root / "sent").iterdir() if p.is_dir()):
             delivered = {p.stem for p in directory.glob("*.sealed")} - _manifests(directory)
             record = self.spool.read_record(directory.name)
-            if delivered - set(record.get("instances", {})):
+            if delivered - set(record.get("seen", ())):
                 self.studies.get(directory.name, now).dirty = True
         recovered = self.spool.recovery
         log.info(
@@ -164,10 +166,13 @@ class Scheduler:
         while self._in_flight and time.monotonic() < deadline:
             time.sleep(0.05)
         finished = not self._in_flight
+        self._deadline = deadline
         self._stopping.set()
         self._wake()
-        self._thread.join(max(1.0, deadline - time.monotonic()))
-        self.pool.stop(max(1.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self._thread.join(max(1.0, deadline - time.monotonic()) + 5.0)
+        else:
+            self.pool.stop(0)  # it never started, or failed to start
         self.outbox.stop(max(1.0, deadline - time.monotonic()))
         os.close(self._wake_r)
         os.close(self._wake_w)
@@ -184,14 +189,19 @@ class Scheduler:
             return
         self.ready.set()
         log.info("workers.started", count=self.pool.count)
-        while not self._stopping.is_set():
-            try:
-                self._step()
-            except (GatewayError, OSError) as exc:
-                # the spool or audit trail failed: nothing is lost (every state change is a
-                # rename), so pause and go on; the operator sees the log and the metrics
-                log.error("scheduler.failed", error=exc.__class__.__name__)
-                time.sleep(1.0)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self._step()
+                except Exception as exc:  # noqa: BLE001 - the one guard of the work loop
+                    # the spool or audit trail failed, or a bug: nothing is lost (every state
+                    # change is a rename), so pause and go on; the log and metrics show it
+                    log.error("scheduler.failed", error=exc.__class__.__name__)
+                    time.sleep(1.0)
+        finally:
+            # from this thread: the workers die with the thread that started them (Linux
+            # parent-death signal), so they are stopped before it ends
+            self.pool.stop(max(1.0, self._deadline - time.monotonic()))
 
     def _step(self) -> None:
         self._dispatch()
@@ -210,6 +220,7 @@ class Scheduler:
         now = time.monotonic()
         if now >= self._next_tick:
             self._next_tick = now + _TICK
+            self._requests(now)
             self._assemble(now)
             self._gauges()
         if now >= self._next_sweep:
@@ -320,6 +331,24 @@ class Scheduler:
             self._audit("instance.dead-lettered", reason=answered.verdict.reason,
                         study_id=header.study_id, instance_id=header.name)  # fmt: skip
 
+    def _requests(self, now: float) -> None:
+        """Apply operators' requests (`dicom-gateway spool ...`) and queue what they freed."""
+        for applied in serve_requests(self.spool):
+            item = applied.item
+            fields = {"study_id": item.study_id, "instance_id": item.name}
+            if applied.op == "release" and applied.path is not None:
+                self.studies.received(item.study_id, now)
+                self._pending.append(applied.path)
+                self._audit("instance.released", **fields)
+            elif applied.op == "retry" and applied.path is not None:
+                self.studies.get(item.study_id, now).outbox += 1
+                self.outbox.put(applied.path)
+                self._audit("instance.retried", **fields)
+            else:
+                self.metrics.erased.labels(what="purged").inc()
+                self._audit("instance.purged", kind=item.state, **fields)
+            log.info("operator.request", op=applied.op, state=item.state)
+
     def _assemble(self, now: float) -> None:
         for study in self.studies.stable(now):
             study.dirty = False
@@ -335,20 +364,23 @@ class Scheduler:
         """Seal a new manifest version if the study's delivered set changed; True if one was
         queued."""
         record = self.spool.read_record(study_id)
-        entries: dict[str, dict[str, Any]] = dict(record.get("instances", {}))
+        before: dict[str, dict[str, Any]] = record.get("instances", {})
+        entries = dict(before)  # by pseudonymous SOP Instance UID: a re-sent instance is one
+        seen = set(record.get("seen", ()))  # spool ids already looked at
         study_uid = record.get("study", "")
         directory = self.spool.root / "sent" / study_id
-        listed = _manifests(directory)
+        manifests = _manifests(directory)
         for path in sorted(directory.glob("*.sealed")) if directory.is_dir() else []:
-            if path.stem in entries or path.stem in listed:
+            if path.stem in seen or path.stem in manifests:
                 continue
             try:
                 header, _ = self.spool.read_sealed(path, body=False)
             except (FileNotFoundError, SpoolError):
                 continue
-            entries[path.stem] = entry(header)
+            entries[header.item] = entry(header)
+            seen.add(path.stem)
             study_uid = header.study
-        if not entries or set(entries) == set(record.get("instances", {})):
+        if not entries or entries == before:
             return False
         version = 1 + max(
             [int(record.get("version", 0))]
@@ -372,8 +404,10 @@ class Scheduler:
             sealed_at=now,
         )
         path = self.spool.write_sealed(header, seal(document, name, self.key))
-        self.spool.write_record(study_id, {"study": study_uid, "version": version,
-                                           "instances": entries})  # fmt: skip
+        self.spool.write_record(
+            study_id,
+            {"study": study_uid, "version": version, "instances": entries, "seen": sorted(seen)},
+        )
         self.metrics.manifests.inc()
         log.info("study.manifest", version=version, instances=len(entries))
         self.outbox.put(path)

@@ -11,6 +11,7 @@ Layout (no PHI in any name: study directories are keyed hashes, instance files a
     <spool>/dead/<study-id>/<name>.sealed (+ .reason.json)       refused by the server for good
     <spool>/quarantine/<study-id>/<instance-id>.dgs (+ .reason.json)   held: not proven clean
     <spool>/studies/<study-id>.json        the study's last manifest: version and instance ids
+    <spool>/requests/<id>.json             an operator's request to the running gateway
     .../.<random>.part                     a write in progress, beside its final name; removed
                                            at start (it was never acknowledged)
 
@@ -55,8 +56,8 @@ from gateway.spool.crypto import BytesLike
 
 MAGIC = b"DGSPOOL1"
 SEALED_MAGIC = b"DGSEALD1"
-STATES = ("incoming", "outbox", "sent", "dead", "quarantine")
 State = Literal["incoming", "outbox", "sent", "dead", "quarantine"]
+STATES: tuple[State, ...] = ("incoming", "outbox", "sent", "dead", "quarantine")
 REASON_SUFFIX = ".reason.json"
 _HEADER_LEN = struct.Struct(">I")
 _KEY_CACHE_SIZE = 256
@@ -138,6 +139,7 @@ class Spool:
         self.incoming = self.root / "incoming"
         self.key_dir = self.root / "keys"
         self.records = self.root / "studies"
+        self.requests = self.root / "requests"  # operator requests to the running gateway
         self._writers: dict[str, int] = {}  # study id -> stores in progress
         self._listeners: list[Callable[[InstanceHeader], None]] = []
         self.recovery = Recovery()
@@ -169,7 +171,8 @@ class Spool:
 
     def _prepare(self) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for directory in (self.key_dir, self.records, *(self.root / state for state in STATES)):
+        layout = (self.key_dir, self.records, self.requests, *(self.root / s for s in STATES))
+        for directory in layout:
             directory.mkdir(mode=0o700, exist_ok=True)
         for directory in (self.root.parent, self.root):  # the new entries themselves durable
             fsync_directory(directory)

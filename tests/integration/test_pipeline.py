@@ -14,7 +14,9 @@ from typing import Any
 
 import pydicom
 import pytest
+from cryptography.hazmat.primitives import serialization
 
+from gateway import devpki
 from tests.dicom_builders import greyscale, part10
 from tests.support import GatewayProcess, cli, receiver_config, storescu, write_config
 
@@ -182,13 +184,15 @@ def test_receiver_down_then_back_delivers_everything_once(site: Site) -> None:
     assert sent.returncode == 0, sent.stderr
     wait_for(lambda: len(site.spool("outbox", "*.sealed")) == len(files), 60, "sealed copies")
     wait_for(
-        lambda: gateway.metric(
-            "dicom_gateway_forward_results_total",
-            destination="default",
-            result="transient",
-            reason="connect-failed",
-        )
-        >= 2,
+        lambda: (
+            gateway.metric(
+                "dicom_gateway_forward_results_total",
+                destination="default",
+                result="transient",
+                reason="connect-failed",
+            )
+            >= 2
+        ),
         30,
         "failed attempts while the receiver is down",
     )
@@ -199,4 +203,123 @@ def test_receiver_down_then_back_delivers_everything_once(site: Site) -> None:
     answers = receiver.events("receiver.answered")
     assert [e["status"] for e in answers].count(201) == len(files) + 2
     assert all(e["status"] in (200, 201) for e in answers)
+    assert gateway.stop() == 0
+
+
+def leaky(folder: Path) -> Path:
+    """An instance whose safe-listed private number (kept with retain_safe_private) is the
+    patient's ID: the de-identifier lets it through, the release check must not."""
+    ds = greyscale(32, 32, bytes(32 * 32), PatientName="Doe^Jane", PatientID="73915824")
+    block = ds.private_block(0x7053, "Philips PET Private Group", create=True)
+    block.add_new(0x00, "DS", "73915824")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "leaky.dcm"
+    path.write_bytes(part10(ds))
+    return path
+
+
+def admin(site: Site, *args: str) -> Any:
+    return cli(*args, "--config", str(site.path))
+
+
+def test_release_check_quarantines_a_planted_leak_and_the_operator_acts_on_it(
+    site: Site,
+) -> None:
+    site.edit(lambda c: c.setdefault("deidentify", {}).update(retain_safe_private=True))
+    site.receiver()
+    gateway = site.gateway()
+    clean = studies(site.root / "send", 1)
+    sent = storescu(gateway.port, [leaky(site.root / "send"), *clean], aec="GATEWAY_UT")
+    assert sent.returncode == 0, sent.stderr
+    wait_for(lambda: len(site.spool("quarantine", "*.dgs")) == 1, 60, "the quarantine")
+    wait_for(lambda: len(site.stored()) == len(clean), 60, "the clean instances")
+    reason = "release-identifier-in-value"
+    assert gateway.metric("dicom_gateway_instances_quarantined_total", reason=reason) == 1
+    listed = admin(site, "spool", "quarantine", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [held] = json.loads(listed.stdout)
+    assert (held["reason"], held["peer"]) == (reason, "dcmtk")
+    assert held["where"] == ["(7053,1000)"]
+    assert "73915824" not in listed.stdout  # tag paths, never values
+    refused = admin(site, "spool", "quarantine", "release", held["ref"])
+    assert refused.returncode == 1
+    assert "not released" in refused.stderr
+    assert len(site.spool("quarantine", "*.dgs")) == 1
+    purged = admin(site, "spool", "quarantine", "purge", held["ref"].split("/")[1])
+    assert purged.returncode == 0, purged.stderr
+    assert site.spool("quarantine") == []
+    assert gateway.stop() == 0
+    study_id = held["ref"].split("/")[0]
+    assert not (site.root / "spool" / "keys" / f"{study_id}.key").exists()
+    audit = site.root / "spool" / "audit.log"
+    events = [json.loads(line)["event"] for line in audit.read_text().splitlines()]
+    assert {"instance.quarantined", "instance.purged"} <= set(events)
+    verified = admin(site, "audit", "verify")
+    assert verified.returncode == 0, verified.stderr
+    lines = audit.read_text().splitlines(keepends=True)
+    assert '"event":"study.received"' in lines[1]
+    lines[1] = lines[1].replace("study.received", "study.delivered")
+    audit.write_text("".join(lines))
+    broken = admin(site, "audit", "verify")
+    assert broken.returncode == 1
+    assert "line 2" in broken.stderr
+
+
+def test_a_permanent_refusal_is_dead_lettered_not_retried(site: Site) -> None:
+    wrong = site.root / "other-keys"
+    made = cli("keys", "--config", str(_other_receiver_key(site, wrong)))
+    assert made.returncode == 0, made.stderr
+    site.edit(lambda c: c["forward"].update(receiver_key=str(wrong / "receiver.pub")))
+    receiver = site.receiver()
+    gateway = site.gateway()
+    files = studies(site.root / "send", 1)
+    assert storescu(gateway.port, files, aec="GATEWAY_UT").returncode == 0
+    wait_for(lambda: len(site.spool("dead", "*.sealed")) == len(files), 60, "dead letters")
+    time.sleep(3)  # retries would show up here
+    answers = receiver.events("receiver.answered")
+    assert [(e["status"], e["reason"]) for e in answers] == [(400, "unknown-key-id")] * len(files)
+    assert gateway.metric(
+        "dicom_gateway_dead_letters_total", destination="default", reason="http-400"
+    ) == len(files)
+    listed = admin(site, "spool", "dead", "list", "--json")
+    assert {d["reason"] for d in json.loads(listed.stdout)} == {"http-400"}
+    ref = json.loads(listed.stdout)[0]["ref"]
+    assert admin(site, "spool", "retry", ref).returncode == 0
+    wait_for(lambda: len(receiver.events("receiver.answered")) == len(files) + 1, 30, "a retry")
+    assert gateway.stop() == 0
+
+
+def _other_receiver_key(site: Site, folder: Path) -> Path:
+    """A config whose receiver HPKE pair lives in `folder` (for `keys` to create)."""
+    config = json.loads(json.dumps(site.config))
+    config["receiver"]["hpke_private_key"] = str(folder / "receiver.key")
+    config["forward"]["receiver_key"] = str(folder / "receiver.pub")
+    return write_config(folder, config)
+
+
+def test_a_server_certificate_from_another_ca_stops_sending_without_hammering(
+    site: Site,
+) -> None:
+    stranger = devpki.make_ca("another CA")
+    bundle = site.root / "other-ca.crt"
+    bundle.write_bytes(stranger.certificate.public_bytes(serialization.Encoding.PEM))
+    site.edit(lambda c: c["forward"].update(ca_bundle=str(bundle), max_backoff_seconds=2.0))
+    receiver = site.receiver()
+    gateway = site.gateway()
+    files = studies(site.root / "send", 2)
+    assert storescu(gateway.port, files, aec="GATEWAY_UT").returncode == 0
+    wait_for(lambda: len(site.spool("outbox", "*.sealed")) == len(files), 60, "sealed copies")
+    started = time.monotonic()
+    time.sleep(6)
+    rejected = gateway.metric(
+        "dicom_gateway_forward_results_total",
+        destination="default",
+        result="rejected",
+        reason="server-certificate-untrusted",
+    )
+    elapsed = time.monotonic() - started + 2
+    assert 1 <= rejected <= elapsed / 2 + 2, "one probe per backoff step, not one per instance"
+    assert gateway.events("forward.retry")[0]["reason"] == "server-certificate-untrusted"
+    assert receiver.events("receiver.answered") == []
+    assert site.stored() == []
     assert gateway.stop() == 0

@@ -133,7 +133,12 @@ class PixelStage:
         if reason is None:
             return PixelOutcome(None, checked=False)
         if reason in self.settings.skip:
-            return PixelOutcome(reason, checked=False, counts={"pixels_unchecked": 1})
+            # the site chose not to look: the output claims nothing about burned-in text (an
+            # unverified "NO" from the sender is not passed on)
+            unknown = {BURNED_IN_ANNOTATION: DataElement(BURNED_IN_ANNOTATION, "CS", None)}
+            return PixelOutcome(
+                reason, checked=False, elements=unknown, counts={"pixels_unchecked": 1}
+            )
         meta = getattr(ds, "file_meta", None)
         if meta is None:
             ds.file_meta = meta = FileMetaDataset()

@@ -1,0 +1,146 @@
+"""`dicom-gateway spool ...` and `dicom-gateway audit verify`: what an operator or a privacy
+officer sees and does, beside a running gateway or without one.
+
+Everything shown is PHI-free: spool ids (keyed hashes, random ids), reason codes, tag paths,
+configured peer names, standard SOP class UIDs, sizes and times. Nothing is decrypted to be
+shown. Releasing a quarantined instance first runs it through the whole worker path here (the
+policy, the pixel check, the de-identifier and the release check); a dirty instance is refused
+and stays where it is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.audit import AuditLog, Verification, verify
+from gateway.errors import GatewayError, SpoolError, SpoolLocked
+from gateway.pipeline import operations
+from gateway.pipeline.operations import Held, HeldState, Op
+from gateway.settings import Settings
+from gateway.spool import STATES, Spool
+from gateway.vault import SqliteVault
+from gateway.worker import Worker
+
+
+def overview(settings: Settings) -> dict[str, Any]:
+    """Items and the oldest item's age per state; held items by reason."""
+    spool = Spool.open_readonly(settings.spool)
+    now = time.time()
+    states: dict[str, Any] = {}
+    for state in STATES:
+        pattern = "*.dgs" if state in ("incoming", "quarantine") else "*.sealed"
+        stamps = []
+        for path in spool.files(state, pattern):
+            try:
+                stamps.append(path.stat().st_mtime)
+            except FileNotFoundError:
+                continue
+        states[state] = {
+            "items": len(stamps),
+            "oldest_age_seconds": round(now - min(stamps), 1) if stamps else None,
+        }
+    reasons = {}
+    held_states: tuple[HeldState, ...] = ("quarantine", "dead")
+    for held_state in held_states:
+        items = operations.held(spool, held_state)
+        reasons[held_state] = dict(Counter(str(h.reason.get("reason", "unknown")) for h in items))
+    return {"states": states, "held_by_reason": reasons}
+
+
+def describe(spool: Spool, item: Held) -> dict[str, Any]:
+    """One held item, as an operator needs to judge it."""
+    shown: dict[str, Any] = {
+        "ref": item.ref,
+        "state": item.state,
+        "reason": item.reason.get("reason", "unknown"),
+        "where": item.reason.get("where", []),
+        "held_at": item.reason.get("at"),
+    }
+    try:
+        if item.state == "quarantine":
+            header = spool.read_header(item.path)
+            shown.update(
+                peer=header.peer,
+                received_at=header.received_at,
+                sop_class=header.sop_class_uid,
+                transfer_syntax=header.transfer_syntax_uid,
+                size=header.size,
+            )
+        else:
+            sealed, _ = spool.read_sealed(item.path, body=False)
+            shown.update(kind=sealed.kind, received_at=sealed.received_at, size=sealed.size)
+    except (FileNotFoundError, SpoolError):
+        shown["unreadable"] = True
+    received = shown.get("received_at")
+    if isinstance(received, str):
+        try:
+            age = time.time() - datetime.fromisoformat(received).timestamp()
+            shown["age_hours"] = round(age / 3600, 2)
+        except ValueError:
+            pass
+    return shown
+
+
+def listing(settings: Settings, state: HeldState) -> list[dict[str, Any]]:
+    spool = Spool.open_readonly(settings.spool)
+    return [describe(spool, item) for item in operations.held(spool, state)]
+
+
+def show(settings: Settings, state: HeldState, ref: str) -> dict[str, Any]:
+    spool = Spool.open_readonly(settings.spool)
+    return describe(spool, operations.find(spool, state, ref))
+
+
+def check_release(settings: Settings, ref: str) -> None:
+    """Run a quarantined instance through the worker path; GatewayError if still not clean."""
+    spool = Spool.open_readonly(settings.spool)
+    item = operations.find(spool, "quarantine", ref)
+    header, data = spool.read(item.path)
+    vault = SqliteVault.open(settings.vault)
+    try:
+        outcome = Worker.for_settings(settings, vault).process(data, header.peer)
+    finally:
+        vault.close()
+    if outcome.status != "written":
+        where = f" at {', '.join(outcome.where)}" if outcome.where else ""
+        raise GatewayError(f"not released: still {outcome.status} ({outcome.reason}{where})")
+
+
+def act(settings: Settings, op: Op, state: HeldState, ref: str) -> str:
+    """Apply an operation: through the running gateway, or directly when none runs."""
+    try:
+        spool = Spool.open(settings.spool)
+    except SpoolLocked:
+        return operations.request(Spool.open_readonly(settings.spool), op, state, ref)
+    try:
+        item = operations.find(spool, state, ref)
+        operations.apply(spool, op, item)
+        with _audit(settings) as audit:
+            fields: dict[str, str] = {"study_id": item.study_id, "instance_id": item.name}
+            event = {"release": "instance.released", "retry": "instance.retried"}.get(op)
+            if event is None:
+                audit.append("instance.purged", kind=item.state, **fields)
+            else:
+                audit.append(event, **fields)
+    finally:
+        spool.close()
+    return f"{op}: {item.ref}"
+
+
+@contextmanager
+def _audit(settings: Settings) -> Iterator[AuditLog]:
+    log = AuditLog(settings.audit_path)
+    try:
+        yield log
+    finally:
+        log.close()
+
+
+def audit_verify(settings: Settings, path: Path | None = None) -> Verification:
+    return verify(path or settings.audit_path)

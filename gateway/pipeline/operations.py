@@ -1,0 +1,143 @@
+"""What an operator may do to held items, and how the request reaches the spool's owner.
+
+Held items are quarantined originals (`quarantine/`) and dead letters (`dead/`), each with a
+reason file. The operations:
+
+- `release`: a quarantined original goes back to `incoming/` and through the whole worker path
+  again (the CLI first re-runs it in its own process and refuses when it is still not clean);
+- `purge`: a held item is erased now (for the last original of a study, the key goes too);
+- `retry`: a dead letter goes back to the outbox and is sent again.
+
+Only one process changes spool states: the gateway that holds the spool lock. When it runs, the
+CLI writes a request file into `<spool>/requests/` and waits for the answer file, which the
+scheduler writes after applying it (within about a second). When no gateway runs, the CLI takes
+the lock itself and applies the operation directly, with the same functions.
+Items are named by their spool ids (`<study-id>/<instance-id>`, or the instance id alone when
+it is unique): hashes and random ids, never patient data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.errors import GatewayError
+from gateway.spool import Spool
+
+Op = Literal["release", "purge", "retry"]
+HeldState = Literal["quarantine", "dead"]
+_SUFFIX = {"quarantine": ".dgs", "dead": ".sealed"}
+_ANSWER = ".answer.json"
+
+
+@dataclass(frozen=True)
+class Held:
+    state: HeldState
+    study_id: str
+    name: str
+    path: Path
+    reason: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.study_id}/{self.name}"
+
+
+def held(spool: Spool, state: HeldState) -> list[Held]:
+    return [
+        Held(state, p.parent.name, p.name.removesuffix(_SUFFIX[state]), p, spool.reason(p))
+        for p in spool.files(state, f"*{_SUFFIX[state]}")
+    ]
+
+
+def find(spool: Spool, state: HeldState, ref: str) -> Held:
+    """The held item named `ref` (`<study-id>/<name>` or a unique `<name>`)."""
+    matches = [h for h in held(spool, state) if ref in (h.ref, h.name)]
+    if not matches:
+        raise GatewayError(f"no {state} item {ref!r}")
+    if len(matches) > 1:
+        raise GatewayError(f"{ref!r} names several {state} items; use <study-id>/<name>")
+    return matches[0]
+
+
+def apply(spool: Spool, op: Op, item: Held) -> Path | None:
+    """Carry out one operation on a held item; the item's new path (None when erased)."""
+    if op == "release":
+        if item.state != "quarantine":
+            raise GatewayError("only quarantined instances can be released")
+        moved = spool.move(item.path, "incoming")
+        spool.discard(item.path)  # its reason file (the item itself has moved)
+        return moved
+    if op == "retry":
+        if item.state != "dead":
+            raise GatewayError("only dead letters can be retried")
+        moved = spool.move(item.path, "outbox")
+        spool.discard(item.path)
+        return moved
+    spool.discard(item.path)
+    if item.state == "quarantine":
+        spool.erase_if_idle(item.study_id)
+    return None
+
+
+# -- requests to a running gateway ----------------------------------------------------------
+
+
+def request(spool: Spool, op: Op, state: HeldState, ref: str, timeout: float = 30.0) -> str:
+    """Ask the running gateway to apply `op`; its answer, or GatewayError."""
+    rid = secrets.token_hex(8)
+    body = json.dumps({"op": op, "state": state, "ref": ref}).encode("ascii")
+    tmp = spool.requests / f".{rid}.part"
+    tmp.write_bytes(body)
+    os.rename(tmp, spool.requests / f"{rid}.json")
+    answer = spool.requests / f"{rid}{_ANSWER}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if answer.exists():
+            reply = json.loads(answer.read_bytes())
+            answer.unlink()
+            if not reply.get("ok"):
+                raise GatewayError(str(reply.get("detail", "refused")))
+            return str(reply.get("detail", "done"))
+        time.sleep(0.1)
+    (spool.requests / f"{rid}.json").unlink(missing_ok=True)
+    raise GatewayError("the running gateway did not answer the request")
+
+
+@dataclass(frozen=True)
+class Applied:
+    op: Op
+    item: Held
+    path: Path | None
+
+
+def serve_requests(spool: Spool) -> list[Applied]:
+    """Apply every pending request (the gateway's scheduler thread); answer each."""
+    done: list[Applied] = []
+    for path in sorted(spool.requests.glob("*.json")):
+        if path.name.endswith(_ANSWER):
+            continue
+        ok, detail = False, "bad request"
+        try:
+            asked = json.loads(path.read_bytes())
+            op, state, ref = asked["op"], asked["state"], str(asked["ref"])
+            if op in ("release", "purge", "retry") and state in _SUFFIX:
+                item = find(spool, state, ref)
+                moved = apply(spool, op, item)
+                done.append(Applied(op, item, moved))
+                ok, detail = True, f"{op}: {item.ref}"
+        except GatewayError as exc:
+            detail = str(exc)
+        except (ValueError, KeyError, TypeError, OSError):
+            pass
+        answer = path.with_name(path.name.removesuffix(".json") + _ANSWER)
+        tmp = answer.with_name(f".{answer.name}.part")
+        tmp.write_text(json.dumps({"ok": ok, "detail": detail}), encoding="ascii")
+        os.rename(tmp, answer)
+        path.unlink(missing_ok=True)
+    return done
