@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from types import FrameType
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -98,11 +99,12 @@ class Gateway:
         self.audit.append("gateway.started")
         self._stop.wait()
         log.info("gateway.stopping", signal=signal.Signals(self._signal).name)
-        drain = self.settings.ingest.drain_seconds
+        # one drain budget for all: associations, then the workers and requests in flight
+        deadline = time.monotonic() + self.settings.ingest.drain_seconds
         aborted = self.ingest.stop()
         finished = True
         if self.pipeline is not None:
-            finished = self.pipeline.stop(drain)
+            finished = self.pipeline.stop(max(0.5, deadline - time.monotonic()))
         self.audit.append("gateway.stopped")
         self.audit.close()
         self.spool.close()

@@ -74,6 +74,7 @@ class Child:
         self.key: PublicKey = read_public(settings.forward.receiver_key)
 
     def handle(self, job: Job) -> Summary:
+        log.debug("worker.job_started", pid=os.getpid())
         started = time.perf_counter()
         try:
             header, data = self.spool.read(Path(job.path))

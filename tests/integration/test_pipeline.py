@@ -6,158 +6,19 @@ TLS with certificates from `dicom-gateway keys`.
 from __future__ import annotations
 
 import json
-import socket
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gateway import devpki
 from tests.dicom_builders import greyscale, part10
-from tests.support import GatewayProcess, cli, receiver_config, storescu, write_config
+from tests.pipeline_site import Site, check_received, studies, wait_for
+from tests.support import cli, storescu, write_config
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Site:
-    """Keys, certificates and configs under one folder; the receiver on a fixed port."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.receiver_port = free_port()
-        self.config = receiver_config(root)
-        self.config["receiver"]["port"] = self.receiver_port
-        self.config["forward"]["url"] = f"https://127.0.0.1:{self.receiver_port}"
-        self.config["forward"]["max_backoff_seconds"] = 1.0
-        self.config["studies"] = {"stable_seconds": 1.0}
-        self.config["workers"] = {"count": 1}
-        self.config["logging"] = {"level": "info"}
-        self.path = write_config(root, self.config)
-        made = cli("keys", "--config", str(self.path))
-        assert made.returncode == 0, made.stderr
-        self.processes: list[GatewayProcess] = []
-
-    def edit(self, change: Callable[[dict[str, Any]], None]) -> None:
-        change(self.config)
-        self.path = write_config(self.root, self.config)
-
-    def receiver(self) -> GatewayProcess:
-        process = GatewayProcess(
-            self.path, self.root / "receiver.log", command="receiver", ready="receiver.listening"
-        ).start()
-        self.processes.append(process)
-        return process
-
-    def gateway(self) -> GatewayProcess:
-        process = GatewayProcess(self.path, self.root / "gateway.log").start()
-        self.processes.append(process)
-        return process
-
-    def stored(self) -> list[Path]:
-        return sorted((self.root / "received").rglob("*.dcm"))
-
-    def manifests(self) -> list[Path]:
-        return sorted((self.root / "received").rglob("manifest-*.json"))
-
-    def spool(self, state: str, pattern: str = "*") -> list[Path]:
-        return sorted((self.root / "spool" / state).glob(f"*/{pattern}"))
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    site = Site(tmp_path)
-    yield site
-    for process in site.processes:
-        process.stop()
-
-
-PATIENTS = [("Doe^Jane", "PID-4417", "ACC-99187"), ("Roe^Richard", "PID-5521", "ACC-31337")]
-
-
-def studies(folder: Path, per_study: int) -> list[Path]:
-    """Two studies of two patients; each instance a small greyscale image without text."""
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for s, (name, pid, accession) in enumerate(PATIENTS):
-        study_uid = pydicom.uid.generate_uid()
-        series_uid = pydicom.uid.generate_uid()
-        for i in range(per_study):
-            ds = greyscale(
-                64,
-                64,
-                bytes((x * 3 + i) % 200 for x in range(64 * 64)),
-                PatientName=name,
-                PatientID=pid,
-                AccessionNumber=accession,
-                StudyInstanceUID=study_uid,
-                SeriesInstanceUID=series_uid,
-                InstitutionName="St Elsewhere General",
-                InstanceNumber=i + 1,
-            )
-            path = folder / f"s{s}-{i}.dcm"
-            path.write_bytes(part10(ds))
-            files.append(path)
-    return files
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def originals(files: list[Path]) -> set[str]:
-    """Identifying values of the sent files, to look for in what was received."""
-    found = set()
-    for path in files:
-        ds = pydicom.dcmread(path)
-        found |= {str(ds.PatientName), ds.PatientID, ds.AccessionNumber, ds.InstitutionName}
-        found |= {ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID}
-    found |= {n.split("^")[0] for n, _, _ in PATIENTS}
-    return found
-
-
-def check_received(site: Site, files: list[Path]) -> None:
-    """One valid de-identified file per sent instance; manifests list exactly them."""
-    stored = site.stored()
-    assert len(stored) == len(files)
-    secrets = originals(files)
-    uids = set()
-    for path in stored:
-        data = path.read_bytes()
-        for value in secrets:
-            assert value.encode() not in data, "an identifier of the sent file was delivered"
-        ds = pydicom.dcmread(path)
-        assert ds.PatientIdentityRemoved == "YES"
-        assert ds.SOPInstanceUID == path.stem
-        uids.add(ds.SOPInstanceUID)
-    assert len(uids) == len(files)
-    listed: dict[str, str] = {}
-    by_study: dict[str, int] = {}
-    for manifest in site.manifests():
-        document = json.loads(manifest.read_bytes())
-        version = int(manifest.stem.removeprefix("manifest-"))
-        if version >= by_study.get(document["study"], 0):
-            by_study[document["study"]] = version
-            for entry in document["instances"]:
-                listed[entry["instance"]] = entry["sha256"]
-    assert len(by_study) == len(PATIENTS)
-    import hashlib
-
-    assert listed == {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in stored}
 
 
 def test_storescu_to_receiver_delivers_each_instance_once_with_manifests(site: Site) -> None:
