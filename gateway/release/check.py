@@ -156,6 +156,12 @@ class ReleaseCheck:
         return list(dict.fromkeys(walk.findings))  # each (reason, where) once, in order
 
 
+#: File meta values the gateway writes from its own constants and configuration (its
+#: implementation version name and its configured AE title as Source AE Title): a site's AE
+#: title that happens to share a word with a patient's name is not a leak.
+_GATEWAY_WRITTEN = frozenset({0x00020013, 0x00020016})
+
+
 def _read(data: bytes) -> Dataset:
     """Parse a Part 10 file (or a bare data set); values left in `data` while parsing are
     brought in, except pixel data, which is never read here."""
@@ -208,7 +214,8 @@ class _Walk:
                 vr = self.private(ds, elem, tag, where)
             else:
                 vr = self.public(ds, elem, tag, where)
-            self.value(ds, elem, tag, vr, where, guess=private)
+            if tag not in _GATEWAY_WRITTEN:
+                self.value(ds, elem, tag, vr, where, guess=private)
 
     def public(self, ds: Dataset, elem: Element, tag: int, where: str) -> str:
         """Check a public element against the allow-list; returns the VR to read it as."""

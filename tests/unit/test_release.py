@@ -149,6 +149,22 @@ def test_a_study_on_the_day_of_birth_keeps_its_date_when_dates_are_kept(
     assert deidentify(vault, newborn).findings() == set()  # shifted: not the birth date
 
 
+def test_the_gateways_own_ae_title_sharing_a_word_with_the_name_is_not_a_leak(
+    vault: SqliteVault,
+) -> None:
+    """The Source AE Title in the file meta is the configured AE title of the gateway."""
+    ds = patient(PatientName="Bench^Synthetic")
+    data = part10(ds)
+    settings = DeidentifySettings(site_code="UT")
+    output = Engine(settings, vault, ae_title="BENCH_GW").run(data).data
+    assert pydicom.dcmread(io.BytesIO(output)).file_meta.SourceApplicationEntityTitle == "BENCH_GW"
+    assert ReleaseCheck(settings).check(data, output, NO_PIXELS) == []
+    leak = edited(output, setting(ImageComments="bench"))
+    assert [f.reason for f in ReleaseCheck(settings).check(data, leak, NO_PIXELS)] == [
+        "release-identifier-in-value"
+    ]
+
+
 def test_short_and_placeholder_identifiers_are_not_searched(vault: SqliteVault) -> None:
     """A 4-digit ID equal to a window width, a 2-letter name, a placeholder name: chance."""
     ds = patient(PatientName="Li^Anonymous", PatientID="4095", WindowWidth="4095")
