@@ -246,6 +246,10 @@ class PolicyRule:
     modalities: tuple[str, ...] = ()
     #: Names of configured peers ([[ingest.peers]] name), never AE titles from the wire.
     peers: tuple[str, ...] = ()
+    #: Body Part Examined values (case-insensitive), e.g. ["CHEST"].
+    body_parts: tuple[str, ...] = ()
+    #: Series Description shell patterns (case-insensitive), e.g. ["*LUNG*", "*THORAX*"].
+    series_descriptions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,7 @@ class Worker:
         """Filter and de-identify one instance; `peer` is the configured sender's name."""
         try:
             ds = self.engine.read(data)
-            sop_class, modality = self.engine.facts(ds)
-            decision = self.policy.decide(sop_class, modality, peer)
+            decision = self.policy.decide(self.engine.facts(ds, peer))
             if not decision.process:
                 return Outcome("dropped", decision.reason)
             syntax = self.engine.load_pixels(ds, data)

@@ -59,6 +59,7 @@ from gateway.deidentify import dates
 from gateway.deidentify.descriptors import Identifiers
 from gateway.deidentify.encode import Encoder, Encodings, Item, Out, Seq
 from gateway.deidentify.failures import Unprocessable, guard
+from gateway.deidentify.policy import Facts
 from gateway.deidentify.private import SafePrivate
 from gateway.deidentify.profile import Action, Profile
 from gateway.deidentify.pseudonyms import Pseudonyms, patient_key
@@ -116,6 +117,7 @@ PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
 ACCESSION_NUMBER, STUDY_ID = 0x00080050, 0x00200010
 STUDY_INSTANCE_UID, SOP_INSTANCE_UID, SOP_CLASS_UID = 0x0020000D, 0x00080018, 0x00080016
 PIXEL_DATA, MODALITY = 0x7FE00010, 0x00080060
+BODY_PART_EXAMINED, SERIES_DESCRIPTION = 0x00180015, 0x0008103E
 _PROVENANCE = (0x00120062, 0x00120063, 0x00120064, 0x00280303)
 SERIES_INSTANCE_UID = 0x0020000E
 _INSTANCE_UIDS = frozenset({SOP_INSTANCE_UID, STUDY_INSTANCE_UID})
@@ -301,10 +303,16 @@ class Engine:
             raise Unprocessable("missing-uid" if data[128:132] == b"DICM" else "not-dicom")
         return ds
 
-    def facts(self, ds: Dataset) -> tuple[str, str]:
-        """SOP Class UID and Modality of a data set from `read()`, for the policy."""
+    def facts(self, ds: Dataset, peer: str | None = None) -> Facts:
+        """What the policy's routes look at, from a data set from `read()`."""
         with guard("unreadable"):
-            return text(ds, SOP_CLASS_UID), text(ds, MODALITY)
+            return Facts(
+                text(ds, SOP_CLASS_UID),
+                text(ds, MODALITY),
+                peer,
+                text(ds, BODY_PART_EXAMINED),
+                text(ds, SERIES_DESCRIPTION),
+            )
 
     def load_pixels(self, ds: Dataset, data: bytes) -> str:
         """Bring a data set's pixel data in from `data` (a view, no copy), check that it is

@@ -477,7 +477,7 @@ def _outputs(testdata: Path, settings: DeidentifySettings, vault: SqliteVault) -
             warnings.simplefilter("ignore")  # odd values in the material are not the point
             try:
                 ds = engine.read(data)
-                if not policy.decide(*engine.facts(ds), None).process:
+                if not policy.decide(engine.facts(ds)).process:
                     continue
                 yield path.name, data, engine.deidentify(ds, data).data
             except Unprocessable:
