@@ -13,6 +13,7 @@ A worker holds no module-level state; each process builds its own.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,6 +26,8 @@ from gateway.release import PixelEvidence, ReleaseCheck
 from gateway.settings import DeidentifySettings, PolicySettings, Settings
 
 Status = Literal["written", "dropped", "quarantined"]
+#: vault kind: pseudonymous study UID -> "<patient pseudonym>:<nonce>" of its first instance
+STUDY_PATIENT_KIND = "study_patient"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Worker:
         release: ReleaseCheck | None = None,
     ) -> None:
         self.engine = Engine(options, vault, ae_title=ae_title)
+        self.vault = vault
         self.policy = Policy(policy, options)
         self.pixels = pixels
         self.release = release or ReleaseCheck(options)
@@ -64,6 +68,20 @@ class Worker:
             ae_title=settings.ingest.ae_title,
             pixels=PixelStage.for_settings(settings),
         )
+
+    def _other_patient(self, result: Deidentified) -> bool:
+        """Whether the study already belongs to another patient (by pseudonym): the first
+        instance of a study records its patient in the vault, for every process alike."""
+        if not result.patient:
+            return False
+        owner = self.vault.pseudonym(
+            STUDY_PATIENT_KIND,
+            result.study_instance_uid,
+            lambda: (
+                f"{result.patient}:{secrets.token_hex(8)}"
+            ),  # unique per kind, as the vault wants
+        )
+        return owner.split(":", 1)[0] != result.patient
 
     def process(self, data: bytes, peer: str | None = None) -> Outcome:
         """Filter and de-identify one instance; `peer` is the configured sender's name."""
@@ -81,6 +99,8 @@ class Worker:
         except Unprocessable as exc:
             return Outcome("quarantined", exc.reason)
         counts = {**result.counts, **pixels.counts}
+        if self._other_patient(result):
+            return Outcome("quarantined", "study-mixed-patients", None, counts, pixels)
         evidence = PixelEvidence(
             has_pixels=pixels.reason is not None,
             checked=pixels.checked,

@@ -131,6 +131,8 @@ class Outbox:
         ]
         self._stopping = False
         self._active = 0
+        #: study ids held as a whole (the scheduler's set): their items are dead-lettered unsent
+        self.blocked: set[str] = set()
 
     def start(self) -> None:
         for thread in self._threads:
@@ -174,6 +176,9 @@ class Outbox:
             return  # moved by an operator (spool retry/purge) meanwhile
         except SpoolError:
             self._hold(path, None, Verdict(Kind.PERMANENT, "sealed-file-corrupt"))
+            return
+        if header.study_id in self.blocked:
+            self._hold(path, header, Verdict(Kind.PERMANENT, "study-mixed-patients"))
             return
         if not self.gate.enter():
             self.put(path, front=True)

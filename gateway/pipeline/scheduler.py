@@ -54,6 +54,7 @@ log = get_logger("gateway.scheduler")
 _TICK = 1.0  # seconds between assembly / gauge passes
 _DEFER_SECONDS = 30.0  # a sealed copy the spool could not take is tried again after this
 _CRASH_RETRIES = 1
+MIXED = "study-mixed-patients"
 
 
 class Scheduler:
@@ -86,6 +87,8 @@ class Scheduler:
         self._deferred: list[tuple[float, Path]] = []
         self._attempts: dict[str, int] = {}
         self._in_flight: dict[str, float] = {}  # instance id -> monotonic dispatch time
+        #: studies whose instances carry more than one patient: held as a whole
+        self._mixed: set[str] = set()
         self._stopping = threading.Event()
         self._draining = False
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
@@ -134,6 +137,10 @@ class Scheduler:
         for _, path in sorted(originals):
             self._pending.append(path)
             self.studies.received(path.parent.name, now)
+        for kept in self.spool.records.glob("*.json"):
+            if self.spool.read_record(kept.stem).get("mixed"):
+                self._mixed.add(kept.stem)
+        self.outbox.blocked = self._mixed
         sealed = []
         for path in self.spool.files("outbox", "*.sealed"):
             try:
@@ -245,6 +252,10 @@ class Scheduler:
             self._pending.extendleft(reversed(due))
         while not self._draining and self._pending and self.pool.free():
             path = self._pending.popleft()
+            if path.parent.name in self._mixed:
+                self.studies.get(path.parent.name, now).waiting -= 1
+                self._quarantine(path, Summary(path.stem, "quarantined", MIXED))
+                continue
             job = Job(str(path), path.stem)
             self._in_flight[job.instance_id] = now
             self.pool.submit(job)
@@ -279,7 +290,13 @@ class Scheduler:
             self._deferred.append((time.monotonic() + _DEFER_SECONDS, path))
             return
         study.waiting = max(0, study.waiting - 1)
-        if result.result == "sealed" and result.sealed:
+        if result.reason == MIXED:
+            self._mark_mixed(study.study_id)
+        if result.result == "sealed" and result.sealed and study.study_id in self._mixed:
+            self.spool.discard(path)
+            study.outbox += 1
+            self.outbox.put(Path(result.sealed))  # the outbox holds it, unsent (blocked)
+        elif result.result == "sealed" and result.sealed:
             self.spool.discard(path)  # the original: its sealed copy is durable
             study.outbox += 1
             self.outbox.put(Path(result.sealed))
@@ -310,6 +327,17 @@ class Scheduler:
         log.warning("instance.quarantined", reason=reason, where=list(result.where))
         self._audit("instance.quarantined", reason=reason, study_id=path.parent.name,
                     instance_id=path.stem)  # fmt: skip
+
+    def _mark_mixed(self, study_id: str) -> None:
+        """Hold the whole study: what waits is quarantined, the outbox sends none of it, and
+        no manifest is made. Recorded in the study record, so a restart keeps holding it."""
+        if study_id in self._mixed:
+            return
+        self._mixed.add(study_id)
+        record = self.spool.read_record(study_id)
+        self.spool.write_record(study_id, {**record, "mixed": True})
+        log.error("study.mixed_patients", study_id=study_id)
+        self._audit("instance.quarantined", reason=MIXED, study_id=study_id)
 
     def _answered(self, answered: Answered) -> None:
         header = answered.header
@@ -352,6 +380,8 @@ class Scheduler:
     def _assemble(self, now: float) -> None:
         for study in self.studies.stable(now):
             study.dirty = False
+            if study.study_id in self._mixed:
+                continue
             if self._manifest(study.study_id):
                 study.outbox += 1
         for study in self.studies.idle(now):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 from cryptography.hazmat.primitives import serialization
 
@@ -183,4 +184,34 @@ def test_a_server_certificate_from_another_ca_stops_sending_without_hammering(
     assert gateway.events("forward.retry")[0]["reason"] == "server-certificate-untrusted"
     assert receiver.events("receiver.answered") == []
     assert site.stored() == []
+    assert gateway.stop() == 0
+
+
+def test_a_study_with_two_patients_is_held_as_a_whole(site: Site) -> None:
+    site.receiver()
+    gateway = site.gateway()
+    folder = site.root / "send"
+    folder.mkdir()
+    study = pydicom.uid.generate_uid()
+
+    def instance(name: str, pid: str, number: int) -> Path:
+        ds = greyscale(16, 16, bytes(256), PatientName=name, PatientID=pid,
+                       StudyInstanceUID=study, InstanceNumber=number)  # fmt: skip
+        path = folder / f"{number}.dcm"
+        path.write_bytes(part10(ds))
+        return path
+
+    # one worker takes them in arrival order: the first instance names the study's patient
+    first, other = instance("Doe^Jane", "PID-4417", 1), instance("Roe^Richard", "PID-5521", 2)
+    assert storescu(gateway.port, [first, other], aec="GATEWAY_UT").returncode == 0
+    wait_for(lambda: len(site.spool("quarantine", "*.dgs")) == 1, 60, "the quarantine")
+    wait_for(lambda: len(site.stored()) == 1, 60, "the first patient's instance")
+    late = instance("Doe^Jane", "PID-4417", 3)
+    assert storescu(gateway.port, [late], aec="GATEWAY_UT").returncode == 0
+    wait_for(lambda: len(site.spool("quarantine", "*.dgs")) == 2, 60, "the whole study held")
+    reasons = {json.loads(p.read_text())["reason"] for p in site.spool("quarantine", "*.json")}
+    assert reasons == {"study-mixed-patients"}
+    time.sleep(4)  # well past stable_seconds: no manifest for a held study
+    assert site.manifests() == []
+    assert len(site.stored()) == 1
     assert gateway.stop() == 0
