@@ -22,7 +22,7 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from gateway.audit import AuditLog
+from gateway.audit import AuditError, AuditLog
 from gateway.errors import ListenError
 from gateway.ingest import IngestService
 from gateway.logs import get_logger
@@ -51,11 +51,18 @@ class Gateway:
         except BaseException:
             self.spool.close()
             raise
-        self.ingest = IngestService(settings.ingest, self.spool, self.metrics)
+        self.ingest = IngestService(settings.ingest, self.spool, self.metrics, self._audit)
         self._stop = threading.Event()
         self._signals = 0
         self._signal: int = signal.SIGTERM
         self._fatal: str | None = None
+
+    def _audit(self, event: str, **fields: str | int) -> None:
+        """Append to the audit trail from any thread; a refused record is logged, not raised."""
+        try:
+            self.audit.append(event, **fields)
+        except AuditError as exc:
+            log.error("audit.failed", event=event, error=str(exc))
 
     def _on_fatal(self, reason: str) -> None:
         self._fatal = reason

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,10 +43,17 @@ class Session:
     ended: bool = False
 
 
+#: records an event in the audit trail: (event name, fields); must not raise
+AuditHook = Callable[..., None]
+
+
 class Gate:
-    def __init__(self, settings: IngestSettings, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: IngestSettings, metrics: Metrics, audit: AuditHook | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.audit = audit or (lambda event, **fields: None)
         self._lock = threading.Lock()
         self._handshaking = 0
         self._sessions: weakref.WeakKeyDictionary[Association, Session] = (
@@ -78,6 +86,8 @@ class Gate:
     def refuse(self, reason: Refusal, address: str, **fields: Any) -> None:
         self.metrics.associations_refused.labels(reason=reason).inc()
         log.warning("association.refused", reason=str(reason), peer_address=address, **fields)
+        if reason is not Refusal.TOO_MANY_PENDING:  # a connection flood is counted, not audited
+            self.audit("association.refused", reason=str(reason), **fields)
 
     # -- door 2: A-ASSOCIATE-RQ -----------------------------------------------------------------
 
@@ -102,6 +112,7 @@ class Gate:
         if isinstance(decision, Session):
             self.metrics.associations_accepted.inc()
             log.info("association.admitted", peer=decision.peer.name, peer_address=address)
+            self.audit("association.accepted", peer=decision.peer.name)
             return
         reason, reject, peer = decision
         self.refuse(reason, address, **({"peer": peer.name} if peer else {}))

@@ -26,7 +26,7 @@ from pynetdicom.association import Association
 from pynetdicom.events import Event
 
 from gateway.errors import SpoolError, SpoolFull, TlsSetupError
-from gateway.ingest.admission import Gate, Session
+from gateway.ingest.admission import AuditHook, Gate, Session
 from gateway.ingest.contexts import supported_contexts, verification_sop_class
 from gateway.ingest.pump import Ended, Limits, Pump, StoreRequest
 from gateway.ingest.status import StoreStatus
@@ -174,14 +174,20 @@ def _stop_reader(assoc: Association, wait: float = 5.0) -> bool:
 class IngestService:
     """Builds the pynetdicom AE once; `start()` listens, `stop()` drains."""
 
-    def __init__(self, settings: IngestSettings, spool: Spool, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        spool: Spool,
+        metrics: Metrics,
+        audit: AuditHook | None = None,
+    ) -> None:
         # pynetdicom would otherwise log patient identifiers from C-FIND/C-MOVE style requests.
         _config.LOG_REQUEST_IDENTIFIERS = False
         _config.LOG_RESPONSE_IDENTIFIERS = False
         self.settings = settings
         self.spool = spool
         self.metrics = metrics
-        self.gate = Gate(settings, metrics)
+        self.gate = Gate(settings, metrics, audit)
         self.ae = self._build_ae()
         self._tls = tls_context(settings.tls) if settings.tls.enabled else None
         self.server: GatewayServer | None = None

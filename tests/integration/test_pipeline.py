@@ -6,6 +6,7 @@ TLS with certificates from `dicom-gateway keys`.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway import devpki
 from tests.dicom_builders import greyscale, part10
 from tests.pipeline_site import Site, check_received, studies, wait_for
-from tests.support import cli, storescu, write_config
+from tests.support import cli, dcmtk, storescu, write_config
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -110,17 +111,25 @@ def test_release_check_quarantines_a_planted_leak_and_the_operator_acts_on_it(
     purged = admin(site, "spool", "quarantine", "purge", held["ref"].split("/")[1])
     assert purged.returncode == 0, purged.stderr
     assert site.spool("quarantine") == []
+    echo = [dcmtk("echoscu"), "-aet", "STRANGER", "-aec", "GATEWAY_UT", "127.0.0.1"]
+    stranger = subprocess.run(
+        [*echo, str(gateway.port)], capture_output=True, timeout=30, check=False
+    )
+    assert stranger.returncode != 0
     assert gateway.stop() == 0
     study_id = held["ref"].split("/")[0]
     assert not (site.root / "spool" / "keys" / f"{study_id}.key").exists()
     audit = site.root / "spool" / "audit.log"
     events = [json.loads(line)["event"] for line in audit.read_text().splitlines()]
-    assert {"instance.quarantined", "instance.purged"} <= set(events)
+    assert {"instance.quarantined", "instance.purged", "association.accepted"} <= set(events)
+    refused = [json.loads(x) for x in audit.read_text().splitlines() if "association.refused" in x]
+    assert [r["reason"] for r in refused] == ["calling_ae_unknown"]
+    assert "STRANGER" not in audit.read_text()  # the AE title from the wire is never written
     verified = admin(site, "audit", "verify")
     assert verified.returncode == 0, verified.stderr
     lines = audit.read_text().splitlines(keepends=True)
-    assert '"event":"study.received"' in lines[1]
-    lines[1] = lines[1].replace("study.received", "study.delivered")
+    assert '"event":"association.accepted"' in lines[1]
+    lines[1] = lines[1].replace('"peer":"dcmtk"', '"peer":"test-pacs"')
     audit.write_text("".join(lines))
     broken = admin(site, "audit", "verify")
     assert broken.returncode == 1
