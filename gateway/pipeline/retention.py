@@ -68,7 +68,7 @@ class Retention:
                     self.spool.discard(path)
                     erased[what] += 1
                     per_study[path.parent.name][what] += 1
-        self._quarantine(now, busy, erased, per_study)
+        self._quarantine(now, erased, per_study)
         self._records(now, busy, erased)
         for study_id, counts in per_study.items():
             for what, count in counts.items():
@@ -85,7 +85,6 @@ class Retention:
     def _quarantine(
         self,
         now: float,
-        busy: set[str],
         erased: Counter[str],
         per_study: dict[str, Counter[str]],
     ) -> None:
@@ -97,15 +96,13 @@ class Retention:
             expired = [p for p in paths if self._expired(p, now, hours)]
             if not expired:
                 continue
-            if len(expired) == len(paths) and study_id not in busy:
-                count = self.spool.erase_study(study_id)  # key first, then the files
+            # the key goes first when these are the study's last originals (decided by the
+            # spool under its lock, whatever `busy` says): crypto-erasure
+            if self.spool.erase_held(study_id, expired):
                 erased["study_key"] += 1
-            else:
-                for path in expired:
-                    self.spool.discard(path)
-                count = len(expired)
-            erased["quarantine"] += count
-            per_study[study_id]["quarantine"] += count
+                per_study[study_id]["study_key"] += 1
+            erased["quarantine"] += len(expired)
+            per_study[study_id]["quarantine"] += len(expired)
 
     def _records(self, now: float, busy: set[str], erased: Counter[str]) -> None:
         hours = self.settings.delivered_hours

@@ -388,6 +388,8 @@ class Scheduler:
             del self.studies.known[study.study_id]
             if self.spool.erase_if_idle(study.study_id):
                 self.metrics.erased.labels(what="study_key").inc()
+                log.info("retention.erased", study_key=1)
+                self._audit("study.erased", study_id=study.study_id, kind="study_key", count=1)
             self.spool.prune("incoming", study.study_id)
 
     def _manifest(self, study_id: str) -> bool:

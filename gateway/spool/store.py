@@ -362,38 +362,57 @@ class Spool:
         Returns 0 for an unknown study. The cached key is dropped under the same lock that
         hands keys to writers, so no later instance is sealed with a destroyed key.
         """
-        directory = self.incoming / study_id
         with self._key_lock:
-            self._data_keys.pop(study_id, None)
-            (self.key_dir / f"{study_id}.key").unlink(missing_ok=True)
-            self._fsync_dir(self.key_dir)
-            erased = 0
-            for state in ("incoming", "quarantine"):
-                directory = self.root / state / study_id
-                self._known_dirs.discard((state, study_id))
-                files = list(directory.iterdir()) if directory.is_dir() else []
-                for path in files:
-                    path.unlink()
-                if directory.is_dir():
-                    directory.rmdir()
-                    self._fsync_dir(directory.parent)
-                erased += sum(1 for p in files if p.suffix == ".dgs")
+            return self._erase_locked(study_id)
+
+    def _erase_locked(self, study_id: str) -> int:
+        self._data_keys.pop(study_id, None)
+        (self.key_dir / f"{study_id}.key").unlink(missing_ok=True)
+        self._fsync_dir(self.key_dir)
+        erased = 0
+        for state in ("incoming", "quarantine"):
+            directory = self.root / state / study_id
+            self._known_dirs.discard((state, study_id))
+            files = list(directory.iterdir()) if directory.is_dir() else []
+            for path in files:
+                path.unlink()
+            if directory.is_dir():
+                directory.rmdir()
+                self._fsync_dir(directory.parent)
+            erased += sum(1 for p in files if p.suffix == ".dgs")
         return erased
+
+    def _idle_locked(self, study_id: str, leaving: frozenset[Path] = frozenset()) -> bool:
+        """No original of the study is being stored, waits in incoming/ or is held in
+        quarantine (other than `leaving`). Call with the key lock held."""
+        if self._writers.get(study_id):
+            return False
+        for state in ("incoming", "quarantine"):
+            if any(p not in leaving for p in (self.root / state / study_id).glob("*.dgs")):
+                return False
+        return True
 
     def erase_if_idle(self, study_id: str) -> bool:
         """Destroy the study's key once no original of it is left (none stored, being stored,
-        or held in quarantine); True if it was destroyed. A later instance of the same study
-        gets a fresh key."""
+        or held in quarantine); True if it was destroyed. Checked and done under one lock, so
+        an instance being stored meanwhile keeps it. A later instance gets a fresh key."""
         with self._key_lock:
-            if self._writers.get(study_id):
+            if not (self.key_dir / f"{study_id}.key").exists() or not self._idle_locked(study_id):
                 return False
-            for state in ("incoming", "quarantine"):
-                if any((self.root / state / study_id).glob("*.dgs")):
-                    return False
-            if not (self.key_dir / f"{study_id}.key").exists():
-                return False
-        self.erase_study(study_id)
-        return True
+            self._erase_locked(study_id)
+            return True
+
+    def erase_held(self, study_id: str, paths: list[Path]) -> bool:
+        """Erase held originals of one study. When they are the last originals of the study
+        (nothing stored, being stored or held besides them), the key goes first (crypto-
+        erasure) and True is returned; otherwise only these files are unlinked."""
+        with self._key_lock:
+            if self._idle_locked(study_id, frozenset(paths)):
+                self._erase_locked(study_id)
+                return True
+        for path in paths:
+            self.discard(path)
+        return False
 
     # -- states -------------------------------------------------------------------------------
 
@@ -404,9 +423,29 @@ class Spool:
     def write_sealed(self, header: OutgoingHeader, body: bytes) -> Path:
         """Write a sealed item durably into the outbox; returns its path."""
         encoded = header.encode()
-        final = self._study_dir(header.study_id, "outbox") / f"{header.name}.sealed"
-        self._write_durably(final, [SEALED_MAGIC, _HEADER_LEN.pack(len(encoded)), encoded, body])
-        return final
+        chunks: list[BytesLike] = [SEALED_MAGIC, _HEADER_LEN.pack(len(encoded)), encoded, body]
+        return self._in_study_dir(
+            header.study_id,
+            "outbox",
+            lambda d: self._write_durably(d / f"{header.name}.sealed", chunks),
+            f"{header.name}.sealed",
+        )
+
+    def _in_study_dir(
+        self, study_id: str, state: State, action: Callable[[Path], object], name: str
+    ) -> Path:
+        """Run `action(directory)` for a study's directory in `state`; when the gateway pruned
+        that (empty) directory after this process last made it, make it again and retry."""
+        for attempt in range(3):
+            directory = self._study_dir(study_id, state)
+            try:
+                action(directory)
+                return directory / name
+            except FileNotFoundError:
+                if attempt == 2 or directory.exists():
+                    raise
+                self._known_dirs.discard((state, study_id))
+        raise AssertionError("unreachable")
 
     def read_sealed(self, path: Path, *, body: bool = True) -> tuple[OutgoingHeader, bytes]:
         """The clear header and (unless body=False) the sealed body of a sealed file."""
@@ -433,10 +472,11 @@ class Spool:
     def move(self, path: Path, state: State, *, stamp: bool = False) -> Path:
         """Rename one item into the same study's directory of another state, durably;
         `stamp` sets its modification time to now (retention counts from it)."""
-        target = self._study_dir(path.parent.name, state) / path.name
         if stamp:
             os.utime(path)
-        os.rename(path, target)
+        target = self._in_study_dir(
+            path.parent.name, state, lambda d: os.rename(path, d / path.name), path.name
+        )
         self._fsync_dir(target.parent)
         self._fsync_dir(path.parent)
         return target
@@ -446,9 +486,11 @@ class Spool:
     ) -> Path:
         """Move an item to quarantine or the dead letters with a reason file beside it (written
         first: a crash in between leaves a stray reason file, which recovery removes)."""
-        directory = self._study_dir(path.parent.name, state)
         note = json.dumps(reason, sort_keys=True, indent=1).encode("utf-8")
-        self._write_durably(directory / (_item_name(path) + REASON_SUFFIX), [note])
+        name = _item_name(path) + REASON_SUFFIX
+        self._in_study_dir(
+            path.parent.name, state, lambda d: self._write_durably(d / name, [note]), name
+        )
         return self.move(path, state, stamp=state == "dead")
 
     def reason(self, path: Path) -> dict[str, Any]:
@@ -486,6 +528,8 @@ class Spool:
         """Remove a study's directory in `state` if it is empty (best effort)."""
         directory = self.root / state / study_id
         with self._key_lock:
+            if self._writers.get(study_id):
+                return
             try:
                 directory.rmdir()
             except OSError:
@@ -508,7 +552,16 @@ class Spool:
         (length,) = _HEADER_LEN.unpack(blob[len(MAGIC) : start])
         header = _instance_header(blob[start : start + length], path)
         key = self._data_key(header.study_id, create=False)
-        return header, crypto.unseal(key, blob[: start + length], blob[start + length :], where)
+        try:
+            plain = crypto.unseal(key, blob[: start + length], blob[start + length :], where)
+        except SpoolCorrupt:
+            # another process (the gateway) may have destroyed the study key this process had
+            # cached, and a later instance of the study came under a fresh key: read it again
+            with self._key_lock:
+                self._data_keys.pop(header.study_id, None)
+            key = self._data_key(header.study_id, create=False)
+            plain = crypto.unseal(key, blob[: start + length], blob[start + length :], where)
+        return header, plain
 
 
 _ITEM_SUFFIXES = (".dgs", ".sealed")
