@@ -3,10 +3,11 @@ dcmtk storescp in the same run. Prints figures; not a test.
 
 N synthetic 512x512 16-bit CT instances (~513 KiB, the ingest benchmark's) are sent over 1 and
 over 4 associations, to the gateway as configured by default (every image's pixels read by the
-text detector, CT included) and with `[pixels] skip = ["cross-sectional"]` (CT header-only). For the gateway the clock runs from the first byte sent until the last
-instance is stored by the receiver (opened, checked, fsynced); storescp's figure is its
-receive time alone. Everything - sender, gateway, its worker processes, receiver - shares this
-machine's cores. Every dcmtk program runs with TCP_NODELAY=1 (see benchmarks/ingest.py).
+text detector, CT included) and with `[pixels] skip = ["cross-sectional"]` (CT header-only).
+For the gateway the clock runs from the first byte sent until the last instance is stored by
+the receiver (opened, checked, fsynced); storescp's figure is its receive time alone.
+Everything - sender, gateway, its worker processes, receiver - shares this machine's cores.
+Every dcmtk program runs with TCP_NODELAY=1 (see benchmarks/ingest.py).
 
 Reported per run: instances/s and MB/s to the last delivery, the ratio to storescp, p50/p95
 receive-to-delivered latency (from each delivered file's stored receive time and its delivery
