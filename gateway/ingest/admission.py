@@ -87,7 +87,8 @@ class Gate:
         self.metrics.associations_refused.labels(reason=reason).inc()
         log.warning("association.refused", reason=str(reason), peer_address=address, **fields)
         if reason is not Refusal.TOO_MANY_PENDING:  # a connection flood is counted, not audited
-            self.audit("association.refused", reason=str(reason), **fields)
+            peer = {"peer": fields["peer"]} if "peer" in fields else {}  # a configured name
+            self.audit("association.refused", reason=str(reason), **peer)
 
     # -- door 2: A-ASSOCIATE-RQ -----------------------------------------------------------------
 

@@ -56,6 +56,9 @@ EXPECTED_REASONS = {
         "truncated-element",
         "bad-image-header",
         "decode-failed:RuntimeError",  # the two 12-bit JPEG files no decoder here reads
+        # the shared material has one Study Instance UID under two patient identities (the
+        # ultrasound deid_data files): the second patient's instances are held
+        "study-mixed-patients",
     },
     "dropped": {"structured-report", "encapsulated-document", "photograph", "raw-data"},
 }
@@ -146,7 +149,7 @@ def test_the_report_lists_every_input_once_with_a_status(run: Run, testdata: Pat
     summary = run.report["summary"]
     assert summary["inputs"] == len(inputs)
     assert summary["written"] + summary["dropped"] + summary["quarantined"] == len(inputs)
-    assert summary["written"] >= 120  # the shared material is mostly good DICOM
+    assert summary["written"] >= 115  # mostly good DICOM (one mixed-patient study is held)
     assert summary["changes"]["pseudonyms"] > 0
     assert summary["changes"]["uids"] > 0
 
