@@ -64,6 +64,31 @@ class Metrics:
         self.spool_free_bytes = Gauge(
             p + "spool_free_bytes", "Free bytes on the spool filesystem", registry=registry
         )
+        self.spool_reserve_bytes = Gauge(
+            p + "spool_reserve_bytes",
+            "Free space that must remain on the spool filesystem (spool.min_free_mib); below it "
+            "C-STORE answers Out of Resources",
+            registry=registry,
+        )
+        self.certificate_expiry = Gauge(
+            p + "certificate_expiry_timestamp_seconds",
+            "notAfter of each configured certificate, Unix time (ingest_server, ingest_client_ca, "
+            "forward_client, forward_ca; forward_server: what the analysis server presented at "
+            "the last readiness probe)",
+            ["certificate"],
+            registry=registry,
+        )
+        self.ready = Gauge(
+            p + "ready", "1 when every readiness check passes (what /readyz answers)",
+            registry=registry,
+        )  # fmt: skip
+        self.readiness = Gauge(
+            p + "readiness_check",
+            "1 when the readiness check passes, 0 when it fails (spool_writable, disk_reserve, "
+            "workers, destination)",
+            ["check"],
+            registry=registry,
+        )
         self.instances_processed = Counter(
             p + "instances_processed",
             "Instances through the worker pool, by result (sealed, dropped, quarantined, deferred)",
@@ -88,7 +113,11 @@ class Metrics:
             registry=registry,
         )  # fmt: skip
         self.queue_depth = Gauge(
-            p + "queue_depth", "Items waiting in each spool state", ["state"], registry=registry
+            p + "queue_depth",
+            "Items in each spool state (incoming: acknowledged, not yet sealed; outbox: sealed, "
+            "not yet delivered; quarantine; dead)",
+            ["state"],
+            registry=registry,
         )
         self.oldest_age = Gauge(
             p + "queue_oldest_age_seconds",
