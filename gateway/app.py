@@ -1,8 +1,9 @@
 """Builds every object once, starts them in order, and drains on SIGTERM.
 
 Start order: spool (recovery, lock) -> audit trail -> pipeline (queues rebuilt from the spool,
-senders; the worker processes load their models in the background) -> metrics endpoint ->
-DICOM listener last, so nothing is acknowledged before the place it goes to is ready. Stop
+senders; the worker processes load their models in the background) -> metrics, health and
+readiness endpoint (`health`) -> DICOM listener last, so nothing is acknowledged before the
+place it goes to is ready. Stop
 order is the reverse: stop accepting, let running associations finish (bounded), let the
 workers finish what they hold and requests in flight end (bounded by the same drain time),
 then exit 0. A second signal exits at once; nothing acknowledged can be lost by that, because
@@ -20,10 +21,11 @@ import threading
 import time
 from types import FrameType
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from gateway.audit import AuditError, AuditLog
 from gateway.errors import ListenError
+from gateway.health import Health, HttpEndpoint
 from gateway.ingest import IngestService
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
@@ -52,6 +54,8 @@ class Gateway:
             self.spool.close()
             raise
         self.ingest = IngestService(settings.ingest, self.spool, self.metrics, self._audit)
+        self.health = Health(settings, self.spool, self.metrics, self.pipeline)
+        self.http: HttpEndpoint | None = None
         self._stop = threading.Event()
         self._signals = 0
         self._signal: int = signal.SIGTERM
@@ -76,8 +80,10 @@ class Gateway:
             log.warning("gateway.forwarding_disabled")
         if self.settings.metrics.enabled:
             m = self.settings.metrics
-            server, _ = start_http_server(m.port, addr=m.host, registry=self.registry)
-            log.info("metrics.listening", host=m.host, port=server.server_port)
+            self.http = HttpEndpoint(m.host, m.port, self.registry, self.health)
+            self.http.start()
+            log.info("metrics.listening", host=m.host, port=self.http.port)
+        self.health.start()
         self.ingest.start()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -97,6 +103,8 @@ class Gateway:
         try:
             self._listen()
         except OSError as exc:
+            if self.http is not None:
+                self.http.stop()
             if self.pipeline is not None:
                 self.pipeline.stop(0)
             self.audit.close()
@@ -112,6 +120,9 @@ class Gateway:
         finished = True
         if self.pipeline is not None:
             finished = self.pipeline.stop(max(0.5, deadline - time.monotonic()))
+        self.health.stop()
+        if self.http is not None:
+            self.http.stop()
         self.audit.append("gateway.stopped")
         self.audit.close()
         self.spool.close()

@@ -18,7 +18,9 @@ import base64
 import hashlib
 import socket
 import ssl
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from cryptography import x509
@@ -77,18 +79,34 @@ def tls_context(settings: ForwardSettings) -> ssl.SSLContext:
     return context
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What one TLS handshake with the analysis server showed."""
+
+    reachable: bool
+    reason: str  # "ok" or a fixed code
+    not_after: float | None = None  # the server certificate's notAfter (Unix time)
+
+
 class Forwarder:
     def __init__(self, settings: ForwardSettings, transport: httpx.BaseTransport | None = None):
         if settings.url is None:
             raise ValueError("forward.url is not set")
         self.base = settings.url.rstrip("/")
-        transport = transport or httpx.HTTPTransport(
-            verify=tls_context(settings),
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
-            # headers and body go in separate writes: without this, Nagle and the server's
-            # delayed ACK hold every request ~40 ms (20 instances/s on one connection)
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-        )
+        self.settings = settings
+        self._context: ssl.SSLContext | None = None
+        if transport is None:
+            self._context = tls_context(settings)
+            transport = httpx.HTTPTransport(
+                verify=self._context,
+                limits=httpx.Limits(
+                    max_connections=settings.connections,
+                    max_keepalive_connections=settings.connections,
+                ),
+                # headers and body go in separate writes: without this, Nagle and the server's
+                # delayed ACK hold every request ~40 ms (20 instances/s on one connection)
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            )
         self.http = httpx.Client(
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             follow_redirects=False,
@@ -124,6 +142,35 @@ class Forwarder:
         except HTTPX_ERRORS as exc:
             return classify_error(exc)
         return classify_response(response.status_code, response.headers)
+
+    def probe(self, timeout: float | None = None) -> Probe:
+        """One mutual-TLS handshake with the server, checked as a request would be (CA, host
+        name, pin); no request is sent. For readiness: is the destination there and trusted?"""
+        if self._context is None:
+            return Probe(True, "ok")  # an injected transport: nothing to dial
+        split = urlsplit(self.base)
+        host, port = split.hostname or "", split.port or 443
+        try:
+            timeout = timeout or self.settings.connect_timeout
+            with (
+                socket.create_connection((host, port), timeout=timeout) as raw,
+                self._context.wrap_socket(raw, server_hostname=host) as tls,
+            ):
+                der = tls.getpeercert(binary_form=True)
+        except ssl.SSLCertVerificationError as exc:
+            return Probe(False, classify_error(exc).reason)
+        except ssl.SSLError:
+            return Probe(False, "tls-handshake-failed")
+        except TimeoutError:
+            return Probe(False, "connect-timeout")
+        except ConnectionRefusedError:
+            return Probe(False, "connection-refused")
+        except OSError:
+            return Probe(False, "network-error")
+        not_after = None
+        if der is not None:
+            not_after = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+        return Probe(True, "ok", not_after)
 
     def close(self) -> None:
         self.http.close()

@@ -147,6 +147,12 @@ class Outbox:
         with self._cond:
             return len(self._queue) + self._active
 
+    def head(self) -> Path | None:
+        """The next item to go: the queue is oldest first (a retried item goes back to the
+        front), so its age is the outbox's oldest."""
+        with self._cond:
+            return self._queue[0] if self._queue else None
+
     def _take(self) -> Path | None:
         with self._cond:
             while not self._queue and not self._stopping:

@@ -450,12 +450,12 @@ class Scheduler:
         self.metrics.queue_depth.labels(state="incoming").set(waiting)
         self.metrics.queue_depth.labels(state="outbox").set(self.outbox.waiting())
         self.metrics.workers_alive.set(self.pool.alive())
-        oldest = self._pending[0] if self._pending else None
-        age = 0.0
-        if oldest is not None:
-            with contextlib.suppress(FileNotFoundError):
-                age = max(0.0, time.time() - oldest.stat().st_mtime)
-        self.metrics.oldest_age.labels(state="incoming").set(age)
+        now = time.time()
+        for state, oldest in (
+            ("incoming", self._pending[0] if self._pending else None),
+            ("outbox", self.outbox.head()),
+        ):
+            self.metrics.oldest_age.labels(state=state).set(_age(oldest, now))
 
     def _audit(self, event: str, **fields: str | int) -> None:
         try:
@@ -463,10 +463,24 @@ class Scheduler:
         except AuditError as exc:
             log.error("audit.failed", event=event, error=str(exc))
 
+    def workers_ready(self) -> bool:
+        """The workers started and at least one is alive, and the scheduler thread runs."""
+        return self.ready.is_set() and self._thread.is_alive() and self.pool.alive() > 0
+
     @property
     def idle(self) -> bool:
         """Nothing waiting anywhere (tests and benchmarks wait for this)."""
         return not (self._pending or self._deferred or self._in_flight or self.outbox.waiting())
+
+
+def _age(path: Path | None, now: float) -> float:
+    """Seconds since a spool file was written (its receive or seal time); 0 for none."""
+    if path is None:
+        return 0.0
+    try:
+        return max(0.0, now - path.stat().st_mtime)
+    except FileNotFoundError:
+        return 0.0
 
 
 def _manifests(directory: Path) -> set[str]:

@@ -64,6 +64,9 @@ def serve(settings: Settings) -> None:
         lifespan="off",
         server_header=False,
         timeout_keep_alive=30,
+        # on SIGTERM: requests in flight get this long; idle keep-alive connections (the
+        # gateway holds some open) would otherwise keep the server up for timeout_keep_alive
+        timeout_graceful_shutdown=5,
     )
     family = socket.AF_INET6 if ":" in settings.receiver.host else socket.AF_INET
     # proto given: asyncio sets TCP_NODELAY only on sockets that say IPPROTO_TCP; without it

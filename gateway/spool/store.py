@@ -33,6 +33,7 @@ holds the pseudonymous names the request needs (`OutgoingHeader`), never an orig
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -188,6 +189,7 @@ class Spool:
     def partial_files(self) -> list[Path]:
         """Writes that never completed: nothing here was ever acknowledged."""
         found = [*self.key_dir.glob(".*.part"), *self.records.glob(".*.part")]
+        found.extend(self.incoming.glob(".*.part"))  # a readiness probe cut short
         for state in STATES:
             found.extend((self.root / state).glob("*/.*.part"))
         return found
@@ -221,6 +223,22 @@ class Spool:
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+    def writable(self) -> bool:
+        """Can a new instance be written durably? Creates, syncs and removes a probe file where
+        new studies go (for readiness; a full disk shows in `free_bytes` instead)."""
+        probe = self.incoming / f".{secrets.token_hex(8)}.probe.part"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, b"\0")
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+                probe.unlink(missing_ok=True)
+        except OSError:
+            return False
+        return True
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -415,6 +433,14 @@ class Spool:
         return False
 
     # -- states -------------------------------------------------------------------------------
+
+    def held_since(self, state: Literal["dead", "quarantine"]) -> list[float]:
+        """When each item in dead/ or quarantine/ was held (its reason file's time)."""
+        stamps = []
+        for reason in (self.root / state).glob(f"*/*{REASON_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                stamps.append(reason.stat().st_mtime)
+        return stamps
 
     def files(self, state: State, pattern: str = "*.dgs") -> list[Path]:
         """The items in one state (all studies), in name order."""

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway import devpki
 from tests.dicom_builders import greyscale, part10
-from tests.pipeline_site import Site, check_received, studies, wait_for
+from tests.pipeline_site import Site, check_received, leaky, studies, wait_for
 from tests.support import cli, dcmtk, storescu, write_config
 
 pytestmark = pytest.mark.timeout(300)
@@ -67,18 +67,6 @@ def test_receiver_down_then_back_delivers_everything_once(site: Site) -> None:
     assert [e["status"] for e in answers].count(201) == len(files) + 2
     assert all(e["status"] in (200, 201) for e in answers)
     assert gateway.stop() == 0
-
-
-def leaky(folder: Path) -> Path:
-    """An instance whose safe-listed private number (kept with retain_safe_private) is the
-    patient's ID: the de-identifier lets it through, the release check must not."""
-    ds = greyscale(32, 32, bytes(32 * 32), PatientName="Doe^Jane", PatientID="73915824")
-    block = ds.private_block(0x7053, "Philips PET Private Group", create=True)
-    block.add_new(0x00, "DS", "73915824")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "leaky.dcm"
-    path.write_bytes(part10(ds))
-    return path
 
 
 def admin(site: Site, *args: str) -> Any:

@@ -1,0 +1,240 @@
+"""Liveness, readiness and the metrics endpoint: one small HTTP server on `[metrics]` host:port
+(loopback by default).
+
+    GET /metrics   Prometheus exposition
+    GET /healthz   200 while the process serves (liveness)
+    GET /readyz    200 when every check passes, else 503; the body says which failed and why:
+                   {"ready": false, "checks": {"destination": {"ok": false, "reason":
+                                                               "connection-refused"}, ...}}
+
+Checks, each also the gauge `dicom_gateway_readiness_check{check}`:
+
+- `spool_writable`: a probe file can be created, synced and removed where new studies go;
+- `disk_reserve`: free space on the spool filesystem is above `spool.min_free_mib`;
+- `workers` (forwarding on): the worker pool started and at least one worker is alive;
+- `destination` (forwarding on): a mutual-TLS handshake with the analysis server succeeds
+  (CA, host name, pin), and requests to it are not failing (the outbox is not backing off).
+
+Not ready is a signal for operations, not a gate: while the destination is down, C-STOREs are
+still acknowledged and wait in the spool. Only an unwritable spool or a disk below the reserve
+makes the gateway refuse instances (Out of Resources).
+
+The checks run every `_INTERVAL` seconds in a background thread, and when /readyz is asked
+and the last result is older than a second. The same pass refreshes the certificate-expiry
+gauges (the server certificate as the last handshake showed it) and the depth and oldest age
+of the quarantine and dead-letter states.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from cryptography import x509
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from gateway.logs import get_logger
+from gateway.metrics import Metrics
+from gateway.pipeline import Scheduler
+from gateway.settings import Settings
+from gateway.spool import Spool
+
+log = get_logger("gateway.health")
+_INTERVAL = 5.0  # seconds between background passes
+_FRESH = 1.0  # a /readyz request reuses a result younger than this
+_PROBE_TIMEOUT = 3.0  # seconds for the TLS handshake with the destination
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    reason: str = "ok"  # a fixed code, never a value from the wire
+
+
+class Health:
+    def __init__(
+        self,
+        settings: Settings,
+        spool: Spool,
+        metrics: Metrics,
+        scheduler: Scheduler | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spool = spool
+        self.metrics = metrics
+        self.scheduler = scheduler
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._checked_at = float("-inf")
+        self._checks: dict[str, Check] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+        metrics.spool_reserve_bytes.set(spool.reserve)
+        for name, when in certificate_expiries(settings).items():
+            metrics.certificate_expiry.labels(certificate=name).set(when)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def checks(self) -> dict[str, Check]:
+        """The current result, refreshed when older than a second."""
+        with self._lock:
+            if self._clock() - self._checked_at >= _FRESH:
+                self._refresh()
+            return dict(self._checks)
+
+    def _run(self) -> None:
+        while not self._stop.wait(_INTERVAL):
+            with self._lock:
+                self._refresh()
+
+    def _refresh(self) -> None:
+        checks = {
+            "spool_writable": Check(True)
+            if self.spool.writable()
+            else Check(False, "not-writable"),
+            "disk_reserve": (
+                Check(True)
+                if self.spool.free_bytes() >= self.spool.reserve
+                else Check(False, "below-reserve")
+            ),
+        }
+        if self.scheduler is not None:
+            checks["workers"] = (
+                Check(True) if self.scheduler.workers_ready() else Check(False, "no-worker-alive")
+            )
+            checks["destination"] = self._destination(self.scheduler)
+        self._checked_at = self._clock()
+        changed = {n: c for n, c in checks.items() if self._checks.get(n) != c}
+        self._checks = checks
+        ready = all(c.ok for c in checks.values())
+        for name, check in checks.items():
+            self.metrics.readiness.labels(check=name).set(1 if check.ok else 0)
+        self.metrics.ready.set(1 if ready else 0)
+        if changed:
+            failing = {n: c.reason for n, c in checks.items() if not c.ok}
+            if ready:
+                log.info("readiness.changed", ready=True)
+            else:
+                log.warning("readiness.changed", ready=False, failing=failing)
+        self._held_gauges()
+
+    def _destination(self, scheduler: Scheduler) -> Check:
+        probe = scheduler.outbox.forwarder.probe(timeout=_PROBE_TIMEOUT)
+        if probe.not_after is not None:
+            self.metrics.certificate_expiry.labels(certificate="forward_server").set(
+                probe.not_after
+            )
+        if not probe.reachable:
+            return Check(False, probe.reason)
+        if scheduler.outbox.gate.failing:
+            return Check(False, "requests-failing")
+        return Check(True)
+
+    def _held_gauges(self) -> None:
+        now = time.time()
+        for state in ("quarantine", "dead"):
+            stamps = self.spool.held_since(state)
+            self.metrics.queue_depth.labels(state=state).set(len(stamps))
+            self.metrics.oldest_age.labels(state=state).set(
+                max(0.0, now - min(stamps)) if stamps else 0.0
+            )
+
+
+def certificate_expiries(settings: Settings) -> dict[str, float]:
+    """notAfter (Unix time) of each configured certificate: the first in a certificate file,
+    the earliest in a CA bundle. A file that cannot be read is left out (the component that
+    uses it reports that)."""
+    files: dict[str, tuple[Path | None, bool]] = {}
+    if settings.ingest.tls.enabled:
+        files["ingest_server"] = (settings.ingest.tls.certificate, False)
+        files["ingest_client_ca"] = (settings.ingest.tls.client_ca, True)
+    if settings.forward.enabled:
+        files["forward_client"] = (settings.forward.client_certificate, False)
+        files["forward_ca"] = (settings.forward.ca_bundle, True)
+    found = {}
+    for name, (path, bundle) in files.items():
+        if path is None:
+            continue
+        try:
+            certificates = x509.load_pem_x509_certificates(path.read_bytes())
+        except (OSError, ValueError):
+            log.warning("certificate.unreadable", certificate=name)
+            continue
+        stamps = [c.not_valid_after_utc.timestamp() for c in certificates]
+        found[name] = min(stamps) if bundle else stamps[0]
+    return found
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log: scrapes every few seconds would drown the gateway's own events."""
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class HttpEndpoint:
+    """/metrics, /healthz and /readyz on one listening socket."""
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Health):
+        self.health = health
+        self._metrics = make_wsgi_app(registry)
+        server_class = _Server6 if ":" in host else _Server
+        self.server = make_server(host, port, self._app, server_class, handler_class=_Quiet)
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return self._metrics(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/healthz":
+            return _json(start_response, "200 OK", {"status": "alive"})
+        if path == "/readyz":
+            checks = self.health.checks()
+            ready = all(c.ok for c in checks.values())
+            body = {
+                "ready": ready,
+                "checks": {n: {"ok": c.ok, "reason": c.reason} for n, c in checks.items()},
+            }
+            return _json(start_response, "200 OK" if ready else "503 Service Unavailable", body)
+        return _json(start_response, "404 Not Found", {"error": "not-found"})
+
+
+def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> list[bytes]:
+    data = json.dumps(body, sort_keys=True).encode()
+    start_response(
+        status,
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    return [data]
