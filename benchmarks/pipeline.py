@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +57,7 @@ class Run:
     p50: float | None = None
     p95: float | None = None
     rss_mib: dict[str, float] | None = None
+    pss_mib: float | None = None
     cpu_seconds: dict[str, float] | None = None
     stages: dict[str, float] | None = None
 
@@ -67,6 +69,14 @@ def proc_stat(pid: int) -> tuple[float, float]:
     status = Path(f"/proc/{pid}/status").read_text()
     hwm = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
     return cpu, int(hwm.split()[1]) / 1024
+
+
+def pss_mib(pid: int) -> float:
+    """Proportional set size now: shared pages (libraries, the interpreter) counted once over
+    the processes that share them, so the sum over processes is the memory they really use."""
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    line = next(x for x in rollup.splitlines() if x.startswith("Pss:"))
+    return int(line.split()[1]) / 1024
 
 
 def children(pid: int) -> list[int]:
@@ -100,13 +110,17 @@ def latencies(config: Path) -> list[float]:
     return found
 
 
-def gateway_run(work: Path, folders: list[Path], n: int, size_mb: float, skip: bool) -> Run:
+def gateway_run(
+    work: Path, folders: list[Path], n: int, size_mb: float, skip: bool, connections: int | None
+) -> Run:
     root = work / ("site-skip" if skip else "site")
     config = receiver_config(root)
     if skip:
         config["pixels"] = {"skip": ["cross-sectional"]}
     config["ingest"].update(ae_title=AE, max_associations=8)
     config["logging"] = {"level": "info"}
+    if connections:
+        config["forward"]["connections"] = connections
     config["studies"] = {"stable_seconds": 2.0}
     receiver_port = _free_port()
     config["receiver"]["port"] = receiver_port
@@ -120,6 +134,14 @@ def gateway_run(work: Path, folders: list[Path], n: int, size_mb: float, skip: b
     gateway = GatewayProcess(path, root / "gateway.log").start()
     try:
         time.sleep(5)  # the workers load their models
+        profiler = None
+        if os.environ.get("BENCH_PROFILE"):  # a folder: py-spy samples the daemon and workers
+            out = Path(os.environ["BENCH_PROFILE"]) / f"{'skip' if skip else 'default'}.txt"
+            profiler = subprocess.Popen(
+                ["py-spy", "record", "--subprocesses", "--format", "raw", "--rate", "200",
+                 "--pid", str(gateway.pid), "--output", str(out)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
         started = time.perf_counter()
         send(gateway.port, folders)  # storescu -aet STORESCU -aec BENCH_GW
         stored = root / "received"
@@ -130,12 +152,16 @@ def gateway_run(work: Path, folders: list[Path], n: int, size_mb: float, skip: b
         seconds = time.perf_counter() - started
         cpu, rss = {}, {}
         cpu["daemon"], rss["daemon"] = proc_stat(gateway.pid)
+        pss = pss_mib(gateway.pid) + sum(pss_mib(pid) for pid in children(gateway.pid))
         for pid in children(gateway.pid):
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             name = f"worker-{pid}" if b"spawn_main" in cmdline else f"helper-{pid}"
             cpu[name], rss[name] = proc_stat(pid)
         cpu["receiver"], rss["receiver"] = proc_stat(receiver.pid)
         stages = stage_seconds(gateway.metrics_port)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=60)
     finally:
         gateway.stop(signal.SIGTERM)
         receiver.stop(signal.SIGTERM)
@@ -150,6 +176,7 @@ def gateway_run(work: Path, folders: list[Path], n: int, size_mb: float, skip: b
         statistics.median(waits) if waits else None,
         p95,
         {k: round(v) for k, v in rss.items()},
+        round(pss),
         {k: round(v, 1) for k, v in cpu.items()},
         stages,
     )
@@ -171,7 +198,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, action="append", help="instances (default 500)")
     parser.add_argument("--associations", type=int, action="append", help="default 1 and 4")
+    parser.add_argument(
+        "--mode", choices=("both", "default", "skip"), default="both",
+        help="every image checked, CT header-only, or both (default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--connections", type=int, help="forward.connections (default: its default)"
+    )
     args = parser.parse_args()
+    modes = {"both": (False, True), "default": (False,), "skip": (True,)}[args.mode]
     for n in args.n or [500]:
         for associations in args.associations or [1, 4]:
             with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
@@ -180,8 +215,9 @@ def main() -> int:
                 folders = sorted({p.parent for p in files})  # one storescu per folder
                 size_mb = sum(p.stat().st_size for p in (work / "in").rglob("*.dcm")) / 1e6
                 base = baseline_run(work, folders, n, size_mb)
-                for skip in (False, True):
-                    report(base, gateway_run(work, folders, n, size_mb, skip))
+                for skip in modes:
+                    run = gateway_run(work, folders, n, size_mb, skip, args.connections)
+                    report(base, run)
     return 0
 
 
@@ -196,6 +232,7 @@ def report(base: Run, run: Run) -> None:
     if run.p50 is not None and run.p95 is not None:
         print(f"  receive -> delivered: p50 {run.p50:.2f} s, p95 {run.p95:.2f} s")
     print(f"  peak RSS MiB: {run.rss_mib}")
+    print(f"  daemon + workers now, PSS MiB (shared pages counted once): {run.pss_mib}")
     print(f"  CPU seconds: {run.cpu_seconds}")
     print(f"  time by stage (s, summed over instances): {run.stages}")
 

@@ -88,7 +88,7 @@ class Site:
 def site(tmp_path: Path) -> Iterator[Site]:
     site = Site(tmp_path)
     yield site
-    for process in site.processes:
+    for process in reversed(site.processes):  # the gateway before the receiver it sends to
         process.stop()
     site.check_logs()
 

@@ -130,6 +130,26 @@ class Received:
     transfer_syntax_uid: str
 
 
+class _DirSync:
+    """A cached directory descriptor and its fsync generations (see `Spool._fsync_dir`)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()  # one fsync of this directory at a time
+        self.requested = 0  # changes announced (guarded by the spool's directory lock)
+        self.synced = 0  # changes known durable
+        self.users = 0
+        self.evicted = False
+
+    def close(self) -> None:
+        """Close now, or when the last thread using it is done (callers hold the spool's
+        directory lock)."""
+        self.evicted = True
+        if self.users == 0 and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class Spool:
     """Owns one spool directory. Thread-safe: associations store concurrently."""
 
@@ -149,7 +169,7 @@ class Spool:
         self._data_keys: OrderedDict[str, bytes] = OrderedDict()
         self._known_dirs: set[tuple[str, str]] = set()
         self._local = threading.local()
-        self._dir_fds: OrderedDict[Path, int] = OrderedDict()
+        self._dir_syncs: OrderedDict[Path, _DirSync] = OrderedDict()
         self._dir_lock = threading.Lock()
 
     @classmethod
@@ -215,8 +235,8 @@ class Spool:
 
     def close(self) -> None:
         with self._dir_lock:
-            while self._dir_fds:
-                os.close(self._dir_fds.popitem()[1])
+            while self._dir_syncs:
+                self._dir_syncs.popitem()[1].close()
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -339,16 +359,36 @@ class Spool:
             raise
 
     def _fsync_dir(self, directory: Path) -> None:
-        """fsync a directory through a cached descriptor (opening it costs as much as the sync)."""
+        """fsync a directory after a change in it (rename, unlink). Threads changing the same
+        directory share fsyncs (group commit): one that began after a caller's change covers
+        it. Directories do not wait for each other; descriptors are cached (opening one costs
+        as much as the sync)."""
         with self._dir_lock:
-            fd = self._dir_fds.get(directory)
-            if fd is None:
-                fd = self._dir_fds[directory] = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-                if len(self._dir_fds) > _DIR_FD_CACHE_SIZE:
-                    os.close(self._dir_fds.popitem(last=False)[1])
+            sync = self._dir_syncs.get(directory)
+            if sync is None:
+                sync = self._dir_syncs[directory] = _DirSync(
+                    os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+                )
+                if len(self._dir_syncs) > _DIR_FD_CACHE_SIZE:
+                    self._dir_syncs.popitem(last=False)[1].close()
             else:
-                self._dir_fds.move_to_end(directory)
-            os.fsync(fd)
+                self._dir_syncs.move_to_end(directory)
+            sync.requested += 1
+            ticket = sync.requested
+            sync.users += 1
+        try:
+            with sync.lock:
+                if sync.synced >= ticket:
+                    return  # an fsync that began after this change has finished
+                with self._dir_lock:
+                    upto = sync.requested  # every change so far is in the directory now
+                os.fsync(sync.fd)
+                sync.synced = upto
+        finally:
+            with self._dir_lock:
+                sync.users -= 1
+                if sync.evicted and sync.users == 0:
+                    sync.close()
 
     def _data_key(self, study_id: str, *, create: bool) -> bytes:
         with self._key_lock:
