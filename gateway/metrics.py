@@ -162,7 +162,8 @@ class Metrics:
         )
         self.erased = Counter(
             p + "erased",
-            "Items erased by retention, by what (original, quarantine, delivered, dead, study_key)",
+            "Items erased by retention or an operator, by what (delivered, dead, quarantine, "
+            "study_key, study_record, purged)",
             ["what"],
             registry=registry,
         )
