@@ -19,6 +19,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS mapping (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS mapping_pseudonym ON mapping (kind, pseudonym);
 """
+_OPEN_SECONDS = 30.0  # opening waits this long for other processes opening it at once
 _ATTEMPTS = 8  # fresh pseudonyms to try when one is already taken (random codes rarely collide)
 _CACHE_ENTRIES = 65_536  # mappings this process remembers (a study's UIDs, its patient, ...)
 
@@ -75,17 +77,37 @@ class SqliteVault:
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
-        try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not path.exists():  # SQLite gives its -wal and -shm files the database's mode
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-            db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise VaultError(f"vault.path {path}: cannot open ({exc.__class__.__name__})") from None
-        return db
+        """Open (creating if needed) in WAL mode. Processes opening a new vault at the same
+        moment (the workers at first start) can be told "locked" by the journal-mode switch
+        without SQLite's busy timeout applying: that is retried for up to `_OPEN_SECONDS`."""
+        deadline = time.monotonic() + _OPEN_SECONDS
+        while True:
+            try:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if not path.exists():  # SQLite gives its -wal and -shm files the database's mode
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+                db = sqlite3.connect(
+                    path, timeout=_OPEN_SECONDS, isolation_level=None, check_same_thread=False
+                )
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("PRAGMA synchronous=FULL")
+                    db.executescript(_SCHEMA)
+                except sqlite3.Error:
+                    db.close()
+                    raise
+            except sqlite3.OperationalError as exc:
+                if _busy(exc) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                raise VaultError(
+                    f"vault.path {path}: cannot open ({exc.__class__.__name__})"
+                ) from None
+            except (OSError, sqlite3.Error) as exc:
+                raise VaultError(
+                    f"vault.path {path}: cannot open ({exc.__class__.__name__})"
+                ) from None
+            return db
 
     def close(self) -> None:
         with self._lock:
@@ -153,3 +175,8 @@ class SqliteVault:
         except InvalidTag:
             raise VaultError("vault: a mapping does not decrypt (wrong vault key?)") from None
         return plain.decode("utf-8", "surrogateescape")
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc)

@@ -103,3 +103,21 @@ def test_concurrent_processes_agree(tmp_path: Path) -> None:
         results = pool.map(_worker, [(str(path), seed) for seed in range(4)], chunksize=1)
     assert all(r == results[0] for r in results)
     assert len(set(results[0])) == 40
+
+
+def _open_and_close(path: str) -> str:
+    try:
+        SqliteVault(Path(path), b"k" * 32).close()
+    except VaultError as exc:
+        return str(exc)
+    return "ok"
+
+
+def test_processes_opening_a_new_vault_at_once_all_succeed(tmp_path: Path) -> None:
+    """The workers open the vault together at first start: the switch to WAL mode answered
+    "locked" to some of them (about one trial in five before the fix), and the gateway stopped."""
+    context = multiprocessing.get_context("fork")
+    with context.Pool(4) as pool:
+        for trial in range(20):
+            path = str(tmp_path / f"v{trial}" / "v.sqlite3")
+            assert pool.map(_open_and_close, [path] * 4) == ["ok"] * 4
