@@ -143,7 +143,11 @@ def gateway_run(
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         started = time.perf_counter()
-        send(gateway.port, folders)  # storescu -aet STORESCU -aec BENCH_GW
+        try:
+            send(gateway.port, folders)  # storescu -aet STORESCU -aec BENCH_GW
+        except RuntimeError:
+            print("\n".join(gateway.lines[-30:]), file=sys.stderr)
+            raise
         stored = root / "received"
         while len(list(stored.rglob("*.dcm"))) < n:
             time.sleep(0.05)

@@ -102,20 +102,16 @@ class Health:
                 self._refresh()
 
     def _refresh(self) -> None:
+        try:
+            room = self.spool.free_bytes() >= self.spool.reserve
+        except OSError:  # the spool's filesystem is gone: no room to speak of
+            room = False
         checks = {
-            "spool_writable": Check(True)
-            if self.spool.writable()
-            else Check(False, "not-writable"),
-            "disk_reserve": (
-                Check(True)
-                if self.spool.free_bytes() >= self.spool.reserve
-                else Check(False, "below-reserve")
-            ),
+            "spool_writable": _check(self.spool.writable(), "not-writable"),
+            "disk_reserve": _check(room, "below-reserve"),
         }
         if self.scheduler is not None:
-            checks["workers"] = (
-                Check(True) if self.scheduler.workers_ready() else Check(False, "no-worker-alive")
-            )
+            checks["workers"] = _check(self.scheduler.workers_ready(), "no-worker-alive")
             checks["destination"] = self._destination(self.scheduler)
         self._checked_at = self._clock()
         changed = {n: c for n, c in checks.items() if self._checks.get(n) != c}
@@ -147,11 +143,18 @@ class Health:
     def _held_gauges(self) -> None:
         now = time.time()
         for state in ("quarantine", "dead"):
-            stamps = self.spool.held_since(state)
+            try:
+                stamps = self.spool.held_since(state)
+            except OSError:
+                continue  # the spool check above says why
             self.metrics.queue_depth.labels(state=state).set(len(stamps))
             self.metrics.oldest_age.labels(state=state).set(
                 max(0.0, now - min(stamps)) if stamps else 0.0
             )
+
+
+def _check(ok: bool, reason: str) -> Check:
+    return Check(True) if ok else Check(False, reason)
 
 
 def certificate_expiries(settings: Settings) -> dict[str, float]:

@@ -172,8 +172,12 @@ class Metrics:
         )
         for reason in Refusal:
             self.associations_refused.labels(reason=reason)
+        # series that alerts compare over time exist from the start (a counter born at its
+        # first increment hides that increment from increase())
         for result in StoreResult:
             self.store_requests.labels(result=result)
+        for processed in ("sealed", "dropped", "quarantined", "deferred"):
+            self.instances_processed.labels(result=processed)
 
     def watch_free_space(self, read: Callable[[], int]) -> None:
         self.spool_free_bytes.set_function(lambda: float(read()))

@@ -121,6 +121,9 @@ class Outbox:
         self.metrics = metrics
         self.gate = Gate(backoff)
         self.destination = destination
+        metrics.forward_results.labels(destination=destination, result="done", reason="stored")
+        metrics.forwarded_bytes.labels(destination=destination)
+        metrics.forward_retries.labels(destination=destination)
         #: told about every item that left the outbox (the scheduler sets it)
         self.on_answered: Callable[[Answered], None] = lambda answered: None
         self._queue: deque[Path] = deque()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,10 +134,12 @@ def test_a_bad_server_certificate_is_rejected_before_anything_is_sent(
         study, uid, data, public = instance(settings)
         forwarder = Forwarder.for_settings(settings)
         verdict = forwarder.send(sealed(data, Name("instance", SITE, study, uid), public))
+        probe = forwarder.probe()  # readiness: the same verdict without a request
         forwarder.close()
     finally:
         assert receiver.stop() == 0
     assert (verdict.kind, verdict.reason) == (Kind.REJECTED, reason)
+    assert (probe.reachable, probe.reason, probe.not_after) == (False, reason, None)
     assert not storage.exists() or not any(storage.rglob("*.dcm"))
 
 
@@ -147,7 +150,7 @@ def test_the_spki_pin_admits_only_the_pinned_server(good: tuple[Settings, Gatewa
     der = x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
     right = base64.b64encode(spki_sha256(der)).decode()
     wrong = base64.b64encode(bytes(32)).decode()
-    results = {}
+    results, probes = {}, {}
     for label, pin in (("right", right), ("wrong", wrong)):
         pinned = dataclasses.replace(
             settings, forward=dataclasses.replace(settings.forward, spki_pin=pin)
@@ -155,9 +158,27 @@ def test_the_spki_pin_admits_only_the_pinned_server(good: tuple[Settings, Gatewa
         study, uid, data, key = instance(pinned)
         forwarder = Forwarder.for_settings(pinned)
         results[label] = forwarder.send(sealed(data, Name("instance", SITE, study, uid), key))
+        probes[label] = forwarder.probe()
         forwarder.close()
+    not_after = x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+    assert (probes["right"].reachable, probes["right"].not_after) == (True, not_after)
+    assert (probes["wrong"].reachable, probes["wrong"].reason) == (False, "server-key-not-pinned")
     assert results["right"].kind is Kind.DONE
     assert (results["wrong"].kind, results["wrong"].reason) == (
         Kind.REJECTED,
         "server-key-not-pinned",
     )
+
+
+def test_the_probe_says_when_nothing_listens(good: tuple[Settings, GatewayProcess]) -> None:
+    settings, _ = good
+    with socket.socket() as unused:  # a port nothing listens on: bound, never listening
+        unused.bind(("127.0.0.1", 0))
+        url = f"https://127.0.0.1:{unused.getsockname()[1]}"
+        closed = dataclasses.replace(
+            settings, forward=dataclasses.replace(settings.forward, url=url)
+        )
+        forwarder = Forwarder.for_settings(closed)
+        probe = forwarder.probe(timeout=5)
+        forwarder.close()
+    assert (probe.reachable, probe.reason) == (False, "connection-refused")
