@@ -7,7 +7,9 @@ RUN python -m venv /opt/dicom-gateway \
  && /opt/dicom-gateway/bin/pip install --no-cache-dir .
 
 FROM python:3.11-slim-bookworm
-RUN useradd --system --uid 10001 --home-dir /var/lib/dicom-gateway dicom-gateway \
+# uid and gid 10001: the owner that key files and volumes on the host are given
+RUN groupadd --system --gid 10001 dicom-gateway \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/dicom-gateway dicom-gateway \
  && install -d -o dicom-gateway -g dicom-gateway -m 0700 /var/lib/dicom-gateway
 COPY --from=build /opt/dicom-gateway /opt/dicom-gateway
 COPY deploy/container/gateway.toml /etc/dicom-gateway/gateway.toml
@@ -15,5 +17,10 @@ ENV PATH=/opt/dicom-gateway/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED
 USER dicom-gateway
 VOLUME ["/var/lib/dicom-gateway"]
 EXPOSE 11112 9108
+# Liveness from /healthz on the metrics port (no curl in the slim image). Assumes
+# [metrics] port 9108, listening on 127.0.0.1 or 0.0.0.0 inside the container; other
+# commands of the image (receiver, keys) should disable it.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9108/healthz', timeout=4)"]
 ENTRYPOINT ["dicom-gateway"]
 CMD ["run", "--config", "/etc/dicom-gateway/gateway.toml"]
