@@ -21,8 +21,7 @@ import pydicom
 import pytest
 
 from gateway.spool import STATES
-from tests.integration.test_pipeline import leaky
-from tests.pipeline_site import Site, originals, studies
+from tests.pipeline_site import Site, leaky, originals, studies
 from tests.support import cli, storescu
 
 pytestmark = pytest.mark.timeout(120)
