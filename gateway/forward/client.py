@@ -9,7 +9,8 @@ HTTP/1.1 connections alive between requests; redirects are not followed.
 
 The worker seals; `send` takes the sealed body and never raises for the network or the
 server: it returns a `Verdict` (`classify`), which the caller turns into done, dead letter or
-retry (`backoff`).
+retry (`backoff`). `probe` makes the same handshake without a request, for readiness, and
+reads the server certificate's expiry.
 """
 
 from __future__ import annotations
