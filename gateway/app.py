@@ -5,8 +5,9 @@ senders; the worker processes load their models in the background) -> metrics, h
 readiness endpoint (`health`) -> DICOM listener last, so nothing is acknowledged before the
 place it goes to is ready. Stop order is the reverse: stop accepting, let running
 associations finish (bounded), let the workers finish what they hold and requests in flight
-end (bounded by the same drain time), then exit 0. A second signal exits at once; nothing acknowledged can be lost by that, because
-acknowledged instances are already fsynced and every later step is a rename.
+end (bounded by the same drain time), then exit 0. A second signal exits at once; nothing
+acknowledged can be lost by that, because acknowledged instances are already fsynced and
+every later step is a rename.
 
 With `forward.enabled = false` there is no pipeline: instances are received and stay in the
 spool until forwarding is configured.
