@@ -20,8 +20,10 @@ from urllib.parse import urlsplit
 
 from gateway import __version__, admin, batch, devpki, scu
 from gateway.app import Gateway
+from gateway.deidentify.explain import Explanation, explain
 from gateway.deidentify.pixels.stage import PixelStage
-from gateway.deidentify.profile import OPTION_COLUMNS, Profile, Resolved, enabled_columns
+from gateway.deidentify.profile import OPTION_COLUMNS, enabled_columns
+from gateway.deidentify.words import settings_problems
 from gateway.errors import ConfigError, GatewayError, KeyFileError, TlsSetupError
 from gateway.ingest.scp import tls_context
 from gateway.keyfiles import generate_key_file, read_key, write_key_file
@@ -46,7 +48,7 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 def _settings(path: Path, *, files: bool = True) -> Settings:
     settings = load(path)
-    problems = file_problems(settings) if files else []
+    problems = file_problems(settings) + settings_problems(settings) if files else []
     if files and not problems:
         for key, secret in (
             ("spool.master_key", settings.spool.master_key),
@@ -244,32 +246,41 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_describe_profile(args: argparse.Namespace) -> int:
-    """Every Table E.1-1 attribute and what happens to it under the configured options."""
-    options = _settings(args.config, files=False).deidentify if args.config else None
-    profile = Profile(options or DeidentifySettings())
+    """Every Table E.1-1 attribute and what the engine does to it under the configured options
+    (`deidentify.explain`: from the engine's own decision for each tag, not the table's code)."""
+    config = _settings(args.config, files=False) if args.config else None
+    options = config.deidentify if config is not None else DeidentifySettings()
+    rows = explain(options)
     if args.format == "json":
-        rows = [_profile_row(r, r, "gateway") for r in profile.overrides]
-        rows += [_profile_row(r, profile.effective(r), "table") for r in profile]
-        print(json.dumps(rows, indent=1))
+        print(json.dumps([_profile_row(r) for r in rows], indent=1))
         return EXIT_OK
-    on = sorted(OPTION_COLUMNS[c] for c in enabled_columns(profile.options))
+    on = sorted(OPTION_COLUMNS[c] for c in enabled_columns(options))
     print("PS3.15 Table E.1-1 (rev 2024b), Basic Application Level Confidentiality Profile")
     print(f"Options in force: {', '.join(on) if on else 'none'}")
     print("Attributes the table does not name: kept if the DICOM dictionary knows them, unless")
     print("retired, person names, URLs, or (by keyword) about a person or organisation; kept")
-    print("UIDs are mapped, dates shifted, short text scrubbed of this instance's identifiers,")
-    print("free text cleaned. Everything else is removed (allow-list; docs/deidentify.md).\n")
+    print("UIDs are mapped, dates shifted; every kept text keeps only known words (the shipped")
+    print("vocabulary and the site's), then this instance's identifiers are removed from it;")
+    print("narrative (comments, histories, reasons) goes unless kept cleaned. Everything else is")
+    print("removed (allow-lists; docs/deidentify.md).\n")
     print("Gateway rules, before the table:")
-    for r in profile.overrides:
-        print(f"{r.rule.tag:<13} {r.rule.name[:48]:<48} -> {r.action.value}  [{r.reason}]")
+    for r in rows:
+        if r.source == "gateway":
+            tag, name = r.row.rule.tag, r.row.rule.name
+            print(f"{tag:<13} {name[:48]:<48} -> {r.effect.action}  [{r.reason}]")
     print("\nTable E.1-1:")
-    for row in profile:
-        r = profile.effective(row)
-        print(
-            f"{row.rule.tag:<13} {row.rule.name[:48]:<48} {row.rule.basic:<7} -> {r.action.value}  "
-            f"{r.describe()}  [{r.reason}]"
-        )
+    for r in rows:
+        if r.source == "table":
+            print(_table_line(r))
     return EXIT_OK
+
+
+def _table_line(r: Explanation) -> str:
+    rule = r.row.rule
+    return (
+        f"{rule.tag:<13} {rule.name[:48]:<48} {rule.basic:<7} -> {r.effect.action}  "
+        f"{r.effect.does}  [{r.reason}]"
+    )
 
 
 def cmd_deidentify(args: argparse.Namespace) -> int:
@@ -333,15 +344,16 @@ def _progress_bar(done: int, total: int) -> None:
     print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr)
 
 
-def _profile_row(row: Resolved, effective: Resolved, source: str) -> dict[str, str]:
+def _profile_row(r: Explanation) -> dict[str, str]:
+    """A describe-profile row as JSON: "action" and "does" say what the engine does."""
     return {
-        "source": source,
-        "tag": row.rule.tag,
-        "name": row.rule.name,
-        "basic": row.rule.basic,
-        "action": effective.action.value,
-        "does": effective.describe(),
-        "reason": effective.reason,
+        "source": r.source,
+        "tag": r.row.rule.tag,
+        "name": r.row.rule.name,
+        "basic": r.row.rule.basic,
+        "action": r.effect.action,
+        "does": r.effect.does,
+        "reason": r.reason,
     }
 
 

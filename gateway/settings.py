@@ -234,6 +234,11 @@ class DeidentifySettings:
     clean_descriptors: bool = True
     clean_structured_content: bool = False
     clean_graphics: bool = False
+    #: Free-narrative attributes (comments, histories, reasons, occupation: the list in
+    #: docs/deidentify.md) are removed; keywords listed here are kept, cleaned by allow-list.
+    keep_cleaned: tuple[str, ...] = ()
+    #: The site's own words for the allow-list of free text: one word per line, `#` comments.
+    vocabulary: Path | None = None
 
 
 @dataclass(frozen=True)

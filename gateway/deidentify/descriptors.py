@@ -11,8 +11,9 @@ institution's name, address and department, station name and device serial numbe
   it removes identifier matches only, so model numbers and software versions survive.
 
 Both return the new text and how many pieces they removed. Matching is on whole words, in any
-order, blind to case, accents and width ("DOE^JOHN" removes "John" and "doe"; "Müller" removes
-"MULLER" and "MUELLER"; half-width and full-width forms match their usual ones); phrases
+order, blind to case, accents, width and script ("DOE^JOHN" removes "John" and "doe"; "Müller"
+removes "MULLER" and "MUELLER"; "Sørbøe" removes "SORBOE"; "Иванов" removes "IVANOV"; half-width
+and full-width forms match their usual ones); phrases
 match across any whitespace; names in Han, kana or Hangul match anywhere. A text from which
 something was removed comes back in Unicode NFKC form.
 """
@@ -22,6 +23,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
+
+from anyascii import anyascii
 
 _WORD = re.compile(r"[^\W_]+")
 _SPACES = re.compile(r"\s{2,}")
@@ -64,9 +67,9 @@ _GERMAN = str.maketrans(
 
 
 def _fold(text: str) -> str:
-    """Case, accents and width do not make another word."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+    """Case, accents, width and script do not make another word: every letter transliterated
+    to ASCII (anyascii: also Ø, Ł, Æ, Đ, Þ, ß, Cyrillic, Greek, kana), then case-folded."""
+    return anyascii(unicodedata.normalize("NFKC", text)).casefold()
 
 
 def _nfkc(text: str) -> str:

@@ -64,6 +64,7 @@ from gateway.deidentify.private import SafePrivate
 from gateway.deidentify.profile import Action, Profile
 from gateway.deidentify.pseudonyms import Pseudonyms, patient_key
 from gateway.deidentify.uids import PseudonymStore, UidMapper
+from gateway.deidentify.words import CODE_ATTRIBUTES, Cleaner, Vocabulary
 from gateway.part10 import part10_head
 from gateway.settings import DeidentifySettings
 
@@ -74,6 +75,8 @@ IMPLEMENTATION_VERSION_NAME = "DICOM_GATEWAY_1"
 _DEFAULT_CHARSET = "iso8859"  # pydicom's name for the default repertoire
 _TEXT = frozenset({"SH", "LO", "ST", "LT", "UT", "UC"})
 _FREE_TEXT = frozenset({"ST", "LT", "UT", "UC"})
+_SINGLE_VALUED = frozenset({"ST", "LT", "UT"})  # a backslash there is text (PS3.5 6.2)
+_CODED = frozenset({"CS", "AE"})  # kept whole (a defined term) or emptied, never in part
 _TEXT_LIKE = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 _GRAMMAR = {  # PS3.5 Table 6.2-1 character repertoires, with NUL and space padding
     "DS": re.compile(rb"[0-9+\-.eE \\\0]*"),
@@ -216,6 +219,7 @@ class Engine:
         self.pseudonyms = Pseudonyms(vault, options.site_code)
         self.uids = UidMapper(vault, options.uid_root)
         self.safe_private = SafePrivate.load() if options.retain_safe_private else None
+        self.words = Cleaner(Vocabulary.load(options.vocabulary))
         self.ae_title = ae_title
         self._steps: dict[int, Step] = {}
         self._vrs: dict[int, str | None] = {}
@@ -268,7 +272,7 @@ class Engine:
             return Step.AGE
         if vr in _FREE_TEXT:
             return Step.CLEAN
-        return Step.SCRUB if vr in _TEXT or vr == "CS" else Step.KEEP
+        return Step.SCRUB if vr in _TEXT or vr in _CODED else Step.KEEP
 
     def _allow_list(self, tag: int, vr: str | None) -> Step:
         """A public attribute Table E.1-1 does not name."""
@@ -550,23 +554,30 @@ class _Job:
         return result
 
     def _text(self, ds: Dataset, elem: RawDataElement | DataElement, step: Step) -> Out:
-        ids = self.identifiers
-        clean = step is Step.CLEAN
-        if isinstance(elem, RawDataElement) and not ids.may_match(elem.value or b"", clean):
-            return elem  # provably nothing to remove: the bytes stay as they were
-        converted = ds[elem.tag]
-        values = converted.value
-        many = isinstance(values, MultiValue | list)
-        fn = ids.clean if clean else ids.scrub
-        removed, new = 0, []
-        for value in values if many else [values]:
-            text, n = fn(str(value))
+        """Allow-list cleaning of each value (words.py), then this instance's identifiers
+        removed on top; a coded value (CS, AE) that is a defined term stays whole."""
+        values, vr = _text_values(ds, elem)
+        words, ids = self.engine.words, self.identifiers
+        coded = vr in _CODED or int(elem.tag) in CODE_ATTRIBUTES
+        tag = int(elem.tag)
+        removed = identifiers = 0
+        new = []
+        for value in values:
+            cleaned, n = words.code(tag, value) if coded else words.text(value)
             removed += n
-            new.append(text)
-        if not removed:
+            if cleaned and not (coded and words.is_term(tag, cleaned)):
+                cleaned, m = ids.clean(cleaned) if step is Step.CLEAN else ids.scrub(cleaned)
+                identifiers += m
+            new.append(cleaned)
+        if not removed and not identifiers:
             return elem
-        self.counts["descriptor_parts_removed" if clean else "scrubbed"] += removed
-        return DataElement(elem.tag, converted.VR, new if many else new[0])
+        if removed:
+            self.counts[f"words_removed:{_keyword(tag)}"] += removed
+        if identifiers:
+            self.counts["descriptor_parts_removed" if step is Step.CLEAN else "scrubbed"] += (
+                identifiers
+            )
+        return DataElement(elem.tag, vr, new if len(new) > 1 else new[0])
 
     def _dummy(self, ds: Dataset, elem: RawDataElement | DataElement) -> Out:
         converted = ds[elem.tag]
@@ -584,6 +595,26 @@ class _Job:
         if vr in _DUMMY_TEXT:
             return _ascii_element(elem.tag, vr, _DUMMY_TEXT[vr])
         return _emptied(elem)  # numbers and binary values: no dummy says less than nothing
+
+
+def _text_values(ds: Dataset, elem: RawDataElement | DataElement) -> tuple[list[str], str]:
+    """A text element's values and VR: ASCII read straight from its bytes (most values),
+    anything else through pydicom in the character set in force."""
+    if isinstance(elem, RawDataElement) and elem.VR in _TEXT | _CODED:
+        raw = elem.value or b""
+        if raw.isascii() and b"\x1b" not in raw:
+            text = raw.decode("ascii").rstrip("\0 ")
+            if elem.VR in _SINGLE_VALUED:
+                return [text], elem.VR
+            return [p.strip("\0 ") for p in text.split("\\")], elem.VR
+    converted = ds[elem.tag]
+    value = converted.value
+    items = list(value) if isinstance(value, MultiValue | list) else [value]
+    return ["" if v is None else str(v) for v in items], converted.VR
+
+
+def _keyword(tag: int) -> str:
+    return dictionary_keyword(tag) if dictionary_has_tag(tag) else f"({tag >> 16:04X},xxxx)"
 
 
 def _undefer(ds: Dataset, key: int, data: bytes) -> RawDataElement | DataElement:

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from pydicom.datadict import dictionary_description, tag_for_keyword
+
 from gateway.settings import DeidentifySettings
 
 
@@ -219,11 +221,55 @@ GATEWAY_RULES = (
 
 def gateway_rules(options: DeidentifySettings) -> tuple[Resolved, ...]:
     """The gateway's rules in force under `options`, each with its reason."""
-    return tuple(
+    fixed = tuple(
         Resolved(Rule(g.name, g.tag, "-", {}), g.action, f"Gateway: {g.why}")
         for g in GATEWAY_RULES
         if g.unless is None or not getattr(options, g.unless)
     )
+    return fixed + narrative_rules(options)
+
+
+@cache
+def narrative() -> dict[str, int]:
+    """Free-narrative attributes (keyword -> tag): prose about a patient, a visit, a request or
+    a procedure, at any depth (`data/vocabulary/narrative.txt`, made by its build.py from the
+    DICOM dictionary; docs/deidentify.md lists them)."""
+    text = resources.files("gateway.deidentify").joinpath("data/vocabulary/narrative.txt")
+    out: dict[str, int] = {}
+    for line in text.read_text(encoding="utf-8").splitlines():
+        keyword = line.split("#", 1)[0].strip()
+        tag = tag_for_keyword(keyword) if keyword else None
+        if tag is not None:
+            out[keyword] = int(tag)
+    return out
+
+
+def narrative_rules(options: DeidentifySettings) -> tuple[Resolved, ...]:
+    """Narrative attributes are removed whatever Clean Descriptors says (a comment names
+    relatives, clinicians and places no header element names); a site keeps the ones it lists
+    in `keep_cleaned`, cleaned by the allow-list of words."""
+    out = []
+    for keyword, tag in sorted(narrative().items(), key=lambda kv: kv[1]):
+        name = dictionary_description(tag)
+        where = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        if keyword in options.keep_cleaned:
+            why = "free narrative kept by [deidentify] keep_cleaned: allow-list of words"
+            out.append(Resolved(Rule(name, where, "-", {}), Action.CLEAN, f"Gateway: {why}"))
+        else:
+            why = "free narrative (names relatives, clinicians, places): removed"
+            out.append(Resolved(Rule(name, where, "-", {}), Action.REMOVE, f"Gateway: {why}"))
+    return tuple(out)
+
+
+def keep_cleaned_problems(options: DeidentifySettings) -> list[str]:
+    """`keep_cleaned` entries that are not narrative attribute keywords."""
+    known = narrative()
+    return [
+        f"deidentify.keep_cleaned[{i}]: {keyword!r} is not a free-narrative attribute keyword "
+        "(docs/deidentify.md lists them)"
+        for i, keyword in enumerate(options.keep_cleaned)
+        if keyword not in known
+    ]
 
 
 class Profile:

@@ -46,6 +46,7 @@ from pydicom.datadict import (
     dictionary_is_retired,
     dictionary_keyword,
     dictionary_VR,
+    tag_for_keyword,
 )
 
 from gateway.settings import DeidentifySettings
@@ -54,6 +55,7 @@ from gateway.settings import DeidentifySettings
 DATA = Path(__file__).resolve().parent.parent / "deidentify" / "data"
 TABLE_E1_1 = DATA / "ps3.15_table_e1-1_rev2024b.json"
 SAFE_PRIVATE = DATA / "safe_private.json"
+NARRATIVE = DATA / "vocabulary" / "narrative.txt"
 
 
 class Permission(enum.IntEnum):
@@ -133,6 +135,18 @@ def _safe_private() -> dict[tuple[str, int, int], str | None]:
     }
 
 
+@cache
+def _narrative() -> dict[str, int]:
+    """Free-narrative attributes (keyword -> tag), from the list shipped as data."""
+    out: dict[str, int] = {}
+    for line in NARRATIVE.read_text(encoding="utf-8").splitlines():
+        keyword = line.partition("#")[0].strip()
+        tag = tag_for_keyword(keyword) if keyword else None
+        if tag is not None:
+            out[keyword] = int(tag)
+    return out
+
+
 def creator_key(name: str) -> str:
     """Private creator names compare without padding or case (PS3.5 7.8.1: vendors vary)."""
     return name.strip(" \0").upper()
@@ -181,6 +195,10 @@ class SafePrivate:
     def allows_creator(self, creator: str, group: int) -> bool:
         return (creator_key(creator), group) in self.creators
 
+    def vr(self, creator: str, tag: int) -> str | None:
+        """The VR the list gives a private data element (None: not listed)."""
+        return self.entries.get((creator_key(creator), tag >> 16, tag & 0xFF))
+
     def allows(self, creator: str, tag: int, vr: str | None) -> bool:
         """Whether a private data element may stay: listed, and of the VR the list gives
         (None or UN: the output does not say, as in implicit VR)."""
@@ -195,6 +213,15 @@ class Allowed:
         self.options = options
         self.table = table_permissions(options)
         self.private = SafePrivate.for_options(options)
+        self.narrative = frozenset(
+            tag for keyword, tag in _narrative().items() if keyword not in options.keep_cleaned
+        )
+        self.dummies = frozenset(
+            tag
+            for row in _table()
+            if (tag := _exact_tag(str(row["tag"]))) is not None
+            and "D" in str(row["basicProfile"]).split("/")
+        )
         self._cache: dict[int, Permission] = {}
 
     def permission(self, tag: int) -> Permission:
@@ -218,6 +245,8 @@ class Allowed:
             return Permission.ABSENT
         if tag in PSEUDONYMS:
             return Permission.VALUE
+        if tag in self.narrative:
+            return Permission.ABSENT  # prose about a patient: never, unless kept cleaned
         found = self.table.get(tag)
         if found is None:
             found = Permission.VALUE if self._outside_table(tag) else Permission.ABSENT

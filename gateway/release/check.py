@@ -44,8 +44,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from gateway.release.allowed import Allowed, Permission
+from gateway.release.allowed import PSEUDONYMS, Allowed, Permission
 from gateway.release.identifiers import Identifiers, fold
+from gateway.release.words import CODES, Lexicon
 from gateway.settings import DeidentifySettings, Settings
 
 IDENTIFIER = "release-identifier-in-value"
@@ -56,12 +57,14 @@ PRIVATE = "release-private-tag"
 BURNED_IN = "release-burned-in-unproven"
 PROVENANCE = "release-provenance-missing"
 UNREADABLE = "release-unreadable"
+WORD = "release-word-not-allowed"
 #: Every reason code the release check gives (fixed strings: metrics labels, reason files).
 REASONS = (
     NOT_ALLOWED,
     NOT_EMPTY,
     PRIVATE,
     IDENTIFIER,
+    WORD,
     ORIGINAL_UID,
     BURNED_IN,
     PROVENANCE,
@@ -124,6 +127,7 @@ class ReleaseCheck:
     def __init__(self, settings: DeidentifySettings) -> None:
         self.settings = settings
         self.allowed = Allowed(settings)
+        self.lexicon = Lexicon.load(settings.vocabulary)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> ReleaseCheck:
@@ -149,7 +153,7 @@ class ReleaseCheck:
         if output[128:132] != b"DICM":
             return [Finding(UNREADABLE, "output")]
         ds = _read(output)
-        walk = _Walk(self.allowed, ids)
+        walk = _Walk(self.allowed, ids, self.lexicon, self.settings.site_code)
         walk.dataset(ds.file_meta, "")
         walk.dataset(ds, "", top=True)
         walk.findings += _pixel_findings(ds, pixels) + _provenance_findings(ds)
@@ -160,6 +164,11 @@ class ReleaseCheck:
 #: implementation version name and its configured AE title as Source AE Title): a site's AE
 #: title that happens to share a word with a patient's name is not a leak.
 _GATEWAY_WRITTEN = frozenset({0x00020013, 0x00020016})
+#: The de-identification method the gateway writes from a constant (top level).
+_PROVENANCE_TEXT = frozenset({DEIDENTIFICATION_METHOD})
+PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
+_CODE = "[0-9A-HJKMNP-TV-Z]"  # the pseudonyms' alphabet: Crockford base 32
+_SINGLE_VALUED = frozenset({"ST", "LT", "UT"})  # a backslash there is text (PS3.5 6.2)
 
 
 def _read(data: bytes) -> Dataset:
@@ -190,9 +199,11 @@ def _deferred(elem: RawDataElement) -> bool:
 class _Walk:
     """One pass over the output: the allow-list and the value searches, element by element."""
 
-    def __init__(self, allowed: Allowed, ids: Identifiers) -> None:
+    def __init__(self, allowed: Allowed, ids: Identifiers, lexicon: Lexicon, site: str) -> None:
         self.allowed = allowed
         self.ids = ids
+        self.lexicon = lexicon
+        self.pseudonym = re.compile(rf"{re.escape(site)}-{_CODE}{{10}}")
         self.findings: list[Finding] = []
 
     def add(self, reason: str, where: str) -> None:
@@ -214,7 +225,7 @@ class _Walk:
                 vr = self.private(ds, elem, tag, where)
             else:
                 vr = self.public(ds, elem, tag, where)
-            if tag not in _GATEWAY_WRITTEN:
+            if tag not in _GATEWAY_WRITTEN and not (top and tag in _PROVENANCE_TEXT):
                 self.value(ds, elem, tag, vr, where, guess=private)
 
     def public(self, ds: Dataset, elem: Element, tag: int, where: str) -> str:
@@ -233,6 +244,7 @@ class _Walk:
         """Check a private element against the safe-private list; returns the VR to read it as."""
         element = tag & 0xFFFF
         private = self.allowed.private
+        name: str | None = None
         if element == 0x0000:
             allowed = True  # a group length
         elif 0x0010 <= element <= 0x00FF:
@@ -246,6 +258,9 @@ class _Walk:
             allowed = False  # (gggg,0001-000F), (gggg,0100-0FFF): reserved, never written
         if not allowed:
             self.add(PRIVATE, where)
+            return elem.VR or "UN"
+        if elem.VR in (None, "UN") and element >= 0x1000 and name is not None:
+            return private.vr(name, tag) or "UN"  # implicit VR: read it as the list says
         return elem.VR or "UN"
 
     def value(
@@ -258,7 +273,13 @@ class _Walk:
             for index, item in enumerate(items):
                 self.dataset(item, f"{where}[{index}].")
         elif vr in _TEXT:
-            self.text(_text(ds, elem, tag), where)
+            value = _text(ds, elem, tag)
+            if vr == "CS" and value:  # a defined term is no name, whoever shares it
+                terms = value.split("\\")
+                value = "\\".join(v for v in terms if not self.lexicon.is_term(tag, v))
+            self.text(value, where)
+            if not _private_creator(tag):  # creators: matched whole against the safe list
+                self.words(tag, vr, _text(ds, elem, tag), where)
         elif vr in _READABLE:
             self.ascii(vr, _ascii(elem), where)
         elif vr == "UN" or guess:
@@ -273,6 +294,32 @@ class _Walk:
         uids = self.ids.uids
         if uids and "." in value and any(m[0] in uids for m in _UID_LIKE.finditer(value)):
             self.add(ORIGINAL_UID, where)
+
+    def words(self, tag: int, vr: str, value: str | None, where: str) -> None:
+        """Every value of a text element holds only allowed words (words.Lexicon); the
+        gateway's pseudonyms and dummy IDs have their own shape instead."""
+        if not value:
+            return
+        parts = [value] if vr in _SINGLE_VALUED else value.split("\\")
+        for part in parts:
+            part = part.strip("\0 ")
+            if not part or self._written_id(tag, vr, part):
+                continue
+            if vr in ("CS", "AE") or tag in CODES:
+                allowed = self.lexicon.code_allowed(tag, part)
+            else:
+                allowed = self.lexicon.text_allowed(part)
+            if not allowed:
+                self.add(WORD, where)
+                return
+
+    def _written_id(self, tag: int, vr: str, value: str) -> bool:
+        """A value the gateway draws itself: the patient's pseudonym, a random ID."""
+        if tag in (PATIENT_NAME, PATIENT_ID):
+            return self.pseudonym.fullmatch(value) is not None
+        if vr in ("SH", "LO") and (tag in PSEUDONYMS or tag in self.allowed.dummies):
+            return re.fullmatch(rf"{_CODE}{{8,16}}", value) is not None
+        return False
 
     def ascii(self, vr: str, value: str | None, where: str) -> None:
         """A number, date or UID value; one that holds letters is read as text."""
@@ -291,6 +338,10 @@ class _Walk:
                 self.add(IDENTIFIER, where)
         elif self.ids.number is not None and self.ids.number.search(value):
             self.add(IDENTIFIER, where)
+
+
+def _private_creator(tag: int) -> bool:
+    return bool((tag >> 16) & 1) and 0x0010 <= tag & 0xFFFF <= 0x00FF
 
 
 def _bytes(elem: Element) -> bytes | None:

@@ -41,6 +41,7 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
+from anyascii import anyascii
 from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -111,11 +112,11 @@ _NUMBER_EDGE = (r"(?<![^\W_])(?<!\d\.)", r"(?![^\W_])(?!\.\d)")
 
 
 def fold(text: str) -> str:
-    """Case and accents do not make another word (ASCII: lower case only, the common case)."""
+    """Case, accents and script do not make another word: transliterated to ASCII by anyascii
+    (Ø, Ł, Æ, ß, Cyrillic, kana too), case-folded (ASCII: lower case only, the common case)."""
     if text.isascii():
         return text.lower()
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+    return anyascii(unicodedata.normalize("NFKC", text)).casefold()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,443 @@
+"""Free text leaves only as known words (DESIGN 3, "allow-list for words"; PS3.15 E.3.5).
+
+Every text value the de-identifier keeps (descriptors, code meanings, ROI names, labels, kept
+short strings, SR text under Clean Structured Content, safe private text) is cleaned here before
+the instance's own identifiers are removed on top (`descriptors.Identifiers`). A token stays only
+when it is known to be safe:
+
+- a word of the vocabulary shipped in `data/vocabulary/words.txt` (PS3.16 code meanings from
+  pydicom's concept dictionaries, and curated clinical, technical, vendor and non-English terms:
+  see that file's header and `data/vocabulary/build.py`), or of the site's own word file
+  (`[deidentify] vocabulary`), compared after transliteration to ASCII (anyascii: Ø, Ł, Æ, ß and
+  kana have no accent-free decomposition) and case folding;
+- a single letter (laterality, T for tesla, an initial carries no name);
+- a number of at most 4 digits that is not a year (1800-2099), or a code of letters and digits
+  with at most 4 digits whose letter runs are words or at most 2 letters long (T1, B1000, 3D,
+  VE11C);
+- an ordinal (3rd, 12th) only before a word that is neither a month nor "of" (4th ventricle).
+
+Removed whatever the vocabulary says: e-mail addresses and URLs; anything date- or time-like in
+any spelling (digit groups joined by - / . _ : or an ISO T, day-month without a year, month and
+weekday names in the main European languages and the numbers next to them); telephone-like runs
+and any token with 5 or more digits. A vocabulary word that is also a common personal name
+(`names.txt`: BROWN, WHITE, KING, ROSE, ...) stays only inside a known clinical phrase
+(`phrases.txt`: WHITE MATTER) or where no name context surrounds it: not after a title or a
+relation word (Dr, Mrs, mother, by, ...), not next to a removed unknown word or another name
+word, and not capitalised among lower-case words.
+
+What is removed leaves nothing behind: the kept tokens keep their separators, runs of spaces are
+collapsed and dangling punctuation is trimmed. Coded strings (CS, AE) are kept whole or not at
+all: a defined term of the attribute (`coded.json`, PS3.3/PS3.16), or a value whose every token
+passes; anything else becomes empty.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from anyascii import anyascii
+
+from gateway.deidentify.profile import keep_cleaned_problems
+from gateway.settings import Settings
+
+#: The packaged vocabulary (read as data; the release check reads the same files by path).
+VOCABULARY = "data/vocabulary"
+
+_CJK_CHARS = "\u1100-\u11ff\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f"
+_TOKEN = re.compile(r"(?:\d+\.(?=\d))?[^\W_]+")  # a decimal (1.5) is one token
+# A token's pieces: digit runs, runs of Han/kana/Hangul, runs of other letters
+_PIECE = re.compile(rf"\d+|[{_CJK_CHARS}]+|[^\W\d_{_CJK_CHARS}]+")
+_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
+_URL = re.compile(r"(?i)\b(?:[a-z][a-z0-9+.-]*://|www\.)\S*")
+# Digit groups joined by date, time or list separators (2019_03_14, 12/03, 10:22:05, 2019-03-14T10)
+_JOINED = re.compile(r"(?<![^\W\d_])\d+(?:(?:[-/._:]|T(?=\d))\d+)+\.?")
+# Telephone-like: digit groups with spaces, brackets or a leading +
+_PHONE = re.compile(r"\+\s*\d[\d\s()./-]*\d|\(?\d+\)?(?:[\s./-]+\(?\d+\)?){2,}")
+_DECIMAL = re.compile(r"\d+\.\d+")
+_ORDINAL = re.compile(r"(?i)\d+(?:st|nd|rd|th|e|er|eme|ème|º|ª)")
+_YEARS = range(1800, 2100)
+_MAX_DIGITS = 4
+_MAX_CODE_LETTERS = 2  # letters glued to digits in a code (VE11C, B30f) need not be words
+_MIN_PHONE_DIGITS = 7
+_SPACES = re.compile(r"\s{2,}")
+_BODY_PART_EXAMINED = 0x00180015
+_TRIM = " ,;:-/._+&@#*'\"|"
+
+
+def fold(text: str) -> str:
+    """One spelling for a word in any script, case or width: ASCII, case-folded."""
+    return anyascii(unicodedata.normalize("NFKC", text)).casefold()
+
+
+def _folded_pieces(piece: str) -> list[str]:
+    """The ASCII runs a piece transliterates to ("Þór" -> "thor"; "ﾔﾏﾀﾞ" -> "yamata")."""
+    return re.findall(r"[a-z]+|[0-9]+", fold(piece))
+
+
+class VocabularyError(ValueError):
+    """A site word file that cannot be used; the message names the line (it holds no PHI)."""
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The words that may leave the site, and what makes a known word a name."""
+
+    words: frozenset[str]
+    names: frozenset[str]  # words that are also common personal names
+    phrases: frozenset[tuple[str, ...]]  # clinical phrases holding such a word
+    coded: dict[int, frozenset[str]]  # CS attribute tag -> its defined terms
+    all_coded: frozenset[str]
+    months: frozenset[str]  # month and weekday names: dates
+    anatomy: frozenset[str]  # Body Part Examined terms, folded (MR BRAIN is no Mr Brain)
+    titles: frozenset[str]  # titles and relations: a name follows
+
+    @classmethod
+    def load(cls, site_file: Path | None = None) -> Vocabulary:
+        """The packaged vocabulary, plus the site's own words (VocabularyError: bad file)."""
+        words = set(_packaged_lines("words.txt"))
+        months = _months()
+        if site_file is not None:
+            words |= site_words(site_file, months)
+        from pydicom.datadict import tag_for_keyword  # the dictionary: CS keywords -> tags
+
+        coded: dict[int, frozenset[str]] = {}
+        text = resources.files("gateway.deidentify").joinpath(f"{VOCABULARY}/coded.json")
+        for keyword, terms in json.loads(text.read_text(encoding="utf-8")).items():
+            tag = tag_for_keyword(keyword)
+            if tag is not None:
+                coded[int(tag)] = frozenset(terms)
+        phrases = frozenset(tuple(line.split()) for line in _packaged_lines("phrases.txt"))
+        return cls(
+            words=frozenset(words),
+            names=frozenset(_packaged_lines("names.txt")),
+            phrases=phrases,
+            coded=coded,
+            all_coded=frozenset(t for terms in coded.values() for t in terms),
+            months=months,
+            anatomy=frozenset(t.casefold() for t in coded.get(_BODY_PART_EXAMINED, ())),
+            titles=frozenset(
+                w for line in _packaged_lines("name_context.txt") for w in line.split()
+            ),
+        )
+
+
+def _months() -> frozenset[str]:
+    return frozenset(w for line in _packaged_lines("months.txt") for w in line.split())
+
+
+def _packaged_lines(name: str) -> list[str]:
+    text = resources.files("gateway.deidentify").joinpath(f"{VOCABULARY}/{name}")
+    return _entries(text.read_text(encoding="utf-8").splitlines())
+
+
+def _entries(lines: Iterable[str]) -> list[str]:
+    out = []
+    for line in lines:
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            out.append(entry)
+    return out
+
+
+def site_words(path: Path, months: frozenset[str]) -> set[str]:
+    """A site's word file: one word per line (letters, digits, hyphen or apostrophe inside),
+    `#` starts a comment. A line that is not one such word, holds 5 or more digits, or names a
+    month or weekday, fails with its line number."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise VocabularyError(f"{path}: not UTF-8 text") from None
+    words: set[str] = set()
+    for number, line in enumerate(lines, 1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        problem = _site_word_problem(entry, months)
+        if problem is not None:
+            raise VocabularyError(f"{path}: line {number}: {problem}")
+        words.update(_folded_pieces(entry))
+    return words
+
+
+def _site_word_problem(entry: str, months: frozenset[str]) -> str | None:
+    if not re.fullmatch(r"[^\W_]+(?:['-][^\W_]+)*", entry):
+        return "one word per line (letters and digits; no spaces or punctuation)"
+    if sum(ch.isdigit() for ch in entry) > _MAX_DIGITS:
+        return f"a word with more than {_MAX_DIGITS} digits looks like an identifier"
+    if any(piece in months for piece in _folded_pieces(entry)):
+        return "month and weekday names are never kept (dates)"
+    return None
+
+
+@dataclass
+class _Token:
+    text: str
+    start: int
+    end: int
+    folded: list[str]  # ASCII runs of its letter pieces
+    kind: str  # "word", "number", "code", "ordinal"
+    known: bool = False  # passes on its own
+    keep: bool = False
+
+
+class Cleaner:
+    """Allow-list cleaning with a cache: a series repeats its descriptors instance after
+    instance, so most values are cleaned once per worker."""
+
+    _CACHE_SIZE = 8192
+
+    def __init__(self, vocabulary: Vocabulary) -> None:
+        self.vocabulary = vocabulary
+        self._text: dict[str, tuple[str, int]] = {}
+        self._codes: dict[tuple[int, str], tuple[str, int]] = {}
+
+    def text(self, value: str) -> tuple[str, int]:
+        """`value` keeping only allowed tokens, and how many tokens were removed."""
+        found = self._text.get(value)
+        if found is None:
+            found = _clean(value, self.vocabulary)
+            if len(self._text) >= self._CACHE_SIZE:
+                self._text.clear()
+            self._text[value] = found
+        return found
+
+    def is_term(self, tag: int, value: str) -> bool:
+        """A defined term of a coded attribute (of this one, or of any: a shared code)."""
+        value = value.strip()
+        return value in self.vocabulary.coded.get(tag, ()) or value in self.vocabulary.all_coded
+
+    def code(self, tag: int, value: str) -> tuple[str, int]:
+        """A coded string (CS, AE): kept whole, or "" with the count of tokens it had."""
+        key = (tag, value)
+        found = self._codes.get(key)
+        if found is None:
+            found = _clean_code(tag, value, self.vocabulary)
+            if len(self._codes) >= self._CACHE_SIZE:
+                self._codes.clear()
+            self._codes[key] = found
+        return found
+
+
+#: The code of a coded entry (PS3.3 8.8): CodeValue, CodingSchemeDesignator,
+#: CodingSchemeVersion, LongCodeValue, MappingResource, ContextIdentifier. Codes are numbers
+#: (SNOMED CT 51185008, DCM 113100) or short prefixed forms (T-D3000, RID1234, LA12345-6).
+CODE_ATTRIBUTES = frozenset(
+    {0x00080100, 0x00080102, 0x00080103, 0x00080119, 0x00080105, 0x0008010F}
+)
+_CODE_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+_MAX_CODE_PREFIX = 4
+
+
+def _clean_code(tag: int, value: str, vocabulary: Vocabulary) -> tuple[str, int]:
+    stripped = value.strip()
+    if (
+        not stripped
+        or stripped in vocabulary.coded.get(tag, ())
+        or stripped in vocabulary.all_coded
+    ):
+        return value, 0
+    if tag in CODE_ATTRIBUTES:
+        return (value, 0) if _code_shaped(stripped, vocabulary) else ("", 1)
+    _, removed = _clean(stripped.replace("_", " "), vocabulary)
+    if not removed:
+        return value, 0
+    return "", max(removed, 1)
+
+
+def _clean(value: str, vocabulary: Vocabulary) -> tuple[str, int]:
+    """Clean until nothing more goes: a removal makes new neighbours (a number now beside a
+    month, two name words now side by side), and what leaves must pass its own rules."""
+    text, removed = _clean_once(value, vocabulary)
+    total = removed
+    while removed and text:
+        text, removed = _clean_once(text, vocabulary)
+        total += removed
+    return (text, total) if total else (value, 0)
+
+
+def _clean_once(value: str, vocabulary: Vocabulary) -> tuple[str, int]:
+    text = unicodedata.normalize("NFKC", value)
+    cut: list[tuple[int, int]] = []  # spans removed before tokens are looked at
+    removed = 0
+    for pattern in (_EMAIL, _URL):
+        for match in pattern.finditer(text):
+            cut.append(match.span())
+            removed += 1
+    for match in _JOINED.finditer(text):
+        if _date_like(match.group(0), text[match.end() :], vocabulary):
+            cut.append(match.span())
+            removed += 1
+    for match in _PHONE.finditer(text):
+        digits = sum(ch.isdigit() for ch in match.group(0))
+        if digits >= _MIN_PHONE_DIGITS:
+            cut.append(match.span())
+            removed += 1
+    tokens = _tokens(text)
+    _judge(tokens, vocabulary, cut)
+    removed += sum(not t.keep for t in tokens if not _inside(t, cut))
+    if not removed:
+        return value, 0
+    out = list(text)
+    for start, end in cut:
+        out[start:end] = [" "] * (end - start)
+    for token in tokens:
+        if not token.keep:
+            out[token.start : token.end] = [" "] * (token.end - token.start)
+    return _tidy("".join(out)), removed
+
+
+def _code_shaped(value: str, vocabulary: Vocabulary) -> bool:
+    """A code: letters, digits and . _ : - only, any number of digits, and letter runs of at
+    most 4 letters unless they are words (a name is not a code)."""
+    if not _CODE_SHAPE.fullmatch(value):
+        return False
+    runs = re.findall(r"[a-z]+", value.casefold())
+    return all(len(r) <= _MAX_CODE_PREFIX or r in vocabulary.words for r in runs)
+
+
+def _date_like(joined: str, after: str, vocabulary: Vocabulary) -> bool:
+    """Digit groups joined by separators: dates and times, unless a decimal or a range that
+    a unit follows (1.5 mm, 5-10 mm) or a plain decimal that cannot be a day and month."""
+    groups = re.findall(r"\d+", joined)
+    if sum(len(g) for g in groups) > _MAX_DIGITS or len(groups) > 2 or joined.endswith("."):
+        return True
+    if ":" in joined or "_" in joined or "T" in joined:
+        return True
+    unit = re.match(r"\s*([^\W\d_]+)", after)
+    if unit is not None and fold(unit.group(1)) in vocabulary.words:
+        return False  # a measurement or a range with its unit
+    first, second = int(groups[0]), int(groups[1])
+    day_month = 1 <= first <= 31 and 1 <= second <= 12
+    month_day = 1 <= first <= 12 and 1 <= second <= 31
+    if _DECIMAL.fullmatch(joined):
+        return day_month and len(groups[1]) == 2  # 14.03 reads as a date; 1.5 does not
+    return day_month or month_day
+
+
+def _inside(token: _Token, cut: list[tuple[int, int]]) -> bool:
+    return any(start < token.end and token.start < end for start, end in cut)
+
+
+def _tokens(text: str) -> list[_Token]:
+    out = []
+    for match in _TOKEN.finditer(text):
+        word = match.group(0)
+        pieces = _PIECE.findall(word)
+        letters = [f for p in pieces if not p.isdigit() for f in _folded_pieces(p)]
+        digits = [p for p in pieces if p.isdigit()]
+        if _ORDINAL.fullmatch(word):
+            kind = "ordinal"
+        elif digits and letters:
+            kind = "code"
+        elif digits:
+            kind = "number"
+        else:
+            kind = "word"
+        out.append(_Token(word, match.start(), match.end(), letters, kind))
+    return out
+
+
+def _judge(tokens: list[_Token], vocabulary: Vocabulary, cut: list[tuple[int, int]]) -> None:
+    """Decide each token: first on its own, then the name words and ordinals in context. A
+    token in a span already cut (a date, an address) is unknown: a word glued to it goes too."""
+    words = vocabulary.words
+    for token in tokens:
+        token.known = _known(token, words) and not _inside(token, cut)
+    for index, token in enumerate(tokens):
+        if not token.known:
+            continue
+        if token.kind == "ordinal":
+            after = tokens[index + 1] if index + 1 < len(tokens) else None
+            token.keep = (
+                after is not None
+                and after.kind == "word"
+                and after.known
+                and after.folded not in (["of"], ["de"], ["du"], ["des"])
+            )
+        elif token.kind == "word" and _is_name(token, vocabulary):
+            token.keep = not _name_context(tokens, index, vocabulary)
+        else:
+            token.keep = True
+    months = [i for i, t in enumerate(tokens) if any(f in vocabulary.months for f in t.folded)]
+    for index in months:  # the day or year beside a month name goes with it
+        for near in (index - 2, index - 1, index + 1, index + 2):
+            if 0 <= near < len(tokens) and tokens[near].kind in ("number", "ordinal", "code"):
+                tokens[near].keep = False
+
+
+def _known(token: _Token, words: frozenset[str]) -> bool:
+    folded = token.folded
+    if token.kind == "ordinal":
+        return len(token.text) <= 4
+    digits = sum(ch.isdigit() for ch in token.text)
+    if digits > _MAX_DIGITS:
+        return False
+    if token.kind == "number":
+        return not (token.text.isdigit() and len(token.text) == 4 and int(token.text) in _YEARS)
+    if token.kind == "code":
+        return all(f in words or len(f) <= _MAX_CODE_LETTERS for f in folded)
+    if len(folded) == 1 and len(folded[0]) == 1:
+        return True  # a single letter
+    return bool(folded) and all(f in words for f in folded)
+
+
+def _is_name(token: _Token, vocabulary: Vocabulary) -> bool:
+    return any(f in vocabulary.names for f in token.folded)
+
+
+def _name_context(tokens: list[_Token], index: int, vocabulary: Vocabulary) -> bool:
+    """Whether a known word that is also a name reads as a name here."""
+    folded = [" ".join(t.folded) for t in tokens]
+    for size in (2, 3, 4):
+        for start in range(index - size + 1, index + 1):
+            if start >= 0 and tuple(folded[start : start + size]) in vocabulary.phrases:
+                return False  # WHITE MATTER
+    before = tokens[index - 1] if index else None
+    after = tokens[index + 1] if index + 1 < len(tokens) else None
+    if before is not None and not before.known:
+        return True
+    if before is not None and folded[index - 1] in vocabulary.titles:
+        return not _modality_before_anatomy(before.text, folded[index], vocabulary)
+    if after is not None and not after.known:
+        return True
+    for near in (before, after):
+        if near is not None and near.kind == "word" and _is_name(near, vocabulary):
+            return True
+    text = tokens[index].text
+    lower_around = any(t.text.islower() for t in (before, after) if t is not None)
+    return lower_around and text[:1].isupper() and not text.isupper()
+
+
+def _modality_before_anatomy(title: str, word: str, vocabulary: Vocabulary) -> bool:
+    """MR BRAIN, DR CHEST: a title that is also a word (MR, DR, MS), in capitals, before a
+    body part (a Body Part Examined term) is a modality, not Mr or Dr."""
+    return title.isupper() and title.casefold() in vocabulary.words and word in vocabulary.anatomy
+
+
+def _tidy(text: str) -> str:
+    return _SPACES.sub(" ", text).strip(_TRIM)
+
+
+def settings_problems(settings: Settings) -> list[str]:
+    """What is wrong with the site's text options: `keep_cleaned` entries that are not
+    narrative attributes, a word file that cannot be read (each naming the key and file)."""
+    options = settings.deidentify
+    problems = [f"{settings.source}: {p}" for p in keep_cleaned_problems(options)]
+    if options.vocabulary is not None:
+        months = _months()
+        try:
+            site_words(options.vocabulary, months)
+        except OSError as exc:
+            problems.append(
+                f"{settings.source}: deidentify.vocabulary: cannot read {options.vocabulary}: "
+                f"{exc.strerror}"
+            )
+        except VocabularyError as exc:
+            problems.append(f"{settings.source}: deidentify.vocabulary: {exc}")
+    return problems

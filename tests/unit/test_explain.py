@@ -1,0 +1,231 @@
+"""describe-profile says what the engine does: every row against `Engine.step`, and each kind
+of description against what a real run does to a value."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pydicom.datadict import dictionary_has_tag, dictionary_VR
+from pydicom.dataelem import DataElement
+
+from gateway.deidentify.engine import REWRITTEN, Engine, Step
+from gateway.deidentify.explain import (
+    EFFECTS,
+    RANDOM_ID,
+    YEAR_ONLY,
+    Effect,
+    Explanation,
+    effect_of,
+    explain,
+    representative,
+)
+from gateway.settings import DeidentifySettings
+from gateway.vault.sqlite import SqliteVault
+from tests.dicom_builders import item, part10, synthetic
+
+DEFAULTS = DeidentifySettings()
+NOTHING = DeidentifySettings(
+    retain_patient_characteristics=False, longitudinal_dates="off", clean_descriptors=False
+)
+ALL_RETAINED = dataclasses.replace(
+    DEFAULTS,
+    retain_device_identity=True,
+    retain_institution_identity=True,
+    retain_uids=True,
+    retain_safe_private=True,
+)
+OPTIONS = {
+    "defaults": DEFAULTS,
+    "nothing": NOTHING,
+    "all-retained": ALL_RETAINED,
+    "all-retained-and-cleaned": dataclasses.replace(
+        ALL_RETAINED, clean_structured_content=True, clean_graphics=True
+    ),
+    "dates-off": dataclasses.replace(DEFAULTS, longitudinal_dates="off"),
+    "dates-year": dataclasses.replace(DEFAULTS, longitudinal_dates="year"),
+    "dates-full": dataclasses.replace(DEFAULTS, longitudinal_dates="full"),
+    "no-clean-descriptors": dataclasses.replace(DEFAULTS, clean_descriptors=False),
+}
+# PS3.15 Table E.1-1 says D for these sequences; no dummy item can stand for what identified
+# someone, so the engine removes them (the issue: describe-profile said "dummy").
+SEQUENCES_REMOVED = {
+    "(0008,0082)": "Institution Code Sequence",
+    "(0008,1072)": "Operator Identification Sequence",
+    "(0040,1101)": "Person Identification Code Sequence",
+    "(0040,A073)": "Verifying Observer Sequence",
+    "(0034,0001)": "Flow Identifier Sequence",
+    "(0008,1111)": "Referenced Performed Procedure Step Sequence",
+}
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Iterator[SqliteVault]:
+    store = SqliteVault(tmp_path / "vault.sqlite3", b"e" * 32)
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=list(OPTIONS))
+def engine(request: pytest.FixtureRequest, vault: SqliteVault) -> Engine:
+    """A real engine, with a real vault, built apart from the one explain() builds."""
+    return Engine(OPTIONS[request.param], vault, ae_title="GATEWAY_UT")
+
+
+def test_describe_every_step_with_a_table_code() -> None:
+    """A step added to the engine without a description fails here, not in front of a
+    privacy officer."""
+    assert set(EFFECTS) == set(Step)
+    assert {effect.action for effect in EFFECTS.values()} <= set("XZDKCU")
+    assert all(effect.does for effect in EFFECTS.values())
+
+
+def test_describe_each_step_by_the_code_for_what_it_does() -> None:
+    """X remove, Z empty, D dummy, K keep, U new UID; C whatever keeps a changed value."""
+    expected = {
+        Step.REMOVE: Effect("X", "remove"),
+        Step.EMPTY: Effect("Z", "replace with an empty value"),
+        Step.DUMMY: Effect("D", "replace with a dummy value of the same VR"),
+        Step.KEEP: Effect("K", "keep"),
+        Step.UID: Effect("U", "replace with a new UID, consistently mapped"),
+        Step.DATE: Effect("C", "shift by the patient's date offset (intervals kept)"),
+        Step.AGE: Effect("C", "keep, ages over 89 as 090Y"),
+        Step.SEQUENCE: Effect("C", "keep the sequence, de-identify its items"),
+    }
+    assert {step: EFFECTS[step] for step in expected} == expected
+    assert EFFECTS[Step.CLEAN].action == EFFECTS[Step.SCRUB].action == "C"
+    assert EFFECTS[Step.ACCESSION].action == EFFECTS[Step.STUDY_ID].action == "D"
+
+
+def test_describe_every_row_as_engine_step_decides(engine: Engine) -> None:
+    """For every gateway rule and every Table E.1-1 row, the step explain() reports is the
+    step a separately built engine decides for the row's tag, and what is printed is that
+    step's description (for a value of the attribute's VR)."""
+    options = engine.options
+    rows = explain(options)
+    assert [r.row for r in rows if r.source == "table"] == list(engine.profile)
+    assert [r.row for r in rows if r.source == "gateway"] == list(engine.profile.overrides)
+    for r in rows:
+        tag = representative(r.row)
+        if tag is None:  # private attributes: Engine.walk keeps only the safe-private list
+            assert r.step is None
+            assert r.effect.action == ("C" if options.retain_safe_private else "X")
+            continue
+        step = engine.step(tag)
+        assert r.step is step, r.row.rule.tag
+        expected = effect_of(step, engine.vr(tag), options)
+        if tag in REWRITTEN:  # written afresh at the top level; `expected` in items
+            assert r.effect.does.endswith(expected.does), r.row.rule.tag
+        elif tag != 0x00020003:  # the file meta's copy of the SOP Instance UID
+            assert r.effect == expected, r.row.rule.tag
+
+
+def test_a_dummy_the_engine_cannot_make_is_described_as_what_it_does() -> None:
+    assert effect_of(Step.DUMMY, "LO", DEFAULTS) == RANDOM_ID
+    assert effect_of(Step.DUMMY, "PN", DEFAULTS) == EFFECTS[Step.DUMMY]
+    assert effect_of(Step.DUMMY, "OB", DEFAULTS) == EFFECTS[Step.EMPTY]
+    assert effect_of(Step.DATE, "DA", OPTIONS["dates-year"]) == YEAR_ONLY
+
+
+@pytest.mark.parametrize("name", ["defaults", "nothing", "all-retained"])
+def test_sequences_the_table_gives_a_dummy_are_described_as_removed(name: str) -> None:
+    rows = {r.row.rule.tag: r for r in explain(OPTIONS[name]) if r.source == "table"}
+    for tag, sequence in SEQUENCES_REMOVED.items():
+        row = rows[tag]
+        assert row.row.rule.name == sequence
+        if row.rule.action.value == "D":  # an option may keep one (Retain Institution Identity)
+            assert (row.step, row.effect) == (Step.REMOVE, Effect("X", "remove")), tag
+
+
+def test_describe_rows_the_engine_writes_afresh() -> None:
+    rows = {r.row.rule.tag: r for r in explain(DEFAULTS) if r.source == "gateway"}
+    name = rows["(0010,0010)"].effect
+    assert name.action == "D"
+    assert name.does.startswith("replace with the patient's pseudonym (vault)")
+    assert rows["(0008,0050)"].effect.does.startswith(EFFECTS[Step.ACCESSION].does)
+    assert rows["(0020,0010)"].effect.does.startswith(EFFECTS[Step.STUDY_ID].does)
+
+
+# -- what a run does ---------------------------------------------------------------------------
+
+_VALUES: dict[str, Any] = {
+    "AE": "QXSTATION",
+    "AS": "095Y",
+    "CS": "QXCODE",
+    "DA": "20200102",
+    "DS": "1.5",
+    "DT": "20200102030405",
+    "IS": "7",
+    "LO": "QX LONG",
+    "LT": "QX long text",
+    "OB": b"QXOB",
+    "PN": "Qxfamily^Qxgiven",
+    "SH": "QXSHORT",
+    "ST": "QX short text",
+    "TM": "101010",
+    "UC": "QX unlimited",
+    "UI": "1.2.826.0.1.3680043.2.1125.77",
+    "UN": b"QXUN",
+    "UR": "http://example.org/qx",
+    "US": 5,
+    "UT": "QX text",
+}
+
+
+def _sample(options: DeidentifySettings) -> dict[int, Explanation]:
+    """One table row per description and VR, for public tags a data set can hold, and the
+    sequences of the issue."""
+    chosen: dict[tuple[Effect, str], tuple[int, Explanation]] = {}
+    present = synthetic()
+    for r in explain(options):
+        tag = r.row.rule.exact_tag
+        if tag is None or tag in REWRITTEN or tag >> 16 in (0x0000, 0x0002, 0xFFFC):
+            continue
+        if not dictionary_has_tag(tag) or tag in present:
+            continue
+        vr = dictionary_VR(tag).split(" or ")[0]
+        if vr in _VALUES or vr == "SQ":
+            kind = r.row.rule.tag if r.row.rule.tag in SEQUENCES_REMOVED else vr
+            chosen.setdefault((r.effect, kind), (tag, r))
+    return dict(chosen.values())
+
+
+def _holds(elem: DataElement) -> bool:
+    return elem.value not in (None, "", b"", [])
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_what_is_described_is_what_a_run_does(name: str, vault: SqliteVault) -> None:
+    """An instance holding one attribute per description and VR, de-identified by a real
+    engine: each comes out as its row says (removed, emptied, kept, replaced, mapped...)."""
+    options = OPTIONS[name]
+    sample = _sample(options)
+    ds = synthetic()
+    for tag in sample:
+        vr = dictionary_VR(tag).split(" or ")[0]
+        ds.add_new(tag, vr, [item(CodeValue="QX1")] if vr == "SQ" else _VALUES[vr])
+    engine = Engine(options, vault, ae_title="GATEWAY_UT")
+    out = dcmread(io.BytesIO(engine.run(part10(ds)).data))
+    replaced = {EFFECTS[Step.DUMMY], RANDOM_ID, EFFECTS[Step.UID], EFFECTS[Step.DATE]}
+    for tag, r in sample.items():
+        given, does = ds[tag].value, r.effect
+        if does == EFFECTS[Step.REMOVE]:
+            assert tag not in out, r.row.rule.tag
+        elif does == EFFECTS[Step.EMPTY]:
+            assert not _holds(out[tag]), r.row.rule.tag
+        elif does == EFFECTS[Step.KEEP]:
+            assert out[tag].value == given, r.row.rule.tag
+        elif does in replaced:
+            assert _holds(out[tag]), r.row.rule.tag
+            assert out[tag].value != given, r.row.rule.tag
+        elif does == YEAR_ONLY:
+            assert out[tag].value == given[:4], r.row.rule.tag
+        elif does == EFFECTS[Step.AGE]:
+            assert out[tag].value == "090Y", r.row.rule.tag
+        else:  # text cleaned, sequences de-identified: kept, whatever cleaning leaves
+            assert tag in out, (r.row.rule.tag, does)

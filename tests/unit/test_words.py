@@ -1,0 +1,204 @@
+"""The allow-list of words: the de-identifier's cleaner and the release check's own verifier.
+
+The cleaner (gateway.deidentify.words) keeps known tokens; the verifier (gateway.release.words)
+says whether a text holds only allowed ones. Each class of leak is removed by the first and
+refused by the second; common descriptors pass both untouched; and whatever the cleaner
+returns, the verifier accepts (else every instance would be quarantined).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+from anyascii import anyascii
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.deidentify.words import Cleaner, Vocabulary, VocabularyError
+from gateway.release.words import Lexicon
+
+
+@functools.cache
+def _both() -> tuple[Cleaner, Lexicon]:
+    return Cleaner(Vocabulary.load()), Lexicon.load(None)
+
+
+@pytest.fixture
+def cleaner() -> Cleaner:
+    return _both()[0]
+
+
+@pytest.fixture
+def lexicon() -> Lexicon:
+    return _both()[1]
+
+
+KEPT = [
+    "CT CHEST W CONTRAST",
+    "T1 MPRAGE SAG",
+    "AX DWI B1000",
+    "WHITE MATTER",
+    "4th ventricle",
+    "Slice thickness 1.5 mm",
+    "5-10 mm",
+    "C3-C7",
+    "FAT SAT",
+]
+
+# Each: a text with something identifying in it, and the planted part that must not survive
+LEAKS = [
+    ("relative", "CT HEAD mother Ingrid Sorbøe", "Ingrid Sorbøe"),
+    ("clinician", "per Dr Wojciech Łukaszewicz", "Łukaszewicz"),
+    ("clinician-word-name", "seen by Dr Rose Brown", "Rose Brown"),
+    ("title-word-names", "Mrs Hope King called", "Hope King"),
+    ("hospital", "referred from St Brendanus Hospital Tralee", "Brendanus"),
+    ("nickname", "pt known as Bubba", "Bubba"),
+    ("address", "14 Larkspur Crescent", "Larkspur"),
+    ("email", "report to m.vasquez@example-clinic.org", "vasquez@example"),
+    ("url", "see https://intra.example.org/p?id=7", "intra.example.org"),
+    ("o-slash", "ØSTERGÅRD CHEST", "ØSTERGÅRD"),
+    ("l-stroke", "ŁUCZAK", "ŁUCZAK"),
+    ("ae", "ÆRENLUND", "ÆRENLUND"),
+    ("d-stroke", "ĐORĐEVIĆ", "ĐORĐEVIĆ"),
+    ("thorn", "ÞÓRSDÓTTIR", "ÞÓRSDÓTTIR"),
+    ("sharp-s", "GROßMANN", "GROßMANN"),
+    ("glued", "VANDERHEIJDEN", "VANDERHEIJDEN"),
+    ("mc", "McDonagh", "McDonagh"),
+    ("apostrophe", "O'Brien", "Brien"),
+    ("particle", "van der Heijden", "Heijden"),
+    ("date-underscore", "CT 2019_03_14", "2019_03_14"),
+    ("iso-datetime", "2019-03-14T10:22:05", "10:22"),
+    ("ordinal-of", "14th of March", "14th"),
+    ("month-day", "Mar 14", "Mar 14"),
+    ("day-month", "14 Mar", "14 Mar"),
+    ("day-mon-dash", "14-MAR", "14-MAR"),
+    ("day-month-dots", "seen 14.03.", "14.03"),
+    ("ordinal-date", "3rd May 2019", "2019"),
+    ("mrn", "MRN 48213377", "48213377"),
+    ("phone", "call +47 912 34 567", "912 34 567"),
+    ("katakana", "ヤマダ", "ヤマダ"),
+    ("half-width-kana", "ﾔﾏﾀﾞ", "ﾔﾏﾀﾞ"),
+    ("occupation", "falconer", "falconer"),
+    ("year", "CT 1958", "1958"),
+]
+
+
+def _forms(planted: str) -> list[str]:
+    return [planted.casefold(), anyascii(planted).casefold()]
+
+
+@pytest.mark.parametrize("text", KEPT)
+def test_common_descriptors_keep_every_token(cleaner: Cleaner, lexicon: Lexicon, text: str) -> None:
+    assert cleaner.text(text) == (text, 0)
+    assert lexicon.text_allowed(text)
+
+
+@pytest.mark.parametrize(("text", "planted"), [c[1:] for c in LEAKS], ids=[c[0] for c in LEAKS])
+def test_each_class_is_removed_by_the_cleaner_and_refused_by_the_verifier(
+    cleaner: Cleaner, lexicon: Lexicon, text: str, planted: str
+) -> None:
+    cleaned, removed = cleaner.text(text)
+    assert removed > 0
+    for form in _forms(planted):
+        assert form not in cleaned.casefold()
+        assert form not in anyascii(cleaned).casefold()
+    assert not lexicon.text_allowed(text)
+    assert lexicon.text_allowed(cleaned)
+
+
+def test_a_name_word_stays_in_a_clinical_phrase_and_without_name_context(
+    cleaner: Cleaner, lexicon: Lexicon
+) -> None:
+    assert cleaner.text("brown fat")[0] == "brown fat"
+    assert cleaner.text("WHITE MATTER HYPERINTENSITY")[1] == 0
+    assert cleaner.text("Dr White")[0] == "Dr"
+    assert lexicon.text_allowed("WHITE MATTER")
+    assert not lexicon.text_allowed("Dr White")
+    assert not lexicon.text_allowed("HOPE KING")
+
+
+def test_coded_values_are_kept_whole_or_emptied(cleaner: Cleaner, lexicon: Lexicon) -> None:
+    body_part = 0x00180015
+    assert cleaner.code(body_part, "HEAD") == ("HEAD", 0)
+    assert cleaner.code(body_part, "CHEST") == ("CHEST", 0)
+    assert cleaner.code(body_part, "SMITHSON")[0] == ""
+    assert cleaner.code(0x00080008, "ORIGINAL") == ("ORIGINAL", 0)
+    assert lexicon.code_allowed(body_part, "HEAD")
+    assert not lexicon.code_allowed(body_part, "SMITHSON")
+
+
+def test_a_site_word_file_adds_words(tmp_path: Path) -> None:
+    path = tmp_path / "words.txt"
+    path.write_text("# our scanner room names\nZYLOPHAX\nbrachy-suite # a room\n")
+    assert Cleaner(Vocabulary.load()).text("ZYLOPHAX CT")[0] == "CT"
+    assert Cleaner(Vocabulary.load(path)).text("ZYLOPHAX CT") == ("ZYLOPHAX CT", 0)
+    assert Lexicon.load(path).text_allowed("zylophax brachy suite")
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [("two words", "one word per line"), ("ID123456", "digits"), ("March", "month")],
+)
+def test_a_malformed_site_word_file_names_its_line(tmp_path: Path, line: str, problem: str) -> None:
+    path = tmp_path / "words.txt"
+    path.write_text(f"# comment\nZYLOPHAX\n{line}\n")
+    with pytest.raises(VocabularyError, match=rf"{path}: line 3: .*{problem}"):
+        Vocabulary.load(path)
+
+
+_PIECES = st.sampled_from(
+    [
+        "CT",
+        "CHEST",
+        "brown",
+        "White",
+        "MATTER",
+        "Dr",
+        "Rose",
+        "mother",
+        "14",
+        "2019",
+        "3rd",
+        "ventricle",
+        "Mar",
+        "May",
+        "1.5",
+        "mm",
+        "12/03",
+        "T1",
+        "B1000",
+        "Ø",
+        "ŁUCZAK",
+        "x@y.z",
+        "+47",
+        "912",
+        "34",
+        "567",
+        "2019-03-14T10:22",
+        "of",
+        "C+",
+        "SAT",
+        "FAT",
+        "(",
+        ")",
+        "-",
+        "ヤマダ",
+        "KING",
+        "HOPE",
+        "14.03.",
+        "5-10",
+        "by",
+        "Zorblat",
+        "AX",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, min_size=1, max_size=10), st.sampled_from([" ", "", "_", "/", ", "]))
+def test_the_verifier_accepts_whatever_the_cleaner_keeps(pieces: list[str], separator: str) -> None:
+    cleaner, lexicon = _both()
+    cleaned, _ = cleaner.text(separator.join(pieces))
+    assert lexicon.text_allowed(cleaned), cleaned
