@@ -10,9 +10,11 @@ the de-identified Part 10 bytes. Per element, at every sequence depth:
    decides for every attribute it names: X remove, Z empty, D dummy (a vault-consistent random
    ID for LO/SH), K keep, C clean (descriptors cleaned, dates shifted), U new UID.
 3. The allow-list decides the rest: a public attribute the DICOM dictionary knows and does not
-   retire is kept, with its UIDs mapped, its dates shifted, its ages aggregated and its text
-   scrubbed of this instance's identifiers; person names, retired and unknown attributes go.
-   Private attributes go, except the safe-private list when that option is on.
+   retire is kept, with its UIDs mapped, its dates shifted, its ages aggregated; person names,
+   retired and unknown attributes go. Private attributes go, except the safe-private list when
+   that option is on. Every text value kept, at any depth, keeps only known words (`words.py`;
+   codes whole or empty), then this instance's identifiers are removed from it
+   (`descriptors.py`); free narrative goes unless the site keeps it cleaned (`profile.py`).
 4. Group 0002 is rebuilt (our implementation UID and AE title; MediaStorageSOPInstanceUID =
    the new SOPInstanceUID) and provenance is written (PatientIdentityRemoved,
    DeidentificationMethod and its CID 7050 codes, LongitudinalTemporalInformationModified).

@@ -11,7 +11,7 @@ when it is known to be safe:
   (`[deidentify] vocabulary`), compared after transliteration to ASCII (anyascii: Ø, Ł, Æ, ß and
   kana have no accent-free decomposition) and case folding;
 - a single letter (laterality, T for tesla, an initial carries no name);
-- a number of at most 4 digits that is not a year (1800-2099), or a code of letters and digits
+- a number of at most 4 digits that is not a year (1900-2039), or a code of letters and digits
   with at most 4 digits whose letter runs are words or at most 2 letters long (T1, B1000, 3D,
   VE11C);
 - an ordinal (3rd, 12th) only before a word that is neither a month nor "of" (4th ventricle).
@@ -56,12 +56,12 @@ _PIECE = re.compile(rf"\d+|[{_CJK_CHARS}]+|[^\W\d_{_CJK_CHARS}]+")
 _EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
 _URL = re.compile(r"(?i)\b(?:[a-z][a-z0-9+.-]*://|www\.)\S*")
 # Digit groups joined by date, time or list separators (2019_03_14, 12/03, 10:22:05, 2019-03-14T10)
-_JOINED = re.compile(r"(?<![^\W\d_])\d+(?:(?:[-/._:]|T(?=\d))\d+)+\.?")
+_JOINED = re.compile(r"(?<![^\W_])\d+(?:(?:[-/._:]|T(?=\d))\d+)+\.?")
 # Telephone-like: digit groups with spaces, brackets or a leading +
-_PHONE = re.compile(r"\+\s*\d[\d\s()./-]*\d|\(?\d+\)?(?:[\s./-]+\(?\d+\)?){2,}")
+_PHONE = re.compile(r"\+\s*\d[\d\s()./-]*\d|\(?\d+\)?(?:[\s/-]+\(?\d+\)?){2,}")
 _DECIMAL = re.compile(r"\d+\.\d+")
 _ORDINAL = re.compile(r"(?i)\d+(?:st|nd|rd|th|e|er|eme|ème|º|ª)")
-_YEARS = range(1800, 2100)
+_YEARS = range(1900, 2040)  # birth years and study years: a 4-digit number in here is a year
 _MAX_DIGITS = 4
 _MAX_CODE_LETTERS = 2  # letters glued to digits in a code (VE11C, B30f) need not be words
 _MIN_PHONE_DIGITS = 7
@@ -302,22 +302,45 @@ def _code_shaped(value: str, vocabulary: Vocabulary) -> bool:
 
 
 def _date_like(joined: str, after: str, vocabulary: Vocabulary) -> bool:
-    """Digit groups joined by separators: dates and times, unless a decimal or a range that
-    a unit follows (1.5 mm, 5-10 mm) or a plain decimal that cannot be a day and month."""
+    """Digit groups joined by separators: a date or a time (2019-03-14, 14.03., 10:22, 2019_03,
+    12/03), or a decimal, a range with its unit, a version (1.5, 5-10 mm, 2.1.0)."""
     groups = re.findall(r"\d+", joined)
-    if sum(len(g) for g in groups) > _MAX_DIGITS or len(groups) > 2 or joined.endswith("."):
-        return True
-    if ":" in joined or "_" in joined or "T" in joined:
-        return True
+    if any(len(g) > _MAX_DIGITS for g in groups) or re.search(r"[:_T]", joined):
+        return True  # an ID-length run; times, ISO and underscore dates
+    if len(groups) > 2:
+        return _holds_date(groups)
     unit = re.match(r"\s*([^\W\d_]+)", after)
-    if unit is not None and fold(unit.group(1)) in vocabulary.words:
+    if unit is not None and not joined.endswith(".") and fold(unit.group(1)) in vocabulary.words:
         return False  # a measurement or a range with its unit
     first, second = int(groups[0]), int(groups[1])
     day_month = 1 <= first <= 31 and 1 <= second <= 12
     month_day = 1 <= first <= 12 and 1 <= second <= 31
-    if _DECIMAL.fullmatch(joined):
+    if joined[len(groups[0])] == "." and not joined.endswith("."):
         return day_month and len(groups[1]) == 2  # 14.03 reads as a date; 1.5 does not
     return day_month or month_day
+
+
+def _holds_date(groups: list[str]) -> bool:
+    """Three groups in a row that read as day, month and year in some order (14.03.2019,
+    2019/3/14, 3-14-19); a version number (2.1.0, 51.80.108.010) does not."""
+    for x, y, z in zip(groups, groups[1:], groups[2:], strict=False):
+        if _year(z) and ((_day(x) and _month(y)) or (_month(x) and _day(y))):
+            return True
+        if _year(x) and _month(y) and _day(z):
+            return True
+    return False
+
+
+def _year(group: str) -> bool:
+    return len(group) == 2 or (len(group) == 4 and int(group) in _YEARS)
+
+
+def _day(group: str) -> bool:
+    return len(group) <= 2 and 1 <= int(group) <= 31
+
+
+def _month(group: str) -> bool:
+    return len(group) <= 2 and 1 <= int(group) <= 12
 
 
 def _inside(token: _Token, cut: list[tuple[int, int]]) -> bool:
@@ -375,9 +398,10 @@ def _known(token: _Token, words: frozenset[str]) -> bool:
     folded = token.folded
     if token.kind == "ordinal":
         return len(token.text) <= 4
-    digits = sum(ch.isdigit() for ch in token.text)
+    runs = re.findall(r"\d+", token.text)
+    digits = max(map(len, runs), default=0) if "." in token.text else sum(map(len, runs))
     if digits > _MAX_DIGITS:
-        return False
+        return False  # 5 digits in a token (in each part of a decimal: 108.010 is two)
     if token.kind == "number":
         return not (token.text.isdigit() and len(token.text) == 4 and int(token.text) in _YEARS)
     if token.kind == "code":
@@ -400,10 +424,15 @@ def _name_context(tokens: list[_Token], index: int, vocabulary: Vocabulary) -> b
                 return False  # WHITE MATTER
     before = tokens[index - 1] if index else None
     after = tokens[index + 1] if index + 1 < len(tokens) else None
+    for back in (1, 2):  # Dr Brown, Dr Rose Brown, mother Ingrid Head
+        if index >= back and folded[index - back] in vocabulary.titles:
+            title = tokens[index - back].text
+            if not _modality_before_anatomy(title, folded[index], vocabulary):
+                return True
+    if folded[index] in vocabulary.anatomy:
+        return False  # HEAD, BRAIN, HAND: a name only after a title or relation word
     if before is not None and not before.known:
         return True
-    if before is not None and folded[index - 1] in vocabulary.titles:
-        return not _modality_before_anatomy(before.text, folded[index], vocabulary)
     if after is not None and not after.known:
         return True
     for near in (before, after):

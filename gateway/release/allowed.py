@@ -17,6 +17,8 @@ Each public tag gets a `Permission`: what its presence in the output may be.
   groups (60xx, 50xx: bitmaps and annotations nobody checked for text), icon images, data set
   trailing padding; graphic annotations unless Clean Graphics, SR content items unless Clean
   Structured Content. An encapsulated document (PDF, CDA) may be there only empty.
+- Free narrative (comments, histories, reasons, occupation: `vocabulary/narrative.txt`, read as
+  data) is never allowed, unless the site keeps the attribute cleaned (`keep_cleaned`).
 - A public attribute the table does not name may carry a value when the DICOM dictionary knows
   it, it is not retired, it holds neither a person name (PN) nor a URL (UR), its keyword does
   not say it names a person or an organisation (`_WHO`), and, for dates, longitudinal temporal

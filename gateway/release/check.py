@@ -8,17 +8,21 @@ It walks the output once, every element at every depth, file meta included:
    -> release-attribute-not-allowed; one they may leave only empty, with a value ->
    release-attribute-not-empty; a private element or creator off the safe-private list (or any,
    without the Retain Safe Private Option) -> release-private-tag.
-2. values (`identifiers.Identifiers`, from the original): text of every text VR (AE CS LO LT PN
+2. words (`words.Lexicon`, this package's own reading of the shipped vocabulary): every value
+   of a text VR holds only allowed words, numbers and codes (CS/AE whole: a defined term or
+   allowed tokens; code values by their shape; the gateway's pseudonyms and random IDs by
+   theirs) -> release-word-not-allowed.
+3. values (`identifiers.Identifiers`, from the original): text of every text VR (AE CS LO LT PN
    SH ST UC UR UT; private and UN values that read as ASCII or UTF-8; a number, date or UID
    value that holds letters) searched for this patient's names, IDs, phrases and birth date
    -> release-identifier-in-value; DS/IS values for long numeric IDs, DA/DT values for the birth
    date -> release-identifier-in-value; a UI value, or a UID written in text, that is one of the
    original's instance UIDs -> release-original-uid.
-3. pixels: pixel data inside a sequence item (no pixel stage saw it), BurnedInAnnotation YES,
+4. pixels: pixel data inside a sequence item (no pixel stage saw it), BurnedInAnnotation YES,
    BurnedInAnnotation NO without evidence that detection ran over every frame, or top-level
    pixel data neither checked nor excluded by the site's [pixels] skip ->
    release-burned-in-unproven. Pixel data is never decoded here: the pixel stage did that.
-4. provenance: PatientIdentityRemoved YES and a de-identification method (PS3.15 E.1.1,
+5. provenance: PatientIdentityRemoved YES and a de-identification method (PS3.15 E.1.1,
    PS3.3 C.7.1.1) -> else release-provenance-missing.
 
 An original or output that cannot be read is release-unreadable ("original" or "output"); an

@@ -5,10 +5,11 @@ without its code (the release check never imports `gateway.deidentify`). It read
 word files, by path, and its own rules decide. A value passes only when none of these is in it:
 
 - an e-mail address (text@text) or a URL (scheme:// or www.);
-- digit groups joined by ':' '_' or an ISO 'T', three or more joined digit groups, or two
-  (12/03, 14.03, 5-10) that read as a day and a month, unless a unit word follows;
+- digit groups joined by ':' '_' or an ISO 'T'; three joined groups that read as a day,
+  month and year in some order (14.03.2019, 2019/3/14; a version 2.1.0 passes); two (12/03,
+  14.03, 5-10) that read as a day and a month, unless a unit word follows;
   a telephone-like run (7+ digits in groups after a '+' or between spaces); 5+ digits in a run;
-- a 4-digit number from 1800 to 2099 (a year); a number or ordinal beside a month or weekday;
+- a 4-digit number from 1900 to 2039 (a year); a number or ordinal beside a month or weekday;
 - an ordinal that does not stand before an ordinary word (4th ventricle passes, 14th of ...
   does not);
 - a word that is not in the vocabulary (after transliteration to ASCII and case folding); a
@@ -41,14 +42,33 @@ _CJK = "\u1100-\u11ff\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f"
 _SCRIPT_RUN = re.compile(rf"[{_CJK}]+|[^{_CJK}]+")
 _MAIL = re.compile(r"\S@\S")
 _LINK = re.compile(r"(?i)[a-z][a-z0-9+.-]*://|\bwww\.")
-_GROUPS = re.compile(r"(?<![^\W\d_])(\d+)((?:(?:[-/._:]|T(?=\d))\d+)+)(\.?)")
-_PLUS_DIGITS = re.compile(r"\+[\s\d()./-]+")
-_SPACED_DIGITS = re.compile(r"\(?\d+\)?(?:[\s./-]+\(?\d+\)?){2,}")
+_GROUPS = re.compile(r"(?<![^\W_])(\d+)((?:(?:[-/._:]|T(?=\d))\d+)+)(\.?)")
+_PLUS_DIGITS = re.compile(r"\+\s*\d[\d\s()./-]*")
+_SPACED_DIGITS = re.compile(r"\(?\d+\)?(?:[\s/-]+\(?\d+\)?){2,}")
 _ORDINAL_SUFFIX = re.compile(r"(?i)(\d+)(st|nd|rd|th|e|er|eme|ème|º|ª)")
 _OF = frozenset({"of", "de", "du", "des"})
+YEARS = (1900, 2039)  # a 4-digit number from here to there reads as a year
 #: Code Value, Coding Scheme Designator and Version, Long Code Value, Mapping Resource,
 #: Context Identifier (PS3.3 8.8): codes, not words.
 CODES = frozenset({0x00080100, 0x00080102, 0x00080103, 0x00080119, 0x00080105, 0x0008010F})
+
+
+def _reads_as_date(first: str, second: str, third: str) -> bool:
+    """Day, month and year in one of the orders people write them."""
+
+    def year(g: str) -> bool:
+        return len(g) == 2 or (len(g) == 4 and YEARS[0] <= int(g) <= YEARS[1])
+
+    def day(g: str) -> bool:
+        return len(g) <= 2 and 1 <= int(g) <= 31
+
+    def month(g: str) -> bool:
+        return len(g) <= 2 and 1 <= int(g) <= 12
+
+    day_first = day(first) and month(second)
+    return (year(third) and (day_first or (month(first) and day(second)))) or (
+        year(first) and month(second) and day(third)
+    )
 
 
 def _ascii(text: str) -> str:
@@ -128,19 +148,24 @@ class Lexicon:
         return self._tokens_ok(tokens)
 
     def _groups_ok(self, match: re.Match[str], text: str) -> bool:
-        """Joined digit groups: a decimal or a measured range, never a date or a time."""
+        """Joined digit groups: a decimal, a measured range or a version; never a date, a
+        time or an ID-length run."""
         head, tail, dot = match.group(1), match.group(2), match.group(3)
-        if dot or re.search(r"[:_T]", tail):
+        numbers = [head, *re.findall(r"\d+", tail)]
+        if max(len(n) for n in numbers) > 4 or re.search(r"[:_T]", tail):
             return False
-        rest = re.findall(r"\d+", tail)
-        if len(rest) != 1 or len(head) + len(rest[0]) > 4:
-            return False
+        if len(numbers) > 2:
+            return not any(_reads_as_date(*numbers[i : i + 3]) for i in range(len(numbers) - 2))
         unit = re.match(r"\s*([^\W\d_]+)", text[match.end() :])
-        if unit is not None and all(w in self.words for w in _ASCII_RUN.findall(_ascii(unit[1]))):
+        if (
+            not dot
+            and unit is not None
+            and all(w in self.words for w in _ASCII_RUN.findall(_ascii(unit[1])))
+        ):
             return True
-        a, b = int(head), int(rest[0])
-        if tail.startswith("."):
-            return not (1 <= a <= 31 and 1 <= b <= 12 and len(rest[0]) == 2)
+        a, b = int(head), int(numbers[1])
+        if tail.startswith(".") and not dot:
+            return not (1 <= a <= 31 and 1 <= b <= 12 and len(numbers[1]) == 2)
         return not ((1 <= a <= 31 and 1 <= b <= 12) or (1 <= a <= 12 and 1 <= b <= 31))
 
     def _tokens_ok(self, tokens: list[str]) -> bool:
@@ -160,11 +185,12 @@ class Lexicon:
         """bad, number, ordinal, code, word or name (a word that is also a personal name)."""
         if _ORDINAL_SUFFIX.fullmatch(token):
             return "ordinal" if len(token) <= 4 else "bad"
-        digits = sum(c.isdigit() for c in token)
-        if digits > 4:
+        parts = [len(run) for run in re.findall(r"\d+", token)]
+        if (max(parts, default=0) if "." in token else sum(parts)) > 4:
             return "bad"
+        digits = sum(parts)
         if token.isdigit():
-            return "bad" if len(token) == 4 and 1800 <= int(token) <= 2099 else "number"
+            return "bad" if len(token) == 4 and YEARS[0] <= int(token) <= YEARS[1] else "number"
         runs = [r for part in _SCRIPT_RUN.findall(token) for r in _ASCII_RUN.findall(_ascii(part))]
         letters = [r for r in runs if not r.isdigit()]
         if digits:
@@ -191,11 +217,14 @@ class Lexicon:
             for start in range(max(i - size + 1, 0), i + 1):
                 if " ".join(folded[start : start + size]) in self.phrases:
                     return False
-        if i and folded[i - 1] in self.titles:
-            title = tokens[i - 1]
-            modality = title.isupper() and title.lower() in self.words
-            if not (modality and folded[i] in self.body_parts):  # MR BRAIN is no Mr Brain
-                return True
+        for back in (1, 2):  # Dr Brown, Dr Rose Brown, mother Ingrid Head
+            if i >= back and folded[i - back] in self.titles:
+                title = tokens[i - back]
+                modality = title.isupper() and title.lower() in self.words
+                if not (modality and folded[i] in self.body_parts):  # MR BRAIN: no Mr Brain
+                    return True
+        if folded[i] in self.body_parts:
+            return False  # a body part is a name only after a title or relation word
         neighbours = [j for j in (i - 1, i + 1) if 0 <= j < len(tokens)]
         if any(shapes[j] == "name" for j in neighbours):
             return True

@@ -9,10 +9,12 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pydicom
 import pytest
 from cryptography import x509
 
 from gateway.seal.keys import read_private, read_public
+from tests.dicom_builders import part10, synthetic
 from tests.support import (
     REPO,
     GatewayProcess,
@@ -395,3 +397,37 @@ def _deidentify(
         "--report",
         str(report),
     )
+
+
+def test_site_words_are_kept_and_a_bad_word_file_names_its_line(tmp_path: Path) -> None:
+    """The site's word file adds words to the allow-list of free text (a room name here); the
+    report counts removed words per attribute; a malformed file and a keep_cleaned keyword that
+    is no narrative attribute fail check-config with the file, key and line."""
+    source = tmp_path / "in" / "one.dcm"
+    source.parent.mkdir()
+    ds = synthetic(SeriesDescription="CT CHEST ZYLOPHAX Qwertinsky", PatientComments="Mother Ana")
+    source.write_bytes(part10(ds))
+    words = tmp_path / "site-words.txt"
+    words.write_text("# rooms\nZYLOPHAX\n")
+    config = base_config(tmp_path)
+    config["deidentify"] = {"vocabulary": str(words), "keep_cleaned": ["PatientComments"]}
+    path = write_config(tmp_path, config)
+    assert cli("keys", "--config", str(path)).returncode == 0
+    assert cli("check-config", str(path)).returncode == 0
+    report = tmp_path / "report.json"
+    done = _deidentify(path, source.parent, tmp_path / "out", report)
+    assert done.returncode == 0, done.stderr
+    (entry,) = json.loads(report.read_text())["files"]
+    out = pydicom.dcmread(entry["output"])
+    assert out.SeriesDescription == "CT CHEST ZYLOPHAX"
+    assert out.PatientComments == "Mother"
+    assert entry["changes"]["words_removed:SeriesDescription"] == 1
+    assert entry["changes"]["words_removed:PatientComments"] == 1
+
+    words.write_text("# rooms\nZYLOPHAX\nroom 12\n")
+    config["deidentify"]["keep_cleaned"] = ["PatientComments", "SeriesDescription"]
+    bad = cli("check-config", str(write_config(tmp_path, config)))
+    assert bad.returncode == 2
+    assert f"deidentify.vocabulary: {words}: line 3: one word per line" in bad.stderr
+    assert "deidentify.keep_cleaned[1]: 'SeriesDescription' is not a free-narrative" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -45,6 +45,11 @@ KEPT = [
     "5-10 mm",
     "C3-C7",
     "FAT SAT",
+    "MR BRAIN W WO CONTRAST",  # MR is no Mr, BRAIN no surname here
+    "CT HEAD",
+    "syngo CT VA48A 2.1.0",  # a version is no date
+    "51.80.108.010",
+    "ISOVUE300/100",
 ]
 
 # Each: a text with something identifying in it, and the planted part that must not survive
@@ -53,6 +58,8 @@ LEAKS = [
     ("clinician", "per Dr Wojciech Łukaszewicz", "Łukaszewicz"),
     ("clinician-word-name", "seen by Dr Rose Brown", "Rose Brown"),
     ("title-word-names", "Mrs Hope King called", "Hope King"),
+    ("relative-named-like-a-body-part", "mother Ingrid Head", "Head"),
+    ("capitals-title", "DR BROWN", "BROWN"),
     ("hospital", "referred from St Brendanus Hospital Tralee", "Brendanus"),
     ("nickname", "pt known as Bubba", "Bubba"),
     ("address", "14 Larkspur Crescent", "Larkspur"),
@@ -82,6 +89,8 @@ LEAKS = [
     ("half-width-kana", "ﾔﾏﾀﾞ", "ﾔﾏﾀﾞ"),
     ("occupation", "falconer", "falconer"),
     ("year", "CT 1958", "1958"),
+    ("dotted-date", "seen 14.03.2019", "14.03.2019"),
+    ("us-date-short-year", "CT 3-14-19", "3-14-19"),
 ]
 
 
@@ -192,6 +201,16 @@ _PIECES = st.sampled_from(
         "by",
         "Zorblat",
         "AX",
+        "HEAD",
+        "Brain",
+        "MR",
+        "Ingrid",
+        "ED",
+        "2.1.0",
+        "14.03.2019",
+        "51.80.108.010",
+        "ISOVUE300/100",
+        "3-14-19",
     ]
 )
 
