@@ -16,7 +16,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gateway import devpki
-from tests.dicom_builders import greyscale, part10
+from tests.dicom_builders import greyscale, item, part10
+from tests.leak_corpus import CHARSET, LEAK_CLASSES, leaked, needles
 from tests.pipeline_site import Site, check_received, leaky, studies, wait_for
 from tests.support import cli, dcmtk, storescu, write_config
 
@@ -211,4 +212,45 @@ def test_a_study_with_two_patients_is_held_as_a_whole(site: Site) -> None:
     time.sleep(4)  # well past stable_seconds: no manifest for a held study
     assert site.manifests() == []
     assert len(site.stored()) == 1
+    assert gateway.stop() == 0
+
+
+def test_free_text_leaves_only_as_known_words_through_the_daemon(site: Site) -> None:
+    """Every leak class of tests/leak_corpus.py, planted in a descriptor at the top level and in
+    a requested procedure one level down, sent with storescu: what the receiver stores holds
+    none of them in any byte, and keeps the clinical words around them (issue 15)."""
+    site.receiver()
+    gateway = site.gateway()
+    folder = site.root / "send"
+    folder.mkdir()
+    files, planted = [], []
+    for index, leak in enumerate(LEAK_CLASSES):
+        plant = leak.plants[0]
+        ds = greyscale(
+            32,
+            32,
+            bytes((x * 7 + index) % 200 for x in range(32 * 32)),
+            SpecificCharacterSet=CHARSET,
+            PatientName=leak.patient,
+            SeriesDescription=f"CT CHEST W CONTRAST {plant.text}",
+            RequestAttributesSequence=[
+                item(RequestedProcedureDescription=f"AX DWI B1000 {plant.text}")
+            ],
+        )
+        path = folder / f"leak-{index}.dcm"
+        path.write_bytes(part10(ds))
+        files.append(path)
+        planted.append(plant)
+    sent = storescu(gateway.port, files, aec="GATEWAY_UT")
+    assert sent.returncode == 0, sent.stderr
+    wait_for(lambda: len(site.stored()) == len(files), 120, "every instance at the receiver")
+    for stored in site.stored():
+        data = stored.read_bytes()
+        for plant in planted:
+            assert leaked(needles(plant.text, plant), data) == [], stored.name
+        out = pydicom.dcmread(stored)
+        # the clinical words stay (and harmless ones of the plant may: "mother", "Dr")
+        assert out.SeriesDescription.startswith("CT CHEST W CONTRAST")
+        requested = out.RequestAttributesSequence[0].RequestedProcedureDescription
+        assert requested.startswith("AX DWI B1000")
     assert gateway.stop() == 0
