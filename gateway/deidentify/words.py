@@ -13,17 +13,20 @@ when it is known to be safe:
 - a single letter (laterality, T for tesla, an initial carries no name);
 - a number of at most 4 digits that is not a year (1900-2039), or a code of letters and digits
   with at most 4 digits whose letter runs are words or at most 2 letters long (T1, B1000, 3D,
-  VE11C);
+  VE11C); a decimal, a range followed by a unit (5-10 mm), a version (2.1.0);
 - an ordinal (3rd, 12th) only before a word that is neither a month nor "of" (4th ventricle).
 
 Removed whatever the vocabulary says: e-mail addresses and URLs; anything date- or time-like in
-any spelling (digit groups joined by - / . _ : or an ISO T, day-month without a year, month and
-weekday names in the main European languages and the numbers next to them); telephone-like runs
-and any token with 5 or more digits. A vocabulary word that is also a common personal name
-(`names.txt`: BROWN, WHITE, KING, ROSE, ...) stays only inside a known clinical phrase
-(`phrases.txt`: WHITE MATTER) or where no name context surrounds it: not after a title or a
-relation word (Dr, Mrs, mother, by, ...), not next to a removed unknown word or another name
-word, and not capitalised among lower-case words.
+any spelling (digit groups joined by _ : or an ISO T; by - / . when they read as day, month and
+year or as day and month; the numbers next to a month or weekday name of the main European
+languages, `months.txt`); telephone-like runs and any token with 5 or more digits. A vocabulary
+word that is also a common personal name (`names.txt`: BROWN, WHITE, ROSE, ...) stays only
+inside a known clinical phrase (`phrases.txt`: WHITE MATTER) or where no name context surrounds
+it: not one or two words after a title or relation word (`name_context.txt`: Dr, Mrs, mother,
+by, ...), not next to a removed unknown word or another name word, and not capitalised among
+lower-case words. A body part (HEAD, BRAIN) is a name only after a title or relation word, and
+MR or DR in capitals before one is no title (MR BRAIN). Removal makes new neighbours, so text is
+cleaned again until nothing more goes: what leaves passes its own rules.
 
 What is removed leaves nothing behind: the kept tokens keep their separators, runs of spaces are
 collapsed and dangling punctuation is trimmed. Coded strings (CS, AE) are kept whole or not at
@@ -42,6 +45,7 @@ from importlib import resources
 from pathlib import Path
 
 from anyascii import anyascii
+from pydicom.datadict import tag_for_keyword
 
 from gateway.deidentify.profile import keep_cleaned_problems
 from gateway.settings import Settings
@@ -59,7 +63,6 @@ _URL = re.compile(r"(?i)\b(?:[a-z][a-z0-9+.-]*://|www\.)\S*")
 _JOINED = re.compile(r"(?<![^\W_])\d+(?:(?:[-/._:]|T(?=\d))\d+)+\.?")
 # Telephone-like: digit groups with spaces, brackets or a leading +
 _PHONE = re.compile(r"\+\s*\d[\d\s()./-]*\d|\(?\d+\)?(?:[\s/-]+\(?\d+\)?){2,}")
-_DECIMAL = re.compile(r"\d+\.\d+")
 _ORDINAL = re.compile(r"(?i)\d+(?:st|nd|rd|th|e|er|eme|ème|º|ª)")
 _YEARS = range(1900, 2040)  # birth years and study years: a 4-digit number in here is a year
 _MAX_DIGITS = 4
@@ -104,8 +107,6 @@ class Vocabulary:
         months = _months()
         if site_file is not None:
             words |= site_words(site_file, months)
-        from pydicom.datadict import tag_for_keyword  # the dictionary: CS keywords -> tags
-
         coded: dict[int, frozenset[str]] = {}
         text = resources.files("gateway.deidentify").joinpath(f"{VOCABULARY}/coded.json")
         for keyword, terms in json.loads(text.read_text(encoding="utf-8")).items():
@@ -209,8 +210,7 @@ class Cleaner:
 
     def is_term(self, tag: int, value: str) -> bool:
         """A defined term of a coded attribute (of this one, or of any: a shared code)."""
-        value = value.strip()
-        return value in self.vocabulary.coded.get(tag, ()) or value in self.vocabulary.all_coded
+        return _is_term(tag, value.strip(), self.vocabulary)
 
     def code(self, tag: int, value: str) -> tuple[str, int]:
         """A coded string (CS, AE): kept whole, or "" with the count of tokens it had."""
@@ -234,13 +234,13 @@ _CODE_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 _MAX_CODE_PREFIX = 4
 
 
+def _is_term(tag: int, value: str, vocabulary: Vocabulary) -> bool:
+    return value in vocabulary.coded.get(tag, ()) or value in vocabulary.all_coded
+
+
 def _clean_code(tag: int, value: str, vocabulary: Vocabulary) -> tuple[str, int]:
     stripped = value.strip()
-    if (
-        not stripped
-        or stripped in vocabulary.coded.get(tag, ())
-        or stripped in vocabulary.all_coded
-    ):
+    if not stripped or _is_term(tag, stripped, vocabulary):
         return value, 0
     if tag in CODE_ATTRIBUTES:
         return (value, 0) if _code_shaped(stripped, vocabulary) else ("", 1)
