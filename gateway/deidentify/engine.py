@@ -464,7 +464,23 @@ class Engine:
             return False
         if listed == "CS" and identifiers.may_match(elem.value or b"", digits=False):
             return False  # a code that spells an identifier of this instance
+        if listed in _TEXT | _CODED and not self._known_words(tag, listed, elem.value or b""):
+            return False  # private text keeps its value only if every word is known
         kept.add(creator_tag)
+        return True
+
+    def _known_words(self, tag: int, vr: str, raw: bytes) -> bool:
+        """Whether a private text value passes the allow-list of words untouched (it is kept
+        as it is or not at all: the private block's meaning is the vendor's)."""
+        if not raw.isascii():
+            return False
+        text = raw.decode("ascii").rstrip("\0 ")
+        parts = [text] if vr in _SINGLE_VALUED else text.split("\\")
+        for part in parts:
+            value = part.strip("\0 ")
+            _, removed = self.words.code(tag, value) if vr in _CODED else self.words.text(value)
+            if removed:
+                return False
         return True
 
     def vr(self, tag: int) -> str | None:

@@ -57,12 +57,23 @@ _CJK_CHARS = "\u1100-\u11ff\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f"
 _TOKEN = re.compile(r"(?:\d+\.(?=\d))?[^\W_]+")  # a decimal (1.5) is one token
 # A token's pieces: digit runs, runs of Han/kana/Hangul, runs of other letters
 _PIECE = re.compile(rf"\d+|[{_CJK_CHARS}]+|[^\W\d_{_CJK_CHARS}]+")
+_CJK_RUN = re.compile(f"[{_CJK_CHARS}]+")
+_SCRIPTS = re.compile(f"[{_CJK_CHARS}]+|[^{_CJK_CHARS}]+")
+# Postcodes: UK (LE1 5WW, SW1A 2AA), Canada (M5G 2C4), Ireland (D02 X285)
+_POSTCODE = re.compile(
+    r"(?<![^\W_])(?:[A-Z]{1,2}\d[A-Z\d]?\s*\d(?!ST|ND|RD|TH)[A-Z]{2}|[A-Z]\d[A-Z]\s?\d[A-Z]\d"
+    r"|[A-Z]\d{2}\s?(?=[A-Z\d]{0,3}[A-Z])[A-Z\d]{4})(?![^\W_])"
+)
 _EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
-_URL = re.compile(r"(?i)\b(?:[a-z][a-z0-9+.-]*://|www\.)\S*")
+_URL = re.compile(r"(?i)(?:[a-z][a-z0-9+.-]*://|www\.)\S*")
 # Digit groups joined by date, time or list separators (2019_03_14, 12/03, 10:22:05, 2019-03-14T10)
 _JOINED = re.compile(r"(?<![^\W_])\d+(?:(?:[-/._:]|T(?=\d))\d+)+\.?")
 # Telephone-like: digit groups with spaces, brackets or a leading +
-_PHONE = re.compile(r"\+\s*\d[\d\s()./-]*\d|\(?\d+\)?(?:[\s/-]+\(?\d+\)?){2,}")
+_PHONE = re.compile(r"\+\s*\d[\d\s()./-]*\d|\(?\d+\)?(?:[\s/-]+\(?\d+\)?)+")
+# A Japanese era date: H30.3.14 (Heisei 30), R1/5/1
+_ERA = re.compile(r"(?<![^\W_])[MTSHR]\d{1,2}[./-]\d{1,2}[./-]\d{1,2}(?![^\W_])")
+_MAX_TEXT = 65_536  # characters: longer free text is not read word by word, it goes whole
+_MIN_ID_DIGITS = 6  # digit groups joined by - or / holding this many digits: an ID, a phone
 _ORDINAL = re.compile(r"(?i)\d+(?:st|nd|rd|th|e|er|eme|ème|º|ª)")
 _YEARS = range(1900, 2040)  # birth years and study years: a 4-digit number in here is a year
 _MAX_DIGITS = 4
@@ -70,6 +81,15 @@ _MAX_CODE_LETTERS = 2  # letters glued to digits in a code (VE11C, B30f) need no
 _MIN_PHONE_DIGITS = 7
 _SPACES = re.compile(r"\s{2,}")
 _BODY_PART_EXAMINED = 0x00180015
+_OF = frozenset({"of", "de", "du", "des"})
+_MODALITY_TITLES = frozenset({"MR", "DR"})
+_ROMAN = ("i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x", "xi", "xii")
+_ROMAN_MONTHS = {r: str(n) for n, r in enumerate(_ROMAN, start=1)}
+#: Words that say a number is an age (English and the main European languages), folded.
+_AGE_WORDS = frozenset(
+    {"age", "aged", "y", "yo", "yr", "yrs", "year", "years", "old", "ans", "jahre", "jahr"}
+    | {"anni", "anos", "jaar", "ar", "lat"}
+)
 _TRIM = " ,;:-/._+&@#*'\"|"
 
 
@@ -79,8 +99,16 @@ def fold(text: str) -> str:
 
 
 def _folded_pieces(piece: str) -> list[str]:
-    """The ASCII runs a piece transliterates to ("Þór" -> "thor"; "ﾔﾏﾀﾞ" -> "yamata")."""
-    return re.findall(r"[a-z]+|[0-9]+", fold(piece))
+    """The ASCII runs a piece transliterates to ("Þór" -> "thor"); a run of Han, kana or
+    Hangul stays in its script, marked ("~胸部"): its transliteration (李 -> "li") may spell a
+    short word by chance, so it is known only if a site lists it as written."""
+    out: list[str] = []
+    for run in _SCRIPTS.findall(piece):
+        if _CJK_RUN.fullmatch(run):
+            out.append("~" + unicodedata.normalize("NFKC", run))
+        else:
+            out += re.findall(r"[a-z]+|[0-9]+", fold(run))
+    return out
 
 
 class VocabularyError(ValueError):
@@ -93,6 +121,10 @@ class Vocabulary:
 
     words: frozenset[str]
     names: frozenset[str]  # words that are also common personal names
+    rare_names: frozenset[str]  # words that are also rarer names: names only after a title
+    places: frozenset[str]  # words that are also the names of places
+    institutions: frozenset[str]  # hospital, clinic, university: a name or place beside goes
+    post_nominals: frozenset[str]  # MD, PhD, RN: a name stands before
     phrases: frozenset[tuple[str, ...]]  # clinical phrases holding such a word
     coded: dict[int, frozenset[str]]  # CS attribute tag -> its defined terms
     all_coded: frozenset[str]
@@ -117,19 +149,26 @@ class Vocabulary:
         return cls(
             words=frozenset(words),
             names=frozenset(_packaged_lines("names.txt")),
+            rare_names=frozenset(_packaged_lines("rare_names.txt")),
+            places=frozenset(_packaged_lines("places.txt")),
+            institutions=_word_set("institutions.txt"),
+            post_nominals=_word_set("post_nominals.txt"),
             phrases=phrases,
             coded=coded,
             all_coded=frozenset(t for terms in coded.values() for t in terms),
             months=months,
             anatomy=frozenset(t.casefold() for t in coded.get(_BODY_PART_EXAMINED, ())),
-            titles=frozenset(
-                w for line in _packaged_lines("name_context.txt") for w in line.split()
-            ),
+            titles=_word_set("name_context.txt"),
         )
 
 
 def _months() -> frozenset[str]:
-    return frozenset(w for line in _packaged_lines("months.txt") for w in line.split())
+    return _word_set("months.txt")
+
+
+def _word_set(name: str) -> frozenset[str]:
+    """A packaged list with several words a line."""
+    return frozenset(w for line in _packaged_lines(name) for w in line.split())
 
 
 def _packaged_lines(name: str) -> list[str]:
@@ -231,7 +270,7 @@ CODE_ATTRIBUTES = frozenset(
     {0x00080100, 0x00080102, 0x00080103, 0x00080119, 0x00080105, 0x0008010F}
 )
 _CODE_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
-_MAX_CODE_PREFIX = 4
+_MAX_CODE_PREFIX = 2
 
 
 def _is_term(tag: int, value: str, vocabulary: Vocabulary) -> bool:
@@ -253,6 +292,8 @@ def _clean_code(tag: int, value: str, vocabulary: Vocabulary) -> tuple[str, int]
 def _clean(value: str, vocabulary: Vocabulary) -> tuple[str, int]:
     """Clean until nothing more goes: a removal makes new neighbours (a number now beside a
     month, two name words now side by side), and what leaves must pass its own rules."""
+    if len(value) > _MAX_TEXT:
+        return "", 1
     text, removed = _clean_once(value, vocabulary)
     total = removed
     while removed and text:
@@ -265,7 +306,7 @@ def _clean_once(value: str, vocabulary: Vocabulary) -> tuple[str, int]:
     text = unicodedata.normalize("NFKC", value)
     cut: list[tuple[int, int]] = []  # spans removed before tokens are looked at
     removed = 0
-    for pattern in (_EMAIL, _URL):
+    for pattern in (_EMAIL, _URL, _ERA, _POSTCODE):
         for match in pattern.finditer(text):
             cut.append(match.span())
             removed += 1
@@ -293,12 +334,18 @@ def _clean_once(value: str, vocabulary: Vocabulary) -> tuple[str, int]:
 
 
 def _code_shaped(value: str, vocabulary: Vocabulary) -> bool:
-    """A code: letters, digits and . _ : - only, any number of digits, and letter runs of at
-    most 4 letters unless they are words (a name is not a code)."""
+    """A code: letters, digits and . _ : - only, any number of digits (SNOMED CT ids are long);
+    letter runs of at most 2 letters or words that are no name or place; no date or time in
+    its digit groups (1958-03-14, 10:22)."""
     if not _CODE_SHAPE.fullmatch(value):
         return False
-    runs = re.findall(r"[a-z]+", value.casefold())
-    return all(len(r) <= _MAX_CODE_PREFIX or r in vocabulary.words for r in runs)
+    for run in re.findall(r"[a-z]+", value.casefold()):
+        if len(run) > _MAX_CODE_PREFIX and (
+            run not in vocabulary.words or _name_like(run, vocabulary)
+        ):
+            return False
+    groups = re.findall(r"\d+", value)
+    return not (re.search(r"\d[:T_]\d", value) or _holds_date(groups))
 
 
 def _date_like(joined: str, after: str, vocabulary: Vocabulary) -> bool:
@@ -312,6 +359,8 @@ def _date_like(joined: str, after: str, vocabulary: Vocabulary) -> bool:
     unit = re.match(r"\s*([^\W\d_]+)", after)
     if unit is not None and not joined.endswith(".") and fold(unit.group(1)) in vocabulary.words:
         return False  # a measurement or a range with its unit
+    if "." not in joined and sum(map(len, groups)) >= _MIN_ID_DIGITS:
+        return True  # 4821-3377, 555-0199: an ID or a telephone number
     first, second = int(groups[0]), int(groups[1])
     day_month = 1 <= first <= 31 and 1 <= second <= 12
     month_day = 1 <= first <= 12 and 1 <= second <= 31
@@ -367,11 +416,13 @@ def _tokens(text: str) -> list[_Token]:
 
 
 def _judge(tokens: list[_Token], vocabulary: Vocabulary, cut: list[tuple[int, int]]) -> None:
-    """Decide each token: first on its own, then the name words and ordinals in context. A
-    token in a span already cut (a date, an address) is unknown: a word glued to it goes too."""
+    """Decide each token: first on its own, then the name words, ordinals, dates and ages in
+    context. A token in a span already cut (a date, an address) is unknown: a word glued to it
+    goes too."""
     words = vocabulary.words
     for token in tokens:
-        token.known = _known(token, words) and not _inside(token, cut)
+        token.known = _known(token, vocabulary) and not _inside(token, cut)
+    folded = [" ".join(t.folded) for t in tokens]
     for index, token in enumerate(tokens):
         if not token.known:
             continue
@@ -381,21 +432,23 @@ def _judge(tokens: list[_Token], vocabulary: Vocabulary, cut: list[tuple[int, in
                 after is not None
                 and after.kind == "word"
                 and after.known
-                and after.folded not in (["of"], ["de"], ["du"], ["des"])
+                and folded[index + 1] not in _OF
             )
-        elif token.kind == "word" and _is_name(token, vocabulary):
-            token.keep = not _name_context(tokens, index, vocabulary)
+        elif token.kind == "word" and _name_like(folded[index], vocabulary):
+            token.keep = not _name_context(tokens, folded, index, vocabulary)
         else:
-            token.keep = True
-    months = [i for i, t in enumerate(tokens) if any(f in vocabulary.months for f in t.folded)]
-    for index in months:  # the day or year beside a month name goes with it
-        for near in (index - 2, index - 1, index + 1, index + 2):
-            if 0 <= near < len(tokens) and tokens[near].kind in ("number", "ordinal", "code"):
-                tokens[near].keep = False
+            token.keep = token.known
+    for index, token in enumerate(tokens):  # the day or year beside a month name goes with it
+        if any(f in vocabulary.months for f in token.folded):
+            for near in range(max(index - 2, 0), min(index + 3, len(tokens))):
+                if tokens[near].kind in ("number", "ordinal"):
+                    tokens[near].keep = False
+    _spaced_dates(tokens, folded)
+    _old_ages(tokens, folded, words)
 
 
-def _known(token: _Token, words: frozenset[str]) -> bool:
-    folded = token.folded
+def _known(token: _Token, vocabulary: Vocabulary) -> bool:
+    folded, words = token.folded, vocabulary.words
     if token.kind == "ordinal":
         return len(token.text) <= 4
     runs = re.findall(r"\d+", token.text)
@@ -404,49 +457,108 @@ def _known(token: _Token, words: frozenset[str]) -> bool:
         return False  # 5 digits in a token (in each part of a decimal: 108.010 is two)
     if token.kind == "number":
         return not (token.text.isdigit() and len(token.text) == 4 and int(token.text) in _YEARS)
-    if token.kind == "code":
-        return all(f in words or len(f) <= _MAX_CODE_LETTERS for f in folded)
+    if token.kind == "code":  # 14MAR is a date, T1 and B1000 are not
+        return all(
+            (f in words or len(f) <= _MAX_CODE_LETTERS) and f not in vocabulary.months
+            for f in folded
+        )
     if len(folded) == 1 and len(folded[0]) == 1:
         return True  # a single letter
     return bool(folded) and all(f in words for f in folded)
 
 
-def _is_name(token: _Token, vocabulary: Vocabulary) -> bool:
-    return any(f in vocabulary.names for f in token.folded)
+def _name_like(word: str, vocabulary: Vocabulary) -> bool:
+    return word in vocabulary.names or word in vocabulary.rare_names or word in vocabulary.places
 
 
-def _name_context(tokens: list[_Token], index: int, vocabulary: Vocabulary) -> bool:
-    """Whether a known word that is also a name reads as a name here."""
-    folded = [" ".join(t.folded) for t in tokens]
-    for size in (2, 3, 4):
-        for start in range(index - size + 1, index + 1):
-            if start >= 0 and tuple(folded[start : start + size]) in vocabulary.phrases:
-                return False  # WHITE MATTER
-    before = tokens[index - 1] if index else None
-    after = tokens[index + 1] if index + 1 < len(tokens) else None
-    for back in (1, 2):  # Dr Brown, Dr Rose Brown, mother Ingrid Head
+def _common_name(word: str, vocabulary: Vocabulary) -> bool:
+    return word in vocabulary.names or word in vocabulary.places
+
+
+def _name_context(
+    tokens: list[_Token], folded: list[str], index: int, vocabulary: Vocabulary
+) -> bool:
+    """Whether a known word that is also a person's or a place's name reads as one here.
+
+    Any such word goes one to three words after a title or relation word (Dr, mother, by:
+    "Dr J R Brown", "mother Grace Nyberg") unless MR or DR in capitals stands before a body part
+    (MR BRAIN). Then a clinical phrase keeps it (WHITE MATTER). A body part or a rarer name is
+    a name only after a title. A common name or a place also goes before a post-nominal (BROWN
+    MD, "Brown, Dr"), within three words of an institution word (Maine Medical Center), beside
+    an unknown word, an initial or another name or place, or capitalised among lower-case
+    words."""
+    word = folded[index]
+    for back in range(1, 4):
         if index >= back and folded[index - back] in vocabulary.titles:
             title = tokens[index - back].text
-            if not _modality_before_anatomy(title, folded[index], vocabulary):
+            if not (_modality(title) and word in vocabulary.anatomy):
                 return True
-    if folded[index] in vocabulary.anatomy:
-        return False  # HEAD, BRAIN, HAND: a name only after a title or relation word
-    if before is not None and not before.known:
+    if _in_phrase(folded, index, vocabulary):
+        return False
+    if word in vocabulary.anatomy or not _common_name(word, vocabulary):
+        return False  # HEAD, BRAIN; rarer surnames (Hellman): only after a title
+    return _common_name_context(tokens, folded, index, vocabulary)
+
+
+def _common_name_context(
+    tokens: list[_Token], folded: list[str], index: int, vocabulary: Vocabulary
+) -> bool:
+    if index + 1 < len(tokens) and folded[index + 1] in vocabulary.post_nominals:
         return True
-    if after is not None and not after.known:
+    near = range(max(index - 3, 0), min(index + 4, len(tokens)))
+    if any(folded[j] in vocabulary.institutions for j in near):
         return True
-    for near in (before, after):
-        if near is not None and near.kind == "word" and _is_name(near, vocabulary):
-            return True
+    neighbours = [j for j in (index - 1, index + 1) if 0 <= j < len(tokens)]
+    for j in neighbours:
+        other = tokens[j]
+        if not other.known or (other.kind == "word" and len(folded[j]) == 1):
+            return True  # an unknown word or an initial beside it
+        if other.kind == "word" and _common_name(folded[j], vocabulary):
+            return True  # another common name or place (a rarer name is an everyday word)
     text = tokens[index].text
-    lower_around = any(t.text.islower() for t in (before, after) if t is not None)
+    lower_around = any(tokens[j].text.isalpha() and tokens[j].text.islower() for j in neighbours)
     return lower_around and text[:1].isupper() and not text.isupper()
 
 
-def _modality_before_anatomy(title: str, word: str, vocabulary: Vocabulary) -> bool:
-    """MR BRAIN, DR CHEST: a title that is also a word (MR, DR, MS), in capitals, before a
-    body part (a Body Part Examined term) is a modality, not Mr or Dr."""
-    return title.isupper() and title.casefold() in vocabulary.words and word in vocabulary.anatomy
+def _in_phrase(folded: list[str], index: int, vocabulary: Vocabulary) -> bool:
+    for size in (2, 3, 4):
+        for start in range(max(index - size + 1, 0), index + 1):
+            if tuple(folded[start : start + size]) in vocabulary.phrases:
+                return True  # WHITE MATTER
+    return False
+
+
+def _modality(title: str) -> bool:
+    """MR and DR in capitals before a body part are the modality, not Mr or Dr."""
+    return title in _MODALITY_TITLES
+
+
+def _spaced_dates(tokens: list[_Token], folded: list[str]) -> None:
+    """Three numbers in a row (a Roman numeral for the month allowed) that read as a day, a
+    month and a year: "14 3 58", "3 14 58", "14 III 58"."""
+    for i in range(len(tokens) - 2):
+        parts = [_date_part(tokens[j], folded[j]) for j in range(i, i + 3)]
+        if all(p is not None for p in parts) and _holds_date([p or "" for p in parts]):
+            for j in range(i, i + 3):
+                tokens[j].keep = False
+
+
+def _date_part(token: _Token, folded: str) -> str | None:
+    if token.kind == "number" and token.text.isdigit():
+        return token.text
+    return _ROMAN_MONTHS.get(folded) if token.kind == "word" else None
+
+
+def _old_ages(tokens: list[_Token], folded: list[str], words: frozenset[str]) -> None:
+    """An age over 89 is an identifier (45 CFR 164.514(b)(2)(i)(C)): "age 94", "94 yo", "94y"."""
+    for index, token in enumerate(tokens):
+        digits = re.match(r"\d+", token.text)
+        if digits is None or not 90 <= int(digits.group(0)) <= 150:
+            continue
+        suffix = folded[index]
+        near = [folded[j] for j in (index - 1, index + 1) if 0 <= j < len(tokens)]
+        if suffix in _AGE_WORDS or any(w in _AGE_WORDS for w in near):
+            token.keep = False
 
 
 def _tidy(text: str) -> str:

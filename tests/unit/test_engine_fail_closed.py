@@ -114,6 +114,24 @@ def test_safe_private_keeps_numbers_only_in_the_listed_vr(vault: SqliteVault) ->
     assert b"GEMS_PARM_01" not in plain  # without the option every private element goes
 
 
+def test_safe_private_text_stays_only_when_every_word_is_known(vault: SqliteVault) -> None:
+    """A listed private code or text is the vendor's: kept as it is when all its words are known,
+    else the element goes (a relative's name in a listed CS is no technique value)."""
+    ds = base()
+    ds.add_new(0x20010010, "LO", "Philips Imaging DD 001")
+    ds.add_new(0x20011004, "CS", "HELICAL")  # listed CS: a known word, stays
+    ds.add_new(0x20011006, "CS", "ZORBLATT")  # listed CS: not a word, goes
+    ds.add_new(0x00190010, "LO", "GEMS_ACQU_01")
+    ds.add_new(0x0019109E, "LO", "FSE Dr Zorblatt")  # listed LO: a clinician's name, goes
+    outcome, out = run(vault, ds, retain_safe_private=True)
+    assert outcome.status == "written"
+    assert b"ZORBLATT" not in out.upper()
+    kept = pydicom.dcmread(io.BytesIO(out))
+    assert kept[0x20011004].value == "HELICAL"
+    assert 0x20011006 not in kept
+    assert 0x0019109E not in kept
+
+
 def test_text_where_a_number_belongs_goes(vault: SqliteVault) -> None:
     ds = base()
     ds.add_new(0x00180050, "UT", f"{SECRET} MRN0042817")  # SliceThickness is DS

@@ -86,14 +86,42 @@ def test_clinical_words_that_are_common_names_are_marked(words: set[str]) -> Non
     assert not {"king", "lee", "boston", "cambridge", "oldenburg"} & words
 
 
-def test_phrases_give_name_words_their_clinical_context() -> None:
-    names = entries("names.txt")
+def test_rarer_names_are_marked_apart_from_common_ones(words: set[str]) -> None:
+    """Surnames of a red-team's leaks ("Dr Hellman", "mother Grace Nyberg"); one that is not
+    a word cannot leak and need not be listed."""
+    rare_names = entries("rare_names.txt")
+    expected = {"hellman", "schiff", "hertz", "nyberg"} & words
+    assert expected <= rare_names
+    assert rare_names <= words
+    assert rare_names.isdisjoint(entries("names.txt"))
+
+
+def test_places_are_marked(words: set[str]) -> None:
+    """Places of a red-team's leaks ("OUTSIDE STUDY MAINE MEDICAL CENTER", "CT CHEST ex
+    Leicester General Hospital") and UK counties of the curated list."""
+    places = entries("places.txt")
+    wanted = {"leicester", "maine", "kentucky", "hereford", "pittsburgh", "osaka"}
+    counties = {"dorset", "wiltshire", "yorkshire"}
+    assert (wanted | counties) & words <= places
+    assert places <= words
+    # generic words of place names name no place: Salt Lake City, Isle of Wight, United States
+    assert not {"city", "lake", "isle", "united", "states", "north", "saint"} & places
+
+
+def test_phrases_give_name_and_place_words_their_clinical_context() -> None:
+    """A phrase holds a name or place word and a word that is no common name or place: "white
+    matter", never a name or a place alone ("new york"). A rarer name counts as such a word
+    (MATTER, MARROW): the cleaner takes one for a name only after a title."""
+    names_and_places = entries("names.txt") | entries("places.txt")
+    marked = names_and_places | entries("rare_names.txt")
     phrases = entries("phrases.txt")
-    assert {"white matter", "gray matter", "bone marrow"} <= phrases
+    assert {"white matter", "gray matter", "bone marrow", "new york heart"} <= phrases
+    assert "new york" not in phrases
     for phrase in phrases:
         found = phrase.split()
         assert 2 <= len(found) <= 4
-        assert set(found) & names
+        assert set(found) & marked
+        assert {w for w in found if not w.isdigit()} - names_and_places, phrase
 
 
 def test_narrative_elements() -> None:

