@@ -375,8 +375,8 @@ def _holds_date(groups: list[str]) -> bool:
     for x, y, z in zip(groups, groups[1:], groups[2:], strict=False):
         if _year(z) and ((_day(x) and _month(y)) or (_month(x) and _day(y))):
             return True
-        if _year(x) and _month(y) and _day(z):
-            return True
+        if len(x) == 4 and _year(x) and _month(y) and _day(z):
+            return True  # year first only with four digits: 2019-3-14 (5.10.3 is a version)
     return False
 
 
@@ -457,9 +457,10 @@ def _known(token: _Token, vocabulary: Vocabulary) -> bool:
         return False  # 5 digits in a token (in each part of a decimal: 108.010 is two)
     if token.kind == "number":
         return not (token.text.isdigit() and len(token.text) == 4 and int(token.text) in _YEARS)
-    if token.kind == "code":  # 14MAR is a date, T1 and B1000 are not
+    if token.kind == "code":  # 14MAR is a date; T1, B1000 and SAT2 (a technical word) are not
         return all(
-            (f in words or len(f) <= _MAX_CODE_LETTERS) and f not in vocabulary.months
+            (f in words or len(f) <= _MAX_CODE_LETTERS)
+            and (f not in vocabulary.months or (f in words and digits == 1))
             for f in folded
         )
     if len(folded) == 1 and len(folded[0]) == 1:

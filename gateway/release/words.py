@@ -95,7 +95,7 @@ def _reads_as_date(first: str, second: str, third: str) -> bool:
 
     day_first = day(first) and month(second)
     return (year(third) and (day_first or (month(first) and day(second)))) or (
-        year(first) and month(second) and day(third)
+        len(first) == 4 and year(first) and month(second) and day(third)
     )
 
 
@@ -263,7 +263,11 @@ class Lexicon:
             return "bad" if len(token) == 4 and YEARS[0] <= int(token) <= YEARS[1] else "number"
         letters = [r for r in _runs(token) if not r.isdigit()]
         if parts:
-            ok = all((r in self.words or len(r) <= 2) and r not in self.months for r in letters)
+            ok = all(  # SAT2 passes (a word, one digit), 14MAR does not
+                (r in self.words or len(r) <= 2)
+                and (r not in self.months or (r in self.words and sum(parts) == 1))
+                for r in letters
+            )
             return "code" if ok else "bad"
         if len(letters) == 1 and len(letters[0]) == 1:
             return "word"
@@ -315,7 +319,7 @@ class Lexicon:
     def _date_in_a_row(self, tokens: list[str], letters: list[str]) -> bool:
         parts: list[str | None] = []
         for token, text in zip(tokens, letters, strict=True):
-            roman = _ROMAN.get(text) if not token.isdigit() else None
+            roman = _ROMAN.get(text) if token.isalpha() else None
             parts.append(token if token.isdigit() else (str(roman) if roman else None))
         for i in range(len(parts) - 2):
             window = parts[i : i + 3]

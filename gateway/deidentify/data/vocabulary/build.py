@@ -415,6 +415,13 @@ _GEONAMES = (
 _PLACE_MEANINGS = 10
 
 
+def vendor_words() -> set[str]:
+    """The words of curated/vendors.txt: manufacturers that are also a surname or a town
+    (Philips, Canon, Hitachi) are rarer names for the cleaner (only after a title), or they
+    would go from every Manufacturer value beside an institution word (Philips Medical)."""
+    return {t for _, entry in curated_entries(CURATED / "vendors.txt") for t in tokens(entry)}
+
+
 def common_in_meanings(meanings: Iterable[str], curated: set[str]) -> set[str]:
     """Words of `_PLACE_MEANINGS` code meanings or more, and every curated word: such a word
     reads as a place only where a clinical word would not be there (the cleaner's rules)."""
@@ -434,10 +441,13 @@ def outputs(errors: list[str]) -> dict[str, str]:
     meanings = code_meanings()
     curated = curated_words(errors)
     words = build_words(meanings, curated)
-    names = words & census_names(_MIN_FIRST_NAME_PERCENT, _MIN_SURNAME_PERCENT)
+    vendors = vendor_words()
+    names = words & census_names(_MIN_FIRST_NAME_PERCENT, _MIN_SURNAME_PERCENT) - vendors
     rare_names = words & census_names() - names
     places = place_words([*geonames_places(), *curated_places(errors)], words)
     places -= common_in_meanings(meanings, curated)
+    rare_names |= places & vendors  # Canon, Hitachi: a name or place only after a title
+    places -= vendors
     phrases = build_phrases(meanings, words, names | rare_names | places, names | places)
     sources = [_MEANINGS, "# Curated: curated/*.txt (each names its sources and licence)."]
     return {
