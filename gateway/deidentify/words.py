@@ -270,7 +270,7 @@ CODE_ATTRIBUTES = frozenset(
     {0x00080100, 0x00080102, 0x00080103, 0x00080119, 0x00080105, 0x0008010F}
 )
 _CODE_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
-_MAX_CODE_PREFIX = 2
+_MAX_CODE_PREFIX = 3  # TOU0065, SGH0101, RID1234: short prefixes of local and standard codes
 
 
 def _is_term(tag: int, value: str, vocabulary: Vocabulary) -> bool:
@@ -335,17 +335,17 @@ def _clean_once(value: str, vocabulary: Vocabulary) -> tuple[str, int]:
 
 def _code_shaped(value: str, vocabulary: Vocabulary) -> bool:
     """A code: letters, digits and . _ : - only, any number of digits (SNOMED CT ids are long);
-    letter runs of at most 2 letters or words that are no name or place; no date or time in
-    its digit groups (1958-03-14, 10:22)."""
-    if not _CODE_SHAPE.fullmatch(value):
+    letter runs of at most 3 letters or words that are no common name or place; no time, and
+    not a date as a whole (1958-03-14; 5.6.3-9-61 is an SCPECG code)."""
+    if not _CODE_SHAPE.fullmatch(value) or re.search(r"\d[:T_]\d", value):
         return False
     for run in re.findall(r"[a-z]+", value.casefold()):
         if len(run) > _MAX_CODE_PREFIX and (
-            run not in vocabulary.words or _name_like(run, vocabulary)
+            run not in vocabulary.words or _common_name(run, vocabulary)
         ):
             return False
     groups = re.findall(r"\d+", value)
-    return not (re.search(r"\d[:T_]\d", value) or _holds_date(groups))
+    return not (len(groups) == 3 and _holds_date(groups))
 
 
 def _date_like(joined: str, after: str, vocabulary: Vocabulary) -> bool:

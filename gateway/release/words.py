@@ -26,7 +26,8 @@ word files, by path, and its own rules decide. A value passes only when none of 
 
 Coded values (CS) pass whole when they are a defined term (coded.json), else token by token.
 The code of a coded entry passes by its shape: letters, digits and . _ : - only, any digits,
-letter runs of 2 letters or words that are no name or place, no date or time.
+letter runs of 3 letters or words that are no common name or place, no time, not a date as a
+whole.
 """
 
 from __future__ import annotations
@@ -198,9 +199,11 @@ class Lexicon:
         if _CODE.fullmatch(value) is None or re.search(r"\d[:T_]\d", value):
             return False
         for run in _LETTER_RUN.findall(value.lower()):
-            if len(run) > 2 and (run not in self.words or self._name_or_place(run)):
+            common = run in self.names or run in self.places
+            if len(run) > 3 and (run not in self.words or common):
                 return False
-        return not _any_date(re.findall(r"\d+", value))
+        numbers = re.findall(r"\d+", value)
+        return not (len(numbers) == 3 and _reads_as_date(*numbers))  # a date as a whole
 
     def text_allowed(self, value: str) -> bool:
         if len(value) > LONGEST:
@@ -257,7 +260,8 @@ class Lexicon:
         if _ORDINAL_SUFFIX.fullmatch(token):
             return "ordinal" if len(token) <= 4 else "bad"
         parts = [len(run) for run in re.findall(r"\d+", token)]
-        if (max(parts, default=0) if "." in token else sum(parts)) > 4:
+        digits = max(parts, default=0) if "." in token else sum(parts)  # 1.5: each part
+        if digits > 4:
             return "bad"
         if token.isdigit():
             return "bad" if len(token) == 4 and YEARS[0] <= int(token) <= YEARS[1] else "number"
@@ -265,7 +269,7 @@ class Lexicon:
         if parts:
             ok = all(  # SAT2 passes (a word, one digit), 14MAR does not
                 (r in self.words or len(r) <= 2)
-                and (r not in self.months or (r in self.words and sum(parts) == 1))
+                and (r not in self.months or (r in self.words and digits == 1))
                 for r in letters
             )
             return "code" if ok else "bad"

@@ -258,9 +258,32 @@ _PIECES = st.sampled_from(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=2000, deadline=None)
 @given(st.lists(_PIECES, min_size=1, max_size=10), st.sampled_from([" ", "", "_", "/", ", "]))
 def test_the_verifier_accepts_whatever_the_cleaner_keeps(pieces: list[str], separator: str) -> None:
     cleaner, lexicon = _both()
     cleaned, _ = cleaner.text(separator.join(pieces))
     assert lexicon.text_allowed(cleaned), cleaned
+
+
+@pytest.mark.parametrize(
+    ("code", "kept"),
+    [
+        ("51185008", True),  # SNOMED CT: a long number
+        ("T-D3000", True),
+        ("5.6.3-9-61", True),  # SCPECG
+        ("TOU0065", True),  # a local procedure code
+        ("SIEMENS_RIS", True),  # a vendor's scheme (Siemens is a rarer name: only after Dr)
+        ("99LOCAL", True),
+        ("1958-03-14", False),  # a date
+        ("2019-03-14T10:22", False),
+        ("JOHN.DOE", False),  # no code has a 4-letter run that is not a word
+        ("MAINE", False),  # a place
+    ],
+)
+def test_codes_of_coded_entries_pass_by_their_shape(
+    cleaner: Cleaner, lexicon: Lexicon, code: str, kept: bool
+) -> None:
+    code_value = 0x00080100
+    assert (cleaner.code(code_value, code) == (code, 0)) is kept
+    assert lexicon.code_allowed(code_value, code) is kept
