@@ -6,9 +6,10 @@
 - Year-only (strict HIPAA Safe Harbor, 45 CFR 164.514(b)(2)(i)(C)): every date keeps its year.
 - Ages (AS) over 89 years become 090Y.
 
-Values may be multi-valued (backslash-separated) and of partial precision (YYYY, YYYYMM,
-YYYYMMDDHH...); a value that does not parse raises ValueError, which the caller treats as a
-reason to remove the element rather than to let it through.
+Values may be multi-valued (backslash-separated), of partial precision (YYYY, YYYYMM,
+YYYYMMDDHH...) or in the ACR-NEMA form YYYY.MM.DD of older archives (written back as YYYYMMDD);
+a value that does not parse raises ValueError, which the caller treats as a reason to empty the
+element rather than to let it through.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import datetime as dt
 import re
 from collections.abc import Callable
 
-_DA = re.compile(r"^(\d{4})(\d{2})?(\d{2})?$")
+# YYYYMMDD, partial precision, and the ACR-NEMA form YYYY.MM.DD (retired; PS3.5 2002 6.2):
+# read in either, written in the current one
+_DA = re.compile(r"^(\d{4})(?:\.?(\d{2}))?(?:\.?(\d{2}))?$")
 _DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2,}(?:\.\d{1,6})?)?([+-]\d{4})?$")
 _AS = re.compile(r"^(\d{3})([DWMY])$")
 _DAYS_PER = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}

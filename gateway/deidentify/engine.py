@@ -550,8 +550,8 @@ class _Job:
         return self._dummy(ds, elem)
 
     def _temporal(self, ds: Dataset, elem: RawDataElement | DataElement, step: Step) -> Out | None:
-        """Shift or cut a date, aggregate an age; a value that does not parse is removed
-        rather than left as it was."""
+        """Shift or cut a date, aggregate an age; a value that does not parse is emptied
+        (a Type 2 date stays present), never left as it was."""
         vr = _dictionary_vr(elem.tag) or ""
         mode = self.engine.options.longitudinal_dates
         fn: Callable[[str], str]
@@ -566,8 +566,8 @@ class _Job:
         try:
             result = _ascii_map(ds, elem, fn, b" ")
         except ValueError:
-            self.counts["removed_unreadable"] += 1
-            return None
+            self.counts["emptied_unreadable"] += 1
+            return _emptied(elem)  # unreadable: nothing of it goes, the attribute stays
         self.counts["ages" if step is Step.AGE else "dates"] += 1
         return result
 

@@ -194,6 +194,23 @@ def test_ages_over_89_are_aggregated_and_the_birth_date_goes(vault: SqliteVault)
     assert not young.get("PatientBirthDate")
 
 
+def test_old_date_forms_are_shifted_and_unreadable_dates_emptied(vault: SqliteVault) -> None:
+    """ACR-NEMA dates (YYYY.MM.DD, older archives) are read and written in the current form; a
+    date nobody can read is emptied, not dropped (Study Date is Type 2: it stays present)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom: not a valid DA (as the sender wrote it)
+        ds = synthetic(StudyDate="2021.03.04", SeriesDate="20210304", ContentDate="yesterday")
+        data = part10(ds)
+    outcome = worker(vault).process(data)
+    out = written(outcome)
+    assert out.StudyDate == out.SeriesDate != "20210304"
+    assert len(out.StudyDate) == 8
+    assert out.StudyDate.isdigit()
+    assert "ContentDate" in out
+    assert out.ContentDate == ""
+    assert outcome.counts["emptied_unreadable"] == 1
+
+
 def test_year_only_dates_for_strict_safe_harbor(vault: SqliteVault) -> None:
     ds = synthetic(StudyDate="20210304", AcquisitionDateTime="20210304101500", StudyTime="101500")
     out = written(worker(vault, longitudinal_dates="year").process(part10(ds)))

@@ -19,6 +19,8 @@ from gateway.deidentify.dates import aggregate_age, shift_da, shift_dt, year_onl
         ("202402", 29, "202403"),  # month precision kept
         ("", -10, ""),
         ("20240115\\", 1, "20240116\\"),
+        ("2024.03.01", -1, "20240229"),  # ACR-NEMA form of older archives: written anew
+        ("1998.12.31\\1999.01.02", 1, "19990101\\19990103"),
     ],
 )
 def test_shift_da(value: str, days: int, expected: str) -> None:
