@@ -85,10 +85,11 @@ _OF = frozenset({"of", "de", "du", "des"})
 _MODALITY_TITLES = frozenset({"MR", "DR"})
 _ROMAN = ("i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x", "xi", "xii")
 _ROMAN_MONTHS = {r: str(n) for n, r in enumerate(_ROMAN, start=1)}
-#: Words that say a number is an age (English and the main European languages), folded.
+#: Words that say a number is an age (English and the main European languages, and the sex
+#: written beside an age: 94M, 94 female), folded.
 _AGE_WORDS = frozenset(
     {"age", "aged", "y", "yo", "yr", "yrs", "year", "years", "old", "ans", "jahre", "jahr"}
-    | {"anni", "anos", "jaar", "ar", "lat"}
+    | {"anni", "anos", "jaar", "ar", "lat", "m", "f", "male", "female", "man", "woman", "w"}
 )
 _TRIM = " ,;:-/._+&@#*'\"|"
 
@@ -125,6 +126,7 @@ class Vocabulary:
     places: frozenset[str]  # words that are also the names of places
     institutions: frozenset[str]  # hospital, clinic, university: a name or place beside goes
     post_nominals: frozenset[str]  # MD, PhD, RN: a name stands before
+    units: frozenset[str]  # mm, T, kV: numbers before them are measurements
     phrases: frozenset[tuple[str, ...]]  # clinical phrases holding such a word
     coded: dict[int, frozenset[str]]  # CS attribute tag -> its defined terms
     all_coded: frozenset[str]
@@ -153,6 +155,7 @@ class Vocabulary:
             places=frozenset(_packaged_lines("places.txt")),
             institutions=_word_set("institutions.txt"),
             post_nominals=_word_set("post_nominals.txt"),
+            units=_word_set("units.txt"),
             phrases=phrases,
             coded=coded,
             all_coded=frozenset(t for terms in coded.values() for t in terms),
@@ -224,6 +227,7 @@ class _Token:
     kind: str  # "word", "number", "code", "ordinal"
     known: bool = False  # passes on its own
     keep: bool = False
+    initial: bool = True  # a single letter not glued to + or - (+C, T-)
 
 
 class Cleaner:
@@ -350,17 +354,22 @@ def _code_shaped(value: str, vocabulary: Vocabulary) -> bool:
 
 def _date_like(joined: str, after: str, vocabulary: Vocabulary) -> bool:
     """Digit groups joined by separators: a date or a time (2019-03-14, 14.03., 10:22, 2019_03,
-    12/03), or a decimal, a range with its unit, a version (1.5, 5-10 mm, 2.1.0)."""
+    12/03, 03/2019), an ID or a telephone number (4821-3377, 555.867.5309), or else a decimal,
+    a measurement with its unit, a version (1.5, 5-10 mm, 2.1.0)."""
     groups = re.findall(r"\d+", joined)
+    body = joined.rstrip(".")
     if any(len(g) > _MAX_DIGITS for g in groups) or re.search(r"[:_T]", joined):
         return True  # an ID-length run; times, ISO and underscore dates
+    if _phone_groups(groups) or _holds_date(groups) or _month_year(groups):
+        return True
+    if "." not in body and sum(map(len, groups)) >= _MIN_ID_DIGITS:
+        return True  # 4821-3377, 555-0199, 12-34-56: an ID or a telephone number
     if len(groups) > 2:
-        return _holds_date(groups)
+        return False  # a version
     unit = re.match(r"\s*([^\W\d_]+)", after)
-    if unit is not None and not joined.endswith(".") and fold(unit.group(1)) in vocabulary.words:
-        return False  # a measurement or a range with its unit
-    if "." not in joined and sum(map(len, groups)) >= _MIN_ID_DIGITS:
-        return True  # 4821-3377, 555-0199: an ID or a telephone number
+    measured = unit is not None and fold(unit.group(1)) in vocabulary.units
+    if measured and "/" not in joined and not joined.endswith("."):
+        return False  # a measurement or a range with its unit: 1.5 mm, 5-10 mm
     first, second = int(groups[0]), int(groups[1])
     day_month = 1 <= first <= 31 and 1 <= second <= 12
     month_day = 1 <= first <= 12 and 1 <= second <= 31
@@ -369,14 +378,32 @@ def _date_like(joined: str, after: str, vocabulary: Vocabulary) -> bool:
     return day_month or month_day
 
 
+def _phone_groups(groups: list[str]) -> bool:
+    """Digit groups shaped as a telephone number: 555.867.5309, 020.7946.0958."""
+    return [len(g) for g in groups][-3:] in ([3, 3, 4], [4, 3, 4], [3, 4, 4], [2, 4, 4])
+
+
+def _month_year(groups: list[str]) -> bool:
+    """Two groups that read as a month and a year: 03/2019, 2019.03, 03/58 (a 2-digit year
+    that is no day)."""
+    if len(groups) != 2:
+        return False
+    a, b = groups
+    four = (len(b) == 4 and int(b) in _YEARS and _month(a)) or (
+        len(a) == 4 and int(a) in _YEARS and _month(b)
+    )
+    return four or (_month(a) and len(b) == 2 and int(b) > 31)
+
+
 def _holds_date(groups: list[str]) -> bool:
     """Three groups in a row that read as day, month and year in some order (14.03.2019,
     2019/3/14, 3-14-19); a version number (2.1.0, 51.80.108.010) does not."""
     for x, y, z in zip(groups, groups[1:], groups[2:], strict=False):
         if _year(z) and ((_day(x) and _month(y)) or (_month(x) and _day(y))):
             return True
-        if len(x) == 4 and _year(x) and _month(y) and _day(z):
-            return True  # year first only with four digits: 2019-3-14 (5.10.3 is a version)
+        year_first = (len(x) == 4 and _year(x)) or (len(x) == 2 and int(x) > 31)
+        if year_first and _month(y) and _day(z):
+            return True  # 2019-3-14, 58-03-14 (5.10.3 is a version: 5 may be a day)
     return False
 
 
@@ -411,7 +438,8 @@ def _tokens(text: str) -> list[_Token]:
             kind = "number"
         else:
             kind = "word"
-        out.append(_Token(word, match.start(), match.end(), letters, kind))
+        glued = match.start() > 0 and text[match.start() - 1] in "+-"
+        out.append(_Token(word, match.start(), match.end(), letters, kind, initial=not glued))
     return out
 
 
@@ -459,7 +487,7 @@ def _known(token: _Token, vocabulary: Vocabulary) -> bool:
         return not (token.text.isdigit() and len(token.text) == 4 and int(token.text) in _YEARS)
     if token.kind == "code":  # 14MAR is a date; T1, B1000 and SAT2 (a technical word) are not
         return all(
-            (f in words or len(f) <= _MAX_CODE_LETTERS)
+            (f in words or (len(f) <= _MAX_CODE_LETTERS and not f.startswith("~")))
             and (f not in vocabulary.months or (f in words and digits == 1))
             for f in folded
         )
@@ -494,26 +522,31 @@ def _name_context(
             title = tokens[index - back].text
             if not (_modality(title) and word in vocabulary.anatomy):
                 return True
-    if _in_phrase(folded, index, vocabulary):
-        return False
     if word in vocabulary.anatomy or not _common_name(word, vocabulary):
         return False  # HEAD, BRAIN; rarer surnames (Hellman): only after a title
+    if _institution_or_degree(folded, index, vocabulary):
+        return True  # Alaska Native Medical Center, Swann Ganz MD: no phrase saves them
+    if _in_phrase(folded, index, vocabulary):
+        return False
     return _common_name_context(tokens, folded, index, vocabulary)
+
+
+def _institution_or_degree(folded: list[str], index: int, vocabulary: Vocabulary) -> bool:
+    if index + 1 < len(folded) and folded[index + 1] in vocabulary.post_nominals:
+        return True
+    near = range(max(index - 3, 0), min(index + 4, len(folded)))
+    return any(folded[j] in vocabulary.institutions for j in near)
 
 
 def _common_name_context(
     tokens: list[_Token], folded: list[str], index: int, vocabulary: Vocabulary
 ) -> bool:
-    if index + 1 < len(tokens) and folded[index + 1] in vocabulary.post_nominals:
-        return True
-    near = range(max(index - 3, 0), min(index + 4, len(tokens)))
-    if any(folded[j] in vocabulary.institutions for j in near):
-        return True
     neighbours = [j for j in (index - 1, index + 1) if 0 <= j < len(tokens)]
     for j in neighbours:
         other = tokens[j]
-        if not other.known or (other.kind == "word" and len(folded[j]) == 1):
-            return True  # an unknown word or an initial beside it
+        initial = other.kind == "word" and len(folded[j]) == 1 and other.initial
+        if not other.known or initial:
+            return True  # an unknown word or an initial beside it (the C of +C is none)
         if other.kind == "word" and _common_name(folded[j], vocabulary):
             return True  # another common name or place (a rarer name is an everyday word)
     text = tokens[index].text

@@ -73,6 +73,7 @@ _ROMAN = dict(
 #: Age words: "age 94", "94 yo", "94 Jahre"
 _AGES = frozenset({"age", "aged", "y", "yo", "yr", "yrs", "year", "years", "old"}) | frozenset(
     {"ans", "jahre", "jahr", "anni", "anos", "jaar", "ar", "lat"}
+    | {"m", "f", "male", "female", "man", "woman", "w"}  # the sex beside an age: 94M
 )
 _CAPITAL_MODALITIES = frozenset({"MR", "DR"})  # MR BRAIN, DR CHEST: no Mr, no Dr
 YEARS = (1900, 2039)  # a 4-digit number from here to there reads as a year
@@ -95,9 +96,31 @@ def _reads_as_date(first: str, second: str, third: str) -> bool:
         return len(g) <= 2 and 1 <= int(g) <= 12
 
     day_first = day(first) and month(second)
+    year_first = (len(first) == 4 and year(first)) or (len(first) == 2 and int(first) > 31)
     return (year(third) and (day_first or (month(first) and day(second)))) or (
-        len(first) == 4 and year(first) and month(second) and day(third)
+        year_first and month(second) and day(third)
     )
+
+
+def _telephone(numbers: list[str]) -> bool:
+    """555.867.5309, 020.7946.0958: the last groups are shaped as a telephone number."""
+    return tuple(len(n) for n in numbers[-3:]) in {(3, 3, 4), (4, 3, 4), (3, 4, 4), (2, 4, 4)}
+
+
+def _month_and_year(numbers: list[str]) -> bool:
+    """03/2019, 2019.03, 03/58 (a two-digit year that cannot be a day)."""
+    if len(numbers) != 2:
+        return False
+    first, second = numbers
+
+    def month(g: str) -> bool:
+        return len(g) <= 2 and 1 <= int(g) <= 12
+
+    def year(g: str) -> bool:
+        return len(g) == 4 and YEARS[0] <= int(g) <= YEARS[1]
+
+    short_year = month(first) and len(second) == 2 and int(second) > 31
+    return (month(first) and year(second)) or (year(first) and month(second)) or short_year
 
 
 def _any_date(numbers: list[str]) -> bool:
@@ -149,6 +172,7 @@ class Lexicon:
     titles: frozenset[str]
     institutions: frozenset[str]
     post_nominals: frozenset[str]
+    units: frozenset[str]
     terms: dict[int, frozenset[str]]  # CS tag -> defined terms
     body_parts: frozenset[str]  # Body Part Examined terms, lower case
     any_term: frozenset[str]
@@ -177,6 +201,7 @@ class Lexicon:
             titles=_several("name_context.txt"),
             institutions=_several("institutions.txt"),
             post_nominals=_several("post_nominals.txt"),
+            units=_several("units.txt"),
             terms=terms,
             body_parts=frozenset(t.lower() for t in terms.get(0x00180015, ())),
             any_term=frozenset().union(*terms.values()) if terms else frozenset(),
@@ -216,32 +241,33 @@ class Lexicon:
         for run in (*_PLUS_DIGITS.finditer(text), *_SPACED_DIGITS.finditer(text)):
             if sum(c.isdigit() for c in run.group(0)) >= 7:
                 return False
-        return self._tokens_ok(_SPLIT.findall(text))
+        found = list(_SPLIT.finditer(text))
+        glued = [m.start() > 0 and text[m.start() - 1] in "+-" for m in found]  # +C: no initial
+        return self._tokens_ok([m.group(0) for m in found], glued)
 
     def _groups_ok(self, match: re.Match[str], text: str) -> bool:
-        """Joined digit groups: a decimal, a measured range or a version; never a date, a
-        time, an ID or an ID-length run."""
+        """Joined digit groups: a decimal, a measurement or a version; never a date, a time,
+        an ID, a telephone number or an ID-length run."""
         head, tail, dot = match.group(1), match.group(2), match.group(3)
         numbers = [head, *re.findall(r"\d+", tail)]
         if max(len(n) for n in numbers) > 4 or re.search(r"[:_T]", tail):
             return False
-        if len(numbers) > 2:
-            return not _any_date(numbers)
-        unit = re.match(r"\s*([^\W\d_]+)", text[match.end() :])
-        if (
-            not dot
-            and unit is not None
-            and all(w in self.words for w in _ASCII_RUN.findall(_ascii(unit[1])))
-        ):
-            return True
-        if "." not in tail and len(head) + len(numbers[1]) >= 6:
+        if _telephone(numbers) or _any_date(numbers) or _month_and_year(numbers):
+            return False
+        if "." not in tail and sum(map(len, numbers)) >= 6:
             return False  # an ID or a telephone number
+        if len(numbers) > 2:
+            return True  # a version
+        unit = re.match(r"\s*([^\W\d_]+)", text[match.end() :])
+        unit_words = _ASCII_RUN.findall(_ascii(unit[1])) if unit is not None else []
+        if unit_words and not dot and "/" not in tail and set(unit_words) <= self.units:
+            return True  # a measurement with its unit: 1.5 mm, 5-10 mm
         a, b = int(head), int(numbers[1])
         if tail.startswith(".") and not dot:
             return not (1 <= a <= 31 and 1 <= b <= 12 and len(numbers[1]) == 2)
         return not ((1 <= a <= 31 and 1 <= b <= 12) or (1 <= a <= 12 and 1 <= b <= 31))
 
-    def _tokens_ok(self, tokens: list[str]) -> bool:
+    def _tokens_ok(self, tokens: list[str], glued: list[bool]) -> bool:
         letters = [_letters(t) for t in tokens]
         shapes = [self._shape(t) for t in tokens]
         for i, shape in enumerate(shapes):
@@ -251,7 +277,7 @@ class Lexicon:
                 return False
             if shape == "ordinal" and not self._ordinal_ok(letters, shapes, i):
                 return False
-            if shape == "name" and self._reads_as_name(tokens, letters, shapes, i):
+            if shape == "name" and self._reads_as_name(tokens, letters, shapes, glued, i):
                 return False
         return not (self._date_in_a_row(tokens, letters) or self._old_age(tokens, letters))
 
@@ -265,10 +291,12 @@ class Lexicon:
             return "bad"
         if token.isdigit():
             return "bad" if len(token) == 4 and YEARS[0] <= int(token) <= YEARS[1] else "number"
+        if re.fullmatch(r"\d+\.\d+", token):
+            return "number"  # a decimal
         letters = [r for r in _runs(token) if not r.isdigit()]
         if parts:
             ok = all(  # SAT2 passes (a word, one digit), 14MAR does not
-                (r in self.words or len(r) <= 2)
+                (r in self.words or (len(r) <= 2 and not r.startswith("~")))
                 and (r not in self.months or (r in self.words and digits == 1))
                 for r in letters
             )
@@ -292,17 +320,13 @@ class Lexicon:
         return letters[i + 1] not in _OF
 
     def _reads_as_name(
-        self, tokens: list[str], letters: list[str], shapes: list[str], i: int
+        self, tokens: list[str], letters: list[str], shapes: list[str], glued: list[bool], i: int
     ) -> bool:
         word = letters[i]
         for j in range(max(i - 3, 0), i):
             modality = tokens[j] in _CAPITAL_MODALITIES and word in self.body_parts
             if letters[j] in self.titles and not modality:
                 return True
-        for size in (2, 3, 4):
-            for start in range(max(i - size + 1, 0), i + 1):
-                if " ".join(letters[start : start + size]) in self.phrases:
-                    return False
         if word in self.body_parts or not (word in self.names or word in self.places):
             return False
         if i + 1 < len(tokens) and letters[i + 1] in self.post_nominals:
@@ -311,9 +335,13 @@ class Lexicon:
             letters[j] in self.institutions for j in range(max(i - 3, 0), min(i + 4, len(letters)))
         ):
             return True
+        for size in (2, 3, 4):
+            for start in range(max(i - size + 1, 0), i + 1):
+                if " ".join(letters[start : start + size]) in self.phrases:
+                    return False
         neighbours = [j for j in (i - 1, i + 1) if 0 <= j < len(tokens)]
         for j in neighbours:
-            initial = shapes[j] == "word" and len(letters[j]) == 1
+            initial = shapes[j] == "word" and len(letters[j]) == 1 and not glued[j]
             common = letters[j] in self.names or letters[j] in self.places
             if initial or (shapes[j] == "name" and common):
                 return True

@@ -119,6 +119,20 @@ LEAKS = [
     ("hangul-surname", "박 교수", "박"),
     ("uk-postcode", "lives LE1 5WW", "LE1 5WW"),
     ("canadian-postcode", "M5G 2C4", "M5G 2C4"),
+    # found by a second red team
+    ("day-month-before-a-word", "prior 3/14 study", "3/14"),
+    ("dotted-day-month-before-a-word", "14.03 CT Thorax", "14.03"),
+    ("cjk-date", "2019년 3월 14일 CT", "14일"),
+    ("cjk-year", "1958年", "1958年"),
+    ("institution-over-phrase", "Alaska Native Medical Center", "Alaska"),
+    ("dotted-phone", "call 555.867.5309", "555.867.5309"),
+    ("id-trailing-dot", "left 94-3377.", "94-3377"),
+    ("month-year", "seen 03/2019", "03/2019"),
+    ("month-short-year", "born 03/58", "03/58"),
+    ("short-year-first", "58-03-14", "58-03-14"),
+    ("id-three-groups", "MRN 12-34-56", "12-34-56"),
+    ("age-with-sex", "94M", "94M"),
+    ("role-before-name", "SONOGRAPHER HARRIS", "HARRIS"),
     ("us-date-short-year", "CT 3-14-19", "3-14-19"),
 ]
 
@@ -254,6 +268,14 @@ _PIECES = st.sampled_from(
         "Nyberg",
         "4821-3377",
         "H30.3.14",
+        "+C",
+        "555.867.5309",
+        "03/2019",
+        "年",
+        "Medical",
+        "SONOGRAPHER",
+        "94M",
+        "3/14",
     ]
 )
 

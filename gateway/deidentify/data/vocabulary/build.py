@@ -512,6 +512,16 @@ def outputs(errors: list[str]) -> dict[str, str]:
             ],
             build_narrative(),
         ),
+        "units.txt": render(
+            [
+                "# Units: a number or a range of numbers followed by one of these is a measurement",
+                "#   (5-10 mm, 1.5 T), not a date (3/14 CT is a date: CT is no unit).",
+                _GENERATED,
+                _FOLD,
+                "# Source: curated/units.txt (its header names its sources).",
+            ],
+            {t for _, entry in curated_entries(CURATED / "units.txt") for t in tokens(entry)},
+        ),
     }
 
 
