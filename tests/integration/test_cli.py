@@ -431,3 +431,22 @@ def test_site_words_are_kept_and_a_bad_word_file_names_its_line(tmp_path: Path) 
     assert f"deidentify.vocabulary: {words}: line 3: one word per line" in bad.stderr
     assert "deidentify.keep_cleaned[1]: 'SeriesDescription' is not a free-narrative" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_describe_profile_shows_narrative_removed_or_kept_cleaned(tmp_path: Path) -> None:
+    """Free narrative is a gateway rule: removed by default, kept cleaned when the site lists it
+    in keep_cleaned; the engine does what the description says (tests/unit/test_explain.py)."""
+    default = json.loads(cli("describe-profile", "--format", "json").stdout)
+    rules = {row["tag"]: row for row in default if row["source"] == "gateway"}
+    history = rules["(0010,21B0)"]  # Additional Patient History
+    assert history["action"] == "X"
+    assert "free narrative" in history["reason"]
+    assert rules["(0010,2180)"]["action"] == "X"  # Occupation
+    config = base_config(tmp_path)
+    config["deidentify"] = {"keep_cleaned": ["AdditionalPatientHistory"]}
+    path = write_config(tmp_path, config)
+    kept = json.loads(cli("describe-profile", "--config", str(path), "--format", "json").stdout)
+    history = next(r for r in kept if r["source"] == "gateway" and r["tag"] == "(0010,21B0)")
+    assert history["action"] == "C"
+    assert "keep_cleaned" in history["reason"]
+    assert "known words" in history["does"]
