@@ -69,7 +69,7 @@ _URL = re.compile(r"(?i)(?:[a-z][a-z0-9+.-]*://|www\.)\S*")
 # Digit groups joined by date, time or list separators (2019_03_14, 12/03, 10:22:05, 2019-03-14T10)
 _JOINED = re.compile(r"(?<![^\W_])\d+(?:(?:[-/._:]|T(?=\d))\d+)+\.?")
 # Telephone-like: digit groups with spaces, brackets or a leading +
-_PHONE = re.compile(r"\+\s*\d[\d\s()./-]*\d|\(?\d+\)?(?:[\s/-]+\(?\d+\)?)+")
+_PHONE = re.compile(r"\+\s*\d[\d\s()./-]*\d|(?<![^\W_])\(?\d+\)?(?:[\s/-]+\(?\d+\)?)+")
 # A Japanese era date: H30.3.14 (Heisei 30), R1/5/1
 _ERA = re.compile(r"(?<![^\W_])[MTSHR]\d{1,2}[./-]\d{1,2}[./-]\d{1,2}(?![^\W_])")
 _MAX_TEXT = 65_536  # characters: longer free text is not read word by word, it goes whole
@@ -306,23 +306,29 @@ def _clean(value: str, vocabulary: Vocabulary) -> tuple[str, int]:
     return (text, total) if total else (value, 0)
 
 
+def _pieces(spans: list[tuple[int, int]]) -> int:
+    """How many separate pieces the cut spans make (a telephone number found as a joined group
+    and as a telephone-like run is one piece)."""
+    count, reach = 0, -1
+    for start, end in sorted(spans):
+        if start >= reach:
+            count += 1
+        reach = max(reach, end)
+    return count
+
+
 def _clean_once(value: str, vocabulary: Vocabulary) -> tuple[str, int]:
     text = unicodedata.normalize("NFKC", value)
     cut: list[tuple[int, int]] = []  # spans removed before tokens are looked at
-    removed = 0
     for pattern in (_EMAIL, _URL, _ERA, _POSTCODE):
-        for match in pattern.finditer(text):
-            cut.append(match.span())
-            removed += 1
+        cut += [m.span() for m in pattern.finditer(text)]
     for match in _JOINED.finditer(text):
         if _date_like(match.group(0), text[match.end() :], vocabulary):
             cut.append(match.span())
-            removed += 1
     for match in _PHONE.finditer(text):
-        digits = sum(ch.isdigit() for ch in match.group(0))
-        if digits >= _MIN_PHONE_DIGITS:
+        if sum(ch.isdigit() for ch in match.group(0)) >= _MIN_PHONE_DIGITS:
             cut.append(match.span())
-            removed += 1
+    removed = _pieces(cut)
     tokens = _tokens(text)
     _judge(tokens, vocabulary, cut)
     removed += sum(not t.keep for t in tokens if not _inside(t, cut))

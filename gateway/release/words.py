@@ -59,7 +59,7 @@ _POSTCODE = re.compile(  # UK, Canada, Ireland
 _ERA_DATE = re.compile(r"(?<![^\W_])[MTSHR]\d{1,2}[./-]\d{1,2}[./-]\d{1,2}(?![^\W_])")
 _GROUPS = re.compile(r"(?<![^\W_])(\d+)((?:(?:[-/._:]|T(?=\d))\d+)+)(\.?)")
 _PLUS_DIGITS = re.compile(r"\+\s*\d[\d\s()./-]*")
-_SPACED_DIGITS = re.compile(r"\(?\d+\)?(?:[\s/-]+\(?\d+\)?)+")
+_SPACED_DIGITS = re.compile(r"(?<![^\W_])\(?\d+\)?(?:[\s/-]+\(?\d+\)?)+")
 _ORDINAL_SUFFIX = re.compile(r"(?i)(\d+)(st|nd|rd|th|e|er|eme|ème|º|ª)")
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 _OF = frozenset({"of", "de", "du", "des"})

@@ -309,3 +309,10 @@ def test_codes_of_coded_entries_pass_by_their_shape(
     code_value = 0x00080100
     assert (cleaner.code(code_value, code) == (code, 0)) is kept
     assert lexicon.code_allowed(code_value, code) is kept
+
+
+def test_a_code_before_a_date_stays_and_the_date_goes(cleaner: Cleaner, lexicon: Lexicon) -> None:
+    """B1000's digits and a year after it are no telephone number (found in the daemon test)."""
+    assert cleaner.text("AX DWI B1000 2019_03_14") == ("AX DWI B1000", 1)
+    assert cleaner.text("AX DWI B1000 2019 1234")[0] == "AX DWI B1000"
+    assert lexicon.text_allowed("AX DWI B1000")
