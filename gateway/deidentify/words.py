@@ -41,6 +41,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -329,7 +330,7 @@ def _clean_once(value: str, vocabulary: Vocabulary) -> tuple[str, int]:
         if sum(ch.isdigit() for ch in match.group(0)) >= _MIN_PHONE_DIGITS:
             cut.append(match.span())
     removed = _pieces(cut)
-    tokens = _tokens(text)
+    tokens = _tokens(text, vocabulary.words)
     _judge(tokens, vocabulary, cut)
     removed += sum(not t.keep for t in tokens if not _inside(t, cut))
     if not removed:
@@ -429,13 +430,34 @@ def _inside(token: _Token, cut: list[tuple[int, int]]) -> bool:
     return any(start < token.end and token.start < end for start, end in cut)
 
 
-def _tokens(text: str) -> list[_Token]:
+def _camel(piece: str) -> list[str]:
+    """A piece split where its case says a new word starts: SpinalCord, PRVSpinal, OpticNerve."""
+    cuts = [
+        i
+        for i in range(1, len(piece))
+        if (piece[i - 1].islower() and piece[i].isupper())
+        or (piece[i - 1].isupper() and piece[i].isupper() and piece[i + 1 : i + 2].islower())
+    ]
+    return [piece[a:b] for a, b in zip([0, *cuts], [*cuts, len(piece)], strict=True)]
+
+
+def _letter_runs(piece: str, words: frozenset[str]) -> list[str]:
+    """A letter piece's folded runs: whole when it is a word (mpMRI), else split at its case
+    changes (TG-263 structure names: SpinalCord -> spinal cord)."""
+    whole = _folded_pieces(piece)
+    if all(f in words for f in whole):
+        return whole
+    return [f for part in _camel(piece) for f in _folded_pieces(part)]
+
+
+def _tokens(text: str, words: frozenset[str]) -> list[_Token]:
     out = []
     for match in _TOKEN.finditer(text):
         word = match.group(0)
         pieces = _PIECE.findall(word)
-        letters = [f for p in pieces if not p.isdigit() for f in _folded_pieces(p)]
         digits = [p for p in pieces if p.isdigit()]
+        split = _folded_pieces if digits else partial(_letter_runs, words=words)  # words only
+        letters = [f for p in pieces if not p.isdigit() for f in split(p)]
         if _ORDINAL.fullmatch(word):
             kind = "ordinal"
         elif digits and letters:
@@ -468,7 +490,7 @@ def _judge(tokens: list[_Token], vocabulary: Vocabulary, cut: list[tuple[int, in
                 and after.known
                 and folded[index + 1] not in _OF
             )
-        elif token.kind == "word" and _name_like(folded[index], vocabulary):
+        elif token.kind == "word" and any(_name_like(f, vocabulary) for f in token.folded):
             token.keep = not _name_context(tokens, folded, index, vocabulary)
         else:
             token.keep = token.known
@@ -499,7 +521,13 @@ def _known(token: _Token, vocabulary: Vocabulary) -> bool:
         )
     if len(folded) == 1 and len(folded[0]) == 1:
         return True  # a single letter
+    if len(folded) > 1 and any(_glued_name(f, vocabulary) for f in folded):
+        return False  # DrBrown, BrownFat: a name or a title glued to other words
     return bool(folded) and all(f in words for f in folded)
+
+
+def _glued_name(word: str, vocabulary: Vocabulary) -> bool:
+    return word in vocabulary.titles or _common_name(word, vocabulary)
 
 
 def _name_like(word: str, vocabulary: Vocabulary) -> bool:

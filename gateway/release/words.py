@@ -143,6 +143,19 @@ def _runs(text: str) -> list[str]:
     return out
 
 
+def _case_words(token: str) -> list[str]:
+    """A token cut before each capital that follows a small letter, or that starts a word after
+    capitals (PRVSpinalCord -> PRV Spinal Cord)."""
+    words, start = [], 0
+    for i in range(1, len(token)):
+        after_small = token[i - 1].islower() and token[i].isupper()
+        new_word = token[i - 1].isupper() and token[i].isupper() and token[i + 1 : i + 2].islower()
+        if after_small or new_word:
+            words.append(token[start:i])
+            start = i
+    return [*words, token[start:]]
+
+
 def _letters(token: str) -> str:
     """A token's letter runs ("胸部CT" -> "~胸部 ct")."""
     return " ".join(r for r in _runs(token) if not r.isdigit())
@@ -303,9 +316,22 @@ class Lexicon:
             return "code" if ok else "bad"
         if len(letters) == 1 and len(letters[0]) == 1:
             return "word"
+        letters = self._split_case(token, letters)
         if not letters or not all(r in self.words for r in letters):
             return "bad"
+        glued = len(letters) > 1 and any(
+            r in self.titles or r in self.names or r in self.places for r in letters
+        )
+        if glued:
+            return "bad"  # DrBrown, BrownFat
         return "name" if any(self._name_or_place(r) for r in letters) else "word"
+
+    def _split_case(self, token: str, letters: list[str]) -> list[str]:
+        """A word written in camel case (SpinalCord) read as its words, unless whole it is one
+        (mpMRI)."""
+        if all(r in self.words for r in letters):
+            return letters
+        return [r for w in _case_words(token) for r in _runs(w) if not r.isdigit()]
 
     def _name_or_place(self, word: str) -> bool:
         return word in self.names or word in self.rare_names or word in self.places

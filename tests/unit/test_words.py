@@ -133,6 +133,8 @@ LEAKS = [
     ("id-three-groups", "MRN 12-34-56", "12-34-56"),
     ("age-with-sex", "94M", "94M"),
     ("role-before-name", "SONOGRAPHER HARRIS", "HARRIS"),
+    ("camel-title-name", "seen DrBrown", "DrBrown"),
+    ("camel-names", "JohnSmith", "JohnSmith"),
     ("us-date-short-year", "CT 3-14-19", "3-14-19"),
 ]
 
@@ -276,6 +278,12 @@ _PIECES = st.sampled_from(
         "SONOGRAPHER",
         "94M",
         "3/14",
+        "SpinalCord",
+        "DrBrown",
+        "HeartRate",
+        "mpMRI",
+        "ÉcoleNormale",
+        "PRVSpinal",
     ]
 )
 
