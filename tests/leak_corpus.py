@@ -147,6 +147,38 @@ LEAK_CLASSES = (
             Plant("Mrs Hope King", ("Hope", "King")),
         ),
     ),
+    # found by two red teams against the allow-list itself
+    LeakClass(
+        "initials-and-degrees",
+        (
+            Plant("Dr J R Brown", ("Brown",)),
+            Plant("BROWN MD", ("BROWN",)),
+            Plant("per Dr Hellman", ("Hellman",)),
+        ),
+    ),
+    LeakClass(
+        "place-as-institution",
+        (
+            Plant("Leicester General Hospital", ("Leicester",), "Leicester Hosp"),
+            Plant("MAINE MEDICAL CENTER", ("MAINE",), "MAINE MEDICAL"),
+        ),
+    ),
+    LeakClass(
+        "date-otherwise",
+        (
+            Plant("born 14 III 58", ("14 III 58",), "14 III 58"),
+            Plant("prior 3/14 study", ("3/14",), "prior 3/14"),
+            Plant("seen 03/2019", ("03/2019",)),
+        ),
+    ),
+    LeakClass(
+        "id-otherwise",
+        (
+            Plant("MRN 4821-3377", ("4821-3377",)),
+            Plant("tel 555.867.5309", ("555.867.5309",), "555.867.5309"),
+        ),
+    ),
+    LeakClass("old-age", (Plant("age 94", ("94",)), Plant("94M", ("94M",)))),
 )
 
 

@@ -288,7 +288,7 @@ def _clean_code(tag: int, value: str, vocabulary: Vocabulary) -> tuple[str, int]
         return value, 0
     if tag in CODE_ATTRIBUTES:
         return (value, 0) if _code_shaped(stripped, vocabulary) else ("", 1)
-    _, removed = _clean(stripped.replace("_", " "), vocabulary)
+    _, removed = _clean(stripped, vocabulary)  # underscores part words; 3_14 is a date
     if not removed:
         return value, 0
     return "", max(removed, 1)

@@ -231,7 +231,7 @@ class Lexicon:
             return True
         if tag in CODES:
             return self._code_shape(value)
-        return self.text_allowed(value.replace("_", " "))
+        return self.text_allowed(value)  # underscores part words; 3_14 is a date
 
     def _code_shape(self, value: str) -> bool:
         if _CODE.fullmatch(value) is None or re.search(r"\d[:T_]\d", value):
