@@ -262,7 +262,10 @@ def cmd_describe_profile(args: argparse.Namespace) -> int:
     print("UIDs are mapped, dates shifted; every kept text keeps only known words (the shipped")
     print("vocabulary and the site's), then this instance's identifiers are removed from it;")
     print("narrative (comments, histories, reasons) goes unless kept cleaned. Everything else is")
-    print("removed (allow-lists; docs/deidentify.md).\n")
+    print("removed (allow-lists; docs/deidentify.md). Where the IOD of an instance's SOP class")
+    print("requires an attribute (PS3.3 types): what would be removed stays empty (Type 2, 2C)")
+    print("or with a fixed dummy (Type 1); what would be emptied keeps a fixed dummy (Type 1,")
+    print("1C); a sequence the IOD does not require goes when no item is left.\n")
     print("Gateway rules, before the table:")
     for r in rows:
         if r.source == "gateway":
@@ -279,7 +282,7 @@ def _table_line(r: Explanation) -> str:
     rule = r.row.rule
     return (
         f"{rule.tag:<13} {rule.name[:48]:<48} {rule.basic:<7} -> {r.effect.action}  "
-        f"{r.effect.does}  [{r.reason}]"
+        f"{r.does}  [{r.reason}]"
     )
 
 
@@ -352,7 +355,7 @@ def _profile_row(r: Explanation) -> dict[str, str]:
         "name": r.row.rule.name,
         "basic": r.row.rule.basic,
         "action": r.effect.action,
-        "does": r.effect.does,
+        "does": r.does,
         "reason": r.reason,
     }
 

@@ -7,7 +7,8 @@
 - Ages (AS) over 89 years become 090Y.
 
 Values may be multi-valued (backslash-separated), of partial precision (YYYY, YYYYMM,
-YYYYMMDDHH...) or in the ACR-NEMA form YYYY.MM.DD of older archives (written back as YYYYMMDD);
+YYYYMMDDHH...) or in the ACR-NEMA forms YYYY.MM.DD and HH:MM:SS of older archives (written back
+as YYYYMMDD and HHMMSS);
 a value that does not parse raises ValueError, which the caller treats as a reason to empty the
 element rather than to let it through.
 """
@@ -22,6 +23,8 @@ from collections.abc import Callable
 # read in either, written in the current one
 _DA = re.compile(r"^(\d{4})(?:\.?(\d{2}))?(?:\.?(\d{2}))?$")
 _DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2,}(?:\.\d{1,6})?)?([+-]\d{4})?$")
+# HHMMSS.FFFFFF, partial precision, and the retired HH:MM:SS.FFFFFF
+_TM = re.compile(r"^(\d{2})(?::?(\d{2}))?(?::?(\d{2}))?(\.\d{1,6})?$")
 _AS = re.compile(r"^(\d{3})([DWMY])$")
 _DAYS_PER = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
 
@@ -68,6 +71,12 @@ def shift_dt(value: str, days: int) -> str:
         return _shift_date(m[1], m[2], m[3], days) + (m.group(4) or "") + (m.group(5) or "")
 
     return _per_value(value, _DT, "DT", shift)
+
+
+def current_tm(value: str) -> str:
+    """TM in the current form HHMMSS.FFFFFF: the retired HH:MM:SS (PS3.5 2002 6.2) loses its
+    colons; a value in neither form raises ValueError."""
+    return _per_value(value, _TM, "TM", lambda m: "".join(g or "" for g in m.groups()))
 
 
 def year_only(value: str, vr: str) -> str:

@@ -61,6 +61,7 @@ from gateway.deidentify import dates
 from gateway.deidentify.descriptors import Identifiers
 from gateway.deidentify.encode import Encoder, Encodings, Item, Out, Seq
 from gateway.deidentify.failures import Unprocessable, guard
+from gateway.deidentify.iod import EMPTY, OPTIONAL, Kind, Node, Requirements
 from gateway.deidentify.policy import Facts
 from gateway.deidentify.private import SafePrivate
 from gateway.deidentify.profile import Action, Profile
@@ -100,7 +101,9 @@ _IDENTITY = re.compile(
 )
 _DATES = frozenset({"DA", "DT"})
 _CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN", "UN"})  # PS3.5 6.1.2.3
-_DUMMY_TEXT = {
+_DUMMY_TEXT = {  # also the value a Type 1 attribute keeps when nothing of its own can stay
+    "SH": "ANONYMIZED",
+    "LO": "ANONYMIZED",
     "PN": "ANONYMIZED",
     "LT": "ANONYMIZED",
     "ST": "ANONYMIZED",
@@ -166,6 +169,7 @@ class Step(enum.Enum):
     EMPTY = "empty"
     DUMMY = "dummy"
     KEEP = "keep"
+    FORM = "form"  # keep a time (or an unshifted date) in its current form (PS3.5 6.2)
     CLEAN = "clean"  # descriptor cleaning
     SCRUB = "scrub"  # identifier scrub of an allow-listed text value
     DATE = "date"
@@ -222,6 +226,7 @@ class Engine:
         self.uids = UidMapper(vault, options.uid_root)
         self.safe_private = SafePrivate.load() if options.retain_safe_private else None
         self.words = Cleaner(Vocabulary.load(options.vocabulary))
+        self.requirements = Requirements.load()
         self.ae_title = ae_title
         self._steps: dict[int, Step] = {}
         self._vrs: dict[int, str | None] = {}
@@ -247,9 +252,10 @@ class Engine:
         if action is Action.REMOVE or vr is None:
             return Step.REMOVE
         if vr == "SQ":
-            # D on a sequence: no dummy item can stand for what identified someone; it goes
+            # Z or D on a sequence: no item can stay (no dummy item can stand for what
+            # identified someone); it goes, or stays with no items where the IOD requires it
             if action in (Action.EMPTY, Action.DUMMY):
-                return Step.EMPTY if action is Action.EMPTY else Step.REMOVE
+                return Step.REMOVE
             return Step.SEQUENCE
         if action is Action.EMPTY:
             return Step.EMPTY
@@ -263,7 +269,7 @@ class Engine:
             if vr in _DATES:
                 return Step.DATE
             if vr == "TM":
-                return Step.KEEP  # whole days move: the time of day stays
+                return Step.FORM  # whole days move: the time of day stays
             return Step.CLEAN if vr in _TEXT else Step.REMOVE  # nothing else can be cleaned
         return Step.REMOVE  # U on anything but a UID or a sequence
 
@@ -274,6 +280,8 @@ class Engine:
             return Step.AGE
         if vr in _FREE_TEXT:
             return Step.CLEAN
+        if vr in ("DA", "TM"):
+            return Step.FORM
         return Step.SCRUB if vr in _TEXT or vr in _CODED else Step.KEEP
 
     def _allow_list(self, tag: int, vr: str | None) -> Step:
@@ -289,7 +297,7 @@ class Engine:
         if vr in _DATES:
             if self.options.longitudinal_dates == "off":
                 return Step.REMOVE
-            return Step.KEEP if self.options.longitudinal_dates == "full" else Step.DATE
+            return self._keep(vr) if self.options.longitudinal_dates == "full" else Step.DATE
         return self._keep(vr)
 
     # -- one instance ------------------------------------------------------------------------
@@ -350,7 +358,9 @@ class Engine:
             self, ds, data, explicit=not syntax.is_implicit_VR, little=syntax.is_little_endian
         )
         encodings = _encodings(ds, _DEFAULT_CHARSET)
-        elements = self.walk(ds, job, encodings, top=True)
+        elements = self.walk(
+            ds, job, encodings, self.requirements.for_sop_class(sop_class), top=True
+        )
         if replace is not None:
             new_syntax = UID(replace.transfer_syntax)
             if (new_syntax.is_implicit_VR, new_syntax.is_little_endian) != (
@@ -391,8 +401,13 @@ class Engine:
             patient=patient,
         )
 
-    def walk(self, ds: Dataset, job: _Job, encodings: Encodings, *, top: bool = False) -> list[Out]:
-        """The de-identified elements of one data set (the top level or a sequence item)."""
+    def walk(
+        self, ds: Dataset, job: _Job, encodings: Encodings, node: Node, *, top: bool = False
+    ) -> list[Out]:
+        """The de-identified elements of one data set (the top level or a sequence item);
+        `node` says what its IOD requires there (`iod.py`): what it requires present is
+        emptied rather than removed, what it requires valued gets a fixed dummy rather than
+        nothing, and an optional sequence left without items goes."""
         out: list[Out] = []
         creators: dict[int, RawDataElement | DataElement] = {}
         kept_blocks: set[int] = set()
@@ -413,8 +428,13 @@ class Engine:
                     private_removed += 1
                 continue
             step = top_level.get(tag) or steps.get(tag) or self.step(tag)
+            kind = OPTIONAL if tag in top_level else node.kinds.get(tag, OPTIONAL)
             if step is Step.REMOVE:
-                removed += 1
+                kept = job.conform(elem, None, kind) if kind else None
+                if kept is None:
+                    removed += 1
+                else:
+                    out.append(kept)
                 continue
             raw = elem if isinstance(elem, RawDataElement) else None
             undefined = raw is not None and raw.length == _UNDEFINED_LENGTH
@@ -422,18 +442,23 @@ class Engine:
                 raise Unprocessable("truncated-element")
             nested = undefined or elem.VR == "SQ"
             if (nested and self.vr(tag) != "SQ" and tag != PIXEL_DATA) or (
-                raw is not None and step is Step.KEEP and not _plausible(raw, self.vr(tag))
+                raw is not None
+                and step in (Step.KEEP, Step.FORM)
+                and not _plausible(raw, self.vr(tag))
             ):
                 job.counts["removed_implausible"] += 1  # items or text where they don't belong
+                if kind and (kept := job.conform(elem, None, kind)) is not None:
+                    out.append(kept)
                 continue
             if step is Step.KEEP and (elem.VR is not None or not job.explicit):
                 out.append(elem)
                 continue
             if isinstance(elem, RawDataElement) and elem.VR is None and job.explicit:
                 elem = ds[tag]  # read as implicit VR inside an explicit file: learn its VR
-            result = job.apply(ds, elem, step, encodings)
+            result = job.apply(ds, elem, step, encodings, node.item(tag))
             if isinstance(result, DataElement) and " or " in result.VR:
                 result = cast(DataElement, correct_ambiguous_vr_element(result, ds, job.little))
+            result = job.conform(elem, result, kind)
             if result is not None:
                 out.append(result)
         job.counts["removed"] += removed
@@ -515,16 +540,22 @@ class _Job:
         return self._offset
 
     def apply(
-        self, ds: Dataset, elem: RawDataElement | DataElement, step: Step, encodings: Encodings
+        self,
+        ds: Dataset,
+        elem: RawDataElement | DataElement,
+        step: Step,
+        encodings: Encodings,
+        node: Node = EMPTY,
     ) -> Out | None:
-        """The element after `step`; None: it goes."""
+        """The element after `step`; None: it goes. `node`: what the IOD requires of the
+        items of a sequence."""
         if step is Step.KEEP:
             return elem
         if step is Step.SEQUENCE:
             items = []
             for item in ds[elem.tag].value or ():
                 inner = _encodings(item, encodings)
-                items.append(Item(self.engine.walk(item, self, inner), inner))
+                items.append(Item(self.engine.walk(item, self, inner, node), inner))
             return Seq(elem.tag, items)
         if _is_empty(elem):
             return elem
@@ -536,6 +567,8 @@ class _Job:
             return _ascii_map(ds, elem, self.engine.uids.map_value, b"\0")
         if step in (Step.DATE, Step.AGE):
             return self._temporal(ds, elem, step)
+        if step is Step.FORM:
+            return self._form(ds, elem)
         if step in (Step.CLEAN, Step.SCRUB):
             return self._text(ds, elem, step)
         if step is Step.ACCESSION:
@@ -548,6 +581,60 @@ class _Job:
             value = self.engine.pseudonyms.identifier("study_id", original, 10)
             return _ascii_element(elem.tag, "SH", value)
         return self._dummy(ds, elem)
+
+    def conform(
+        self, elem: RawDataElement | DataElement, result: Out | None, kind: Kind
+    ) -> Out | None:
+        """What an action made of `elem` (None: removed), held to what the IOD requires of it
+        (`iod.py`): removed but Type 1, 2 or 2C -> present (`required`); emptied but Type 1 or
+        1C -> a fixed dummy; a sequence left without items that the IOD does not require ->
+        removed."""
+        if result is None:
+            return None if kind in (OPTIONAL, Kind.VALUED_IF) else self.required(elem, kind)
+        if self.engine.vr(int(elem.tag)) == "SQ":
+            if not kind and not _has_items(result):
+                self.counts["removed_empty_sequence"] += 1
+                return None
+            return result
+        if (
+            kind.valued
+            and not isinstance(result, Seq)
+            and _is_empty(result)
+            and not _is_empty(elem)
+        ):
+            return self.required(elem, kind)
+        return result
+
+    def required(self, elem: RawDataElement | DataElement, kind: Kind) -> Out:
+        """An attribute of the input the IOD requires, when the actions left nothing of it:
+        present and empty (Type 2, 2C), or with the fixed dummy of its VR (Type 1, 1C), never
+        the original. A sequence stays with no items; a required value with no dummy (a UID,
+        a binary value) stays empty."""
+        tag = int(elem.tag)
+        vr = self.engine.vr(tag) or "UN"
+        if vr == "SQ":
+            self.counts["emptied_required"] += 1
+            return Seq(tag, [])
+        dummy = _DUMMY_TEXT.get(vr) if kind.valued else None
+        self.counts["dummy_required" if dummy else "emptied_required"] += 1
+        return _ascii_element(tag, vr, dummy or "")
+
+    def _form(self, ds: Dataset, elem: RawDataElement | DataElement) -> Out:
+        """A date or time kept as it is, unless written in a retired form (ACR-NEMA YYYY.MM.DD,
+        HH:MM:SS; PS3.5 6.2): then in the current one, or emptied if it cannot be read."""
+        vr = _dictionary_vr(elem.tag)
+        value = _ascii_text(elem)
+        if value is None or (":" if vr == "TM" else ".") not in value:
+            return elem  # the current form (a TM's "." is its fraction of a second)
+        try:
+            new = dates.current_tm(value) if vr == "TM" else dates.shift_da(value, 0)
+        except ValueError:
+            self.counts["emptied_unreadable"] += 1
+            return _emptied(elem)
+        if new == value:
+            return elem
+        self.counts["legacy_form"] += 1
+        return _ascii_map(ds, elem, lambda _: new, b" ")
 
     def _temporal(self, ds: Dataset, elem: RawDataElement | DataElement, step: Step) -> Out | None:
         """Shift or cut a date, aggregate an age; a value that does not parse is emptied
@@ -589,6 +676,8 @@ class _Job:
             new.append(cleaned)
         if not removed and not identifiers:
             return elem
+        if not any(new):
+            new = [""]  # nothing left of any value: empty, not a row of backslashes
         if removed:
             self.counts[f"words_removed:{_keyword(tag)}"] += removed
         if identifiers:
@@ -728,6 +817,15 @@ def _is_empty(elem: RawDataElement | DataElement) -> bool:
     if isinstance(elem, RawDataElement):
         return not elem.value or not elem.value.strip(b"\0 ")
     return bool(elem.is_empty)
+
+
+def _has_items(elem: Out) -> bool:
+    """Whether a sequence element (as an action left it) has any item."""
+    if isinstance(elem, Seq):
+        return bool(elem.items)
+    if isinstance(elem, RawDataElement):
+        return bool(elem.value)
+    return bool(elem.value)
 
 
 def _emptied(elem: RawDataElement | DataElement) -> Out:

@@ -8,6 +8,8 @@ does. The row's code and reason stay as the profile resolved them (PS3.15 E.1-1,
 
 Descriptions are fixed strings, one per `Step` (`EFFECTS`), with the action code (PS3.15
 Table E.1-1: X remove, Z empty, D dummy, K keep, C clean, U new UID) that says the same thing.
+Where an IOD may require the attribute (`iod.py`: its type in any module of any IOD), a note
+says what the engine does there instead (`Explanation.required`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from gateway.deidentify.engine import (
     Engine,
     Step,
 )
+from gateway.deidentify.iod import Kind
 from gateway.deidentify.profile import Resolved
 from gateway.settings import DeidentifySettings
 
@@ -43,6 +46,7 @@ EFFECTS: dict[Step, Effect] = {
     Step.EMPTY: Effect("Z", "replace with an empty value"),
     Step.DUMMY: Effect("D", "replace with a dummy value of the same VR"),
     Step.KEEP: Effect("K", "keep"),
+    Step.FORM: Effect("K", "keep; the retired forms YYYY.MM.DD, HH:MM:SS written as now"),
     # descriptors (PS3.15 E.3.5), kept short text and codes: the allow-list of words (words.py)
     Step.CLEAN: Effect("C", "keep, known words only; the instance's identifiers removed"),
     Step.SCRUB: Effect("C", "keep, known words only (codes whole or empty); identifiers removed"),
@@ -65,6 +69,13 @@ _RANDOM_ID_VRS = frozenset({"LO", "SH"})
 _FIXED_DUMMY_VRS = frozenset(
     {"AE", "CS", "DA", "DS", "DT", "IS", "LT", "PN", "ST", "TM", "UC", "UT"}
 )
+
+# What Engine.walk does where the instance's IOD requires an attribute (iod.py)
+_WITHOUT_ITEMS = "kept with no items where the IOD requires the sequence"
+_EMPTY_IF_TYPE_2 = "kept empty where the IOD requires it present (Type 2, 2C)"
+_DUMMY_IF_TYPE_1 = "a fixed dummy where the IOD requires a value (Type 1)"
+_DUMMY_IF_NOTHING_LEFT = "a fixed dummy if nothing is left where the IOD requires a value"
+_EMPTYING = frozenset({Step.EMPTY, Step.CLEAN, Step.SCRUB, Step.DATE, Step.AGE, Step.FORM})
 
 # At the top level the engine writes these afresh (engine.REWRITTEN); the rest of REWRITTEN
 # is the provenance it writes for every instance.
@@ -92,6 +103,11 @@ class Explanation:
     rule: Resolved  # the rule in force for the row's attributes: a gateway rule comes first
     step: Step | None  # Engine.step for the row's tag; None: private, Engine.walk decides
     effect: Effect
+    required: str = ""  # what differs where the instance's IOD requires the attribute
+
+    @property
+    def does(self) -> str:
+        return f"{self.effect.does}; {self.required}" if self.required else self.effect.does
 
     @property
     def reason(self) -> str:
@@ -132,7 +148,33 @@ def _explain(engine: Engine, source: Source, row: Resolved, rule: Resolved) -> E
     if tag is None:
         return Explanation(source, row, rule, None, _private(engine))
     step = engine.step(tag)
-    return Explanation(source, row, rule, step, _effect(engine, tag, step))
+    effect = _effect(engine, tag, step)
+    required = "" if tag in REWRITTEN else where_required(step, engine.vr(tag), engine, tag)
+    return Explanation(source, row, rule, step, effect, required)
+
+
+def where_required(step: Step, vr: str | None, engine: Engine, tag: int) -> str:
+    """What `Engine.walk` does instead where the IOD of an instance requires the attribute
+    (`iod.py`), for the types it has in any IOD: removed -> empty (Type 2, 2C) or a fixed
+    dummy (Type 1; a sequence: no items); emptied -> a fixed dummy (Type 1, 1C)."""
+    kinds = engine.requirements.kinds_anywhere(tag)
+    present = bool(kinds & {Kind.PRESENT, Kind.PRESENT_IF})
+    valued = Kind.VALUED in kinds
+    if step is Step.REMOVE:
+        if vr == "SQ":
+            return _WITHOUT_ITEMS if present or valued else ""
+        notes = [_EMPTY_IF_TYPE_2] if present else []
+        if valued and vr in _FIXED_DUMMY_VRS | _RANDOM_ID_VRS:
+            notes.append(_DUMMY_IF_TYPE_1)
+        return "; ".join(notes)
+    can_empty = step in _EMPTYING or (step is Step.DUMMY and vr not in _FIXED_DUMMY_VRS)
+    if (
+        can_empty
+        and (valued or Kind.VALUED_IF in kinds)
+        and vr in _FIXED_DUMMY_VRS | _RANDOM_ID_VRS
+    ):
+        return _DUMMY_IF_NOTHING_LEFT
+    return ""
 
 
 def _effect(engine: Engine, tag: int, step: Step) -> Effect:

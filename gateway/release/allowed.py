@@ -60,6 +60,11 @@ SAFE_PRIVATE = DATA / "safe_private.json"
 NARRATIVE = DATA / "vocabulary" / "narrative.txt"
 
 
+#: The values the de-identifier writes where an attribute its IOD requires valued (Type 1, 1C)
+#: keeps nothing of its own (PS3.5 7.4): they say nothing, so any attribute may hold them.
+FIXED_DUMMIES = frozenset({"ANONYMIZED", "ANONYMOUS", "19000101", "19000101000000", "000000", "0"})
+
+
 class Permission(enum.IntEnum):
     """What an attribute's presence in the output may be; higher allows more."""
 

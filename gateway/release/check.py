@@ -48,7 +48,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from gateway.release.allowed import PSEUDONYMS, Allowed, Permission
+from gateway.release.allowed import FIXED_DUMMIES, PSEUDONYMS, Allowed, Permission
 from gateway.release.identifiers import Identifiers, fold
 from gateway.release.words import CODES, Lexicon
 from gateway.settings import DeidentifySettings, Settings
@@ -238,9 +238,11 @@ class _Walk:
         if vr in (None, "UN") and dictionary_has_tag(tag):
             vr = dictionary_VR(tag)
         permission = self.allowed.permission(tag)
-        if permission is Permission.ABSENT:
+        if permission is Permission.VALUE or _says_nothing(ds, elem, tag, vr):
+            pass  # an empty value or a fixed dummy: an attribute its IOD requires stays present
+        elif permission is Permission.ABSENT:
             self.add(NOT_ALLOWED, where)
-        elif permission is Permission.EMPTY and not _is_empty(ds, elem, tag, vr):
+        else:
             self.add(NOT_EMPTY, where)
         return vr or "UN"
 
@@ -398,6 +400,16 @@ def _ascii(elem: Element) -> str | None:
     if raw is not None:
         return raw.decode("latin-1")  # numbers, dates and UIDs are ASCII when well formed
     return _as_text(elem.value) if isinstance(elem, DataElement) else None
+
+
+def _says_nothing(ds: Dataset, elem: Element, tag: int, vr: str | None) -> bool:
+    """Empty (no value, a sequence with no items), or one of the fixed dummies (`allowed`).
+    A binary value says nothing only when it has no bytes at all."""
+    if vr == "SQ" or (isinstance(elem, DataElement) and elem.VR == "SQ"):
+        return _is_empty(ds, elem, tag, vr)
+    if vr not in _READABLE:
+        return elem.length == 0 if isinstance(elem, RawDataElement) else bool(elem.is_empty)
+    return _is_empty(ds, elem, tag, vr) or (_ascii(elem) or "").strip("\0 ") in FIXED_DUMMIES
 
 
 def _is_empty(ds: Dataset, elem: Element, tag: int, vr: str | None) -> bool:

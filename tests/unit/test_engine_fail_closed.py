@@ -133,14 +133,17 @@ def test_safe_private_text_stays_only_when_every_word_is_known(vault: SqliteVaul
 
 
 def test_text_where_a_number_belongs_goes(vault: SqliteVault) -> None:
+    """Its value goes; the attribute too, unless the IOD requires it present (Type 2)."""
     ds = base()
-    ds.add_new(0x00180050, "UT", f"{SECRET} MRN0042817")  # SliceThickness is DS
+    ds.add_new(0x00180050, "UT", f"{SECRET} MRN0042817")  # SliceThickness is DS: Type 2
+    ds.add_new(0x00180060, "UT", f"{SECRET} MRN0042817")  # KVP is DS: not in this IOD
     ds.add_new(0x00181030, "LO", "HEAD")  # ProtocolName: descriptor, stays
     ds.add_new(0x00280030, "DS", ["0.5", "0.5"])  # PixelSpacing: a real number, stays
     _, out = run(vault, ds)
     assert SECRET.encode() not in out
     kept = pydicom.dcmread(io.BytesIO(out))
-    assert "SliceThickness" not in kept
+    assert kept["SliceThickness"].is_empty  # Image Plane module (SC: user option), Type 2
+    assert "KVP" not in kept
     assert [float(v) for v in kept.PixelSpacing] == [0.5, 0.5]
 
 

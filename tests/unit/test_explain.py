@@ -25,6 +25,8 @@ from gateway.deidentify.explain import (
     explain,
     representative,
 )
+from gateway.deidentify.iod import Kind
+from gateway.release.allowed import FIXED_DUMMIES
 from gateway.settings import DeidentifySettings
 from gateway.vault.sqlite import SqliteVault
 from tests.dicom_builders import item, part10, synthetic
@@ -191,7 +193,7 @@ def _sample(options: DeidentifySettings) -> dict[int, Explanation]:
         vr = dictionary_VR(tag).split(" or ")[0]
         if vr in _VALUES or vr == "SQ":
             kind = r.row.rule.tag if r.row.rule.tag in SEQUENCES_REMOVED else vr
-            chosen.setdefault((r.effect, kind), (tag, r))
+            chosen.setdefault((r.effect, r.required, kind), (tag, r))
     return dict(chosen.values())
 
 
@@ -212,13 +214,17 @@ def test_what_is_described_is_what_a_run_does(name: str, vault: SqliteVault) -> 
     engine = Engine(options, vault, ae_title="GATEWAY_UT")
     out = dcmread(io.BytesIO(engine.run(part10(ds)).data))
     replaced = {EFFECTS[Step.DUMMY], RANDOM_ID, EFFECTS[Step.UID], EFFECTS[Step.DATE]}
+    node = engine.requirements.for_sop_class(ds.SOPClassUID)
     for tag, r in sample.items():
         given, does = ds[tag].value, r.effect
-        if does == EFFECTS[Step.REMOVE]:
+        if does == EFFECTS[Step.REMOVE] and node.kind(tag) not in (Kind.OPTIONAL, Kind.VALUED_IF):
+            assert r.required, r.row.rule.tag  # the IOD requires it: the row says what then
+            assert not _holds(out[tag]) or out[tag].value in FIXED_DUMMIES, r.row.rule.tag
+        elif does == EFFECTS[Step.REMOVE]:
             assert tag not in out, r.row.rule.tag
         elif does == EFFECTS[Step.EMPTY]:
             assert not _holds(out[tag]), r.row.rule.tag
-        elif does == EFFECTS[Step.KEEP]:
+        elif does in (EFFECTS[Step.KEEP], EFFECTS[Step.FORM]):  # FORM: given in today's form
             assert out[tag].value == given, r.row.rule.tag
         elif does in replaced:
             assert _holds(out[tag]), r.row.rule.tag
