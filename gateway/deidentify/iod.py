@@ -83,20 +83,23 @@ EMPTY = Node()
 
 
 class Requirements:
-    """The IOD tables, read once; one merged `Node` per SOP class, made when first asked."""
+    """The IOD tables, read once; a module's tree is parsed when an IOD that has it is first
+    met, and one merged `Node` is kept per IOD."""
 
-    def __init__(self, data: dict[str, Any]) -> None:
-        self._sop_classes: dict[str, str] = data["sop_classes"]
-        self._iods: dict[str, list[str]] = data["iods"]
-        self._modules: dict[str, dict[str, Any]] = data["modules"]
+    def __init__(self, head: dict[str, Any], modules: dict[str, str]) -> None:
+        self._sop_classes: dict[str, str] = head["sop_classes"]
+        self._iods: dict[str, list[str]] = head["iods"]
+        self._modules = modules  # module key -> its tree as JSON text
         self._nodes: dict[str, Node] = {}
         self._anywhere: dict[int, frozenset[Kind]] | None = None
 
     @classmethod
     @cache
     def load(cls) -> Requirements:
+        """The shipped tables (data/iod/build.py says how they are written)."""
         raw = resources.files("gateway.deidentify").joinpath(_DATA).read_bytes()
-        return cls(json.loads(gzip.decompress(raw)))
+        head, *lines = gzip.decompress(raw).decode().splitlines()
+        return cls(json.loads(head), dict(line.split(" ", 1) for line in lines))
 
     def iod(self, sop_class: str) -> str | None:
         return self._sop_classes.get(sop_class)
@@ -106,7 +109,7 @@ class Requirements:
         if self._anywhere is None:
             found: dict[int, set[Kind]] = {}
             for tree in self._modules.values():
-                _collect(tree, found)
+                _collect(json.loads(tree), found)
             self._anywhere = {t: frozenset(kinds) for t, kinds in found.items()}
         return self._anywhere.get(tag, frozenset())
 
@@ -118,7 +121,7 @@ class Requirements:
         if node is None:
             node = self._nodes[iod] = Node()
             for module in self._iods.get(iod, ()):
-                node.merge(self._modules[module])
+                node.merge(json.loads(self._modules[module]))
         return node
 
 

@@ -15,18 +15,20 @@ itself parsed from the DICOM Standard's PS3.3 (NEMA). The same source as the pac
 E.1-1, read offline from an installed, pinned package.
 
 Output `types.json.gz` (gzip without a time stamp, so the same input writes the same bytes),
-one JSON object:
+lines of text, so that a reader parses only the modules of the IODs it meets (all of them
+parsed take some 6 MiB in each worker):
 
-- `source`: the package and version read;
-- `sop_classes`: SOP Class UID -> IOD key; `iods`: IOD key -> its module keys (mandatory,
-  conditional and user-optional alike: a module's attribute types bind where it is present,
-  and an attribute the output keeps is there because its input had it);
-- `modules`: module key -> tree. A tree maps a tag ("00080020", as pydicom's dictionary names
-  the keyword) to its type ("1", "1C", "2", "2C"), or, for a sequence that holds typed
-  attributes, to `[type, tree]` (its type may then be "3"). Type 3 attributes, and the types
-  of non-IOD (normalised service) tables, are left out: optional is what absence means. Two
-  entries for one tag at one path keep the stronger type. Keywords pydicom does not know (the
-  repeating overlay group 60xx, a few retired ones) are left out and counted.
+- the first, a JSON object: `source`, the package and version read; `sop_classes`, SOP Class
+  UID -> IOD key; `iods`, IOD key -> its module keys (mandatory, conditional and user-optional
+  alike: a module's attribute types bind where it is present, and an attribute the output
+  keeps is there because its input had it);
+- then one line per module: its key, a space, its tree as JSON. A tree maps a tag
+  ("00080020", as pydicom's dictionary names the keyword) to its type ("1", "1C", "2", "2C"),
+  or, for a sequence that holds typed attributes, to `[type, tree]` (its type may then be
+  "3"). Type 3 attributes, and the types of non-IOD (normalised service) tables, are left
+  out: optional is what absence means. Two entries for one tag at one path keep the stronger
+  type. Keywords pydicom does not know (the repeating overlay group 60xx, a few retired ones)
+  are left out and counted.
 """
 
 from __future__ import annotations
@@ -119,8 +121,20 @@ def build() -> tuple[dict[str, Any], set[str]]:
 
 
 def encode(data: dict[str, Any]) -> bytes:
-    text = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
-    return gzip.compress(text, compresslevel=9, mtime=0)
+    head = {key: value for key, value in data.items() if key != "modules"}
+    lines = [_json(head), *(f"{key} {_json(tree)}" for key, tree in data["modules"].items())]
+    return gzip.compress("\n".join(lines).encode() + b"\n", compresslevel=9, mtime=0)
+
+
+def decode(raw: bytes) -> dict[str, Any]:
+    head, *modules = gzip.decompress(raw).decode().splitlines()
+    data: dict[str, Any] = json.loads(head)
+    data["modules"] = {k: json.loads(t) for k, t in (line.split(" ", 1) for line in modules)}
+    return data
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data, unknown = build()
     if args.check:
-        shipped = json.loads(gzip.decompress(OUTPUT.read_bytes())) if OUTPUT.exists() else None
+        shipped = decode(OUTPUT.read_bytes()) if OUTPUT.exists() else None
         if shipped != data:
             sys.stderr.write(f"{OUTPUT.name} is stale: run {Path(__file__).name}\n")
             return 1
