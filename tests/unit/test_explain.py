@@ -182,7 +182,7 @@ _VALUES: dict[str, Any] = {
 def _sample(options: DeidentifySettings) -> dict[int, Explanation]:
     """One table row per description and VR, for public tags a data set can hold, and the
     sequences of the issue."""
-    chosen: dict[tuple[Effect, str], tuple[int, Explanation]] = {}
+    chosen: dict[tuple[Effect, str, str], tuple[int, Explanation]] = {}
     present = synthetic()
     for r in explain(options):
         tag = r.row.rule.exact_tag
