@@ -62,6 +62,7 @@ from gateway.deidentify.descriptors import Identifiers
 from gateway.deidentify.encode import Encoder, Encodings, Item, Out, Seq
 from gateway.deidentify.failures import Unprocessable, guard
 from gateway.deidentify.iod import EMPTY, OPTIONAL, Kind, Node, Requirements
+from gateway.deidentify.pixels.frames import native_length
 from gateway.deidentify.policy import Facts
 from gateway.deidentify.private import SafePrivate
 from gateway.deidentify.profile import Action, Profile
@@ -936,15 +937,15 @@ def _check_pixel_length(ds: Dataset) -> None:
     if raw is None or _undefined_length(raw):
         return  # encapsulated: frames are checked where they are decoded
     try:
-        bits = int(text(ds, 0x00280100) or 0)  # BitsAllocated
-        samples = int(text(ds, 0x00280002) or 1)  # SamplesPerPixel
-        frames = int(text(ds, 0x00280008) or 1)  # NumberOfFrames
-        pixels = int(text(ds, 0x00280010) or 0) * int(text(ds, 0x00280011) or 0)
+        expected = native_length(
+            int(text(ds, 0x00280010) or 0) * int(text(ds, 0x00280011) or 0),  # Rows, Columns
+            int(text(ds, 0x00280002) or 1),  # SamplesPerPixel
+            int(text(ds, 0x00280008) or 1),  # NumberOfFrames
+            int(text(ds, 0x00280100) or 0),  # BitsAllocated
+            text(ds, 0x00280004),  # PhotometricInterpretation
+        )
     except (TypeError, ValueError):
         raise Unprocessable("bad-image-header") from None
-    if text(ds, 0x00280004) == "YBR_FULL_422":  # PhotometricInterpretation
-        samples = 2  # native 4:2:2: two bytes-per-sample values per pixel (PS3.3 C.7.6.3.1.2)
-    expected = (pixels * samples * frames * bits + 7) // 8
     if len(raw.value or b"") < expected:
         raise Unprocessable("truncated-pixel-data")
 

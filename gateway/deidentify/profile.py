@@ -202,6 +202,11 @@ GATEWAY_RULES = (
     GatewayRule("(0010,0035)", "Patient's Alternative Calendar", "goes with those dates"),
     GatewayRule("(0088,0130)", "Storage Media File-set ID", "a site's media label"),
     GatewayRule("(FFFC,FFFC)", "Data Set Trailing Padding", "bytes nobody checks"),
+    # the gateway may rewrite the pixel data container: its offsets and lengths would be stale,
+    # and an offset table is room for any 8-byte values (a Basic Offset Table is written)
+    GatewayRule("(7FE0,0001)", "Extended Offset Table", "stale once frames are rewritten"),
+    GatewayRule("(7FE0,0002)", "Extended Offset Table Lengths", "stale once frames are rewritten"),
+    GatewayRule("(7FE0,0003)", "Encapsulated Pixel Data Value Total Length", "stale likewise"),
     GatewayRule("(60XX,XXXX)", "Overlay group", "overlay planes may carry text or marks"),
     GatewayRule("(50XX,XXXX)", "Curve group", "retired curves may carry annotations"),
     GatewayRule(

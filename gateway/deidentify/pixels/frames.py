@@ -29,6 +29,16 @@ class Undecodable(Unprocessable):
     """The pixel data cannot be decoded; `reason` is a fixed code, never data."""
 
 
+def native_length(
+    pixels: int, samples: int, frames: int, bits_allocated: int, photometric: str
+) -> int:
+    """Bytes of native pixel data for `pixels` (Rows x Columns) per frame, before the pad
+    byte of an odd length (PS3.5 8.1.1, 8.2)."""
+    if photometric == "YBR_FULL_422":
+        samples = 2  # native 4:2:2: two values per pixel (PS3.3 C.7.6.3.1.2)
+    return (pixels * samples * frames * bits_allocated + 7) // 8
+
+
 def frame_count(ds: Dataset) -> int:
     value = ds.get("NumberOfFrames", 1)
     try:

@@ -10,10 +10,12 @@ time, and what must be masked is gathered from three sources:
    kept (a static banner is read once); where they changed, the detector reads that window.
 
 Detected text is masked with a margin unless the recogniser reads it as one of the site's
-orientation markers (L, R, ...). Nothing found: the pixel bytes stay exactly as received and
-BurnedInAnnotation says NO. Something found: a second pass masks every frame and re-encodes
-(`reencode`). An image that cannot be decoded, or whose check runs past its time, is
-quarantined with a reason code: an image that may carry text is never passed unchecked.
+orientation markers (L, R, ...). Nothing found: the pixels stay exactly as received, in a
+container that hides nothing (`sanitise`: no bits outside Bits Stored, no bytes after the
+last pixel), and BurnedInAnnotation says NO. Something found: a second pass masks every
+frame and re-encodes (`reencode`). An image that cannot be decoded, or whose check runs past
+its time, is quarantined with a reason code: an image that may carry text is never passed
+unchecked.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from gateway.deidentify.pixels.models import ModelError, load_finder
 from gateway.deidentify.pixels.reencode import Rewriter
 from gateway.deidentify.pixels.regions import black, mask, mask_outside, ultrasound_keep
 from gateway.deidentify.pixels.render import Renderer
+from gateway.deidentify.pixels.sanitise import sanitise
 from gateway.deidentify.pixels.screening import check_reason
 from gateway.errors import ConfigError
 from gateway.settings import PixelSettings, Settings
@@ -132,12 +135,16 @@ class PixelStage:
         reason = check_reason(ds)
         if reason is None:
             return PixelOutcome(None, checked=False)
+        clean = sanitise(ds, transfer_syntax)  # refuses first what decoders read otherwise
         if reason in self.settings.skip:
             # the site chose not to look: the output claims nothing about burned-in text (an
-            # unverified "NO" from the sender is not passed on)
+            # unverified "NO" from the sender is not passed on); its container is still clean
             unknown = {BURNED_IN_ANNOTATION: DataElement(BURNED_IN_ANNOTATION, "CS", None)}
             return PixelOutcome(
-                reason, checked=False, elements=unknown, counts={"pixels_unchecked": 1}
+                reason,
+                checked=False,
+                elements={**clean.elements, **unknown},
+                counts={"pixels_unchecked": 1, **clean.counts},
             )
         meta = getattr(ds, "file_meta", None)
         if meta is None:
@@ -159,7 +166,8 @@ class PixelStage:
         }
         no = {BURNED_IN_ANNOTATION: DataElement(BURNED_IN_ANNOTATION, "CS", "NO")}
         if not masked:
-            return PixelOutcome(reason, True, (), None, no, counts)
+            counts.update(clean.counts)
+            return PixelOutcome(reason, True, (), None, {**clean.elements, **no}, counts)
         if PIXEL_DATA not in ds:
             raise Unprocessable("float-pixel-data-with-text")  # checked, but no writer for it
         rewriter = Rewriter(ds, transfer_syntax)

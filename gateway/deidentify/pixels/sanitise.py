@@ -1,0 +1,164 @@
+"""Pixel data that hides nothing: every image that leaves gets a container made of known parts.
+
+The text check looks at the pixels a decoder shows. Bytes no decoder shows can still carry a
+name: bits above High Bit in each stored word (an overlay written into bit 15 of a 12-bit MR,
+PS3.5 8.1.2 and the retired overlays in pixel data, PS3.5 8.1.2 note), bytes after the end of
+native Pixel Data, and for compressed frames, marker segments (JPEG COM and APPn, a JPEG 2000
+COM) - see `containers.py`. So for every image, masked or not, checked or skipped by the site:
+
+- native Pixel Data (PS3.5 8.1.1, 8.2): cut to Rows x Columns x Samples x Frames x Bits
+  Allocated / 8 (one zero pad byte when odd); bits above High Bit are cleared, or for signed
+  pixels set to the sign (what a reader that ignores Bits Stored then sees is the same value);
+  the unused bits after the last pixel of 1-bit data are cleared. A decoder that follows the
+  header sees exactly the same pixels. High Bit other than Bits Stored - 1 (not allowed since
+  PS3.3 C.7.6.3.1.1; decoders then read other bits than the header says) is refused.
+- Float and Double Float Pixel Data: cut to their length (every bit of a float is the value).
+
+What a masked image's writer makes (`reencode.py`) is built from decoded frames: it needs none
+of this. The result says what was changed, for the report; nothing of a value is said.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
+
+from gateway.deidentify.failures import Unprocessable
+from gateway.deidentify.pixels.frames import PIXEL_DATA, frame_count, native_length
+
+FLOAT_PIXEL_DATA, DOUBLE_PIXEL_DATA = 0x7FE00008, 0x7FE00009
+_FLOAT_BYTES = {FLOAT_PIXEL_DATA: 4, DOUBLE_PIXEL_DATA: 8}
+_UNDEFINED = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Sanitised:
+    """The pixel elements to write instead of the received ones (none: those are clean), and
+    counts of what was cleared or cut."""
+
+    elements: dict[int, RawDataElement] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def sanitise(ds: Dataset, transfer_syntax: str) -> Sanitised:
+    """The clean container for the pixel data of `ds` (its value already loaded)."""
+    little = UID(transfer_syntax).is_little_endian
+    for tag, size in _FLOAT_BYTES.items():
+        if tag in ds:
+            return _floats(ds, tag, size, little)
+    if PIXEL_DATA not in ds:
+        return Sanitised()
+    elem = ds.get_item(PIXEL_DATA)
+    if elem is None or _undefined_length(elem):
+        return Sanitised()  # encapsulated frames: as received, until containers.py reads them
+    return _native(ds, elem, little)
+
+
+def _undefined_length(elem: RawDataElement | DataElement) -> bool:
+    if isinstance(elem, RawDataElement):
+        return elem.length == _UNDEFINED
+    return elem.is_undefined_length
+
+
+def _element(tag: int, vr: str | None, data: bytes, little: bool) -> RawDataElement:
+    """A pixel element of `data`, written as its bytes in any transfer syntax."""
+    return RawDataElement(BaseTag(tag), vr, len(data), data, 0, vr is None, little)
+
+
+def _native(ds: Dataset, elem: RawDataElement | DataElement, little: bool) -> Sanitised:
+    value = elem.value or b""
+    length = native_length(
+        int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0),
+        int(ds.get("SamplesPerPixel", 1) or 1),
+        frame_count(ds),
+        int(ds.get("BitsAllocated", 0) or 0),
+        str(ds.get("PhotometricInterpretation", "") or "").strip(),
+    )
+    counts: dict[str, int] = {}
+    data: bytes | bytearray | memoryview = value
+    tail = bytes(value[length:])  # allowed: the one zero byte that pads an odd length
+    if len(tail) > length % 2 or tail.strip(b"\0"):
+        counts["pixel_bytes_cut"] = len(tail)
+        data = bytearray(value[:length]) + b"\0" * (length % 2)
+    cleared = _clear_unused_bits(ds, data, length, little)
+    if cleared is not None:
+        data, counts["pixel_words_cleared"] = cleared
+    if not counts:
+        return Sanitised()
+    new = _element(PIXEL_DATA, elem.VR, bytes(data), little)
+    return Sanitised({PIXEL_DATA: new}, counts)
+
+
+def _clear_unused_bits(
+    ds: Dataset, data: bytes | bytearray | memoryview, length: int, little: bool
+) -> tuple[bytearray, int] | None:
+    """The data with every bit outside Bits Stored made what a decoder derives anyway, and
+    how many words changed; None when none had such a bit."""
+    allocated = int(ds.get("BitsAllocated", 0) or 0)
+    if allocated == 1:
+        return _clear_bit_tail(ds, data, length)
+    if allocated not in (8, 16, 32):
+        raise Unprocessable("pixel-container-bits-allocated")
+    stored = int(ds.get("BitsStored", allocated) or allocated)
+    high = int(ds.get("HighBit", stored - 1) if "HighBit" in ds else stored - 1)
+    if not 0 < stored <= allocated or high != stored - 1:
+        # PS3.3 C.7.6.3.1.1: High Bit is Bits Stored - 1. Decoders read the low Bits Stored
+        # bits whatever High Bit says, so that is all the text check saw: not provably clean
+        raise Unprocessable("pixel-bits-layout")
+    if stored == allocated:
+        return None
+    order = "<" if little or allocated == 8 else ">"
+    words = np.frombuffer(data, dtype=f"{order}u{allocated // 8}", count=length * 8 // allocated)
+    clean = words & np.array((1 << stored) - 1, dtype=words.dtype)
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+        clean = _sign_extended(clean, high, allocated)
+    changed = int(np.count_nonzero(clean != words))
+    if not changed:
+        return None
+    out = bytearray(data)
+    out[:length] = clean.astype(words.dtype, copy=False).tobytes()
+    return out, changed
+
+
+def _sign_extended(clean: np.ndarray, high: int, allocated: int) -> np.ndarray:
+    """Words whose bits above High Bit repeat its sign bit (two's complement in Bits Allocated
+    bits): the signed value a decoder reads from Bits Stored, also for one that does not."""
+    above = np.array(((1 << allocated) - 1) ^ ((1 << (high + 1)) - 1), dtype=clean.dtype)
+    negative = (clean >> np.array(high, dtype=clean.dtype)) & np.array(1, dtype=clean.dtype)
+    result: np.ndarray = np.where(negative.astype(bool), clean | above, clean)
+    return result
+
+
+def _clear_bit_tail(
+    ds: Dataset, data: bytes | bytearray | memoryview, length: int
+) -> tuple[bytearray, int] | None:
+    """1-bit data (PS3.5 8.1.1: packed, little-endian bit order): the bits after the last
+    pixel of the last byte are no pixel."""
+    bits = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) * frame_count(ds)
+    spare = length * 8 - bits
+    if not spare or not length:
+        return None
+    last = data[length - 1]
+    kept = last & ((1 << (8 - spare)) - 1)
+    if kept == last:
+        return None
+    out = bytearray(data)
+    out[length - 1] = kept
+    return out, 1
+
+
+def _floats(ds: Dataset, tag: int, size: int, little: bool) -> Sanitised:
+    """Float or Double Float Pixel Data cut to the length its header describes."""
+    elem = ds.get_item(tag)
+    value = (elem.value if elem is not None else None) or b""
+    pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+    length = pixels * int(ds.get("SamplesPerPixel", 1) or 1) * frame_count(ds) * size
+    if elem is None or len(value) <= length:
+        return Sanitised()
+    new = _element(tag, elem.VR, bytes(value[:length]), little)
+    return Sanitised({tag: new}, {"pixel_bytes_cut": len(value) - length})
