@@ -132,6 +132,14 @@ class _Script:
         return repr(ch)
 
 
+_METHODS: dict[str, Callable[[str, str], bool]] = {
+    "equals": lambda v, w: v == w,
+    "contains": lambda v, w: w in v,
+    "startsWith": lambda v, w: v.startswith(w),
+    "endsWith": lambda v, w: v.endswith(w),
+}
+
+
 def _compare(method: str, wanted: str) -> Callable[[str], bool]:
     """CTP's String methods; `method` is known (`_METHODS`), `matches` is a full match."""
     if method == "matches":
@@ -143,14 +151,6 @@ def _compare(method: str, wanted: str) -> Callable[[str], bool]:
         folded = wanted.casefold()
         return lambda value: op(value.casefold(), folded)
     return lambda value: op(value, wanted)
-
-
-_METHODS: dict[str, Callable[[str, str], bool]] = {
-    "equals": lambda v, w: v == w,
-    "contains": lambda v, w: w in v,
-    "startsWith": lambda v, w: v.startswith(w),
-    "endsWith": lambda v, w: v.endswith(w),
-}
 
 
 def _known_method(method: str) -> bool:
