@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from gateway import __version__, admin, batch, devpki, scu
 from gateway.app import Gateway
 from gateway.deidentify.explain import Explanation, explain
-from gateway.deidentify.pixels.stage import PixelStage
+from gateway.deidentify.pixels.stage import PixelStage, rule_problems
 from gateway.deidentify.profile import OPTION_COLUMNS, enabled_columns
 from gateway.deidentify.words import settings_problems
 from gateway.errors import ConfigError, GatewayError, KeyFileError, TlsSetupError
@@ -48,7 +48,11 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 def _settings(path: Path, *, files: bool = True) -> Settings:
     settings = load(path)
-    problems = file_problems(settings) + settings_problems(settings) if files else []
+    problems = (
+        file_problems(settings) + settings_problems(settings) + rule_problems(settings)
+        if files
+        else []
+    )
     if files and not problems:
         for key, secret in (
             ("spool.master_key", settings.spool.master_key),

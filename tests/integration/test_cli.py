@@ -381,13 +381,33 @@ def test_deidentify_lists_masked_regions_and_rejects_bad_pixel_rules(
         write_config(tmp_path, config), source, tmp_path / "out2", tmp_path / "r2.json"
     )
     assert bad.returncode == 2
-    assert "pixels.ctp_scripts[0]" in bad.stderr
-    assert "line 3" in bad.stderr
+    where = f"pixels.ctp_scripts[0]: {script}:3:8: unknown method 'nonsense'"
+    assert where in bad.stderr
     assert "Traceback" not in bad.stderr
     checked = cli("check-config", str(write_config(tmp_path, config)))
     assert checked.returncode == 2
-    assert "pixels.ctp_scripts[0]" in checked.stderr
-    assert "line 3" in checked.stderr
+    assert where in checked.stderr
+
+
+def test_a_malformed_ctp_script_stops_check_config_and_run_at_file_line_and_column(
+    tmp_path: Path,
+) -> None:
+    """A comma between two rectangles once passed check-config with `ok` and dropped the
+    second rectangle (issue 17): check-config and run now refuse the script, naming the
+    config, the key and the script's file:line:column, before anything starts."""
+    script = tmp_path / "rules.script"
+    script.write_text('GE\n{ Rows.equals("512") }\n(0,0,512,25), (0,480,200,32)\n')
+    config = base_config(tmp_path)
+    config["pixels"] = {"ctp_scripts": [str(script)]}
+    path = write_config(tmp_path, config)
+    assert cli("keys", "--config", str(path)).returncode == 0
+    expected = f"{path}: pixels.ctp_scripts[0]: {script}:3:13: a comma after a rectangle"
+    for command in (["check-config", str(path)], ["run", "--config", str(path)]):
+        result = cli(*command, timeout=30)
+        assert result.returncode == 2, result.stderr
+        assert expected in result.stderr
+        assert "ok" not in result.stdout
+        assert "Traceback" not in result.stderr
 
 
 def _deidentify(

@@ -96,6 +96,30 @@ class PixelOutcome:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def read_rules(settings: Settings) -> tuple[tuple[Rule, ...], list[str]]:
+    """The rules of the site's CTP scripts, and one problem per script that cannot be used,
+    naming the config file, the key and the script's `file:line:column` (one path for
+    check-config, deidentify and run, so each refuses a script with the same words)."""
+    rules: list[Rule] = []
+    problems: list[str] = []
+    for i, path in enumerate(settings.pixels.ctp_scripts):
+        key = f"{settings.source}: pixels.ctp_scripts[{i}]"
+        try:
+            rules += parse_script(path.read_text(encoding="utf-8"), str(path))
+        except OSError as exc:
+            problems.append(f"{key}: cannot read {path}: {exc.strerror}")
+        except UnicodeDecodeError:
+            problems.append(f"{key}: {path}: not UTF-8 text")
+        except RuleError as exc:
+            problems.append(f"{key}: {exc}")
+    return tuple(rules), problems
+
+
+def rule_problems(settings: Settings) -> list[str]:
+    """What is wrong with the site's CTP scripts, without loading the text detector."""
+    return read_rules(settings)[1]
+
+
 class PixelStage:
     def __init__(self, settings: PixelSettings, rules: tuple[Rule, ...], finder: TextFinder):
         self.settings = settings
@@ -107,23 +131,14 @@ class PixelStage:
     def for_settings(cls, settings: Settings) -> PixelStage:
         """The stage for a site: its CTP scripts read and the detector's models loaded; raises
         ConfigError naming the key and file when one cannot be used."""
-        rules: list[Rule] = []
-        problems = []
-        for i, path in enumerate(settings.pixels.ctp_scripts):
-            key = f"pixels.ctp_scripts[{i}]"
-            try:
-                rules += parse_script(path.read_text(encoding="utf-8"))
-            except OSError as exc:
-                problems.append(f"{settings.source}: {key}: cannot read {path}: {exc.strerror}")
-            except (RuleError, UnicodeDecodeError) as exc:
-                problems.append(f"{settings.source}: {key}: {path}: {exc}")
+        rules, problems = read_rules(settings)
         try:
             finder = load_finder()
         except ModelError as exc:
             problems.append(f"{settings.source}: pixels: text detector: {exc}")
         if problems:
             raise ConfigError(problems)
-        return cls(settings.pixels, tuple(rules), finder)
+        return cls(settings.pixels, rules, finder)
 
     def clean(self, ds: Dataset, transfer_syntax: str) -> PixelOutcome:
         """Check one image (pixel data already loaded) and mask what carries text; raises
