@@ -55,6 +55,7 @@ from tests.pixel_truth import (  # noqa: E402
     inside,
     load,
     mask_image,
+    trimmed,
 )
 
 DICOM = REPO.parent / "shared" / "testdata" / "dicom"
@@ -112,7 +113,7 @@ def score(
 ) -> tuple[str, float]:
     """Recall of the masks (a box counts when >= 90 % of it is masked), and recall and
     precision of the detector's own boxes (before margins) at IoU 0.5 and by overlap."""
-    covered = total = matched_gt = matched_det = inked = detections = 0
+    covered = total = matched_gt = matched_det = inked = detections = strokes = outside = 0
     seconds = 0.0
     for data, boxes in items:
         ds = engine.read(data)
@@ -126,6 +127,8 @@ def score(
         total += len(boxes)
         covered += sum(covered_share(b, masked) >= COVERED for b in boxes)
         frame = next(iter_frames(ds))
+        views = Renderer(ds).views(frame)
+        strokes += sum(covered_share(trimmed(b, views), masked) >= COVERED for b in boxes)
         raw = [
             box
             for view in Renderer(ds).views(frame)
@@ -134,12 +137,15 @@ def score(
         truth = np.zeros((rows, columns), dtype=bool)
         for b in boxes:
             truth[b.y0 : b.y1, b.x0 : b.x1] = True
+        outside += int((masked & ~truth).sum())
         detections += len(raw)
         matched_gt += sum(any(_iou(b, r) >= 0.5 for r in raw) for b in boxes)
         matched_det += sum(any(_iou(b, r) >= 0.5 for b in boxes) for r in raw)
         inked += sum(bool(truth[r.y : r.y + r.height, r.x : r.x + r.width].any()) for r in raw)
     line = (
-        f"mask recall {covered}/{total} = {covered / total:.3f}; detector boxes at IoU>=0.5: "
+        f"mask recall {covered}/{total} = {covered / total:.3f} (boxes trimmed to their strokes:"
+        f" {strokes}/{total}); masked outside ground-truth boxes {outside} px; "
+        f"detector boxes at IoU>=0.5: "
         f"recall {matched_gt}/{total} = {matched_gt / total:.3f}, precision "
         f"{matched_det}/{detections} = {matched_det / max(detections, 1):.3f}; boxes touching "
         f"ground-truth text {inked}/{detections} = {inked / max(detections, 1):.3f}; "

@@ -17,6 +17,7 @@ from gateway.deidentify.pixels.stage import Masked
 PRESIDIO_PADDING = 25
 PRESIDIO_FILE = "presidio__2_ORIGINAL.dcm"
 COVERED = 0.9  # share of a box's area under masks for it to count as covered
+_STROKE = 64  # grey levels (of 255) from a box's outline that make a pixel a stroke
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,31 @@ def load(folder: Path) -> dict[Path, list[TextBox]]:
 
 def inside(box: TextBox, rows: int, columns: int) -> bool:
     return 0 <= box.x0 < box.x1 <= columns and 0 <= box.y0 < box.y1 <= rows
+
+
+def trimmed(box: TextBox, views: list[np.ndarray]) -> TextBox:
+    """The box cut to its strokes: some annotations run past the end of their text (a CT of
+    the set has a one-line box 93 pixels wide over a 46-pixel word), and masking the blank
+    part proves nothing. Strokes are the pixels of the box that differ from the median of its
+    outline by a quarter of the range or more, in any view (`Renderer.views`, 8-bit); a box
+    without any keeps its extent."""
+    ink = np.zeros((box.y1 - box.y0, box.x1 - box.x0), bool)
+    for view in views:
+        grey = view[box.y0 : box.y1, box.x0 : box.x1].max(axis=2).astype(np.int16)
+        if grey.size == 0:
+            return box
+        outline = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+        ink |= np.abs(grey - int(np.median(outline))) >= _STROKE
+    rows, columns = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return box
+    return TextBox(
+        box.text,
+        box.x0 + int(columns[0]),
+        box.y0 + int(rows[0]),
+        box.x0 + int(columns[-1]) + 1,
+        box.y0 + int(rows[-1]) + 1,
+    )
 
 
 def covered_share(box: TextBox, masked: np.ndarray) -> float:

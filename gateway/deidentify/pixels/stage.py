@@ -57,9 +57,14 @@ _LINE_PIXELS = 48
 _LINE_SHARE = 0.08
 _CONFIDENT = 0.8
 _LEGIBLE = 0.5  # a character or two read with less confidence than this is no text
-#: Detected boxes grow along their line by this many heights: measured on the shared ground
-#: truth (docs/pixels.md), where detectors miss the ends of lines over bright anatomy.
+#: Detected boxes grow along their line as far as ink goes on (`_along_line`), by at most this
+#: many heights: measured on the shared ground truth (docs/pixels.md), where detectors miss
+#: the ends of lines over bright anatomy; a gap of more than `_GAP` heights without ink ends
+#: the line.
 _LINE_EXTENSION = 3.0
+_GAP = 1.0
+#: Ink: a local contrast (3x3 morphological gradient) of at least this, in any view
+_INK = 64
 
 
 class TextFinder(Protocol):
@@ -241,11 +246,14 @@ class PixelStage:
         line = max(_LINE_PIXELS, round(_LINE_SHARE * min(rows, columns)))
         margin = self.settings.margin
         found: list[Region] = []
-        for number, view in enumerate(renderer.views(frame[y : y + h, x : x + w])):
+        views = renderer.views(frame[y : y + h, x : x + w])
+        ink = _ink(views)
+        for number, view in enumerate(views):
             boxes = []
             for box in self.finder.find(view, (rows, columns)):
-                placed = Region(box.x + x, box.y + y, box.width, box.height)
-                widened = _widen(placed, margin, rows, columns, _LINE_EXTENSION)
+                left, right = _along_line(ink, box)
+                placed = Region(box.x + x - left, box.y + y, box.width + left + right, box.height)
+                widened = _widen(placed, margin, rows, columns)
                 if keep is None or any(_overlaps(widened, k) for k in keep):
                     boxes.append((box, widened))  # outside the regions all is masked anyway
             doubtful = [
@@ -317,13 +325,44 @@ def _changed(previous: np.ndarray | None, frame: np.ndarray, tolerance: int) -> 
     return _widen(Region(x0, y0, x1 - x0, y1 - y0), _CONTEXT, rows, columns)
 
 
-def _widen(box: Region, margin: int, rows: int, columns: int, along: float = 0.0) -> Region:
-    """`box` grown by `margin` on every side, and along its line by `along` times its height
-    more (a detector most often misses the start or end of a line, rarely a whole line)."""
-    horizontal = margin + round(along * box.height)
-    x0, y0 = max(box.x - horizontal, 0), max(box.y - margin, 0)
-    x1, y1 = min(box.x + box.width + horizontal, columns), min(box.y + box.height + margin, rows)
+def _widen(box: Region, margin: int, rows: int, columns: int) -> Region:
+    """`box` grown by `margin` on every side, inside the frame."""
+    x0, y0 = max(box.x - margin, 0), max(box.y - margin, 0)
+    x1, y1 = min(box.x + box.width + margin, columns), min(box.y + box.height + margin, rows)
     return Region(x0, y0, x1 - x0, y1 - y0)
+
+
+def _ink(views: list[np.ndarray]) -> np.ndarray:
+    """Where any view has a stroke-like edge: text drawn at any value has sharp edges; flat
+    background and smooth anatomy have none."""
+    kernel = np.ones((3, 3), np.uint8)
+    found = np.zeros(views[0].shape[:2], bool)
+    for view in views:
+        grey = view if view.ndim == 2 else view.max(axis=2)
+        found |= cv2.morphologyEx(grey, cv2.MORPH_GRADIENT, kernel) >= _INK
+    return found
+
+
+def _along_line(ink: np.ndarray, box: Region) -> tuple[int, int]:
+    """How far a detected line goes on left and right of `box`: while ink continues in its
+    rows, with gaps of at most `_GAP` heights, up to `_LINE_EXTENSION` heights (a detector
+    most often misses the start or end of a line, rarely a whole line)."""
+    reach, gap = round(_LINE_EXTENSION * box.height), max(round(_GAP * box.height), 1)
+    band = ink[box.y : box.y + box.height]
+    columns = band.shape[1]
+    right = np.any(band[:, box.x + box.width : min(box.x + box.width + reach, columns)], axis=0)
+    left = np.any(band[:, max(box.x - reach, 0) : box.x], axis=0)
+    return _run(np.asarray(left)[::-1], gap), _run(np.asarray(right), gap)
+
+
+def _run(inked: np.ndarray, gap: int) -> int:
+    """Columns from the box edge to the last inked one reached with gaps of at most `gap`."""
+    last = 0
+    for column in np.flatnonzero(inked):
+        if column - last > gap:
+            break
+        last = int(column) + 1
+    return last
 
 
 def _inside(box: Region, window: Region) -> bool:
