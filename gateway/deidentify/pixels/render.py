@@ -2,13 +2,18 @@
 
 Burned-in text is drawn by the modality or a workstation at a fixed, usually extreme value over
 pixels whose range can be anything (12- or 16-bit CT and DX, signed values, MONOCHROME1), so
-every greyscale frame is shown in two ways and the detector reads both:
+every greyscale frame is shown in four ways and the detector reads each:
 
 - the full range, min to max (MONOCHROME1 inverted, so text is light on dark like on screen);
 - the brightest values only (the top 1 % of the range as white on black): text drawn at the
-  maximum over bright anatomy, invisible in the full range, stands out there.
+  maximum over bright anatomy, invisible in the full range, stands out there;
+- the darkest values only, likewise (text drawn at the minimum over a bright field);
+- faint text: the full range with small local differences raised (`local_contrast`), so text
+  a dozen grey levels from its background reads like text drawn at a plain contrast.
 
-Colour frames are read as they are; palette colour frames through their lookup table.
+Colour frames are read once, with small local differences raised the same way in each channel
+(a second reading would halve the rate of ultrasound and screen captures); palette colour
+frames through their lookup table first.
 """
 
 from __future__ import annotations
@@ -19,6 +24,12 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_color_lut
 
 _TOP_SHARE = 0.01
+#: Faint text (issue 17): differences from the neighbourhood raised 4x up to 48 levels, so
+#: text 12 levels from its background shows at 48, where the detector reads it (measured:
+#: docs/pixels.md, "Faint text").
+_SIGMA = 3.0
+_GAIN = 4.0
+_CAP = 48.0
 
 
 class Renderer:
@@ -34,7 +45,7 @@ class Renderer:
         if self.palette:
             frame = apply_color_lut(frame, self.ds)
         if frame.ndim == 3:
-            return [cv2.cvtColor(_to_uint8(frame), cv2.COLOR_RGB2BGR)]
+            return [local_contrast(cv2.cvtColor(_to_uint8(frame), cv2.COLOR_RGB2BGR))]
         grey = frame.astype(np.float32, copy=False)
         low, high = float(grey.min()), float(grey.max())
         if high <= low:
@@ -45,7 +56,21 @@ class Renderer:
         band = (high - low) * _TOP_SHARE
         bright = np.where(grey >= high - band, np.uint8(255), np.uint8(0))
         dark = np.where(grey <= low + band, np.uint8(255), np.uint8(0))
-        return [cv2.cvtColor(v, cv2.COLOR_GRAY2BGR) for v in (full, bright, dark)]
+        faint = local_contrast(full)
+        return [cv2.cvtColor(v, cv2.COLOR_GRAY2BGR) for v in (full, bright, dark, faint)]
+
+
+def local_contrast(picture: np.ndarray) -> np.ndarray:
+    """`picture` (8-bit) with each pixel's difference from its neighbourhood (a Gaussian of
+    `_SIGMA` pixels) multiplied by `_GAIN` while it is small, up to `_CAP` grey levels; larger
+    differences (plain text, edges) stay as they are, so strokes keep their shape."""
+    base = picture.astype(np.float32)
+    around = cv2.GaussianBlur(base, (0, 0), _SIGMA)
+    difference = base - around
+    raised = np.where(
+        np.abs(difference) < _CAP, np.clip(_GAIN * difference, -_CAP, _CAP), difference
+    )
+    return np.clip(around + raised, 0, 255).astype(np.uint8)
 
 
 def _to_uint8(frame: np.ndarray) -> np.ndarray:

@@ -251,13 +251,16 @@ class PixelStage:
         for number, view in enumerate(views):
             boxes = []
             for box in self.finder.find(view, (rows, columns)):
-                left, right = _along_line(ink, box)
-                placed = Region(box.x + x - left, box.y + y, box.width + left + right, box.height)
+                grown = _along_line(ink, box, vertical=_vertical(box, line))
+                placed = Region(grown.x + x, grown.y + y, grown.width, grown.height)
                 widened = _widen(placed, margin, rows, columns)
                 if keep is None or any(_overlaps(widened, k) for k in keep):
                     boxes.append((box, widened))  # outside the regions all is masked anyway
             doubtful = [
-                b for b, _ in boxes if b.height > line or b.width <= _MARKER_ASPECT * b.height
+                b
+                for b, _ in boxes
+                if not _vertical(b, line)
+                and (b.height > line or b.width <= _MARKER_ASPECT * b.height)
             ]
             readings = self._read(view, number, Region(x, y, w, h), doubtful, known)
             found += [
@@ -296,7 +299,8 @@ class PixelStage:
         glyphs in them); a box taller than a text line (`line` pixels) that does not read
         confidently as text (textured anatomy - bowel, lung, trabecular bone - looks like text
         to the detector as a whole region; big text reads clearly). A box of line height, wide
-        enough to hold more than a marker, is never read: it is masked."""
+        enough to hold more than a marker, is never read: it is masked; so is its rotated
+        shape, a line written downwards or upwards (`_vertical`)."""
         text = "".join(text.split()).upper()
         if box.height > line:
             return not (confidence >= _CONFIDENT and any(ch.isalnum() for ch in text))
@@ -343,16 +347,27 @@ def _ink(views: list[np.ndarray]) -> np.ndarray:
     return found
 
 
-def _along_line(ink: np.ndarray, box: Region) -> tuple[int, int]:
-    """How far a detected line goes on left and right of `box`: while ink continues in its
-    rows, with gaps of at most `_GAP` heights, up to `_LINE_EXTENSION` heights (a detector
-    most often misses the start or end of a line, rarely a whole line)."""
+def _vertical(box: Region, line: int) -> bool:
+    """A line of text written downwards or upwards: no wider than a text line and taller than
+    a marker could be (the rotated shape of a box `_read_window` masks unread)."""
+    return box.width <= line and box.height > _MARKER_ASPECT * box.width
+
+
+def _along_line(ink: np.ndarray, box: Region, *, vertical: bool) -> Region:
+    """`box` grown along its line (rows, or columns for vertical text) while ink continues,
+    with gaps of at most `_GAP` line heights, by at most `_LINE_EXTENSION` line heights on
+    each side (a detector most often misses the start or end of a line, rarely a whole
+    line)."""
+    if vertical:
+        turned = _along_line(ink.T, Region(box.y, box.x, box.height, box.width), vertical=False)
+        return Region(turned.y, turned.x, turned.height, turned.width)
     reach, gap = round(_LINE_EXTENSION * box.height), max(round(_GAP * box.height), 1)
     band = ink[box.y : box.y + box.height]
     columns = band.shape[1]
     right = np.any(band[:, box.x + box.width : min(box.x + box.width + reach, columns)], axis=0)
     left = np.any(band[:, max(box.x - reach, 0) : box.x], axis=0)
-    return _run(np.asarray(left)[::-1], gap), _run(np.asarray(right), gap)
+    before, after = _run(np.asarray(left)[::-1], gap), _run(np.asarray(right), gap)
+    return Region(box.x - before, box.y, box.width + before + after, box.height)
 
 
 def _run(inked: np.ndarray, gap: int) -> int:
