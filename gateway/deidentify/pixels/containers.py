@@ -318,12 +318,13 @@ def _adobe(transform: int) -> bytes:
 _SOC, _SOT, _SOD, _EOC = 0xFF4F, 0xFF90, 0xFF93, 0xFFD9
 _SIZ = 0xFF51
 _COD, _COC, _QCD, _QCC, _RGN, _POC = 0xFF52, 0xFF53, 0xFF5C, 0xFF5D, 0xFF5E, 0xFF5F
-#: Part 2 (DCO VMS DFS ADS MCT MCC NLT MCO CBD ATK, QPD QPC): main or tile-part header
+#: Part 2 (DCO VMS DFS ADS MCT MCC NLT MCO CBD ATK, QPD QPC)
 _PART2 = frozenset({*range(0xFF70, 0xFF7A), 0xFF5A, 0xFF5B})
-#: SIZ, CAP, PRF, CPF, CRG, PPM: main header only
-_J2K_MAIN = frozenset({_SIZ, 0xFF50, 0xFF56, 0xFF59, 0xFF63, 0xFF60, _COD, _COC, _QCD, _QCC})
-_J2K_MAIN_KEEP = _J2K_MAIN | {_RGN, _POC} | _PART2
-_J2K_TILE_KEEP = frozenset({_COD, _COC, _QCD, _QCC, _RGN, _POC, 0xFF61}) | _PART2  # PPT
+#: in the main header or a tile-part header: COD COC QCD QCC RGN POC, Part 2
+_EITHER = frozenset({_COD, _COC, _QCD, _QCC, _RGN, _POC}) | _PART2
+#: main header only: SIZ, CAP, PRF, CPF, CRG, PPM; tile-part header only: PPT
+_J2K_MAIN_KEEP = _EITHER | {_SIZ, 0xFF50, 0xFF56, 0xFF59, 0xFF63, 0xFF60}
+_J2K_TILE_KEEP = _EITHER | {0xFF61}
 #: COM, and the optional pointer segments TLM, PLM, PLT (A.7), which decoding does not need
 _J2K_DROP = frozenset({0xFF64, 0xFF55, 0xFF57, 0xFF58})
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
