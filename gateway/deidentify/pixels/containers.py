@@ -12,8 +12,9 @@ remain (an allow-list, never a list of known leaks), without re-encoding JPEG or
   SOF55), DHT, DAC, DQT, DRI, DNL, DHP, EXP, JPEG-LS LSE, SOS with its entropy-coded data copied
   bit-exact, EOI. Each kept segment's length must match its content (no slack to hide bytes in).
   Everything else goes: COM, every APPn, reserved markers, fill bytes, bytes after EOI. Colour
-  may depend on markers in IJG-family decoders (libjpeg-turbo, OpenCV, dcmtk): a canonical
-  APP14 "Adobe" carrying only the colour transform is written where that is so.
+  may depend on markers in IJG-family decoders (libjpeg-turbo, OpenCV, dcmtk) and CharLS: a
+  canonical APP14 "Adobe" (JPEG-LS: APP8 "mrfx") carrying only the colour transform is written
+  where that is so.
 - JPEG 2000 and HTJ2K (ISO/IEC 15444-1 Annex A, -2 Annex A, -15): the codestream's marker
   segments in the main header and every tile-part header; COM goes, and so do the optional
   pointer segments TLM, PLM and PLT (their lengths would no longer be right); each tile-part's
