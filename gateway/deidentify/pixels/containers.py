@@ -1,0 +1,479 @@
+"""One encoded frame, cleaned at the container level: only what a decoder needs goes on.
+
+Compressed frames carry more than pixels. A JPEG may hold COM segments and APPn segments (Exif
+with names and dates, JFIF and Exif thumbnails - pixels of their own -, Photoshop IPTC, ICC
+profiles); a JPEG 2000 codestream may hold COM segments, and a JP2 file wraps it in boxes (XML,
+UUID) that may hold anything; an RLE frame's segment table may leave gaps, or stop before the
+end, where bytes hide. None of it is pixel data and all of it would pass a pixel stage that
+only looks at decoded pixels. `clean_frame` rewrites one frame so that only known structures
+remain (an allow-list, never a list of known leaks), without re-encoding JPEG or JPEG 2000:
+
+- JPEG family (ISO/IEC 10918-1 Annex B, ISO/IEC 14495-1 Annex C): SOI, SOFn (incl. JPEG-LS
+  SOF55), DHT, DAC, DQT, DRI, DNL, DHP, EXP, JPEG-LS LSE, SOS with its entropy-coded data copied
+  bit-exact, EOI. Each kept segment's length must match its content (no slack to hide bytes in).
+  Everything else goes: COM, every APPn, reserved markers, fill bytes, bytes after EOI. Colour
+  may depend on markers in IJG-family decoders (libjpeg-turbo, OpenCV, dcmtk) and CharLS: a
+  canonical APP14 "Adobe" (JPEG-LS: APP8 "mrfx") carrying only the colour transform is written
+  where that is so.
+- JPEG 2000 and HTJ2K (ISO/IEC 15444-1 Annex A, -2 Annex A, -15): the codestream's marker
+  segments in the main header and every tile-part header; COM goes, and so do the optional
+  pointer segments TLM, PLM and PLT (their lengths would no longer be right); each tile-part's
+  Psot is fixed; packet data is copied bit-exact; bytes after EOC go. Of a JP2 file only the
+  codestream (the first `jp2c` box) remains.
+- RLE Lossless (PS3.5 Annex G): decoded and encoded again, so the segment table and the data
+  are made together and nothing outside the runs survives.
+
+Anything else (video, JPEG XL, deflated frames, unknown syntaxes) is `Unprocessable`: what it
+may carry cannot be proven absent. So is a frame that does not parse as its syntax says.
+
+Not removed (it would take decoding the entropy-coded or packet data): bytes hidden *inside*
+the entropy-coded segment of a JPEG after its last MCU, or inside a tile-part after its last
+packet. Decoders skip them; only re-encoding removes them.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.encaps import encapsulate
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.encoders.base import get_encoder
+from pydicom.uid import RLELossless
+
+from gateway.deidentify.failures import Unprocessable, guard
+
+JPEG_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
+        "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
+        "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
+        "1.2.840.10008.1.2.4.70",  # JPEG Lossless, First-Order Prediction (Process 14 SV1)
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+        "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    }
+)
+J2K_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+        "1.2.840.10008.1.2.4.91",  # JPEG 2000
+        "1.2.840.10008.1.2.4.92",  # JPEG 2000 Part 2 Multi-component Lossless
+        "1.2.840.10008.1.2.4.93",  # JPEG 2000 Part 2 Multi-component
+        "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+        "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+        "1.2.840.10008.1.2.4.203",  # HTJ2K
+    }
+)
+RLE_SYNTAX = "1.2.840.10008.1.2.5"
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    """The cleaned frame, and how many pieces of the input did not reach it: marker segments,
+    boxes, runs of fill bytes, trailing data (for RLE: 1 when the frame was rebuilt into other
+    bytes than it had)."""
+
+    data: bytes
+    removed: int
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What RLE needs to decode a frame (PS3.5 G.2): the image's Rows, Columns, Samples per
+    Pixel and Bits Allocated."""
+
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    bits_allocated: int
+
+
+def supported_syntaxes() -> frozenset[str]:
+    """The transfer syntaxes whose frames `clean_frame` can clean."""
+    return JPEG_SYNTAXES | J2K_SYNTAXES | {RLE_SYNTAX}
+
+
+def clean_frame(frame: bytes, transfer_syntax: str, geometry: Geometry | None = None) -> Cleaned:
+    """`frame` with only what a decoder needs; raises Unprocessable when that cannot be shown.
+    `geometry` is needed for RLE Lossless only."""
+    if transfer_syntax in JPEG_SYNTAXES:
+        return clean_jpeg(frame)
+    if transfer_syntax in J2K_SYNTAXES:
+        return clean_j2k(frame)
+    if transfer_syntax == RLE_SYNTAX:
+        if geometry is None:
+            raise ValueError("RLE Lossless frames are cleaned with their geometry")
+        return clean_rle(frame, geometry)
+    raise Unprocessable("container-syntax-unsupported")
+
+
+# --- JPEG: ISO/IEC 10918-1 Annex B, ISO/IEC 14495-1 (JPEG-LS) Annex C ---------------------------
+
+_SOI, _EOI, _SOS, _TEM = 0xD8, 0xD9, 0xDA, 0x01
+_APP0, _APP8, _APP14 = 0xE0, 0xE8, 0xEE
+_SOF_LS = 0xF7
+_SOF = frozenset({*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0)})
+_RST = frozenset(range(0xD0, 0xD8))
+_FILL = re.compile(rb"\xff+")
+
+
+def _tables(payload: bytes, entry: Callable[[bytes, int], int]) -> bool:
+    """A DQT or DHT payload is one or more tables with nothing after the last."""
+    pos = 0
+    while pos < len(payload):
+        pos += entry(payload, pos)
+    return pos == len(payload) > 0
+
+
+def _dqt_entry(p: bytes, pos: int) -> int:
+    precision = p[pos] >> 4  # Pq: 0 = 8-bit, 1 = 16-bit values (B.2.4.1)
+    return 1 + 64 * (precision + 1) if precision <= 1 else len(p) + 1
+
+
+def _dht_entry(p: bytes, pos: int) -> int:
+    counts = p[pos + 1 : pos + 17]  # L1..L16 (B.2.4.2)
+    return 17 + sum(counts) if len(counts) == 16 else len(p) + 1
+
+
+def _frame_ok(p: bytes) -> bool:
+    return len(p) >= 6 and p[5] > 0 and len(p) == 6 + 3 * p[5]  # P Y X Nf + Nf x (C H/V Tq)
+
+
+def _lse_ok(p: bytes) -> bool:
+    """JPEG-LS preset parameters (14495-1 C.2.4.1): 1 coding parameters, 2/3 mapping tables,
+    4 oversize dimensions."""
+    if not p or p[0] not in (1, 2, 3, 4):
+        return False
+    if p[0] == 1:
+        return len(p) == 11
+    if p[0] == 4:
+        return len(p) >= 2 and len(p) == 2 + 2 * p[1]
+    return len(p) >= 3 and p[2] > 0 and (len(p) - 3) % p[2] == 0
+
+
+_JPEG_KEEP: dict[int, Callable[[bytes], bool]] = {
+    **{marker: _frame_ok for marker in _SOF | {_SOF_LS, 0xDE}},  # SOFn, SOF55, DHP
+    0xC4: lambda p: _tables(p, _dht_entry),  # DHT
+    0xDB: lambda p: _tables(p, _dqt_entry),  # DQT
+    0xCC: lambda p: len(p) > 0 and len(p) % 2 == 0,  # DAC: (Tc/Tb, Cs) pairs
+    0xDD: lambda p: len(p) in (2, 3, 4),  # DRI: Ri is 2 bytes, in JPEG-LS up to 4
+    0xDC: lambda p: len(p) == 2,  # DNL
+    0xDF: lambda p: len(p) == 1,  # EXP
+    0xF8: _lse_ok,  # LSE
+    _SOS: lambda p: len(p) >= 1 and len(p) == 4 + 2 * p[0],  # Ns, Ns x (Cs Td/Ta), Ss Se Ah/Al
+}
+
+
+@dataclass
+class _JpegParts:
+    """What a JPEG walk keeps, and what it notes on the way for the colour decision."""
+
+    pieces: list[bytes]
+    removed: int = 0
+    jfif: bool = False
+    adobe: bytes | None = None  # the input's APP14 "Adobe" segment, as it was
+    components: bytes | None = None  # component identifiers of the first frame header
+    ls: bool = False  # JPEG-LS (SOF55)
+    mrfx: bytes | None = None  # the input's APP8 "mrfx" segment (JPEG-LS colour transform)
+    scans: int = 0
+
+
+def clean_jpeg(frame: bytes) -> Cleaned:
+    """Marker-level rewrite of one JPEG or JPEG-LS frame, no re-encoding."""
+    if frame[:2] != b"\xff\xd8":
+        raise Unprocessable("jpeg-no-soi")
+    parts = _JpegParts([b"\xff\xd8"])
+    pos = 2
+    while True:
+        pos = _next_marker(frame, pos, parts)
+        marker = frame[pos + 1]
+        if marker == _EOI:
+            break
+        pos = _jpeg_segment(frame, pos, marker, parts)
+    if not parts.scans:
+        raise Unprocessable("jpeg-no-scan")
+    parts.removed += len(frame) > pos + 2  # anything after EOI
+    colour = [_adobe_for(parts), _mrfx_for(parts)]
+    parts.removed -= sum(1 for c in colour if c and c in (parts.adobe, parts.mrfx))  # as it was
+    return Cleaned(b"".join([b"\xff\xd8", *colour, *parts.pieces[1:], b"\xff\xd9"]), parts.removed)
+
+
+def _next_marker(frame: bytes, pos: int, parts: _JpegParts) -> int:
+    """The position of the next marker's 0xFF, after any fill bytes (B.1.1.2), which go."""
+    if frame[pos : pos + 1] != b"\xff":
+        raise Unprocessable("jpeg-truncated" if pos >= len(frame) else "jpeg-stray-bytes")
+    end = _FILL.match(frame, pos)
+    assert end is not None  # frame[pos] is 0xFF
+    last = end.end() - 1
+    if last + 1 >= len(frame):
+        raise Unprocessable("jpeg-truncated")
+    parts.removed += last > pos
+    return last
+
+
+def _jpeg_segment(frame: bytes, pos: int, marker: int, parts: _JpegParts) -> int:
+    """Keep, note or drop the marker segment at `pos`; the position after it (and after its
+    scan, for SOS)."""
+    if marker == _TEM:  # standalone, for private use in arithmetic coding: nothing to keep
+        parts.removed += 1
+        return pos + 2
+    if marker in _RST or marker in (_SOI, 0x00):
+        raise Unprocessable("jpeg-marker-out-of-place")
+    if pos + 4 > len(frame):
+        raise Unprocessable("jpeg-truncated")
+    end = pos + 2 + int.from_bytes(frame[pos + 2 : pos + 4], "big")
+    if end > len(frame) or end < pos + 4:
+        raise Unprocessable("jpeg-truncated")
+    payload = frame[pos + 4 : end]
+    check = _JPEG_KEEP.get(marker)
+    if check is None:
+        _note(marker, frame[pos:end], parts)
+        parts.removed += 1
+        return end
+    if not check(payload):
+        raise Unprocessable("jpeg-segment-malformed")
+    if marker in _SOF or marker in (_SOF_LS, 0xDE):
+        _frame_header(marker, payload, parts)
+    parts.pieces.append(frame[pos:end])
+    if marker != _SOS:
+        return end
+    if parts.components is None:
+        raise Unprocessable("jpeg-scan-before-frame")
+    scan_end = _scan_end(frame, end, parts.ls)
+    parts.pieces.append(frame[end:scan_end])
+    parts.scans += 1
+    return scan_end
+
+
+def _frame_header(marker: int, payload: bytes, parts: _JpegParts) -> None:
+    if parts.components is None:
+        parts.components = payload[6::3]
+        parts.ls = marker == _SOF_LS
+
+
+def _note(marker: int, segment: bytes, parts: _JpegParts) -> None:
+    """Note the markers IJG-family decoders take colour from; the segments still go."""
+    if marker == _APP0 and segment[4:9] == b"JFIF\0":
+        parts.jfif = True
+    if marker == _APP14 and segment[4:9] == b"Adobe" and len(segment) >= 16:
+        parts.adobe = parts.adobe or segment
+    if marker == _APP8 and segment[4:8] == b"mrfx" and len(segment) >= 9:
+        parts.mrfx = parts.mrfx or segment
+
+
+def _scan_end(frame: bytes, pos: int, ls: bool) -> int:
+    """Where the entropy-coded data from `pos` ends: at the first 0xFF that starts a marker
+    other than RSTn. In JPEG a data 0xFF is followed by a stuffed 0x00 (B.1.1.5); in JPEG-LS by
+    a byte below 0x80 (14495-1 A.1)."""
+    while True:
+        pos = frame.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= len(frame):
+            raise Unprocessable("jpeg-truncated")
+        following = frame[pos + 1]
+        if following in _RST or (following < 0x80 if ls else following == 0):
+            pos += 2
+            continue
+        return pos
+
+
+def _adobe_for(parts: _JpegParts) -> bytes:
+    """A canonical APP14 "Adobe" segment where IJG-family decoders would otherwise see other
+    colours, else nothing.
+
+    libjpeg (jdapimin.c, default_decompress_parms) takes a 3-component frame for YCbCr if it saw
+    JFIF, else as the Adobe transform says (0: RGB), else RGB only for component identifiers
+    'R' 'G' 'B'; a 4-component frame for YCCK if an Adobe transform is not 0, else CMYK. The
+    output has no JFIF, so only an Adobe segment can keep what the input meant. (DICOM's
+    decoders take colour from Photometric Interpretation and ignore both.)"""
+    ids = parts.components or b""
+    transform = None if parts.adobe is None else parts.adobe[15]
+    if len(ids) == 3:
+        by_ids = 0 if ids == b"RGB" else 1
+        meant = 1 if parts.jfif else by_ids if transform is None else min(transform, 1)
+        return b"" if meant == by_ids else _adobe(meant)
+    if len(ids) == 4 and transform not in (None, 0):
+        return _adobe(2)
+    return b""
+
+
+def _mrfx_for(parts: _JpegParts) -> bytes:
+    """A canonical APP8 "mrfx" segment where a JPEG-LS frame uses one of HP's colour transforms
+    (1-3), which CharLS applies when decoding, else nothing; any other value is not known."""
+    if not parts.ls or parts.mrfx is None or parts.mrfx[8] == 0:
+        return b""
+    if parts.mrfx[8] > 3:
+        raise Unprocessable("jpeg-ls-colour-transform-unknown")
+    return b"\xff\xe8\x00\x07mrfx" + parts.mrfx[8:9]
+
+
+def _adobe(transform: int) -> bytes:
+    """APP14 as libjpeg writes it: "Adobe", version 100, no flags, then the transform."""
+    return b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00" + bytes([transform])
+
+
+# --- JPEG 2000 and HTJ2K: ISO/IEC 15444-1 Annex A and I, 15444-2 Annex A, 15444-15 ---------------
+
+_SOC, _SOT, _SOD, _EOC = 0xFF4F, 0xFF90, 0xFF93, 0xFFD9
+_SIZ = 0xFF51
+_COD, _COC, _QCD, _QCC, _RGN, _POC = 0xFF52, 0xFF53, 0xFF5C, 0xFF5D, 0xFF5E, 0xFF5F
+#: Part 2 (DCO VMS DFS ADS MCT MCC NLT MCO CBD ATK, QPD QPC)
+_PART2 = frozenset({*range(0xFF70, 0xFF7A), 0xFF5A, 0xFF5B})
+#: in the main header or a tile-part header: COD COC QCD QCC RGN POC, Part 2
+_EITHER = frozenset({_COD, _COC, _QCD, _QCC, _RGN, _POC}) | _PART2
+#: main header only: SIZ, CAP, PRF, CPF, CRG, PPM; tile-part header only: PPT
+_J2K_MAIN_KEEP = _EITHER | {_SIZ, 0xFF50, 0xFF56, 0xFF59, 0xFF63, 0xFF60}
+_J2K_TILE_KEEP = _EITHER | {0xFF61}
+#: COM, and the optional pointer segments TLM, PLM, PLT (A.7), which decoding does not need
+_J2K_DROP = frozenset({0xFF64, 0xFF55, 0xFF57, 0xFF58})
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+
+
+def clean_j2k(frame: bytes) -> Cleaned:
+    """Marker-level rewrite of one JPEG 2000 or HTJ2K codestream (or JP2 file), no
+    re-encoding."""
+    stream, removed = _unwrap_jp2(frame)
+    if stream[:2] != b"\xff\x4f":
+        raise Unprocessable("j2k-no-soc")
+    pieces = [stream[:2]]
+    pos, dropped = _header(stream, 2, _J2K_MAIN_KEEP, pieces, first=_SIZ)
+    removed += dropped
+    while _marker_at(stream, pos) == _SOT:
+        pos, dropped = _tile_part(stream, pos, pieces)
+        removed += dropped
+    if _marker_at(stream, pos) != _EOC:
+        raise Unprocessable("j2k-no-eoc")
+    removed += len(stream) > pos + 2  # anything after EOC
+    pieces.append(b"\xff\xd9")
+    return Cleaned(b"".join(pieces), removed)
+
+
+def _marker_at(stream: bytes, pos: int) -> int:
+    if pos + 2 > len(stream):
+        raise Unprocessable("j2k-truncated")
+    marker = int.from_bytes(stream[pos : pos + 2], "big")
+    if marker < 0xFF00:
+        raise Unprocessable("j2k-stray-bytes")
+    return marker
+
+
+def _header(
+    stream: bytes, pos: int, keep: frozenset[int], pieces: list[bytes], first: int = 0
+) -> tuple[int, int]:
+    """Walk a main or tile-part header's marker segments from `pos` to the SOT or SOD that
+    ends it, keeping the known ones (A.4): (position of that marker, segments dropped)."""
+    dropped = 0
+    while (marker := _marker_at(stream, pos)) not in (_SOT, _SOD):
+        if first and marker != first:
+            raise Unprocessable("j2k-siz-not-first")
+        first = 0
+        end = _segment_end(stream, pos)
+        if marker in keep:
+            if marker == _SIZ and not _siz_ok(stream[pos + 4 : end]):
+                raise Unprocessable("j2k-segment-malformed")
+            pieces.append(stream[pos:end])
+        elif marker in _J2K_DROP:
+            dropped += 1
+        else:
+            raise Unprocessable("j2k-marker-unknown")
+        pos = end
+    return pos, dropped
+
+
+def _segment_end(stream: bytes, pos: int) -> int:
+    if pos + 4 > len(stream):
+        raise Unprocessable("j2k-truncated")
+    length = int.from_bytes(stream[pos + 2 : pos + 4], "big")
+    if length < 2 or pos + 2 + length > len(stream):
+        raise Unprocessable("j2k-truncated")
+    return pos + 2 + length
+
+
+def _siz_ok(p: bytes) -> bool:
+    """Rsiz, Xsiz ... YTOsiz, Csiz, then Ssiz XRsiz YRsiz per component (A.5.1)."""
+    return len(p) >= 36 and len(p) == 36 + 3 * int.from_bytes(p[34:36], "big")
+
+
+def _tile_part(stream: bytes, pos: int, pieces: list[bytes]) -> tuple[int, int]:
+    """Copy the tile-part at `pos` (A.4.2) with a cleaned header and its Psot fixed: (position
+    after it, segments dropped)."""
+    if pos + 12 > len(stream) or stream[pos + 2 : pos + 4] != b"\x00\x0a":
+        raise Unprocessable("j2k-truncated")
+    isot, psot, tpsot, tnsot = struct.unpack(">HIBB", stream[pos + 4 : pos + 12])
+    header: list[bytes] = []
+    sod, dropped = _header(stream, pos + 12, _J2K_TILE_KEEP, header)
+    if _marker_at(stream, sod) != _SOD:
+        raise Unprocessable("j2k-sod-missing")
+    end = pos + psot if psot else stream.find(b"\xff\xd9", sod + 2)  # 0: up to EOC (A.4.2)
+    if end < sod + 2 or end > len(stream):
+        raise Unprocessable("j2k-truncated")
+    kept = 12 + sum(map(len, header)) + (end - sod)
+    new_psot = kept if psot else 0
+    pieces.append(b"\xff\x90\x00\x0a" + struct.pack(">HIBB", isot, new_psot, tpsot, tnsot))
+    pieces.extend(header)
+    pieces.append(stream[sod:end])  # SOD and the packet data, bit-exact
+    return end, dropped
+
+
+def _unwrap_jp2(frame: bytes) -> tuple[bytes, int]:
+    """The contents of the first `jp2c` box of a JP2 file (15444-1 Annex I), with the number
+    of other boxes; a bare codestream as it is."""
+    if not frame.startswith(_JP2_SIGNATURE):
+        return frame, 0
+    pos, others = len(_JP2_SIGNATURE), 1
+    while pos + 8 <= len(frame):
+        length, kind = struct.unpack(">I4s", frame[pos : pos + 8])
+        start = pos + 8
+        if length == 1:  # XLBox: 8-byte length
+            if start + 8 > len(frame):
+                break
+            length, start = int.from_bytes(frame[start : start + 8], "big"), start + 8
+        end = len(frame) if length == 0 else pos + length
+        if end < start or end > len(frame):
+            break
+        if kind == b"jp2c":
+            return frame[start:end], others + (end < len(frame))
+        pos, others = end, others + 1
+    raise Unprocessable("jp2-no-codestream")
+
+
+# --- RLE Lossless: PS3.5 Annex G ----------------------------------------------------------------
+
+
+def clean_rle(frame: bytes, geometry: Geometry) -> Cleaned:
+    """Decode and encode again with pydicom's RLE encoder (pylibjpeg-rle): the new header and
+    segments hold the decoded bytes and nothing else."""
+    _check_rle_header(frame, geometry)
+    options: dict[str, Any] = {
+        "rows": geometry.rows,
+        "columns": geometry.columns,
+        "samples_per_pixel": geometry.samples_per_pixel,
+        "bits_allocated": geometry.bits_allocated,
+        "bits_stored": geometry.bits_allocated,  # every bit of every byte plane as it was
+        "pixel_representation": 0,
+        "photometric_interpretation": "RGB" if geometry.samples_per_pixel == 3 else "MONOCHROME2",
+        "planar_configuration": 0,
+        "number_of_frames": 1,
+    }
+    with guard("rle-rebuild-failed:"):
+        decoded, _ = get_decoder(RLELossless).as_array(
+            encapsulate([frame]), decoding_plugin="pylibjpeg", **{**options, "as_rgb": False}
+        )
+        data = get_encoder(RLELossless).encode(decoded, encoding_plugin="pylibjpeg", **options)
+    return Cleaned(data, int(data != frame))
+
+
+def _check_rle_header(frame: bytes, geometry: Geometry) -> None:
+    """The header (G.5) names one segment per byte plane, the first right after it, and
+    offsets that rise within the frame."""
+    if len(frame) < 64:
+        raise Unprocessable("rle-truncated")
+    count, *offsets = struct.unpack("<16I", frame[:64])
+    planes = geometry.samples_per_pixel * geometry.bits_allocated // 8
+    if count != planes or not 1 <= count <= 15:
+        raise Unprocessable("rle-segment-count")
+    used = offsets[:count]
+    if used[0] != 64 or any(a >= b for a, b in zip(used, [*used[1:], len(frame)], strict=True)):
+        raise Unprocessable("rle-segment-offsets")
