@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.pixels.utils import iter_pixels
 
 from gateway.deidentify.engine import IMPLEMENTATION_CLASS_UID
 from gateway.deidentify.uids import is_standard_uid
@@ -242,9 +244,11 @@ def test_outputs_read_cleanly_with_pydicom_and_dcmdump(run: Run, dcmtk: None) ->
     assert "E:" not in dumped.stderr
 
 
-def test_pixel_data_bytes_are_unchanged_unless_text_was_masked(run: Run) -> None:
+def test_pixels_are_unchanged_unless_text_was_masked(run: Run) -> None:
+    """Native pixel data keeps its bytes; compressed frames are rewritten at the container
+    level (pixels/containers.py) and decode to exactly the same pixels."""
     entries = {Path(f["input"]): f for f in run.report["files"]}
-    compared = masked = 0
+    compared = rewritten = masked = 0
     for source, output in run.unique():
         before, after = read(source), read(output)
         if "PixelData" not in before:
@@ -255,9 +259,15 @@ def test_pixel_data_bytes_are_unchanged_unless_text_was_masked(run: Run) -> None
         if pixels["masked"]:
             masked += 1  # re-encoded: tests/integration/test_pixel_stage.py compares pixels
             continue
-        assert after.PixelData == before.PixelData, source.name
-        compared += 1
-    assert compared >= 50
+        if not before["PixelData"].is_undefined_length:
+            assert after.PixelData == before.PixelData, source.name
+            compared += 1
+            continue
+        frames = zip(iter_pixels(before), iter_pixels(after), strict=True)
+        assert all(np.array_equal(a, b) for a, b in frames), source.name
+        rewritten += 1
+    assert compared >= 15
+    assert rewritten >= 20
     assert masked >= 20  # ultrasound screens, the burned-in text ground truth, ...
 
 

@@ -25,7 +25,9 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from tests.integration import test_deidentify as deid
 from tests.support import dcmtk as dcmtk_tool
 
-pytestmark = pytest.mark.timeout(600)  # one deidentify over the corpus (~1 min alone), then dciodvfy
+pytestmark = pytest.mark.timeout(
+    600
+)  # one deidentify over the corpus (~1 min alone), then dciodvfy
 
 DCIODVFY_TIMEOUT = 60.0
 

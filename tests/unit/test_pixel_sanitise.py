@@ -204,3 +204,14 @@ def test_a_bit_layout_the_header_does_not_allow_is_refused(stored: int, high_bit
     with pytest.raises(Unprocessable) as raised:
         sanitise(ds, ExplicitVRLittleEndian)
     assert raised.value.reason == "pixel-bits-layout"
+
+
+def test_a_big_endian_ow_value_of_8_bit_pixels_is_cleaned_in_pixel_order() -> None:
+    """PS3.5 7.3: an OW value in Explicit VR Big Endian has its bytes swapped in pairs, so the
+    pad byte of nine 8-bit pixels is the second-last byte of the file: it is the one zeroed."""
+    ds = bare(BitsAllocated=8, BitsStored=8, HighBit=7, PixelRepresentation=0)
+    logical = bytes(range(1, 10)) + b"Q"  # nine pixels, then a pad that is not zero
+    ds.add_new(0x7FE00010, "OW", np.frombuffer(logical, "<u2").byteswap().tobytes())
+    result = sanitise(ds, ExplicitVRBigEndian)
+    stored = result.elements[0x7FE00010].value or b""
+    assert np.frombuffer(stored, ">u2").astype("<u2").tobytes() == bytes(range(1, 10)) + b"\0"

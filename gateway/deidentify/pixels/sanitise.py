@@ -13,6 +13,9 @@ COM) - see `containers.py`. So for every image, masked or not, checked or skippe
   header sees exactly the same pixels. High Bit other than Bits Stored - 1 (not allowed since
   PS3.3 C.7.6.3.1.1; decoders then read other bits than the header says) is refused.
 - Float and Double Float Pixel Data: cut to their length (every bit of a float is the value).
+- encapsulated Pixel Data (PS3.5 A.4): every frame through `containers.clean_frame` (JPEG and
+  JPEG-LS marker segments, JPEG 2000 codestream segments and JP2 boxes, RLE rebuilt), then
+  encapsulated afresh; a syntax it cannot clean (video, JPEG XL, ...) is refused.
 
 What a masked image's writer makes (`reencode.py`) is built from decoded frames: it needs none
 of this. The result says what was changed, for the report; nothing of a value is said.
@@ -25,10 +28,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
-from gateway.deidentify.failures import Unprocessable
+from gateway.deidentify.failures import Unprocessable, guard
+from gateway.deidentify.pixels.containers import Geometry, clean_frame
 from gateway.deidentify.pixels.frames import PIXEL_DATA, frame_count, native_length
 
 FLOAT_PIXEL_DATA, DOUBLE_PIXEL_DATA = 0x7FE00008, 0x7FE00009
@@ -54,9 +59,37 @@ def sanitise(ds: Dataset, transfer_syntax: str) -> Sanitised:
     if PIXEL_DATA not in ds:
         return Sanitised()
     elem = ds.get_item(PIXEL_DATA)
-    if elem is None or _undefined_length(elem):
-        return Sanitised()  # encapsulated frames: as received, until containers.py reads them
+    if elem is None:
+        return Sanitised()
+    if _undefined_length(elem):
+        return _encapsulated(ds, elem, transfer_syntax)
     return _native(ds, elem, little)
+
+
+def _encapsulated(
+    ds: Dataset, elem: RawDataElement | DataElement, transfer_syntax: str
+) -> Sanitised:
+    """Each frame cleaned (`containers.clean_frame`), then encapsulated afresh (PS3.5 A.4):
+    one fragment per frame, a Basic Offset Table for more than one. What the received
+    container held beside its frames (offsets, extra fragments) does not come along."""
+    count = frame_count(ds)
+    geometry = Geometry(
+        int(ds.get("Rows", 0) or 0),
+        int(ds.get("Columns", 0) or 0),
+        int(ds.get("SamplesPerPixel", 1) or 1),
+        int(ds.get("BitsAllocated", 0) or 0),
+    )
+    frames, removed = [], 0
+    with guard("pixel-container-frames:"):
+        for frame in generate_frames(bytes(elem.value or b""), number_of_frames=count):
+            cleaned = clean_frame(frame, transfer_syntax, geometry)
+            frames.append(cleaned.data)
+            removed += cleaned.removed
+    if len(frames) != count:
+        raise Unprocessable("frame-count-mismatch")
+    value = encapsulate(frames, has_bot=count > 1)
+    new = RawDataElement(BaseTag(PIXEL_DATA), "OB", _UNDEFINED, value, 0, False, True)
+    return Sanitised({PIXEL_DATA: new}, {"container_parts_removed": removed} if removed else {})
 
 
 def _undefined_length(elem: RawDataElement | DataElement) -> bool:
@@ -80,18 +113,27 @@ def _native(ds: Dataset, elem: RawDataElement | DataElement, little: bool) -> Sa
         str(ds.get("PhotometricInterpretation", "") or "").strip(),
     )
     counts: dict[str, int] = {}
-    data: bytes | bytearray | memoryview = value
-    tail = bytes(value[length:])  # allowed: the one zero byte that pads an odd length
+    # bytes of an OW value in big endian are swapped in pairs (PS3.5 7.3): 8-bit pixels are
+    # in order only once swapped back
+    swapped = not little and elem.VR == "OW" and len(value) % 2 == 0
+    data: bytes | bytearray | memoryview = _swap_pairs(value) if swapped else value
+    tail = bytes(data[length:])  # allowed: the one zero byte that pads an odd length
     if len(tail) > length % 2 or tail.strip(b"\0"):
         counts["pixel_bytes_cut"] = len(tail)
-        data = bytearray(value[:length]) + b"\0" * (length % 2)
-    cleared = _clear_unused_bits(ds, data, length, little)
+        data = bytearray(data[:length]) + b"\0" * (length % 2)
+    cleared = _clear_unused_bits(ds, _swap_pairs(data) if swapped else data, length, little)
     if cleared is not None:
         data, counts["pixel_words_cleared"] = cleared
+    elif swapped:
+        data = _swap_pairs(data)
     if not counts:
         return Sanitised()
     new = _element(PIXEL_DATA, elem.VR, bytes(data), little)
     return Sanitised({PIXEL_DATA: new}, counts)
+
+
+def _swap_pairs(data: bytes | bytearray | memoryview) -> bytes:
+    return np.frombuffer(data, "<u2").byteswap().tobytes()
 
 
 def _clear_unused_bits(
@@ -104,12 +146,7 @@ def _clear_unused_bits(
         return _clear_bit_tail(ds, data, length)
     if allocated not in (8, 16, 32):
         raise Unprocessable("pixel-container-bits-allocated")
-    stored = int(ds.get("BitsStored", allocated) or allocated)
-    high = int(ds.get("HighBit", stored - 1) if "HighBit" in ds else stored - 1)
-    if not 0 < stored <= allocated or high != stored - 1:
-        # PS3.3 C.7.6.3.1.1: High Bit is Bits Stored - 1. Decoders read the low Bits Stored
-        # bits whatever High Bit says, so that is all the text check saw: not provably clean
-        raise Unprocessable("pixel-bits-layout")
+    stored, high = check_layout(ds)
     if stored == allocated:
         return None
     order = "<" if little or allocated == 8 else ">"
@@ -123,6 +160,18 @@ def _clear_unused_bits(
     out = bytearray(data)
     out[:length] = clean.astype(words.dtype, copy=False).tobytes()
     return out, changed
+
+
+def check_layout(ds: Dataset) -> tuple[int, int]:
+    """Bits Stored and High Bit, when they are what decoders read (PS3.3 C.7.6.3.1.1: High Bit
+    is Bits Stored - 1; decoders read the low Bits Stored bits whatever High Bit says, so with
+    another High Bit the text check would not see the bits the header names)."""
+    allocated = int(ds.get("BitsAllocated", 0) or 0)
+    stored = int(ds.get("BitsStored", allocated) or allocated)
+    high = int(ds.get("HighBit", stored - 1) if "HighBit" in ds else stored - 1)
+    if not 0 < stored <= max(allocated, 1) or high != stored - 1:
+        raise Unprocessable("pixel-bits-layout")
+    return stored, high
 
 
 def _sign_extended(clean: np.ndarray, high: int, allocated: int) -> np.ndarray:

@@ -37,7 +37,7 @@ from gateway.deidentify.pixels.models import ModelError, load_finder
 from gateway.deidentify.pixels.reencode import Rewriter
 from gateway.deidentify.pixels.regions import black, mask, mask_outside, ultrasound_keep
 from gateway.deidentify.pixels.render import Renderer
-from gateway.deidentify.pixels.sanitise import sanitise
+from gateway.deidentify.pixels.sanitise import check_layout, sanitise
 from gateway.deidentify.pixels.screening import check_reason
 from gateway.errors import ConfigError
 from gateway.settings import PixelSettings, Settings
@@ -155,10 +155,12 @@ class PixelStage:
         reason = check_reason(ds)
         if reason is None:
             return PixelOutcome(None, checked=False)
-        clean = sanitise(ds, transfer_syntax)  # refuses first what decoders read otherwise
+        if PIXEL_DATA in ds:
+            check_layout(ds)  # a High Bit decoders do not follow: no check can be trusted
         if reason in self.settings.skip:
             # the site chose not to look: the output claims nothing about burned-in text (an
             # unverified "NO" from the sender is not passed on); its container is still clean
+            clean = sanitise(ds, transfer_syntax)
             unknown = {BURNED_IN_ANNOTATION: DataElement(BURNED_IN_ANNOTATION, "CS", None)}
             return PixelOutcome(
                 reason,
@@ -186,6 +188,7 @@ class PixelStage:
         }
         no = {BURNED_IN_ANNOTATION: DataElement(BURNED_IN_ANNOTATION, "CS", "NO")}
         if not masked:
+            clean = sanitise(ds, transfer_syntax)  # what was read, in a container of known parts
             counts.update(clean.counts)
             return PixelOutcome(reason, True, (), None, {**clean.elements, **no}, counts)
         if PIXEL_DATA not in ds:
