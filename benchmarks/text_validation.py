@@ -570,9 +570,10 @@ def font_files() -> list[tuple[str, str]]:
     for family, package, files in FONTS:
         for name in files:
             path = (TRUETYPE / name).resolve()
-            (out if path.is_file() else missing).append((family, str(path)))
-            if not path.is_file():
-                missing[-1] = (package, str(path))
+            if path.is_file():
+                out.append((family, str(path)))
+            else:
+                missing.append((package, str(path)))
     if missing:
         raise SystemExit(f"fonts missing (install the Debian packages): {sorted(set(missing))}")
     return out
@@ -675,7 +676,7 @@ def _legible(display: np.ndarray, h: int, w: int, y: int, x: int, contrast: str)
 
 def _font_name(family: str, font: str) -> str:
     if family == "hershey":
-        names = ("simplex", "plain", "duplex", "complex", "triplex", "?", "complex-small")
+        names = ("simplex", "plain", "duplex", "complex", "triplex", "complex-small")
         return f"hershey-{names[int(font)]}"
     return Path(font).stem
 
