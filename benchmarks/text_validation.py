@@ -78,7 +78,7 @@ if str(REPO) not in sys.path:
 
 from gateway.deidentify.pixels.ctp import Region  # noqa: E402
 from gateway.deidentify.pixels.ocr import OnnxText  # noqa: E402
-from gateway.deidentify.pixels.stage import _LINE_EXTENSION, PixelStage, _widen  # noqa: E402
+from gateway.deidentify.pixels.stage import PixelStage, _widen  # noqa: E402
 from gateway.settings import PixelSettings  # noqa: E402
 from gateway.vault.sqlite import SqliteVault  # noqa: E402
 from tests.dicom_builders import part10, synthetic, text_finder, worker  # noqa: E402
@@ -882,7 +882,7 @@ def measure_case(w: Any, recording: Recording, case: Case, encoded: Encoded) -> 
     if outcome.pixels is not None:
         masks["whole"] = mask_image(outcome.pixels.masked, rows, columns, frame=0)
     margin = PixelSettings().margin
-    widened = [(b, _widen(b, margin, rows, columns, _LINE_EXTENSION)) for b in recording.boxes]
+    widened = [(b, _widen(b, margin, rows, columns)) for b in recording.boxes]  # no line growth
     for _, r in widened:
         masks["detector"][r.y : r.y + r.height, r.x : r.x + r.width] = True
     truth = np.zeros((rows, columns), bool)
