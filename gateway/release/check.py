@@ -22,7 +22,10 @@ It walks the output once, every element at every depth, file meta included:
    BurnedInAnnotation NO without evidence that detection ran over every frame, or top-level
    pixel data neither checked nor excluded by the site's [pixels] skip ->
    release-burned-in-unproven. Pixel data is never decoded here: the pixel stage did that.
-5. provenance: PatientIdentityRemoved YES and a de-identification method (PS3.15 E.1.1,
+5. containers (`containers`): the pixel data holds nothing but pixels - no bits above High
+   Bit, no bytes past the last pixel, no JPEG COM/APPn or JPEG 2000 COM segment, no
+   encapsulated syntax whose container cannot be read -> release-pixel-container.
+6. provenance: PatientIdentityRemoved YES and a de-identification method (PS3.15 E.1.1,
    PS3.3 C.7.1.1) -> else release-provenance-missing.
 
 An original or output that cannot be read is release-unreadable ("original" or "output"); an
@@ -48,6 +51,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from gateway.release import containers
 from gateway.release.allowed import FIXED_DUMMIES, PSEUDONYMS, Allowed, Permission
 from gateway.release.identifiers import Identifiers, fold
 from gateway.release.words import CODES, Lexicon
@@ -62,6 +66,7 @@ BURNED_IN = "release-burned-in-unproven"
 PROVENANCE = "release-provenance-missing"
 UNREADABLE = "release-unreadable"
 WORD = "release-word-not-allowed"
+CONTAINER = "release-pixel-container"
 #: Every reason code the release check gives (fixed strings: metrics labels, reason files).
 REASONS = (
     NOT_ALLOWED,
@@ -73,6 +78,7 @@ REASONS = (
     BURNED_IN,
     PROVENANCE,
     UNREADABLE,
+    CONTAINER,
 )
 
 PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # Pixel, Float, Double Float
@@ -161,6 +167,8 @@ class ReleaseCheck:
         walk.dataset(ds.file_meta, "")
         walk.dataset(ds, "", top=True)
         walk.findings += _pixel_findings(ds, pixels) + _provenance_findings(ds)
+        syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+        walk.findings += [Finding(CONTAINER, w) for w in containers.clean(ds, output, syntax)]
         return list(dict.fromkeys(walk.findings))  # each (reason, where) once, in order
 
 

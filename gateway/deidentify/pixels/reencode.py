@@ -35,6 +35,7 @@ from pydicom.uid import (
 )
 
 from gateway.deidentify.failures import Unprocessable, guard
+from gateway.deidentify.pixels.containers import clean_j2k
 from gateway.deidentify.pixels.frames import PIXEL_DATA
 
 _UNDEFINED = 0xFFFFFFFF
@@ -120,7 +121,10 @@ class Rewriter:
         }
         if self.syntax == JPEG2000Lossless and self.samples == 3:
             options["use_mct"] = True  # RGB in, YBR_RCT out: what the source most likely was
-        return get_encoder(self.syntax).encode(frame, **options)  # type: ignore[arg-type]
+        encoded = get_encoder(self.syntax).encode(frame, **options)  # type: ignore[arg-type]
+        if self.syntax == JPEG2000Lossless:  # OpenJPEG signs its work in a COM segment
+            encoded = clean_j2k(encoded).data
+        return encoded
 
     def finish(self) -> Rewritten:
         ds = self.ds
