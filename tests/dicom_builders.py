@@ -8,7 +8,8 @@ import io
 from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from gateway.deidentify.pixels.models import load_finder
 from gateway.deidentify.pixels.ocr import OnnxText
@@ -70,6 +71,24 @@ def part10(ds: Dataset) -> bytes:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
+
+
+def encapsulated(ds: Dataset, frames: list[bytes], syntax: str) -> bytes:
+    """`ds` with `frames` as encapsulated Pixel Data, as a Part 10 file in `syntax`."""
+    ds.PixelData = encapsulate(frames, has_bot=len(frames) > 1)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def segment(marker: int, payload: bytes) -> bytes:
+    """A JPEG (or JPEG 2000) marker segment: 0xFF, marker, length, payload."""
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
 
 
 @functools.cache

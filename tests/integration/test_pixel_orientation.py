@@ -8,21 +8,19 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.dataset import Dataset
 from pydicom.pixels.encoders.base import get_encoder
 from pydicom.pixels.utils import iter_pixels
-from pydicom.uid import UID, JPEG2000Lossless, JPEGBaseline8Bit
+from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
 
 from gateway.vault.sqlite import SqliteVault
 from gateway.worker import Outcome
-from tests.dicom_builders import part10, synthetic, worker
+from tests.dicom_builders import encapsulated, part10, segment, synthetic, worker
 from tests.pixel_truth import mask_image
 
 pytestmark = pytest.mark.timeout(300)
@@ -150,29 +148,25 @@ def test_grey_on_grey_text_in_a_screen_capture_is_masked(vault: SqliteVault, del
 # -- names in compressed containers --------------------------------------------------------------
 
 
-def segment(marker: int, payload: bytes) -> bytes:
-    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
-
-
-def encapsulated(frame: bytes, syntax: UID, **image: Any) -> bytes:
-    """A Part 10 file whose one frame is `frame`, in `syntax`."""
-    ds = synthetic(SOPClassUID=SC, Modality="OT", **image)
-    ds.PixelData = encapsulate([frame])
-    ds["PixelData"].VR = "OB"
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
 def delivered(vault: SqliteVault, data: bytes) -> tuple[Outcome, bytes]:
     outcome = worker(vault).process(data)
     assert outcome.status == "written", outcome.reason
     assert outcome.result is not None
     return outcome, outcome.result.data
+
+
+GREY_8 = {
+    "SOPClassUID": SC,
+    "Modality": "OT",
+    "Rows": 64,
+    "Columns": 96,
+    "SamplesPerPixel": 1,
+    "PhotometricInterpretation": "MONOCHROME2",
+    "BitsAllocated": 8,
+    "BitsStored": 8,
+    "HighBit": 7,
+    "PixelRepresentation": 0,
+}
 
 
 def gradient() -> np.ndarray:
@@ -186,17 +180,7 @@ def test_names_in_jpeg_comment_and_exif_segments_do_not_leave(vault: SqliteVault
     stream = jpeg.tobytes()
     exif = b"Exif\0\0" + b"Artist " + NAME + b" DOB 19610312 ID QX-4471902"
     planted = stream[:2] + segment(0xFE, NAME) + segment(0xE1, exif) + stream[2:]
-    image = dict(
-        Rows=64,
-        Columns=96,
-        SamplesPerPixel=1,
-        PhotometricInterpretation="MONOCHROME2",
-        BitsAllocated=8,
-        BitsStored=8,
-        HighBit=7,
-        PixelRepresentation=0,
-    )
-    data = encapsulated(planted, JPEGBaseline8Bit, **image)
+    data = encapsulated(synthetic(**GREY_8), [planted], JPEGBaseline8Bit)
     outcome, out = delivered(vault, data)
     for planted_value in (NAME, b"4471902", b"19610312"):
         assert planted_value not in out
@@ -207,16 +191,6 @@ def test_names_in_jpeg_comment_and_exif_segments_do_not_leave(vault: SqliteVault
 
 def test_a_name_in_a_jpeg_2000_comment_does_not_leave(vault: SqliteVault) -> None:
     picture = gradient()
-    image = dict(
-        Rows=64,
-        Columns=96,
-        SamplesPerPixel=1,
-        PhotometricInterpretation="MONOCHROME2",
-        BitsAllocated=8,
-        BitsStored=8,
-        HighBit=7,
-        PixelRepresentation=0,
-    )
     codestream = get_encoder(JPEG2000Lossless).encode(
         picture,
         rows=64,
@@ -231,7 +205,7 @@ def test_a_name_in_a_jpeg_2000_comment_does_not_leave(vault: SqliteVault) -> Non
     siz_end = 4 + int.from_bytes(codestream[4:6], "big")  # SOC, then SIZ: marker, length
     comment = segment(0x64, b"\0\1" + NAME)  # COM, Rcom 1: Latin text
     planted = codestream[:siz_end] + comment + codestream[siz_end:]
-    data = encapsulated(planted, JPEG2000Lossless, **image)
+    data = encapsulated(synthetic(**GREY_8), [planted], JPEG2000Lossless)
     _, out = delivered(vault, data)
     assert NAME not in out
     assert np.array_equal(next(iter_pixels(dcmread(io.BytesIO(out)))), picture)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_fragments
 from pydicom.pixels.encoders.base import get_encoder
 from pydicom.uid import UID, JPEG2000Lossless, JPEGBaseline8Bit
@@ -20,7 +20,7 @@ from pydicom.uid import UID, JPEG2000Lossless, JPEGBaseline8Bit
 from gateway.release import PixelEvidence, ReleaseCheck
 from gateway.settings import DeidentifySettings
 from gateway.vault.sqlite import SqliteVault
-from tests.dicom_builders import part10, synthetic, worker
+from tests.dicom_builders import encapsulated, part10, segment, synthetic, worker
 
 NAME = b"Qxzorblatt^Jan"
 CONTAINER = "release-pixel-container (7FE0,0010)"
@@ -53,16 +53,7 @@ def image(**values: object) -> Dataset:
 
 
 def compressed(frame: bytes, syntax: UID) -> bytes:
-    ds = image(BitsAllocated=8, BitsStored=8, HighBit=7)
-    ds.PixelData = encapsulate([frame])
-    ds["PixelData"].VR = "OB"
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
+    return encapsulated(image(BitsAllocated=8, BitsStored=8, HighBit=7), [frame], syntax)
 
 
 def jpeg() -> bytes:
@@ -104,10 +95,6 @@ def findings(vault: SqliteVault, original: bytes, edit: Edit | None = None) -> s
         output = buffer.getvalue()
     check = ReleaseCheck(DeidentifySettings(site_code="UT"))
     return {f"{f.reason} {f.where}" for f in check.check(original, output, CHECKED)}
-
-
-def segment(marker: int, payload: bytes) -> bytes:
-    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
 
 
 def with_frame(change: Callable[[bytes], bytes]) -> Edit:
