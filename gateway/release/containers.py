@@ -24,7 +24,7 @@ import re
 import struct
 
 import numpy as np
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_fragments
 
@@ -48,7 +48,6 @@ _WHERE = {
     FLOAT_PIXEL_DATA: "(7FE0,0008)",
     DOUBLE_PIXEL_DATA: "(7FE0,0009)",
 }
-Element = DataElement | RawDataElement
 
 
 def clean(ds: Dataset, data: bytes, syntax: str) -> list[str]:
