@@ -66,14 +66,15 @@ def clean(ds: Dataset, data: bytes, syntax: str) -> list[str]:
     return [] if proven else [_WHERE[PIXEL_DATA]]
 
 
-def _value(ds: Dataset, tag: int, data: bytes) -> bytes:
-    """The element's bytes, from `data` where reading left them there."""
+def _value(ds: Dataset, tag: int, data: bytes) -> bytes | memoryview:
+    """The element's bytes, from `data` where reading left them there (a view: a cine's
+    native pixel data is 100 MiB and more)."""
     elem = ds.get_item(tag, keep_deferred=True)
     if isinstance(elem, RawDataElement) and elem.value is None and elem.length:
         end = elem.value_tell + (elem.length if elem.length != _UNDEFINED else len(data))
-        return data[elem.value_tell : end]
+        return memoryview(data)[elem.value_tell : end]
     value = elem.value if elem is not None else None
-    return bytes(value) if isinstance(value, bytes | bytearray | memoryview) else b""
+    return value if isinstance(value, bytes | memoryview) else b""
 
 
 def _number(ds: Dataset, keyword: str, default: int) -> int:
@@ -92,14 +93,14 @@ def _samples(ds: Dataset) -> int:
     return _number(ds, "SamplesPerPixel", 1) or 1
 
 
-def _native(ds: Dataset, value: bytes) -> bool:
+def _native(ds: Dataset, value: bytes | memoryview) -> bool:
     """`value` in pixel order (an OW value of Explicit VR Big Endian swapped back, PS3.5 7.3:
     its words are then little endian)."""
     allocated = _number(ds, "BitsAllocated", 0)
     stored = _number(ds, "BitsStored", allocated)
     high = _number(ds, "HighBit", stored - 1)
     length = (_pixels(ds) * allocated + 7) // 8
-    tail = value[length:]
+    tail = bytes(value[length:])
     if len(tail) > length % 2 or tail.strip(b"\0") or high != stored - 1:
         return False
     if allocated not in (8, 16, 32) or stored >= allocated:
@@ -112,14 +113,14 @@ def _native(ds: Dataset, value: bytes) -> bool:
     return not bool(np.any(above >> np.array(1, words.dtype)))
 
 
-def _encapsulated(value: bytes, syntax: str) -> bool:
+def _encapsulated(value: bytes | memoryview, syntax: str) -> bool:
     if syntax == _RLE:
         return True
     check = _jpeg if syntax in _JPEG else _j2k if syntax in _J2K else None
     if check is None:
         return False
     try:
-        fragments = list(generate_fragments(value))
+        fragments = list(generate_fragments(bytes(value)))  # compressed: small
     except (ValueError, struct.error):
         return False
     return all(check(fragment) for fragment in fragments[1:] or [b""])
