@@ -130,7 +130,9 @@ def test_the_cine_is_masked_within_bounded_memory(testdata: Path, tmp_path: Path
     frames are decoded and checked one at a time. The output is native RGB (no lossless
     encoder for JPEG baseline here), held once as frames and once as the file: peak RSS is
     the detector's ~190 MiB plus about three times the output, never the decoded cine times
-    its views (measured 2026-11-23: see docs/benchmarks.md)."""
+    its views (over 1 GiB). Measured 2026-12-06 (docs/benchmarks.md): 566 MiB in the
+    development venv, 611 MiB in a fresh CI venv of the same package versions; the bound
+    leaves room for that spread."""
     path = testdata / "ultrasound" / "pydicom_data__color3d_jpeg_baseline.dcm"
     report = tmp_path / "report.json"
     argv = ["deidentify", str(path), "--out", str(tmp_path), "--report", str(report)]
@@ -155,7 +157,7 @@ def test_the_cine_is_masked_within_bounded_memory(testdata: Path, tmp_path: Path
     peak_mib = int(done.stderr.strip().splitlines()[-1]) / 1024
     (entry,) = json.loads(report.read_text())["files"]
     assert entry["status"] == "written"
-    assert peak_mib < 600, f"peak RSS {peak_mib:.0f} MiB"
+    assert peak_mib < 680, f"peak RSS {peak_mib:.0f} MiB"
 
 
 def _frames(data: bytes) -> list[np.ndarray]:
