@@ -7,7 +7,7 @@ run: the same detector reading every frame whole (no reuse of unchanged areas).
 - ultrasound 640x480: one RGB frame (US1) read `--repeat` times: frames/s;
 - the 120-frame YBR cine (640x480, JPEG): frames/s with the gateway's reuse of unchanged
   areas, and the baseline reading every frame whole;
-- a 2128x2000 DX and a 512x512 CT: seconds per image (three views of greyscale);
+- a 2128x2000 DX and a 512x512 CT: seconds per image (every view of greyscale: render.py);
 - `burned_in_text_gt`: recall of the masks (>= 90 % of a ground-truth box masked), and of the
   detector's own boxes recall and precision at IoU 0.5 and the share of them touching
   ground-truth text (the detector returns grown lines, the ground truth splits "Name:" from
@@ -200,7 +200,7 @@ def main() -> None:
             image, _ = loaded(path, engine)
             seconds = timed(partial(detect_all, stage, image, True), max(args.repeat // 4, 3))
             print(
-                f"{name}, three views:         {seconds:6.2f} s/image ({1 / seconds:.2f} frames/s)"
+                f"{name}, all views:           {seconds:6.2f} s/image ({1 / seconds:.2f} frames/s)"
             )
 
         truth = load(DICOM / "burned_in_text_gt")
