@@ -7,9 +7,11 @@ import functools
 import io
 from typing import Any
 
+import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.pixels.encoders.base import get_encoder
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
 from gateway.deidentify.pixels.models import load_finder
 from gateway.deidentify.pixels.ocr import OnnxText
@@ -84,6 +86,22 @@ def encapsulated(ds: Dataset, frames: list[bytes], syntax: str) -> bytes:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
+
+
+def j2k_lossless(picture: np.ndarray) -> bytes:
+    """An 8-bit greyscale picture as one JPEG 2000 Lossless codestream (pylibjpeg-openjpeg)."""
+    rows, columns = picture.shape
+    return get_encoder(JPEG2000Lossless).encode(
+        picture,
+        rows=rows,
+        columns=columns,
+        samples_per_pixel=1,
+        bits_allocated=8,
+        bits_stored=8,
+        pixel_representation=0,
+        photometric_interpretation="MONOCHROME2",
+        number_of_frames=1,
+    )
 
 
 def segment(marker: int, payload: bytes) -> bytes:

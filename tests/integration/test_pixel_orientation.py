@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.pixels.encoders.base import get_encoder
 from pydicom.pixels.utils import iter_pixels
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
 
 from gateway.vault.sqlite import SqliteVault
 from gateway.worker import Outcome
-from tests.dicom_builders import encapsulated, part10, segment, synthetic, worker
+from tests.dicom_builders import encapsulated, j2k_lossless, part10, segment, synthetic, worker
 from tests.pixel_truth import mask_image
 
 pytestmark = pytest.mark.timeout(300)
@@ -191,17 +190,7 @@ def test_names_in_jpeg_comment_and_exif_segments_do_not_leave(vault: SqliteVault
 
 def test_a_name_in_a_jpeg_2000_comment_does_not_leave(vault: SqliteVault) -> None:
     picture = gradient()
-    codestream = get_encoder(JPEG2000Lossless).encode(
-        picture,
-        rows=64,
-        columns=96,
-        samples_per_pixel=1,
-        bits_allocated=8,
-        bits_stored=8,
-        pixel_representation=0,
-        photometric_interpretation="MONOCHROME2",
-        number_of_frames=1,
-    )
+    codestream = j2k_lossless(picture)
     siz_end = 4 + int.from_bytes(codestream[4:6], "big")  # SOC, then SIZ: marker, length
     comment = segment(0x64, b"\0\1" + NAME)  # COM, Rcom 1: Latin text
     planted = codestream[:siz_end] + comment + codestream[siz_end:]

@@ -14,13 +14,12 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_fragments
-from pydicom.pixels.encoders.base import get_encoder
 from pydicom.uid import UID, JPEG2000Lossless, JPEGBaseline8Bit
 
 from gateway.release import PixelEvidence, ReleaseCheck
 from gateway.settings import DeidentifySettings
 from gateway.vault.sqlite import SqliteVault
-from tests.dicom_builders import encapsulated, part10, segment, synthetic, worker
+from tests.dicom_builders import encapsulated, j2k_lossless, part10, segment, synthetic, worker
 
 NAME = b"Qxzorblatt^Jan"
 CONTAINER = "release-pixel-container (7FE0,0010)"
@@ -63,18 +62,7 @@ def jpeg() -> bytes:
 
 
 def j2k() -> bytes:
-    frame = get_encoder(JPEG2000Lossless).encode(
-        smooth(),
-        rows=64,
-        columns=96,
-        samples_per_pixel=1,
-        bits_allocated=8,
-        bits_stored=8,
-        pixel_representation=0,
-        photometric_interpretation="MONOCHROME2",
-        number_of_frames=1,
-    )
-    return compressed(frame, JPEG2000Lossless)
+    return compressed(j2k_lossless(smooth()), JPEG2000Lossless)
 
 
 def native() -> bytes:
