@@ -158,6 +158,9 @@ ae_title = "STORESCU"
 directory = "spool"
 master_key = {{ file = "master.key" }}
 min_free_mib = 64
+[vault]
+path = "vault.sqlite3"
+key = {{ file = "vault.key" }}
 [metrics]
 enabled = false
 [logging]
@@ -241,6 +244,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="rounds per figure (median)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    (REPO / "var").mkdir(exist_ok=True)  # beside the repository: the disk the gateway uses
     with tempfile.TemporaryDirectory(prefix="dg-bench-", dir=REPO / "var") as tmp:
         results = [f for n in (args.n or [500]) for f in run(n, Path(tmp), args.repeat)]
     report(results)
