@@ -252,6 +252,40 @@ def test_text_that_appears_mid_cine_is_masked_from_that_frame(vault: SqliteVault
     assert "KOWALSKI" not in ocr
 
 
+def _cine_16(frames: int, appear: int, text_value: int) -> Dataset:
+    """A 16-bit cine (Bits Stored 16) whose values span only 0..4000, as a 12-bit modality
+    writes them; from frame `appear` an ID is written at `text_value` over flat background."""
+    rows, columns = 256, 320
+    ink = np.zeros((rows, columns), np.uint8)
+    cv2.putText(ink, "ID 4471902", (20, 235), cv2.FONT_HERSHEY_SIMPLEX, 0.7, 255, 2)
+    stack = np.full((frames, rows, columns), 1000, dtype=np.uint16)
+    for index in range(frames):
+        stack[index, 60:200, 40:280] = 1000 + (np.arange(140)[:, None] % 40) * 75
+        stack[index, 0, 0] = 4000  # the range the modality uses
+        if index >= appear:
+            stack[index][ink > 127] = text_value
+    ds = greyscale(rows, columns, stack.tobytes(), NumberOfFrames=frames)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    return ds
+
+
+@pytest.mark.parametrize(
+    ("text_value", "what"),
+    [(4000, "white"), (1000 + round(16 / 255 * 3000), "16 levels of the range used")],
+)
+def test_text_appearing_mid_cine_is_read_whatever_range_the_bits_allow(
+    vault: SqliteVault, text_value: int, what: str
+) -> None:
+    """Whether a frame changed is judged against the values the frames use, not against
+    what Bits Stored allows (a 16-bit frame using 4,000 of 65,536 values) - else new text
+    counts as JPEG noise until the next whole reading."""
+    outcome = worker(vault).process(part10(_cine_16(frames=6, appear=2, text_value=text_value)))
+    assert outcome.result is not None, outcome.reason
+    frames = _frames(outcome.result.data)
+    written = [int((f[215:245, 15:175] == text_value).sum()) for f in frames]
+    assert written == [0] * 6, (what, written)
+
+
 def test_an_image_that_takes_too_long_is_quarantined(vault: SqliteVault) -> None:
     slow = worker(vault, pixels=pixel_stage(PixelSettings(max_seconds=1e-6)))
     outcome = slow.process(part10(_text_image(frames=3)))

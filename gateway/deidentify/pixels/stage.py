@@ -45,9 +45,11 @@ from gateway.settings import PixelSettings, Settings
 BURNED_IN_ANNOTATION = 0x00280301
 _CONTEXT = 32  # pixels around a changed area that are read again with it (a text line)
 #: A cine frame's pixels that differ from the previous frame's by at most this share of the
-#: value range count as unchanged (JPEG noise on a static banner); text drawn anew differs
-#: from what was there by far more. Every 30th frame is read whole all the same.
-_TOLERANCE = 24 / 255
+#: values that frame uses (its minimum to maximum, as the full view shows it) count as
+#: unchanged (noise on a static banner); text drawn anew differs by more: the faintest the
+#: views are measured to find is 12 levels of 255 (docs/pixels.md). Every 30th frame is read
+#: whole all the same.
+_TOLERANCE = 8 / 255
 _READ_WHOLE_EVERY = 30
 _MARKER_ASPECT = 2.0  # boxes wider than this many heights hold more than a marker (LAT)
 _SQUAT = 1.5  # boxes narrower than this many heights hold a character or two at most
@@ -217,8 +219,6 @@ class PixelStage:
     ) -> Iterator[list[Region]]:
         """Per frame: the text boxes to mask (margin added), reading only what changed."""
         renderer = Renderer(ds)
-        bits = int(ds.get("BitsStored", 8) or 8)
-        tolerance = round(_TOLERANCE * ((1 << min(max(bits, 1), 32)) - 1))
         previous: np.ndarray | None = None
         boxes: list[Region] = []
         readings: dict[tuple[int, Region, bytes], tuple[str, float]] = {}
@@ -226,7 +226,7 @@ class PixelStage:
             if time.monotonic() > deadline:
                 raise Unprocessable("pixel-check-timeout")
             fresh = index % _READ_WHOLE_EVERY == 0
-            window = _changed(None if fresh else previous, frame, tolerance)
+            window = _changed(None if fresh else previous, frame)
             if window is not None:
                 stale = [b for b in boxes if not fresh and not _inside(b, window)]
                 boxes = stale + self._read_window(renderer, frame, window, keep, readings)
@@ -313,13 +313,15 @@ class PixelStage:
         return box.width < _SQUAT * box.height and not legible
 
 
-def _changed(previous: np.ndarray | None, frame: np.ndarray, tolerance: int) -> Region | None:
+def _changed(previous: np.ndarray | None, frame: np.ndarray) -> Region | None:
     """The window of `frame` to read: all of it first, then where it differs from the
-    previous frame by more than `tolerance` (compression noise does not count), widened by a
-    text line's context; None when nothing changed."""
+    previous frame by more than `_TOLERANCE` of the values that frame uses (noise does not
+    count), widened by a text line's context; None when nothing changed."""
     rows, columns = frame.shape[:2]
     if previous is None or previous.shape != frame.shape:
         return Region(0, 0, columns, rows)
+    used = float(previous.max()) - float(previous.min())
+    tolerance = _TOLERANCE * used
     samples = frame.shape[2] if frame.ndim == 3 else 1
     # the largest difference per row and per column, samples side by side (contiguous axes)
     difference = np.asarray(cv2.absdiff(previous, frame)).reshape(rows, columns * samples)
