@@ -271,7 +271,7 @@ def _cine_16(frames: int, appear: int, text_value: int) -> Dataset:
 
 @pytest.mark.parametrize(
     ("text_value", "what"),
-    [(4000, "white"), (1000 + round(16 / 255 * 3000), "16 levels of the range used")],
+    [(4000, "white"), (1000 + round(12 / 255 * 3000), "12 levels of the range used")],
 )
 def test_text_appearing_mid_cine_is_read_whatever_range_the_bits_allow(
     vault: SqliteVault, text_value: int, what: str

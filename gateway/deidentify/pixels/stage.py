@@ -49,7 +49,7 @@ _CONTEXT = 32  # pixels around a changed area that are read again with it (a tex
 #: unchanged (noise on a static banner); text drawn anew differs by more: the faintest the
 #: views are measured to find is 12 levels of 255 (docs/pixels.md). Every 30th frame is read
 #: whole all the same.
-_TOLERANCE = 8 / 255
+_TOLERANCE = 10 / 255
 _READ_WHOLE_EVERY = 30
 _MARKER_ASPECT = 2.0  # boxes wider than this many heights hold more than a marker (LAT)
 _SQUAT = 1.5  # boxes narrower than this many heights hold a character or two at most
