@@ -24,14 +24,22 @@ from pydicom.uid import (
     JPEGLosslessSV1,
 )
 
-from gateway.deidentify.pixels.ctp import parse_script
+from gateway.deidentify.pixels.ctp import Region, parse_script
 from gateway.deidentify.pixels.frames import frame_count, iter_frames
 from gateway.deidentify.pixels.render import Renderer
+from gateway.deidentify.pixels.stage import PixelStage
 from gateway.errors import ConfigError
 from gateway.settings import PixelSettings, load
 from gateway.vault.sqlite import SqliteVault
 from gateway.worker import Outcome, Worker
-from tests.dicom_builders import greyscale, part10, pixel_stage, text_finder, worker
+from tests.dicom_builders import (
+    greyscale,
+    part10,
+    pixel_stage,
+    synthetic,
+    text_finder,
+    worker,
+)
 from tests.pixel_truth import mask_image
 from tests.support import REPO, base_config, write_config
 
@@ -284,6 +292,62 @@ def test_text_appearing_mid_cine_is_read_whatever_range_the_bits_allow(
     frames = _frames(outcome.result.data)
     written = [int((f[215:245, 15:175] == text_value).sum()) for f in frames]
     assert written == [0] * 6, (what, written)
+
+
+class _Reading:
+    """The gateway's detector, noting the size of every picture it is given."""
+
+    def __init__(self) -> None:
+        self.finder = text_finder()
+        self.shapes: list[tuple[int, int]] = []
+
+    def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]:
+        self.shapes.append(image.shape[:2])
+        return self.finder.find(image, whole)
+
+    def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]:
+        return self.finder.read_many(image, boxes)
+
+
+def _slice(series: Dataset, shift: int, second_line: bool = False) -> Dataset:
+    """One slice of `series` (its study and series UIDs): a banner with a name, anatomy that
+    moves from slice to slice, and from `second_line` on an ID low in the anatomy."""
+    rows, columns = 256, 320
+    image = np.zeros((rows, columns), np.uint8)
+    image[60:250, 40:280] = 60 + ((np.arange(190)[:, None] + shift) % 40) * 2
+    cv2.putText(image, "KOWALSKI ANNA", (20, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 255, 2)
+    if second_line:
+        cv2.putText(image, "ID 4471902", (60, 235), cv2.FONT_HERSHEY_SIMPLEX, 0.7, 255, 2)
+    uids = {k: series[k].value for k in ("StudyInstanceUID", "SeriesInstanceUID")}
+    return greyscale(rows, columns, image.tobytes(), **uids)
+
+
+def test_the_slices_of_a_series_are_read_only_where_they_differ(vault: SqliteVault) -> None:
+    """The next slice of a series is compared with the last one read: an unchanged banner is
+    not read again and stays masked; text new in a changed area is read and masked; another
+    series is read whole."""
+    reading = _Reading()
+    w = worker(vault, pixels=PixelStage(PixelSettings(), (), reading))
+    series = synthetic()
+    whole = (256, 320)
+    names = []
+    for shift, second in ((0, False), (7, False), (13, True)):
+        reading.shapes.clear()
+        outcome = w.process(part10(_slice(series, shift, second)))
+        assert outcome.result is not None, outcome.reason
+        (frame,) = _frames(outcome.result.data)
+        names.append(int(frame[10:35, 20:200].max()))
+        if shift:
+            assert reading.shapes, "the changed anatomy is read"
+            assert all(s[0] < whole[0] for s in reading.shapes), reading.shapes  # not the banner
+        else:
+            assert whole in reading.shapes
+    assert names == [0, 0, 0]  # the banner's name masked on every slice
+    assert int((frame[215:245, 55:200] == 255).sum()) == 0  # the ID that came with slice 3
+    reading.shapes.clear()
+    other = w.process(part10(_slice(synthetic(), 13)))
+    assert other.result is not None
+    assert whole in reading.shapes
 
 
 def test_an_image_that_takes_too_long_is_quarantined(vault: SqliteVault) -> None:

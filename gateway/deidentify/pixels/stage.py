@@ -21,6 +21,7 @@ unchecked.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -51,6 +52,13 @@ _CONTEXT = 32  # pixels around a changed area that are read again with it (a tex
 #: whole all the same.
 _TOLERANCE = 10 / 255
 _READ_WHOLE_EVERY = 30
+#: The slices of a series are read like the frames of a cine: what a worker saw last in a
+#: series (its last frame, the boxes found, what boxes read as) is kept for the next instance
+#: of that series, for this many series, frames up to this size; reading the whole frame
+#: again every `_READ_WHOLE_EVERY` frames counts across the series.
+_SERIES_KEPT = 4
+_SERIES_FRAME_BYTES = 8 << 20
+_READINGS_KEPT = 512
 _MARKER_ASPECT = 2.0  # boxes wider than this many heights hold more than a marker (LAT)
 _SQUAT = 1.5  # boxes narrower than this many heights hold a character or two at most
 #: Burned-in annotation lines are at most this tall (pixels, or share of the shorter side of
@@ -67,6 +75,19 @@ _LINE_EXTENSION = 3.0
 _GAP = 1.0
 #: Ink: a local contrast (3x3 morphological gradient) of at least this, in any view
 _INK = 64
+
+
+Readings = dict[tuple[int, Region, bytes], tuple[str, float]]
+
+
+@dataclass
+class _Seen:
+    """The last frame read of a series and what was found there."""
+
+    frame: np.ndarray
+    boxes: list[Region]
+    readings: Readings
+    frames: int  # read since the series' first, for the whole readings
 
 
 class TextFinder(Protocol):
@@ -133,6 +154,7 @@ class PixelStage:
         self.rules = rules
         self.finder = finder
         self.markers = {m.upper() for m in settings.keep_markers}
+        self._series: OrderedDict[tuple[object, ...], _Seen] = OrderedDict()
 
     @classmethod
     def for_settings(cls, settings: Settings) -> PixelStage:
@@ -217,12 +239,16 @@ class PixelStage:
     def _detect(
         self, ds: Dataset, keep: list[Region] | None, deadline: float
     ) -> Iterator[list[Region]]:
-        """Per frame: the text boxes to mask (margin added), reading only what changed."""
+        """Per frame: the text boxes to mask (margin added), reading only what changed since
+        the previous frame - of this image, or the last one read of its series."""
         renderer = Renderer(ds)
-        previous: np.ndarray | None = None
-        boxes: list[Region] = []
-        readings: dict[tuple[int, Region, bytes], tuple[str, float]] = {}
-        for index, frame in enumerate(iter_frames(ds)):
+        series = _series_key(ds, keep)
+        seen = self._series.pop(series, None) if series is not None else None
+        previous = seen.frame if seen is not None else None
+        boxes = seen.boxes if seen is not None else []
+        readings: Readings = seen.readings if seen is not None else {}
+        index = seen.frames if seen is not None else 0
+        for frame in iter_frames(ds):
             if time.monotonic() > deadline:
                 raise Unprocessable("pixel-check-timeout")
             fresh = index % _READ_WHOLE_EVERY == 0
@@ -230,8 +256,14 @@ class PixelStage:
             if window is not None:
                 stale = [b for b in boxes if not fresh and not _inside(b, window)]
                 boxes = stale + self._read_window(renderer, frame, window, keep, readings)
-            previous = frame
+            previous, index = frame, index + 1
             yield boxes
+        if series is not None and previous is not None and previous.nbytes <= _SERIES_FRAME_BYTES:
+            if len(readings) > _READINGS_KEPT:
+                readings = {}
+            self._series[series] = _Seen(previous.copy(), boxes, readings, index)
+            while len(self._series) > _SERIES_KEPT:
+                self._series.popitem(last=False)
 
     def _read_window(
         self,
@@ -239,7 +271,7 @@ class PixelStage:
         frame: np.ndarray,
         window: Region,
         keep: list[Region] | None,
-        known: dict[tuple[int, Region, bytes], tuple[str, float]] | None = None,
+        known: Readings | None = None,
     ) -> list[Region]:
         """The boxes to mask in `window` of `frame`. `known`: what boxes of earlier frames
         read as, by view, place and exact pixels (a cine's labels are read once)."""
@@ -279,7 +311,7 @@ class PixelStage:
         number: int,
         window: Region,
         boxes: list[Region],
-        known: dict[tuple[int, Region, bytes], tuple[str, float]],
+        known: Readings,
     ) -> dict[Region, tuple[str, float]]:
         """What each box reads as; boxes whose exact pixels were read before are not read
         again."""
@@ -318,7 +350,7 @@ def _changed(previous: np.ndarray | None, frame: np.ndarray) -> Region | None:
     previous frame by more than `_TOLERANCE` of the values that frame uses (noise does not
     count), widened by a text line's context; None when nothing changed."""
     rows, columns = frame.shape[:2]
-    if previous is None or previous.shape != frame.shape:
+    if previous is None or previous.shape != frame.shape or previous.dtype != frame.dtype:
         return Region(0, 0, columns, rows)
     used = float(previous.max()) - float(previous.min())
     tolerance = _TOLERANCE * used
@@ -332,6 +364,20 @@ def _changed(previous: np.ndarray | None, frame: np.ndarray) -> Region | None:
     y0, y1 = int(changed_rows[0]), int(changed_rows[-1]) + 1
     x0, x1 = int(changed_columns[0]), int(changed_columns[-1]) + 1
     return _widen(Region(x0, y0, x1 - x0, y1 - y0), _CONTEXT, rows, columns)
+
+
+def _series_key(ds: Dataset, keep: list[Region] | None) -> tuple[object, ...] | None:
+    """What an instance shares with the others of its series when their frames may be
+    compared pixel by pixel: the series, and everything that decides how a frame is shown
+    and which boxes stay (None: no series, or a palette, whose lookup table may differ)."""
+    series = str(ds.get("SeriesInstanceUID", "") or "")
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    if not series or photometric == "PALETTE COLOR":
+        return None
+    layout = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored")
+    values = tuple(str(ds.get(keyword, "")) for keyword in (*layout, "PixelRepresentation"))
+    regions = tuple(keep) if keep is not None else None
+    return (str(ds.get("StudyInstanceUID", "") or ""), series, photometric, values, regions)
 
 
 def _widen(box: Region, margin: int, rows: int, columns: int) -> Region:
