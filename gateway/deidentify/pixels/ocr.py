@@ -33,8 +33,11 @@ _REC_BATCH = 8
 
 @dataclass(frozen=True)
 class DetectorOptions:
-    mean: float = 0.5  # per channel, after x/255
-    std: float = 0.5
+    #: per channel of the BGR picture, after x/255, in PaddleOCR's order: its detection
+    #: models are trained with these (NormalizeImage in their inference configs); 0.5/0.5,
+    #: used here until 2026-12-06, finds 0.03 less of the validation set's text
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     max_side: int = 1280  # longer pictures are scaled down to this ...
     min_side: int = 480  # ... and shorter ones up so their short side has this,
     max_upscale: float = 4.0  # but never more than this (a 64-pixel MR blob is no text)
@@ -84,8 +87,8 @@ class OnnxText:
         self.options = options
         self._det = _session(detector)
         self._det_input = self._det.get_inputs()[0].name
-        scale = 1.0 / (255.0 * options.std)
-        self._a, self._b = np.float32(scale), np.float32(-options.mean / options.std)
+        mean, std = np.array(options.mean, np.float32), np.array(options.std, np.float32)
+        self._a, self._b = 1.0 / (255.0 * std), -mean / std  # per channel, last axis
         self._rec = None
         self._characters: list[str] = []
         if recogniser is not None:
