@@ -16,7 +16,7 @@ run: the same detector reading every frame whole (no reuse of unchanged areas).
   for 2k DX/CR with text, which the shared material lacks);
 - peak RSS of this process (VmHWM).
 
-    .venv/bin/python benchmarks/pixels.py [--repeat 20]
+    .venv/bin/python benchmarks/pixels.py [--repeat 20] [--cine]
 """
 
 from __future__ import annotations
@@ -172,6 +172,7 @@ def peak_rss_mib() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--cine", action="store_true", help="the cine's figures only")
     args = parser.parse_args()
     if not DICOM.is_dir():
         sys.exit(f"shared test material not found at {DICOM}")
@@ -195,6 +196,9 @@ def main() -> None:
             count = detect_all(stage, ds, reuse)
             seconds = time.perf_counter() - start
             print(f"US cine 120x640x480, {label:17} {count / seconds:6.1f} frames/s")
+        if args.cine:
+            vault.close()
+            return
 
         for name, path in (("DX 2128x2000", DX), ("CT 512x512", CT)):
             image, _ = loaded(path, engine)

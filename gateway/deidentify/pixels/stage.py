@@ -5,9 +5,10 @@ time, and what must be masked is gathered from three sources:
 
 1. the site's CTP rules whose header signature matches (rectangles, every frame);
 2. ultrasound: everything outside a sane Sequence of Ultrasound Regions (every frame);
-3. the text detector, on every frame. Across a cine only what changed is read again: where a
-   frame's pixels equal the previous frame's, so does its text, and the boxes found there are
-   kept (a static banner is read once); where they changed, the detector reads that window.
+3. the text detector, on every frame. Across a cine, and across the slices of a series that
+   reach the same worker, only what changed is read again: where a frame's pixels equal the
+   previous frame's, so does its text, and the boxes found there are kept (a static banner is
+   read once); where they changed, the detector reads that window.
 
 Detected text is masked with a margin unless the recogniser reads it as one of the site's
 orientation markers (L, R, ...). Nothing found: the pixels stay exactly as received, in a
