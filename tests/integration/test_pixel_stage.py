@@ -249,6 +249,42 @@ def test_a_marker_stays_and_a_name_goes(vault: SqliteVault) -> None:
     assert frame[10:35, 20:200].max() == 0  # the name is black
 
 
+class _Sideways:
+    """A detector that finds one character-sized box, and a recogniser that reads it only
+    when it is turned a quarter (a letter of a line written downwards), or reads `upright`."""
+
+    BOX = Region(100, 100, 20, 30)  # squat: one character
+
+    def __init__(self, upright: str = "") -> None:
+        self.upright = upright
+
+    def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]:
+        return [self.BOX]
+
+    def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]:
+        return [self._read(image[b.y : b.y + b.height, b.x : b.x + b.width]) for b in boxes]
+
+    def _read(self, crop: np.ndarray) -> tuple[str, float]:
+        if crop.shape[1] > crop.shape[0]:  # the 20-wide, 30-high box turned a quarter
+            return ("K", 0.95)
+        return (self.upright, 0.9 if self.upright else 0.0)
+
+
+@pytest.mark.parametrize(("upright", "masked"), [("", True), ("R", False)])
+def test_a_character_is_read_turned_both_ways_before_it_may_stay(
+    vault: SqliteVault, upright: str, masked: bool
+) -> None:
+    """A squat box unreadable upright but legible turned is text: masked. A box that reads
+    upright as one of the site's markers stays, however it reads turned."""
+    image = np.full((256, 320), 40, np.uint8)
+    image[105:125, 104:116] = 250
+    stage = PixelStage(PixelSettings(), (), _Sideways(upright))
+    outcome = worker(vault, pixels=stage).process(part10(greyscale(256, 320, image.tobytes())))
+    assert outcome.result is not None, outcome.reason
+    (frame,) = _frames(outcome.result.data)
+    assert (int(frame[105:125, 104:116].max()) < 250) is masked
+
+
 def test_text_that_appears_mid_cine_is_masked_from_that_frame(vault: SqliteVault) -> None:
     outcome = worker(vault).process(part10(_text_image(frames=8)))
     assert outcome.result is not None, outcome.reason

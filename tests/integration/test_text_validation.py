@@ -32,14 +32,17 @@ SEED = 18
 # 0.339; faint-16 0.333 to black 0.778; but 8 of 60 text-free images over 0.5 % and 0.060
 # outside the text - the price of finding more, accepted (a box threshold of 0.6 brings the
 # false alarms back to 1 of 60 but, like 0.55, loses a box of the shared ground truth). Issue 18's
-# targets are recall >= 0.995 in every cell and no text-free image over 0.5 %.
+# Then boxes read turned a quarter either way as well as upright before one may stay: recall
+# 0.620 (90: 0.571, 270: 0.393), false alarms unchanged (8 of 60), outside the text 0.080 (more
+# boxes of text images masked: where, not measured). Issue 18's targets are recall >= 0.995 in
+# every cell and no text-free image over 0.5 %.
 #: Share of ground-truth boxes masked: overall, and in every orientation and contrast.
-MIN_RECALL_OVERALL = 0.57
-MIN_RECALL = 0.32
+MIN_RECALL_OVERALL = 0.60
+MIN_RECALL = 0.33
 #: Text-free images with more than 0.5 % of their area masked, at most this share of them.
 MAX_FALSE_ALARMS = 0.14
 #: Masked share of the area outside the ground-truth boxes of a text image (median).
-MAX_OUTSIDE_MEDIAN = 0.065
+MAX_OUTSIDE_MEDIAN = 0.085
 
 
 @pytest.fixture(scope="module")

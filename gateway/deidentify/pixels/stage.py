@@ -326,8 +326,26 @@ class PixelStage:
         }
         new = [box for box in boxes if keys[box] not in known]
         for box, reading in zip(new, self.finder.read_many(view, new), strict=True):
-            known[keys[box]] = reading
+            known[keys[box]] = self._turned(view, box, reading)
         return {box: known[keys[box]] for box in boxes}
+
+    def _turned(
+        self, view: np.ndarray, box: Region, upright: tuple[str, float]
+    ) -> tuple[str, float]:
+        """`box` read upright, and turned a quarter either way unless it reads upright as a
+        marker: the most confident reading (a line written downwards or upwards, or its
+        characters one by one, is text however the recogniser is held)."""
+        if "".join(upright[0].split()).upper() in self.markers:
+            return upright
+        best = upright
+        crop = view[box.y : box.y + box.height, box.x : box.x + box.width]
+        for turns in (1, 3):
+            turned = np.ascontiguousarray(np.rot90(crop, turns))
+            whole = Region(0, 0, turned.shape[1], turned.shape[0])
+            reading = self.finder.read_many(turned, [whole])[0]
+            if reading[1] > best[1] and any(ch.isalnum() for ch in reading[0]):
+                best = reading
+        return best
 
     def _harmless(self, box: Region, text: str, confidence: float, line: int) -> bool:
         """Whether a detected box that was read may stay: a short box read as one of the
