@@ -298,7 +298,7 @@ class PixelStage:
                 if not _vertical(b, line)
                 and (b.height > line or b.width <= _MARKER_ASPECT * b.height)
             ]
-            readings = self._read(view, number, Region(x, y, w, h), doubtful, known)
+            readings = self._read(view, number, Region(x, y, w, h), doubtful, known, line)
             found += [
                 widened
                 for box, widened in boxes
@@ -313,6 +313,7 @@ class PixelStage:
         window: Region,
         boxes: list[Region],
         known: Readings,
+        line: int,
     ) -> dict[Region, tuple[str, float]]:
         """What each box reads as; boxes whose exact pixels were read before are not read
         again."""
@@ -326,16 +327,20 @@ class PixelStage:
         }
         new = [box for box in boxes if keys[box] not in known]
         for box, reading in zip(new, self.finder.read_many(view, new), strict=True):
-            known[keys[box]] = self._turned(view, box, reading)
+            known[keys[box]] = self._turned(view, box, reading, line)
         return {box: known[keys[box]] for box in boxes}
 
     def _turned(
-        self, view: np.ndarray, box: Region, upright: tuple[str, float]
+        self, view: np.ndarray, box: Region, upright: tuple[str, float], line: int
     ) -> tuple[str, float]:
-        """`box` read upright, and turned a quarter either way unless it reads upright as a
-        marker: the most confident reading (a line written downwards or upwards, or its
-        characters one by one, is text however the recogniser is held)."""
+        """`box` read upright, and turned a quarter either way if it could hold characters of
+        a line written downwards or upwards (no taller than a text line, or taller than wide)
+        and does not read upright as a marker: the most confident reading counts. A region
+        taller than a line and wider than tall (anatomy, as the detector sees it) is read
+        upright only: turned, its texture reads as confident garbage."""
         if "".join(upright[0].split()).upper() in self.markers:
+            return upright
+        if box.height > line and box.width >= box.height:
             return upright
         best = upright
         crop = view[box.y : box.y + box.height, box.x : box.x + box.width]
@@ -343,7 +348,7 @@ class PixelStage:
             turned = np.ascontiguousarray(np.rot90(crop, turns))
             whole = Region(0, 0, turned.shape[1], turned.shape[0])
             reading = self.finder.read_many(turned, [whole])[0]
-            if reading[1] > best[1] and any(ch.isalnum() for ch in reading[0]):
+            if reading[1] >= max(best[1], _CONFIDENT) and any(c.isalnum() for c in reading[0]):
                 best = reading
         return best
 
