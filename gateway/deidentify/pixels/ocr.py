@@ -89,8 +89,8 @@ class OnnxText:
         self.options = options
         self._det = _session(detector)
         self._det_input = self._det.get_inputs()[0].name
-        mean, std = np.array(options.mean, np.float32), np.array(options.std, np.float32)
-        self._a, self._b = 1.0 / (255.0 * std), -mean / std  # per channel, last axis
+        self._mean = tuple(255.0 * m for m in options.mean)  # of the 8-bit picture
+        self._scale = [1.0 / (255.0 * s) for s in options.std]  # per channel
         self._rec = None
         self._characters: list[str] = []
         if recogniser is not None:
@@ -111,8 +111,9 @@ class OnnxText:
         th = max(32, round(height * ratio / 32) * 32)
         tw = max(32, round(width * ratio / 32) * 32)
         scaled = cv2.resize(image, (tw, th)) if (th, tw) != (height, width) else image
-        x = scaled.astype(np.float32) * self._a + self._b
-        x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        x = cv2.dnn.blobFromImage(scaled, 1.0, mean=self._mean)  # 1 x 3 x H x W, mean off
+        for channel, scale in enumerate(self._scale):
+            x[0, channel] *= scale
         probability = self._det.run(None, {self._det_input: x})[0][0, 0]
         return self._boxes(probability, height, width)
 
