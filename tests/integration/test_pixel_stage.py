@@ -250,16 +250,20 @@ def test_a_marker_stays_and_a_name_goes(vault: SqliteVault) -> None:
 
 
 class _Sideways:
-    """A detector that finds one character-sized box, and a recogniser that reads it only
-    when it is turned a quarter (a letter of a line written downwards), or reads `upright`."""
-
-    BOX = Region(100, 100, 20, 30)  # squat: one character
+    """A detector that finds the one mark in the picture (whatever differs from its corner) as
+    a character-sized box, and a recogniser that reads it only when it is turned a quarter (a
+    letter of a line written downwards), or reads `upright`."""
 
     def __init__(self, upright: str = "") -> None:
         self.upright = upright
 
     def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]:
-        return [self.BOX]
+        grey = image[..., 0]
+        ys, xs = np.nonzero(grey != grey[0, 0])
+        if not len(ys):
+            return []
+        x0, y0 = int(xs.min()) - 4, int(ys.min()) - 4
+        return [Region(x0, y0, int(xs.max()) + 5 - x0, int(ys.max()) + 5 - y0)]
 
     def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]:
         return [self._read(image[b.y : b.y + b.height, b.x : b.x + b.width]) for b in boxes]
@@ -384,6 +388,27 @@ def test_the_slices_of_a_series_are_read_only_where_they_differ(vault: SqliteVau
     other = w.process(part10(_slice(synthetic(), 13)))
     assert other.result is not None
     assert whole in reading.shapes
+
+
+def test_the_brightest_values_are_read_only_around_their_marks(vault: SqliteVault) -> None:
+    """A slice of smooth anatomy with a name drawn at the maximum value over it and two specks
+    of metal elsewhere: the brightest view holds two values, so the detector reads it as crops
+    around its marks, never as a whole frame; the name is masked all the same."""
+    size = 512
+    y, x = np.mgrid[0:size, 0:size]
+    body = np.exp(-((x - 256) ** 2 + (y - 256) ** 2) / (2 * 150.0**2))
+    image = np.asarray(20 + 180 * body, dtype=np.uint8)
+    cv2.putText(image, "KOWALSKI ANNA", (150, 270), cv2.FONT_HERSHEY_SIMPLEX, 0.9, 255, 2)
+    image[60:63, 450:453] = image[450:453, 60:63] = 255
+    reading = _Reading()
+    w = worker(vault, pixels=PixelStage(PixelSettings(), (), reading))
+    outcome = w.process(part10(greyscale(size, size, image.tobytes())))
+    assert outcome.result is not None, outcome.reason
+    (frame,) = _frames(outcome.result.data)
+    assert int((frame[240:280, 140:400] == 255).sum()) == 0  # the name
+    crops = [s for s in reading.shapes if s[0] < size and s[1] < size]
+    assert crops, reading.shapes
+    assert reading.shapes.count((size, size)) <= 3, reading.shapes  # full, faint, darkest
 
 
 def test_an_image_that_takes_too_long_is_quarantined(vault: SqliteVault) -> None:

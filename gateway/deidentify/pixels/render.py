@@ -14,6 +14,10 @@ every greyscale frame is shown in four ways and the detector reads each:
 Colour frames are read once, with small local differences raised the same way in each channel
 (a second reading would halve the rate of ultrasound and screen captures); palette colour
 frames through their lookup table first.
+
+The brightest and darkest views hold two values only, and text in them lies where the two
+meet: `parts` gives the rectangles around those edges, so the detector reads a CT slice's
+brightest view (a few bone or metal pixels) as a few small crops, not a whole frame.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_color_lut
 
+from gateway.deidentify.pixels.ctp import Region
+
 _TOP_SHARE = 0.01
 #: Faint text (issue 17): differences from the neighbourhood raised 4x up to 48 levels, so
 #: text 12 levels from its background shows at 48, where the detector reads it (measured:
@@ -30,6 +36,12 @@ _TOP_SHARE = 0.01
 _SIGMA = 3.0
 _GAIN = 4.0
 _CAP = 48.0
+#: `parts`: edges are gathered in tiles of this many pixels, each part reaches `_PART_CONTEXT`
+#: tiles beyond its edges (flat on both sides: nothing there for the detector to read), and a
+#: view whose parts would cover this share of it is read whole.
+_PART_TILE = 32
+_PART_CONTEXT = 2
+_PART_SHARE = 0.5
 
 
 class Renderer:
@@ -58,6 +70,41 @@ class Renderer:
         dark = np.where(grey <= low + band, np.uint8(255), np.uint8(0))
         faint = local_contrast(full)
         return [cv2.cvtColor(v, cv2.COLOR_GRAY2BGR) for v in (full, bright, dark, faint)]
+
+
+def parts(view: np.ndarray) -> list[Region] | None:
+    """Where a two-valued view (black and white only, as the brightest and darkest views are)
+    can hold text: the rectangles around the places where the two values meet, with
+    `_PART_CONTEXT` tiles of flat picture around them. [] when the view is one value (no
+    strokes anywhere); None when it is not two-valued, or its parts would cover most of it
+    (then it is read whole)."""
+    grey = view[..., 0] if view.ndim == 3 else view
+    if np.count_nonzero((grey != 0) & (grey != 255)) or (view.ndim == 3 and _coloured(view)):
+        return None
+    edges = cv2.morphologyEx(grey, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    rows, columns = grey.shape
+    t = _PART_TILE
+    tiles_down, tiles_across = -(-rows // t), -(-columns // t)
+    padded = np.zeros((tiles_down * t, tiles_across * t), np.uint8)
+    padded[:rows, :columns] = edges
+    tiles = padded.reshape(tiles_down, t, tiles_across, t).max(axis=(1, 3))
+    if not tiles.any():
+        return []
+    reach = 2 * _PART_CONTEXT + 1
+    grown = cv2.dilate(tiles, np.ones((reach, reach), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
+    out = []
+    for left, top, width, height, _ in stats[1:count]:
+        x0, y0 = int(left) * t, int(top) * t
+        x1, y1 = min(int(left + width) * t, columns), min(int(top + height) * t, rows)
+        out.append(Region(x0, y0, x1 - x0, y1 - y0))
+    if sum(r.width * r.height for r in out) >= _PART_SHARE * rows * columns:
+        return None
+    return out
+
+
+def _coloured(view: np.ndarray) -> bool:
+    return bool(np.any(view[..., 0] != view[..., 1]) or np.any(view[..., 0] != view[..., 2]))
 
 
 def local_contrast(picture: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ from gateway.deidentify.pixels.frames import PIXEL_DATA, iter_frames
 from gateway.deidentify.pixels.models import ModelError, load_finder
 from gateway.deidentify.pixels.reencode import Rewriter
 from gateway.deidentify.pixels.regions import black, mask, mask_outside, ultrasound_keep
-from gateway.deidentify.pixels.render import Renderer
+from gateway.deidentify.pixels.render import Renderer, parts
 from gateway.deidentify.pixels.sanitise import check_layout, sanitise
 from gateway.deidentify.pixels.screening import check_reason
 from gateway.errors import ConfigError
@@ -287,7 +287,7 @@ class PixelStage:
         ink = _ink(views)
         for number, view in enumerate(views):
             boxes = []
-            for box in self.finder.find(view, (rows, columns)):
+            for box in self._find(view, (rows, columns)):
                 grown = _along_line(ink, box, vertical=_vertical(box, line))
                 placed = Region(grown.x + x, grown.y + y, grown.width, grown.height)
                 widened = _widen(placed, margin, rows, columns)
@@ -306,6 +306,19 @@ class PixelStage:
                 if box not in readings or not self._harmless(box, *readings[box], line)
             ]
         return found
+
+    def _find(self, view: np.ndarray, whole: tuple[int, int]) -> list[Region]:
+        """The detector's boxes in `view`: read whole, or only in its parts (`render.parts`)."""
+        where = parts(view)
+        if where is None:
+            return self.finder.find(view, whole)
+        return [
+            Region(box.x + part.x, box.y + part.y, box.width, box.height)
+            for part in where
+            for box in self.finder.find(
+                view[part.y : part.y + part.height, part.x : part.x + part.width], whole
+            )
+        ]
 
     def _read(
         self,
@@ -418,9 +431,18 @@ def _ink(views: list[np.ndarray]) -> np.ndarray:
     kernel = np.ones((3, 3), np.uint8)
     found = np.zeros(views[0].shape[:2], bool)
     for view in views:
-        grey = view if view.ndim == 2 else view.max(axis=2)
+        grey = view if view.ndim == 2 else _brightest_channel(view)
         found |= cv2.morphologyEx(grey, cv2.MORPH_GRADIENT, kernel) >= _INK
     return found
+
+
+def _brightest_channel(view: np.ndarray) -> np.ndarray:
+    """Per pixel, the largest of the view's channels (OpenCV: 10x numpy's max(axis=2))."""
+    channels = cv2.split(view)
+    out = channels[0]
+    for channel in channels[1:]:
+        out = cv2.max(out, channel)
+    return out
 
 
 def _vertical(box: Region, line: int) -> bool:
