@@ -83,7 +83,10 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 
 
 def detect_all(stage: PixelStage, ds: Dataset, reuse: bool) -> int:
-    """The detection pass over every frame; the number of frames read."""
+    """The detection pass over every frame; the number of frames read. Each call is a new
+    image: what the stage remembers of the series from the call before is forgotten (the same
+    image again would be read only where it differs from itself: nowhere)."""
+    stage._series.clear()
     if reuse:
         return sum(1 for _ in stage._detect(ds, None, float("inf")))
     renderer, frames = Renderer(ds), 0
