@@ -274,12 +274,15 @@ class _Sideways:
         return (self.upright, 0.9 if self.upright else 0.0)
 
 
-@pytest.mark.parametrize(("upright", "turned", "masked"), [("", "K", True), ("R", "K", False)])
+@pytest.mark.parametrize(
+    ("upright", "turned", "masked"), [("", "K", True), ("R", "K", False), ("7", "L", True)]
+)
 def test_a_character_is_read_turned_both_ways_before_it_may_stay(
     vault: SqliteVault, upright: str, turned: str, masked: bool
 ) -> None:
     """A squat box unreadable upright but legible turned is text: masked. A box that reads
-    upright as one of the site's markers stays, however it reads turned."""
+    upright as one of the site's markers stays, however it reads turned. A box legible upright
+    stays masked even when it reads turned as a marker: turning may only mask more."""
     image = np.full((256, 320), 40, np.uint8)
     image[105:125, 104:116] = 250
     stage = PixelStage(PixelSettings(), (), _Sideways(upright, turned))

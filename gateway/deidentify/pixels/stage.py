@@ -362,10 +362,14 @@ class PixelStage:
     ) -> tuple[str, float]:
         """`box` read upright, and turned a quarter either way if it could hold characters of
         a line written downwards or upwards (no taller than a text line, or taller than wide)
-        and does not read upright as a marker: the most confident reading counts. A region
-        taller than a line and wider than tall (anatomy, as the detector sees it) is read
-        upright only: turned, its texture reads as confident garbage."""
+        and may stay as it reads upright (a marker excepted): the most confident reading
+        counts. A box masked as it reads upright is not read turned (it could only stay if a
+        turned reading made a marker of it). A region taller than a line and wider than tall
+        (anatomy, as the detector sees it) is read upright only: turned, its texture reads as
+        confident garbage."""
         if "".join(upright[0].split()).upper() in self.markers:
+            return upright
+        if not self._harmless(box, *upright, line):
             return upright
         if box.height > line and box.width >= box.height:
             return upright
