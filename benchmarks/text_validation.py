@@ -817,7 +817,9 @@ def dataset(case: Case, encoded: Encoded) -> pydicom.Dataset:
 
 
 class Recording:
-    """The gateway's finder, timed, remembering the boxes `find` returned (the detector alone)."""
+    """The gateway's finder, timed; `boxes` are what the stage's detection returned for each
+    view (`RecordingStage`), in frame coordinates: crops of a view and its turned reading
+    mapped back as the stage maps them (the detector alone)."""
 
     def __init__(self, finder: OnnxText) -> None:
         self.finder = finder
@@ -832,11 +834,26 @@ class Recording:
         boxes = self.finder.find(image, whole)
         self.seconds += time.perf_counter() - start
         self.cpu += time.process_time() - cpu
-        self.boxes += boxes
         return boxes
 
     def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]:
         return self.finder.read_many(image, boxes)
+
+
+class RecordingStage(PixelStage):
+    """The gateway's pixel stage, handing the detector's boxes of every view to `recording`
+    (a case is one frame, read whole: the view's coordinates are the frame's)."""
+
+    def __init__(self, recording: Recording) -> None:
+        super().__init__(PixelSettings(), (), recording)
+        self.recording = recording
+
+    def _find(
+        self, view: np.ndarray, whole: tuple[int, int], *, turned: bool = False
+    ) -> list[Region]:
+        boxes = super()._find(view, whole, turned=turned)
+        self.recording.boxes += boxes
+        return boxes
 
 
 def _fitted(
@@ -906,7 +923,7 @@ def run(
     order = [(True, i) for i in range(text_images)] + [(False, i) for i in range(clean_images)]
     order.sort(key=lambda t: (t[1] / (text_images if t[0] else clean_images), not t[0]))
     recording = Recording(text_finder())
-    stage = PixelStage(PixelSettings(), (), recording)
+    stage = RecordingStage(recording)
     results = []
     with tempfile.TemporaryDirectory() as folder:
         vault = SqliteVault(Path(folder) / "vault.sqlite3", os.urandom(32), durable=False)

@@ -254,8 +254,8 @@ class _Sideways:
     a character-sized box, and a recogniser that reads it only when it is turned a quarter (a
     letter of a line written downwards), or reads `upright`."""
 
-    def __init__(self, upright: str = "") -> None:
-        self.upright = upright
+    def __init__(self, upright: str = "", turned: str = "K") -> None:
+        self.upright, self.turned = upright, turned
 
     def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]:
         grey = image[..., 0]
@@ -269,24 +269,50 @@ class _Sideways:
         return [self._read(image[b.y : b.y + b.height, b.x : b.x + b.width]) for b in boxes]
 
     def _read(self, crop: np.ndarray) -> tuple[str, float]:
-        if crop.shape[1] > crop.shape[0]:  # the 20-wide, 30-high box turned a quarter
-            return ("K", 0.95)
+        if crop.shape[1] > crop.shape[0]:  # the character's box turned a quarter
+            return (self.turned, 0.95)
         return (self.upright, 0.9 if self.upright else 0.0)
 
 
-@pytest.mark.parametrize(("upright", "masked"), [("", True), ("R", False)])
+@pytest.mark.parametrize(
+    ("upright", "turned", "masked"), [("", "K", True), ("R", "K", False), ("7", "L", True)]
+)
 def test_a_character_is_read_turned_both_ways_before_it_may_stay(
-    vault: SqliteVault, upright: str, masked: bool
+    vault: SqliteVault, upright: str, turned: str, masked: bool
 ) -> None:
     """A squat box unreadable upright but legible turned is text: masked. A box that reads
-    upright as one of the site's markers stays, however it reads turned."""
+    upright as one of the site's markers stays, however it reads turned. A box legible upright
+    stays masked even when it reads turned as a marker: turning may only mask more."""
     image = np.full((256, 320), 40, np.uint8)
     image[105:125, 104:116] = 250
-    stage = PixelStage(PixelSettings(), (), _Sideways(upright))
+    stage = PixelStage(PixelSettings(), (), _Sideways(upright, turned))
     outcome = worker(vault, pixels=stage).process(part10(greyscale(256, 320, image.tobytes())))
     assert outcome.result is not None, outcome.reason
     (frame,) = _frames(outcome.result.data)
     assert (int(frame[105:125, 104:116].max()) < 250) is masked
+
+
+class _Across(_Sideways):
+    """A detector that finds the mark only in a picture wider than tall, as if it could read
+    lines across and nothing else; it reads nothing."""
+
+    def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]:
+        return super().find(image, whole) if image.shape[1] > image.shape[0] else []
+
+
+def test_the_faint_view_is_read_turned_a_quarter_as_well(vault: SqliteVault) -> None:
+    """A line written downwards in a frame taller than wide: the stand-in detector finds it
+    only in the faint view turned a quarter; its box, turned back, lands on the line (which a
+    box line-wide and tall masks unread)."""
+    image = np.full((320, 256), 40, np.uint8)
+    image[60:260, 100:112] = 250
+    stage = PixelStage(PixelSettings(), (), _Across())
+    outcome = worker(vault, pixels=stage).process(part10(greyscale(320, 256, image.tobytes())))
+    assert outcome.result is not None, outcome.reason
+    (frame,) = _frames(outcome.result.data)
+    assert int(frame[60:260, 100:112].max()) < 250
+    assert int(frame[0:40, 0:256].min()) == 40  # the rest is left as it was
+    assert int(frame[280:320, 0:256].min()) == 40
 
 
 def test_text_that_appears_mid_cine_is_masked_from_that_frame(vault: SqliteVault) -> None:
@@ -379,7 +405,7 @@ def test_the_slices_of_a_series_are_read_only_where_they_differ(vault: SqliteVau
         names.append(int(frame[10:35, 20:200].max()))
         if shift:
             assert reading.shapes, "the changed anatomy is read"
-            assert all(s[0] < whole[0] for s in reading.shapes), reading.shapes  # not the banner
+            assert all(s[0] * s[1] < whole[0] * whole[1] for s in reading.shapes), reading.shapes
         else:
             assert whole in reading.shapes
     assert names == [0, 0, 0]  # the banner's name masked on every slice

@@ -38,15 +38,17 @@ SEED = 18
 # (box threshold 0.4, lines grown by up to 4 heights; 3.2x less CPU per image): recall 0.745;
 # 0: 0.871, 90: 0.694, 180: 0.882, 270: 0.589; faint-16 0.389 to white 0.925; 3 of 60
 # text-free images over 0.5 %; outside the text 0.107 (0.096 with 3 heights, which leaves a
-# shared ground-truth box 0.89 covered). Issue 18's targets are recall >= 0.995 in every cell
-# and no text-free image over 0.5 %.
+# shared ground-truth box 0.89 covered). Then the faint view read turned a quarter as well:
+# recall 0.766 (90: 0.735, 270: 0.625; faint-16 0.444), false alarms unchanged (3 of 60),
+# outside the text 0.114. Issue 18's targets are recall >= 0.995 in every cell and no
+# text-free image over 0.5 %.
 #: Share of ground-truth boxes masked: overall, and in every orientation and contrast.
-MIN_RECALL_OVERALL = 0.72
-MIN_RECALL = 0.38
+MIN_RECALL_OVERALL = 0.74
+MIN_RECALL = 0.42
 #: Text-free images with more than 0.5 % of their area masked, at most this share of them.
 MAX_FALSE_ALARMS = 0.07
 #: Masked share of the area outside the ground-truth boxes of a text image (median).
-MAX_OUTSIDE_MEDIAN = 0.11
+MAX_OUTSIDE_MEDIAN = 0.12
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ from gateway.deidentify.pixels.frames import PIXEL_DATA, iter_frames
 from gateway.deidentify.pixels.models import ModelError, load_finder
 from gateway.deidentify.pixels.reencode import Rewriter
 from gateway.deidentify.pixels.regions import black, mask, mask_outside, ultrasound_keep
-from gateway.deidentify.pixels.render import Renderer, parts
+from gateway.deidentify.pixels.render import TURNED_VIEW, Renderer, parts
 from gateway.deidentify.pixels.sanitise import check_layout, sanitise
 from gateway.deidentify.pixels.screening import check_reason
 from gateway.errors import ConfigError
@@ -287,7 +287,8 @@ class PixelStage:
         ink = _ink(views)
         for number, view in enumerate(views):
             boxes = []
-            for box in self._find(view, (rows, columns)):
+            turned = number == TURNED_VIEW and len(views) > TURNED_VIEW
+            for box in self._find(view, (rows, columns), turned=turned):
                 grown = _along_line(ink, box, vertical=_vertical(box, line))
                 placed = Region(grown.x + x, grown.y + y, grown.width, grown.height)
                 widened = _widen(placed, margin, rows, columns)
@@ -307,18 +308,30 @@ class PixelStage:
             ]
         return found
 
-    def _find(self, view: np.ndarray, whole: tuple[int, int]) -> list[Region]:
-        """The detector's boxes in `view`: read whole, or only in its parts (`render.parts`)."""
+    def _find(
+        self, view: np.ndarray, whole: tuple[int, int], *, turned: bool = False
+    ) -> list[Region]:
+        """The detector's boxes in `view`: read whole, or only in its parts (`render.parts`);
+        `turned`: read a second time turned a quarter anticlockwise, boxes turned back."""
         where = parts(view)
         if where is None:
-            return self.finder.find(view, whole)
-        return [
-            Region(box.x + part.x, box.y + part.y, box.width, box.height)
-            for part in where
-            for box in self.finder.find(
-                view[part.y : part.y + part.height, part.x : part.x + part.width], whole
-            )
-        ]
+            found = self.finder.find(view, whole)
+        else:
+            found = [
+                Region(box.x + part.x, box.y + part.y, box.width, box.height)
+                for part in where
+                for box in self.finder.find(
+                    view[part.y : part.y + part.height, part.x : part.x + part.width], whole
+                )
+            ]
+        if turned:
+            picture = np.ascontiguousarray(np.rot90(view))  # [r, c] is view[c, width - 1 - r]
+            width = view.shape[1]
+            found += [
+                Region(width - box.y - box.height, box.x, box.height, box.width)
+                for box in self.finder.find(picture, (whole[1], whole[0]))
+            ]
+        return found
 
     def _read(
         self,
@@ -349,10 +362,14 @@ class PixelStage:
     ) -> tuple[str, float]:
         """`box` read upright, and turned a quarter either way if it could hold characters of
         a line written downwards or upwards (no taller than a text line, or taller than wide)
-        and does not read upright as a marker: the most confident reading counts. A region
-        taller than a line and wider than tall (anatomy, as the detector sees it) is read
-        upright only: turned, its texture reads as confident garbage."""
+        and may stay as it reads upright (a marker excepted): the most confident reading
+        counts. A box masked as it reads upright is not read turned (it could only stay if a
+        turned reading made a marker of it). A region taller than a line and wider than tall
+        (anatomy, as the detector sees it) is read upright only: turned, its texture reads as
+        confident garbage."""
         if "".join(upright[0].split()).upper() in self.markers:
+            return upright
+        if not self._harmless(box, *upright, line):
             return upright
         if box.height > line and box.width >= box.height:
             return upright
