@@ -63,16 +63,32 @@ class Figures:
 
 
 def make_instances(root: Path, n: int, groups: int) -> list[Path]:
-    """n CT instances in `groups` folders (one per association), 20 studies' worth of UIDs."""
-    rng = np.random.default_rng(7)
-    pixels = rng.integers(0, 4096, size=(512, 512), dtype=np.uint16).tobytes()
+    """n CT instances in `groups` folders (one per association), one study and series per
+    100 instances; every slice different (`ct_slice`), as a series' slices are."""
     studies = [(generate_uid(), generate_uid()) for _ in range(max(1, n // 100))]
     paths = []
     for i in range(n):
         folder = root / f"a{i % groups}"
         folder.mkdir(parents=True, exist_ok=True)
+        pixels = ct_slice(i).tobytes()
         paths.append(_write_ct(folder / f"ct{i:05d}.dcm", studies[i % len(studies)], i, pixels))
     return paths
+
+
+def ct_slice(index: int) -> np.ndarray:
+    """A 512x512 CT-like slice (stored value = HU + 1024): padding outside a round field of
+    view, noisy air, an elliptical body with a bone ring whose size changes along the series,
+    and noise drawn anew for every slice. Since slices of a series are compared with the last
+    one read (pixels/stage.py), identical slices would be read nowhere and flatter the
+    figures; real slices differ wherever the body and its noise are."""
+    rng = np.random.default_rng(index)
+    y, x = np.mgrid[0:512, 0:512].astype(np.float32) - 255.5
+    a, b = 170 + 25 * np.sin(index / 40), 120 + 15 * np.cos(index / 55)
+    body = (x / a) ** 2 + (y / b) ** 2
+    out = np.where(body < 1.0, 1064.0, 24.0) + rng.normal(0, 12, (512, 512))
+    out[(body > 0.78) & (body < 0.86)] += 700  # bone
+    out[x**2 + y**2 > 250**2] = 0  # outside the field of view
+    return np.clip(out, 0, 4095).astype(np.uint16)
 
 
 def _write_ct(path: Path, study: tuple[str, str], index: int, pixels: bytes) -> Path:
