@@ -17,6 +17,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.pixels.utils import pack_bits
 from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -488,6 +489,28 @@ def test_implicit_vr_native_images_stay_implicit(vault: SqliteVault) -> None:
     result = dcmread(io.BytesIO(outcome.result.data))
     assert result.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
     assert result.pixel_array[10:35, 20:200].max() == 0
+
+
+def test_one_bit_frames_are_masked_and_packed_again_bit_for_bit(vault: SqliteVault) -> None:
+    """A binary segmentation's frames (Bits Allocated 1) are masked like any other: packed
+    again across frames that end mid-byte (13 x 11 pixels: 143 bits a frame), every pixel
+    outside the masks as received."""
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 2, (3, 13, 11), dtype=np.uint8)
+    ds = greyscale(13, 11, pack_bits(frames), NumberOfFrames=3)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
+    rules = parse_script('{ Rows.matches("[0-9]+") }\n(0,0,5,3)\n')
+    outcome = worker(vault, pixels=pixel_stage(rules=rules)).process(part10(ds))
+    assert outcome.result is not None, outcome.reason
+    out = dcmread(io.BytesIO(outcome.result.data))
+    assert len(out.PixelData) == 54  # ceil(3 x 143 / 8) = 54 bytes, already even
+    after = out.pixel_array
+    assert after.shape == frames.shape
+    assert not after[:, 0:3, 0:5].any()
+    outside = np.ones((13, 11), bool)
+    outside[0:3, 0:5] = False
+    assert np.array_equal(after[:, outside], frames[:, outside])
+    assert frames[:, 0:3, 0:5].any()  # the mask did change something
 
 
 def test_worker_for_settings_refuses_an_unreadable_rule_file(tmp_path: Path) -> None:

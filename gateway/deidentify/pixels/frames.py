@@ -16,6 +16,7 @@ import numpy as np
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.pixels.utils import iter_pixels
+from pydicom.uid import UID
 
 from gateway.deidentify.failures import Unprocessable, guard
 
@@ -59,6 +60,37 @@ def _encapsulated_as_bytes(ds: Dataset) -> None:
         ds[PIXEL_DATA] = elem._replace(value=bytes(elem.value))
 
 
+def _unaligned_bits(ds: Dataset, count: int) -> Iterator[np.ndarray] | None:
+    """1-bit native frames that end mid-byte (PS3.5 8.1.1: bits run on across frames),
+    unpacked here: pydicom 3.0.2 cuts such a frame short when it starts mid-byte. None for
+    any other pixel data (pydicom decodes it)."""
+    elem = ds.get_item(PIXEL_DATA)
+    syntax = UID(str(ds.get("file_meta", Dataset()).get("TransferSyntaxUID", "") or ""))
+    bits = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+    if (
+        int(ds.get("BitsAllocated", 0) or 0) != 1
+        or int(ds.get("SamplesPerPixel", 1) or 1) != 1
+        or not bits % 8
+        or elem is None
+        or elem.value is None
+        or not syntax.is_transfer_syntax
+        or syntax.is_compressed
+        or not syntax.is_little_endian
+        or (isinstance(elem, RawDataElement) and elem.length == _UNDEFINED)
+    ):
+        return None
+    data = np.frombuffer(elem.value, np.uint8)
+    if data.size * 8 < bits * count:
+        raise Undecodable("decode-failed:ValueError")  # what pydicom says of too few bytes
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    return (
+        np.unpackbits(data[start // 8 : -(-(start + bits) // 8)], bitorder="little")[
+            start % 8 : start % 8 + bits
+        ].reshape(rows, columns)
+        for start in range(0, bits * count, bits)
+    )
+
+
 def iter_frames(ds: Dataset) -> Iterator[np.ndarray]:
     """Each frame as decoded pixels (rows x columns [x samples]), in RGB for colour images
     (YBR is converted); raises Undecodable for missing or undecodable pixel data."""
@@ -68,7 +100,7 @@ def iter_frames(ds: Dataset) -> Iterator[np.ndarray]:
         _encapsulated_as_bytes(ds)
     expected = frame_count(ds)
     produced = 0
-    frames = iter_pixels(ds)
+    frames = _unaligned_bits(ds, expected) or iter_pixels(ds)
     while True:
         # the guard wraps each decode, never a yield: its warnings filter must not stay in
         # force while the caller runs

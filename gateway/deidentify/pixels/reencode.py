@@ -9,6 +9,10 @@ target transfer syntax:
 - any other compressed syntax (JPEG baseline/extended/lossless, JPEG-LS, lossy JPEG 2000,
   HTJ2K, MPEG...): no lossless encoder for it here, so Explicit VR Little Endian, native.
 
+1-bit frames (a binary segmentation, PS3.5 8.1.1) are packed again as they came: bit after bit
+in little-endian bit order across frames, a frame ending mid-byte where it does; only native
+Little Endian carries them here (any other 1-bit image stays unprocessable).
+
 Frames are decoded to RGB when they were YBR (pydicom converts), so the header says RGB then;
 palette colour stays palette colour (indices are masked, not colours). Once lossy, always lossy:
 LossyImageCompression stays "01" (and is set to "01" with its method when the source syntax is
@@ -82,20 +86,28 @@ class Rewriter:
         self.signed = int(ds.get("PixelRepresentation", 0) or 0)
         self.rows, self.columns = int(ds.Rows), int(ds.Columns)
         self.little = UID(self.syntax).is_little_endian
-        if self.bits_allocated not in (8, 16, 32):
+        packed = self.bits_allocated == 1 and self.syntax not in _REENCODABLE and self.little
+        if self.bits_allocated not in (8, 16, 32) and not packed:
             raise Unprocessable("cannot-reencode-bits-allocated")
         frames = max(int(ds.get("NumberOfFrames", 1) or 1), 1)
-        self._frame_bytes = self.rows * self.columns * self.samples * self.bits_allocated // 8
+        self._frame_bits = self.rows * self.columns * self.samples * self.bits_allocated
+        self._frame_bytes = self._frame_bits // 8
+        total = (self._frame_bits * frames + 7) // 8
         self._native = bytearray()  # native frames go into one buffer: no list, no join
         if self.syntax not in _REENCODABLE:
-            self._native = bytearray(self._frame_bytes * frames + (self._frame_bytes * frames) % 2)
+            self._native = bytearray(total + total % 2)
         self._written = 0
+        self._bits = np.zeros(0, np.uint8)  # 1-bit: the pixels not yet packed (fewer than 8)
         self._encoded: list[bytes] = []
 
     def add(self, frame: np.ndarray) -> None:
         expected = (self.rows, self.columns) + ((self.samples,) if self.samples > 1 else ())
-        if frame.shape != expected or frame.dtype.itemsize * 8 != self.bits_allocated:
+        bits = 8 if self.bits_allocated == 1 else self.bits_allocated
+        if frame.shape != expected or frame.dtype.itemsize * 8 != bits:
             raise Unprocessable("cannot-reencode-layout")
+        if self.bits_allocated == 1:
+            self._pack(frame)
+            return
         if self.syntax in _REENCODABLE:
             with guard("reencode-failed:"):
                 self._encoded.append(self._encode(frame))
@@ -106,6 +118,18 @@ class Rewriter:
             raise Unprocessable("frame-count-mismatch")
         self._native[start:end] = np.ascontiguousarray(frame, dtype=dtype).data.cast("B")
         self._written = end
+
+    def _pack(self, frame: np.ndarray) -> None:
+        """A 1-bit frame's pixels packed after the previous frame's, eight to a byte, the
+        first in the lowest bit; a last few that fill no byte wait for the next frame."""
+        bits = np.concatenate((self._bits, (frame.reshape(-1) != 0).astype(np.uint8)))
+        whole = bits.size - bits.size % 8
+        packed = np.packbits(bits[:whole], bitorder="little")
+        start, end = self._written, self._written + packed.size
+        if end > len(self._native):
+            raise Unprocessable("frame-count-mismatch")
+        self._native[start:end] = packed.data
+        self._written, self._bits = end, bits[whole:]
 
     def _encode(self, frame: np.ndarray) -> bytes:
         options: dict[str, object] = {
@@ -137,9 +161,14 @@ class Rewriter:
                 photometric = "YBR_RCT"
         else:
             native = self._native  # padded to even length when it was made
-            if self._written != self._frame_bytes * max(int(ds.get("NumberOfFrames", 1) or 1), 1):
+            if self._bits.size:  # 1-bit: the last pixels, the rest of their byte zero
+                last = np.packbits(self._bits, bitorder="little")
+                native[self._written : self._written + 1] = last.data
+                self._written, self._bits = self._written + 1, np.zeros(0, np.uint8)
+            frames = max(int(ds.get("NumberOfFrames", 1) or 1), 1)
+            if self._written != (self._frame_bits * frames + 7) // 8:
                 raise Unprocessable("frame-count-mismatch")
-            vr = "OB" if self.bits_allocated == 8 else "OW"
+            vr = "OB" if self.bits_allocated <= 8 else "OW"
             value = cast(bytes, native)  # bytes-like: the encoder joins it with the rest
             pixels = RawDataElement(
                 BaseTag(PIXEL_DATA), vr, len(value), value, 0, False, self.little
