@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from ingest import AE, make_instances, send, storescp  # noqa: E402
 
 from gateway.settings import load  # noqa: E402
-from gateway.spool import Spool  # noqa: E402
+from gateway.spool import Spool, State  # noqa: E402
 from tests.support import GatewayProcess, cli, receiver_config, write_config  # noqa: E402
 
 
@@ -102,7 +102,8 @@ def latencies(config: Path) -> list[float]:
     """Receive-to-delivered seconds of every delivered instance."""
     spool = Spool.open_readonly(load(config).spool)
     found = []
-    for path in spool.files("sent", "*.sealed"):
+    for item in spool.items(State.SENT):
+        path = item.path
         header, _ = spool.read_sealed(path, body=False)
         if header.kind == "instance":
             received = datetime.fromisoformat(header.received_at).timestamp()

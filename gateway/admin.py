@@ -21,9 +21,9 @@ from typing import Any
 from gateway.audit import AuditLog, Verification, verify
 from gateway.errors import GatewayError, SpoolError, SpoolLocked
 from gateway.pipeline import operations
-from gateway.pipeline.operations import Held, HeldState, Op
+from gateway.pipeline.operations import Held, Op
 from gateway.settings import Settings
-from gateway.spool import STATES, Spool
+from gateway.spool import HELD, STATES, Spool, State
 from gateway.vault import SqliteVault
 from gateway.worker import Worker
 
@@ -34,22 +34,17 @@ def overview(settings: Settings) -> dict[str, Any]:
     now = time.time()
     states: dict[str, Any] = {}
     for state in STATES:
-        pattern = "*.dgs" if state in ("incoming", "quarantine") else "*.sealed"
-        stamps = []
-        for path in spool.files(state, pattern):
-            try:
-                stamps.append(path.stat().st_mtime)
-            except FileNotFoundError:
-                continue
-        states[state] = {
+        stamps = [s for item in spool.items(state) if (s := item.stamp()) is not None]
+        states[state.value] = {
             "items": len(stamps),
             "oldest_age_seconds": round(now - min(stamps), 1) if stamps else None,
         }
     reasons = {}
-    held_states: tuple[HeldState, ...] = ("quarantine", "dead")
-    for held_state in held_states:
+    for held_state in HELD:
         items = operations.held(spool, held_state)
-        reasons[held_state] = dict(Counter(str(h.reason.get("reason", "unknown")) for h in items))
+        reasons[held_state.value] = dict(
+            Counter(str(h.reason.get("reason", "unknown")) for h in items)
+        )
     return {"states": states, "held_by_reason": reasons}
 
 
@@ -63,7 +58,7 @@ def describe(spool: Spool, item: Held) -> dict[str, Any]:
         "held_at": item.reason.get("at"),
     }
     try:
-        if item.state == "quarantine":
+        if item.state == State.QUARANTINE:
             header = spool.read_header(item.path)
             shown.update(
                 peer=header.peer,
@@ -87,12 +82,12 @@ def describe(spool: Spool, item: Held) -> dict[str, Any]:
     return shown
 
 
-def listing(settings: Settings, state: HeldState) -> list[dict[str, Any]]:
+def listing(settings: Settings, state: State) -> list[dict[str, Any]]:
     spool = Spool.open_readonly(settings.spool)
     return [describe(spool, item) for item in operations.held(spool, state)]
 
 
-def show(settings: Settings, state: HeldState, ref: str) -> dict[str, Any]:
+def show(settings: Settings, state: State, ref: str) -> dict[str, Any]:
     spool = Spool.open_readonly(settings.spool)
     return describe(spool, operations.find(spool, state, ref))
 
@@ -100,7 +95,7 @@ def show(settings: Settings, state: HeldState, ref: str) -> dict[str, Any]:
 def check_release(settings: Settings, ref: str) -> None:
     """Run a quarantined instance through the worker path; GatewayError if still not clean."""
     spool = Spool.open_readonly(settings.spool)
-    item = operations.find(spool, "quarantine", ref)
+    item = operations.find(spool, State.QUARANTINE, ref)
     header, data = spool.read(item.path)
     vault = SqliteVault.open(settings.vault)
     try:
@@ -112,7 +107,7 @@ def check_release(settings: Settings, ref: str) -> None:
         raise GatewayError(f"not released: still {outcome.status} ({outcome.reason}{where})")
 
 
-def act(settings: Settings, op: Op, state: HeldState, ref: str) -> str:
+def act(settings: Settings, op: Op, state: State, ref: str) -> str:
     """Apply an operation: through the running gateway, or directly when none runs."""
     try:
         spool = Spool.open(settings.spool)

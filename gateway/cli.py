@@ -40,6 +40,7 @@ from gateway.settings import (
     file_problems,
     load,
 )
+from gateway.spool import State
 from gateway.vault.sqlite import SqliteVault
 from gateway.worker import Worker
 
@@ -476,7 +477,7 @@ def _spool_commands(sub: Any) -> None:
     p = verbs.add_parser("list", help="items and oldest age per state; held items by reason")
     _config_json(p)
     p.set_defaults(func=cmd_spool_list)
-    for state, title in (("quarantine", "quarantined instances"), ("dead", "dead letters")):
+    for state, title in ((State.QUARANTINE, "quarantined instances"), (State.DEAD, "dead letters")):
         group = verbs.add_parser(state, help=f"{title}: list, show, act")
         actions = group.add_subparsers(dest="held_command", required=True)
         p = actions.add_parser("list", help=f"every one of the {title}, with its reason")
@@ -486,7 +487,7 @@ def _spool_commands(sub: Any) -> None:
         p.add_argument("ref", help="<study-id>/<name> or a unique <name>")
         p.add_argument("--config", type=Path, required=True)
         p.set_defaults(func=cmd_held_show, state=state)
-        ops = ("release", "purge") if state == "quarantine" else ("retry", "purge")
+        ops = ("release", "purge") if state == State.QUARANTINE else ("retry", "purge")
         for op in ops:
             p = actions.add_parser(op, help=_OP_HELP[op])
             p.add_argument("ref", help="<study-id>/<name> or a unique <name>")
@@ -495,7 +496,7 @@ def _spool_commands(sub: Any) -> None:
     p = verbs.add_parser("retry", help=_OP_HELP["retry"])
     p.add_argument("ref", help="<study-id>/<name> or a unique <name>")
     p.add_argument("--config", type=Path, required=True)
-    p.set_defaults(func=cmd_held_act, state="dead", op="retry")
+    p.set_defaults(func=cmd_held_act, state=State.DEAD, op="retry")
     audit = sub.add_parser("audit", help="the audit trail")
     verbs = audit.add_subparsers(dest="audit_command", required=True)
     p = verbs.add_parser("verify", help="check the audit trail's hash chain")

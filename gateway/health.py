@@ -45,7 +45,7 @@ from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.pipeline import Scheduler
 from gateway.settings import Settings
-from gateway.spool import Spool
+from gateway.spool import HELD, Spool
 
 log = get_logger("gateway.health")
 _INTERVAL = 5.0  # seconds between background passes
@@ -142,13 +142,13 @@ class Health:
 
     def _held_gauges(self) -> None:
         now = time.time()
-        for state in ("quarantine", "dead"):
+        for state in HELD:
             try:
                 stamps = self.spool.held_since(state)
             except OSError:
                 continue  # the spool check above says why
-            self.metrics.queue_depth.labels(state=state).set(len(stamps))
-            self.metrics.oldest_age.labels(state=state).set(
+            self.metrics.queue_depth.labels(state=state.value).set(len(stamps))
+            self.metrics.oldest_age.labels(state=state.value).set(
                 max(0.0, now - min(stamps)) if stamps else 0.0
             )
 

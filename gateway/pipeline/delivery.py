@@ -35,7 +35,7 @@ from gateway.forward.client import Forwarder
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.seal.envelope import Name, Sealed
-from gateway.spool import OutgoingHeader, Spool
+from gateway.spool import OutgoingHeader, Spool, State
 
 log = get_logger("gateway.forward")
 
@@ -207,7 +207,7 @@ class Outbox:
         ).inc()
         if verdict.kind is Kind.DONE:
             self.metrics.forwarded_bytes.labels(destination=self.destination).inc(len(body))
-            moved = self.spool.move(path, "sent", stamp=True)
+            moved = self.spool.move(path, State.SENT, stamp=True)
             self.on_answered(Answered(header, moved, verdict))
         elif verdict.final:
             self._hold(path, header, verdict)
@@ -233,7 +233,7 @@ class Outbox:
         reason = "conflict" if verdict.kind is Kind.CONFLICT else verdict.reason
         moved = self.spool.hold(
             path,
-            "dead",
+            State.DEAD,
             {"reason": reason, "at": datetime.now(UTC).isoformat(timespec="seconds")},
         )
         self.metrics.dead_letters.labels(destination=self.destination, reason=reason).inc()

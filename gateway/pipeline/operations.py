@@ -27,35 +27,45 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.errors import GatewayError
-from gateway.spool import Spool
+from gateway.spool import HELD, Item, Spool, State
 
 Op = Literal["release", "purge", "retry"]
-HeldState = Literal["quarantine", "dead"]
-_SUFFIX = {"quarantine": ".dgs", "dead": ".sealed"}
 _ANSWER = ".answer.json"
 
 
 @dataclass(frozen=True)
 class Held:
-    state: HeldState
-    study_id: str
-    name: str
-    path: Path
+    """A held item and why it is held."""
+
+    item: Item
     reason: dict[str, Any]
 
     @property
+    def state(self) -> State:
+        return self.item.state
+
+    @property
+    def study_id(self) -> str:
+        return self.item.study_id
+
+    @property
+    def name(self) -> str:
+        return self.item.name
+
+    @property
+    def path(self) -> Path:
+        return self.item.path
+
+    @property
     def ref(self) -> str:
-        return f"{self.study_id}/{self.name}"
+        return self.item.ref
 
 
-def held(spool: Spool, state: HeldState) -> list[Held]:
-    return [
-        Held(state, p.parent.name, p.name.removesuffix(_SUFFIX[state]), p, spool.reason(p))
-        for p in spool.files(state, f"*{_SUFFIX[state]}")
-    ]
+def held(spool: Spool, state: State) -> list[Held]:
+    return [Held(item, spool.reason(item.path)) for item in spool.items(state)]
 
 
-def find(spool: Spool, state: HeldState, ref: str) -> Held:
+def find(spool: Spool, state: State, ref: str) -> Held:
     """The held item named `ref` (`<study-id>/<name>` or a unique `<name>`)."""
     matches = [h for h in held(spool, state) if ref in (h.ref, h.name)]
     if not matches:
@@ -68,19 +78,19 @@ def find(spool: Spool, state: HeldState, ref: str) -> Held:
 def apply(spool: Spool, op: Op, item: Held) -> Path | None:
     """Carry out one operation on a held item; the item's new path (None when erased)."""
     if op == "release":
-        if item.state != "quarantine":
+        if item.state != State.QUARANTINE:
             raise GatewayError("only quarantined instances can be released")
-        moved = spool.move(item.path, "incoming")
+        moved = spool.move(item.path, State.INCOMING)
         spool.discard(item.path)  # its reason file (the item itself has moved)
         return moved
     if op == "retry":
-        if item.state != "dead":
+        if item.state != State.DEAD:
             raise GatewayError("only dead letters can be retried")
-        moved = spool.move(item.path, "outbox")
+        moved = spool.move(item.path, State.OUTBOX)
         spool.discard(item.path)
         return moved
     spool.discard(item.path)
-    if item.state == "quarantine":
+    if item.state == State.QUARANTINE:
         spool.erase_if_idle(item.study_id)
     return None
 
@@ -88,7 +98,7 @@ def apply(spool: Spool, op: Op, item: Held) -> Path | None:
 # -- requests to a running gateway ----------------------------------------------------------
 
 
-def request(spool: Spool, op: Op, state: HeldState, ref: str, timeout: float = 30.0) -> str:
+def request(spool: Spool, op: Op, state: State, ref: str, timeout: float = 30.0) -> str:
     """Ask the running gateway to apply `op`; its answer, or GatewayError."""
     rid = secrets.token_hex(8)
     body = json.dumps({"op": op, "state": state, "ref": ref}).encode("ascii")
@@ -126,8 +136,8 @@ def serve_requests(spool: Spool) -> list[Applied]:
         try:
             asked = json.loads(path.read_bytes())
             op, state, ref = asked["op"], asked["state"], str(asked["ref"])
-            if op in ("release", "purge", "retry") and state in _SUFFIX:
-                item = find(spool, state, ref)
+            if op in ("release", "purge", "retry") and state in HELD:
+                item = find(spool, State(state), ref)
                 moved = apply(spool, op, item)
                 done.append(Applied(op, item, moved))
                 ok, detail = True, f"{op}: {item.ref}"

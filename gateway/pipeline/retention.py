@@ -30,11 +30,12 @@ from gateway.audit import AuditError, AuditLog
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.settings import RetentionSettings
-from gateway.spool import STATES, Spool, State
+from gateway.spool import Spool, State
 
 log = get_logger("gateway.retention")
 _FUTURE_SLACK = 60.0
-_HELD: tuple[State, ...] = ("outbox", "sent", "dead", "quarantine")
+#: the states whose empty study directories a sweep removes (incoming/ is the scheduler's)
+_PRUNED = (State.OUTBOX, State.SENT, State.DEAD, State.QUARANTINE)
 
 
 class Retention:
@@ -59,23 +60,23 @@ class Retention:
         erased: Counter[str] = Counter()
         per_study: dict[str, Counter[str]] = defaultdict(Counter)
         windows: tuple[tuple[State, str, float], ...] = (
-            ("sent", "delivered", self.settings.delivered_hours),
-            ("dead", "dead", self.settings.dead_letter_hours),
+            (State.SENT, "delivered", self.settings.delivered_hours),
+            (State.DEAD, "dead", self.settings.dead_letter_hours),
         )
         for state, what, hours in windows:
-            for path in self.spool.files(state, "*.sealed"):
-                if self._expired(path, now, hours):
-                    self.spool.discard(path)
+            for item in self.spool.items(state):
+                if self._expired(item.path, now, hours):
+                    self.spool.discard(item.path)
                     erased[what] += 1
-                    per_study[path.parent.name][what] += 1
+                    per_study[item.study_id][what] += 1
         self._quarantine(now, erased, per_study)
         self._records(now, busy, erased)
         for study_id, counts in per_study.items():
             for what, count in counts.items():
                 self._audit(study_id, what, count)
-        for held in _HELD:
-            for directory in (self.spool.root / held).iterdir():
-                self.spool.prune(held, directory.name)
+        for state in _PRUNED:
+            for study_id in self.spool.studies(state):
+                self.spool.prune(state, study_id)
         for what, count in erased.items():
             self.metrics.erased.labels(what=what).inc(count)
         if erased:
@@ -90,8 +91,8 @@ class Retention:
     ) -> None:
         hours = self.settings.quarantine_hours
         by_study: dict[str, list[Path]] = defaultdict(list)
-        for path in self.spool.files("quarantine"):
-            by_study[path.parent.name].append(path)
+        for item in self.spool.items(State.QUARANTINE):
+            by_study[item.study_id].append(item.path)
         for study_id, paths in by_study.items():
             expired = [p for p in paths if self._expired(p, now, hours)]
             if not expired:
@@ -106,11 +107,10 @@ class Retention:
 
     def _records(self, now: float, busy: set[str], erased: Counter[str]) -> None:
         hours = self.settings.delivered_hours
-        for record in self.spool.records.glob("*.json"):
-            study_id = record.stem
-            if study_id in busy or not self._expired(record, now, hours):
+        for study_id in self.spool.record_ids():
+            if study_id in busy or not self._expired(self.spool.record_path(study_id), now, hours):
                 continue
-            if any(any((self.spool.root / s / study_id).glob("*")) for s in STATES):
+            if self.spool.occupied(study_id):
                 continue
             self.spool.drop_record(study_id)
             erased["study_record"] += 1

@@ -48,7 +48,7 @@ from gateway.pipeline.studies import Studies, entry, manifest
 from gateway.seal.envelope import Name, seal
 from gateway.seal.keys import PublicKey
 from gateway.settings import Settings
-from gateway.spool import InstanceHeader, OutgoingHeader, Spool
+from gateway.spool import InstanceHeader, Item, OutgoingHeader, Spool, State, manifest_name
 
 log = get_logger("gateway.scheduler")
 _TICK = 1.0  # seconds between assembly / gauge passes
@@ -128,33 +128,21 @@ class Scheduler:
     def recover(self) -> None:
         """Rebuild the queues from the spool: oldest original first."""
         now = time.monotonic()
-        originals = []
-        for path in self.spool.files("incoming"):
-            try:
-                originals.append((path.stat().st_mtime, path))
-            except FileNotFoundError:
-                continue
-        for _, path in sorted(originals):
-            self._pending.append(path)
-            self.studies.received(path.parent.name, now)
-        for kept in self.spool.records.glob("*.json"):
-            if self.spool.read_record(kept.stem).get("mixed"):
-                self._mixed.add(kept.stem)
+        for item in _oldest_first(self.spool.items(State.INCOMING)):
+            self._pending.append(item.path)
+            self.studies.received(item.study_id, now)
+        for study_id in self.spool.record_ids():
+            if self.spool.read_record(study_id).get("mixed"):
+                self._mixed.add(study_id)
         self.outbox.blocked = self._mixed
-        sealed = []
-        for path in self.spool.files("outbox", "*.sealed"):
-            try:
-                sealed.append((path.stat().st_mtime, path))
-            except FileNotFoundError:
-                continue
-        for _, path in sorted(sealed):
-            self.studies.get(path.parent.name, now).outbox += 1
-            self.outbox.put(path)
-        for directory in sorted(p for p in (self.spool.root / "sent").iterdir() if p.is_dir()):
-            delivered = {p.stem for p in directory.glob("*.sealed")} - _manifests(directory)
-            record = self.spool.read_record(directory.name)
-            if delivered - set(record.get("seen", ())):
-                self.studies.get(directory.name, now).dirty = True
+        sealed = _oldest_first(self.spool.items(State.OUTBOX))
+        for item in sealed:
+            self.studies.get(item.study_id, now).outbox += 1
+            self.outbox.put(item.path)
+        for study_id in self.spool.studies(State.SENT):
+            delivered = {i.name for i in self.spool.delivered(study_id)}
+            if delivered - set(self.spool.read_record(study_id).get("seen", ())):
+                self.studies.get(study_id, now).dirty = True
         recovered = self.spool.recovery
         log.info(
             "scheduler.recovered",
@@ -261,7 +249,7 @@ class Scheduler:
             self.pool.submit(job)
 
     def _stored(self, header: InstanceHeader) -> None:
-        path = self.spool.root / "incoming" / header.study_id / f"{header.instance_id}.dgs"
+        path = self.spool.path(State.INCOMING, header.study_id, header.instance_id)
         now = time.monotonic()
         if header.study_id not in self.studies.known:
             self._audit("study.received", peer=header.peer, study_id=header.study_id)
@@ -314,7 +302,7 @@ class Scheduler:
         try:
             self.spool.hold(
                 path,
-                "quarantine",
+                State.QUARANTINE,
                 {
                     "reason": reason,
                     "where": list(result.where),
@@ -343,12 +331,13 @@ class Scheduler:
         header = answered.header
         study = self.studies.get(header.study_id, time.monotonic())
         study.outbox = max(0, study.outbox - 1)
+        delivered = self.spool.item(answered.path).state is State.SENT
         if header.kind == "manifest":
-            if answered.path.parent.parent.name == "sent":
+            if delivered:
                 self._audit("study.delivered", study=header.study, study_id=header.study_id,
                             version=int(header.item))  # fmt: skip
             return
-        if answered.path.parent.parent.name == "sent":
+        if delivered:
             study.dirty = True
             received = _timestamp(header.received_at)
             if received is not None:
@@ -390,7 +379,7 @@ class Scheduler:
                 self.metrics.erased.labels(what="study_key").inc()
                 log.info("retention.erased", study_key=1)
                 self._audit("study.erased", study_id=study.study_id, kind="study_key", count=1)
-            self.spool.prune("incoming", study.study_id)
+            self.spool.prune(State.INCOMING, study.study_id)
 
     def _manifest(self, study_id: str) -> bool:
         """Seal a new manifest version if the study's delivered set changed; True if one was
@@ -400,30 +389,24 @@ class Scheduler:
         entries = dict(before)  # by pseudonymous SOP Instance UID: a re-sent instance is one
         seen = set(record.get("seen", ()))  # spool ids already looked at
         study_uid = record.get("study", "")
-        directory = self.spool.root / "sent" / study_id
-        manifests = _manifests(directory)
-        for path in sorted(directory.glob("*.sealed")) if directory.is_dir() else []:
-            if path.stem in seen or path.stem in manifests:
+        for item in self.spool.delivered(study_id):
+            if item.name in seen:
                 continue
             try:
-                header, _ = self.spool.read_sealed(path, body=False)
+                header, _ = self.spool.read_sealed(item.path, body=False)
             except (FileNotFoundError, SpoolError):
                 continue
             entries[header.item] = entry(header)
-            seen.add(path.stem)
+            seen.add(item.name)
             study_uid = header.study
         if not entries or entries == before:
             return False
-        version = 1 + max(
-            [int(record.get("version", 0))]
-            + [_version(p) for s in ("outbox", "sent", "dead")
-               for p in (self.spool.root / s / study_id).glob("manifest-*.sealed")]
-        )  # fmt: skip
+        version = self.spool.next_manifest(study_id, int(record.get("version", 0)))
         document = manifest(study_uid, version, entries)
         name = Name("manifest", self.site, study_uid, str(version))
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         header = OutgoingHeader(
-            name=f"manifest-{version}",
+            name=manifest_name(version),
             study_id=study_id,
             kind="manifest",
             site=self.site,
@@ -483,15 +466,10 @@ def _age(path: Path | None, now: float) -> float:
         return 0.0
 
 
-def _manifests(directory: Path) -> set[str]:
-    return {p.stem for p in directory.glob("manifest-*.sealed")} if directory.is_dir() else set()
-
-
-def _version(path: Path) -> int:
-    try:
-        return int(path.stem.removeprefix("manifest-"))
-    except ValueError:
-        return 0
+def _oldest_first(items: list[Item]) -> list[Item]:
+    """Items by their stamp (receive or seal time), those gone meanwhile left out."""
+    stamped = [(stamp, item.path, item) for item in items if (stamp := item.stamp()) is not None]
+    return [item for _, _, item in sorted(stamped)]
 
 
 def _timestamp(text: str) -> float | None:

@@ -64,14 +64,14 @@ class Bench:
     def quarantined(self, study: str, age: float) -> Path:
         """An original the release check held, received `age` seconds ago."""
         path = self.original(study)
-        held = self.spool.hold(path, "quarantine", {"reason": "release-identifier-in-value"})
+        held = self.spool.hold(path, State.QUARANTINE, {"reason": "release-identifier-in-value"})
         return self.aged(held, age)
 
     def sealed(self, study_id: str, name: str, state: State, age: float) -> Path:
         """A sealed copy in `state`, delivered (sent) or refused (dead) `age` seconds ago."""
         path = self.spool.write_sealed(outgoing(study_id, name), b"body")
         if state == "dead":
-            path = self.spool.hold(path, "dead", {"reason": "http-400"})
+            path = self.spool.hold(path, State.DEAD, {"reason": "http-400"})
         elif state != "outbox":
             path = self.spool.move(path, state, stamp=True)
         return self.aged(path, age)
@@ -136,9 +136,9 @@ def reason_file(path: Path) -> Path:
 
 def test_nothing_young_is_erased_and_an_empty_sweep_counts_nothing(site: Bench) -> None:
     a = site.study_id(site.original(STUDY_A, age=10 * HOUR))  # originals wait for the workers
-    site.sealed(a, "aa" * 16, "outbox", age=10 * HOUR)  # waiting to be sent: no window
-    site.sealed(a, "bb" * 16, "sent", age=HOUR - 60)
-    site.sealed(a, "cc" * 16, "dead", age=3 * HOUR - 60)
+    site.sealed(a, "aa" * 16, State.OUTBOX, age=10 * HOUR)  # waiting to be sent: no window
+    site.sealed(a, "bb" * 16, State.SENT, age=HOUR - 60)
+    site.sealed(a, "cc" * 16, State.DEAD, age=3 * HOUR - 60)
     site.quarantined(STUDY_A, age=2 * HOUR - 60)
     site.spool.write_record(a, {"version": 1})
     site.aged(site.spool.records / f"{a}.json", 10 * HOUR)
@@ -155,12 +155,12 @@ def test_delivered_copies_go_after_their_window_and_nothing_else(site: Bench) ->
     a = site.study_id(site.original(STUDY_A))
     b = site.study_id(site.original(STUDY_B))
     due = [
-        site.sealed(a, "aa" * 16, "sent", age=HOUR),
-        site.sealed(a, "manifest-1", "sent", age=2 * HOUR),
+        site.sealed(a, "aa" * 16, State.SENT, age=HOUR),
+        site.sealed(a, "manifest-1", State.SENT, age=2 * HOUR),
     ]
-    young = site.sealed(a, "bb" * 16, "sent", age=HOUR - 60)
-    other = site.sealed(b, "cc" * 16, "sent", age=HOUR - 1)
-    dead = site.sealed(a, "dd" * 16, "dead", age=2 * HOUR)  # older than 1 h, under 3 h
+    young = site.sealed(a, "bb" * 16, State.SENT, age=HOUR - 60)
+    other = site.sealed(b, "cc" * 16, State.SENT, age=HOUR - 1)
+    dead = site.sealed(a, "dd" * 16, State.DEAD, age=2 * HOUR)  # older than 1 h, under 3 h
     held = site.quarantined(STUDY_A, age=HOUR + 60)  # older than 1 h, under 2 h
     before = site.everything()
 
@@ -175,8 +175,8 @@ def test_delivered_copies_go_after_their_window_and_nothing_else(site: Bench) ->
 
 def test_dead_letters_go_with_their_reason_files_after_their_own_window(site: Bench) -> None:
     a = site.study_id(site.original(STUDY_A))
-    due = site.sealed(a, "aa" * 16, "dead", age=3 * HOUR)
-    young = site.sealed(a, "bb" * 16, "dead", age=3 * HOUR - 60)
+    due = site.sealed(a, "aa" * 16, State.DEAD, age=3 * HOUR)
+    young = site.sealed(a, "bb" * 16, State.DEAD, age=3 * HOUR - 60)
     assert reason_file(due).exists()
 
     assert site.sweep(a) == Counter(dead=1)
@@ -262,7 +262,7 @@ def test_a_stamp_in_the_future_is_reset_to_now_and_not_erased(site: Bench) -> No
     """The clock went back: the window starts again from now, so erasure is late by at most
     one window, never indefinitely."""
     a = site.study_id(site.original(STUDY_A))
-    sent = site.sealed(a, "aa" * 16, "sent", age=-100 * HOUR)
+    sent = site.sealed(a, "aa" * 16, State.SENT, age=-100 * HOUR)
     held = site.quarantined(STUDY_B, age=-100 * HOUR)
 
     assert site.sweep(a) == Counter()
@@ -283,8 +283,8 @@ def test_a_study_record_goes_once_nothing_of_the_study_is_left(site: Bench) -> N
     original = site.original(STUDY_A)
     a = site.study_id(original)
     site.spool.discard(original)  # sealed: the scheduler removed it
-    site.spool.prune("incoming", a)
-    sent = site.sealed(a, "aa" * 16, "sent", age=HOUR - 60)
+    site.spool.prune(State.INCOMING, a)
+    sent = site.sealed(a, "aa" * 16, State.SENT, age=HOUR - 60)
     record = site.spool.records / f"{a}.json"
     site.spool.write_record(a, {"version": 1})
     site.aged(record, 2 * HOUR)
@@ -314,10 +314,10 @@ def test_a_young_study_record_stays(site: Bench) -> None:
 def test_metrics_and_audit_trail_match_what_went_per_study(site: Bench) -> None:
     a = site.study_id(site.original(STUDY_A))
     b = site.study_id(site.quarantined(STUDY_B, age=2 * HOUR))
-    site.sealed(a, "aa" * 16, "sent", age=HOUR)
-    site.sealed(a, "manifest-1", "sent", age=HOUR)
-    site.sealed(a, "bb" * 16, "dead", age=3 * HOUR)
-    site.sealed(b, "cc" * 16, "sent", age=HOUR)
+    site.sealed(a, "aa" * 16, State.SENT, age=HOUR)
+    site.sealed(a, "manifest-1", State.SENT, age=HOUR)
+    site.sealed(a, "bb" * 16, State.DEAD, age=3 * HOUR)
+    site.sealed(b, "cc" * 16, State.SENT, age=HOUR)
 
     erased = site.sweep(a)
 
@@ -341,9 +341,9 @@ def test_metrics_and_audit_trail_match_what_went_per_study(site: Bench) -> None:
 
 def test_counters_add_up_over_sweeps(site: Bench) -> None:
     a = site.study_id(site.original(STUDY_A))
-    site.sealed(a, "aa" * 16, "sent", age=HOUR)
+    site.sealed(a, "aa" * 16, State.SENT, age=HOUR)
     assert site.sweep(a) == Counter(delivered=1)
-    site.sealed(a, "bb" * 16, "sent", age=HOUR)
+    site.sealed(a, "bb" * 16, State.SENT, age=HOUR)
     assert site.sweep(a) == Counter(delivered=1)
     assert site.erased_metric()["delivered"] == 2
     assert [r["count"] for r in site.erasures()] == [1, 1]
@@ -357,7 +357,7 @@ def test_a_sweep_leaves_the_outbox_usable_for_a_worker_process(site: Bench) -> N
     worker = Spool.open_readonly(site.settings)
     try:
         first = worker.write_sealed(outgoing(a, "aa" * 16), b"body")
-        delivered = site.spool.move(first, "sent", stamp=True)
+        delivered = site.spool.move(first, State.SENT, stamp=True)
         assert site.sweep(a) == Counter()  # nothing due; the empty outbox/<study> is pruned
         assert delivered.exists()
 
