@@ -15,6 +15,7 @@ spool until forwarding is configured.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -41,17 +42,22 @@ class Gateway:
         self.settings = settings
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        # closed last, in reverse: the "gateway.stopped" record (once started), the audit
+        # trail, the spool (and its lock)
+        self._files = contextlib.ExitStack()
         self.spool = Spool.open(settings.spool)
+        self._files.callback(self.spool.close)
         self.metrics.watch_free_space(self.spool.free_bytes)
         try:
             self.audit = AuditLog(settings.audit_path)
+            self._files.callback(self.audit.close)
             self.pipeline = (
                 build(settings, self.spool, self.metrics, self.audit)
                 if (settings.forward.enabled)
                 else None
             )
         except BaseException:
-            self.spool.close()
+            self._files.close()
             raise
         self.ingest = IngestService(settings.ingest, self.spool, self.metrics, self._audit)
         self.health = Health(settings, self.spool, self.metrics, self.pipeline)
@@ -103,28 +109,33 @@ class Gateway:
         try:
             self._listen()
         except OSError as exc:
-            if self.http is not None:
-                self.http.stop()
-            if self.pipeline is not None:
-                self.pipeline.stop(0)
-            self.audit.close()
-            self.spool.close()
+            self._shut_down(drain_until=None)
             raise ListenError(f"cannot listen: {exc.strerror or exc.__class__.__name__}") from None
         log.info("gateway.started", spool=str(self.spool.root))
         self.audit.append("gateway.started")
+        self._files.callback(self.audit.append, "gateway.stopped")
         self._stop.wait()
         log.info("gateway.stopping", signal=signal.Signals(self._signal).name)
         # one drain budget for all: associations, then the workers and requests in flight
         deadline = time.monotonic() + self.settings.ingest.drain_seconds
+        aborted, finished = self._shut_down(drain_until=deadline)
+        log.info("gateway.stopped", aborted_associations=aborted, workers_drained=finished)
+        return 0 if self._fatal is None else 1
+
+    def _shut_down(self, drain_until: float | None) -> tuple[int, bool]:
+        """The one stop sequence; returns (associations cut off, workers drained).
+
+        Stop accepting and drain the associations, let the workers finish in what is left of
+        the budget (no wait when `drain_until` is None: listening failed, nothing was
+        accepted), stop health checks and the metrics endpoint, then the audit trail and spool.
+        """
         aborted = self.ingest.stop()
         finished = True
         if self.pipeline is not None:
-            finished = self.pipeline.stop(max(0.5, deadline - time.monotonic()))
+            budget = 0.0 if drain_until is None else max(0.5, drain_until - time.monotonic())
+            finished = self.pipeline.stop(budget)
         self.health.stop()
         if self.http is not None:
             self.http.stop()
-        self.audit.append("gateway.stopped")
-        self.audit.close()
-        self.spool.close()
-        log.info("gateway.stopped", aborted_associations=aborted, workers_drained=finished)
-        return 0 if self._fatal is None else 1
+        self._files.close()
+        return aborted, finished

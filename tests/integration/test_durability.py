@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -107,6 +108,9 @@ def test_kill_9_right_after_the_acknowledgement_loses_nothing(
 def test_sigterm_drains_and_exits_cleanly(gateway: GatewayProcess) -> None:
     assert gateway.stop(signal.SIGTERM) == 0
     gateway.wait_for_event("gateway.stopped")
+    audit = gateway.config.parent / "spool" / "audit.log"
+    events = [json.loads(line)["event"] for line in audit.read_text().splitlines()]
+    assert events == ["gateway.started", "gateway.stopped"]
 
 
 def test_a_second_gateway_on_the_same_spool_refuses_to_start(
