@@ -1,9 +1,10 @@
-"""When to try again: capped exponential backoff with full jitter, Retry-After honoured.
+"""When to try again: capped exponential backoff with equal jitter, Retry-After honoured.
 
-Attempt n (0-based) waits a random time in [base * 2**n / 2, base * 2**n], capped at
-`ceiling`; a Retry-After from the server is honoured when it asks for longer (up to the
-hour: a server cannot park an instance for a day with one header). A rejected server
-certificate waits the ceiling every time. Past `give_up_after` seconds since the first
+Attempt n (0-based) has the step min(`ceiling`, base * 2**n) and waits a uniform random time
+between half the step and the whole step ("equal jitter": never less than half the step,
+never more than `ceiling`). A Retry-After from the server is honoured when it asks for longer
+(up to the hour: a server cannot park an instance for a day with one header). A rejected
+server certificate waits the ceiling every time. Past `give_up_after` seconds since the first
 attempt, the instance is dead-lettered.
 """
 
