@@ -47,7 +47,9 @@ class Session:
 AuditHook = Callable[..., None]
 
 
-class Gate:
+class AdmissionControl:
+    """Both doors above, and the `Session` of each association admitted through them."""
+
     def __init__(
         self, settings: IngestSettings, metrics: Metrics, audit: AuditHook | None = None
     ) -> None:

@@ -26,7 +26,7 @@ from pynetdicom.association import Association
 from pynetdicom.events import Event
 
 from gateway.errors import SpoolError, SpoolFull, TlsSetupError
-from gateway.ingest.admission import AuditHook, Gate, Session
+from gateway.ingest.admission import AdmissionControl, AuditHook, Session
 from gateway.ingest.contexts import supported_contexts, verification_sop_class
 from gateway.ingest.pump import Ended, Limits, Pump, StoreRequest
 from gateway.ingest.status import StoreStatus
@@ -187,7 +187,7 @@ class IngestService:
         self.settings = settings
         self.spool = spool
         self.metrics = metrics
-        self.gate = Gate(settings, metrics, audit)
+        self.admission = AdmissionControl(settings, metrics, audit)
         self.ae = self._build_ae()
         self._tls = tls_context(settings.tls) if settings.tls.enabled else None
         self.server: GatewayServer | None = None
@@ -197,22 +197,22 @@ class IngestService:
         s = self.settings
         ae = AE(ae_title=s.ae_title)
         ae.maximum_pdu_size = s.max_pdu_size
-        # Our Gate counts admitted associations and pending connections separately; pynetdicom's
-        # own limit, which counts both together, must never be the one that bites.
+        # AdmissionControl counts admitted associations and pending connections apart;
+        # pynetdicom's own limit, which counts both together, must never be the one that bites.
         ae.maximum_associations = s.max_associations + s.max_pending_connections + 1
         ae.acse_timeout = s.association_request_timeout
         ae.network_timeout = s.network_timeout
-        ae.require_called_aet = False  # checked by the Gate, with logging and metrics
+        ae.require_called_aet = False  # checked by AdmissionControl, with logging and metrics
         return ae
 
     def start(self) -> tuple[str, int]:
         """Listen; returns the bound (host, port), so port 0 picks a free one."""
         s = self.settings
         handlers: list[Any] = [
-            (evt.EVT_REQUESTED, self.gate.on_requested),
+            (evt.EVT_REQUESTED, self.admission.on_requested),
             (evt.EVT_ESTABLISHED, self._on_established),
-            (evt.EVT_ABORTED, self.gate.on_ended),
-            (evt.EVT_CONN_CLOSE, self.gate.on_ended),
+            (evt.EVT_ABORTED, self.admission.on_ended),
+            (evt.EVT_CONN_CLOSE, self.admission.on_ended),
         ]
         server = self.ae.make_server(
             (s.host, s.port),
@@ -220,7 +220,7 @@ class IngestService:
             ssl_context=self._tls,
             evt_handlers=handlers,
             server_class=GatewayServer,
-            gate=self.gate,
+            admission=self.admission,
         )
         assert isinstance(server, GatewayServer)
         self.server = server
@@ -258,7 +258,7 @@ class IngestService:
     def _on_established(self, event: Event) -> None:
         """EVT_ESTABLISHED: run the association's data phase here, on its own thread."""
         assoc = event.assoc
-        session = self.gate.session(assoc)
+        session = self.admission.session(assoc)
         sock = assoc.dul.socket
         if session is None or sock is None or sock.socket is None or not _stop_reader(assoc):
             return  # not ours to serve: pynetdicom's reactor answers nothing and ends it
@@ -278,7 +278,9 @@ class IngestService:
             {cid: str(cx.abstract_syntax) for cid, cx in contexts.items()},
             limits,
             store,
-            refuse=lambda reason, **fields: self.gate.refuse(reason, session.address, **fields),
+            refuse=lambda reason, **fields: self.admission.refuse(
+                reason, session.address, **fields
+            ),
         )
         how = Ended.INTERNAL_ERROR
         try:
@@ -290,7 +292,7 @@ class IngestService:
             assoc.is_aborted = how is not Ended.RELEASED
             assoc.dul.state_machine.current_state = "Sta1"
             assoc.kill()
-            self.gate.finish(assoc, str(how))
+            self.admission.finish(assoc, str(how))
 
     def _on_store(
         self, request: StoreRequest, sop_class: str, transfer_syntax: str, session: Session

@@ -25,7 +25,7 @@ from typing import Any
 from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from gateway.ingest.admission import Gate
+from gateway.ingest.admission import AdmissionControl
 from gateway.ingest.pump import ABORT_INVALID_PARAMETER
 from gateway.logs import get_logger
 from gateway.metrics import Refusal
@@ -50,10 +50,10 @@ class GuardedSocket(AssociationSocket):
     a buffer for it is allocated.
     """
 
-    gate: Gate
+    admission: AdmissionControl
 
-    def guard(self, gate: Gate) -> None:
-        self.gate = gate
+    def guard(self, admission: AdmissionControl) -> None:
+        self.admission = admission
 
     @property
     def ready(self) -> bool:
@@ -69,11 +69,11 @@ class GuardedSocket(AssociationSocket):
     def recv(self, nr_bytes: int) -> bytearray:
         if nr_bytes > PRE_ASSOCIATION_MAX_PDU:
             self._abort(nr_bytes, PRE_ASSOCIATION_MAX_PDU)
-        return self._recv_exactly(nr_bytes, self.gate.settings.association_request_timeout)
+        return self._recv_exactly(nr_bytes, self.admission.settings.association_request_timeout)
 
     def _abort(self, length: int, limit: int) -> None:
         address = str(self.assoc.requestor.address)
-        self.gate.refuse(Refusal.PDU_TOO_LARGE, address, pdu_length=length, limit=limit)
+        self.admission.refuse(Refusal.PDU_TOO_LARGE, address, pdu_length=length, limit=limit)
         if self.socket is not None:
             with contextlib.suppress(OSError):
                 self.socket.sendall(ABORT_INVALID_PARAMETER)
@@ -105,15 +105,15 @@ class GatewayRequestHandler(RequestHandler):
         super().handle()
 
     def _handshake(self, sock: ssl.SSLSocket) -> bool:
-        gate = self.server.gate
-        gate.handshake_started()
+        admission = self.server.admission
+        admission.handshake_started()
         try:
-            sock.settimeout(gate.settings.tls.handshake_timeout)
+            sock.settimeout(admission.settings.tls.handshake_timeout)
             sock.do_handshake()
             sock.settimeout(None)
             return True
         except OSError as exc:  # ssl.SSLError and TimeoutError are OSErrors
-            gate.refuse(
+            admission.refuse(
                 Refusal.TLS_HANDSHAKE_FAILED,
                 str(self.client_address[0]),
                 error=exc.__class__.__name__,
@@ -121,7 +121,7 @@ class GatewayRequestHandler(RequestHandler):
             self.server.shutdown_request(sock)
             return False
         finally:
-            gate.handshake_ended()
+            admission.handshake_ended()
 
     def _create_association(self) -> Association:
         assoc = super()._create_association()
@@ -130,15 +130,15 @@ class GatewayRequestHandler(RequestHandler):
         sock = assoc.dul.socket
         assert sock is not None
         sock.__class__ = GuardedSocket
-        typing.cast(GuardedSocket, sock).guard(self.server.gate)
+        typing.cast(GuardedSocket, sock).guard(self.server.admission)
         return assoc
 
 
 class GatewayServer(ThreadedAssociationServer):
     daemon_threads = True
 
-    def __init__(self, *args: Any, gate: Gate, **kwargs: Any) -> None:
-        self.gate = gate
+    def __init__(self, *args: Any, admission: AdmissionControl, **kwargs: Any) -> None:
+        self.admission = admission
         kwargs["request_handler"] = GatewayRequestHandler
         super().__init__(*args, **kwargs)
 
@@ -158,4 +158,4 @@ class GatewayServer(ThreadedAssociationServer):
         log.error("connection.error", exception=exc_type.__name__ if exc_type else None)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        return self.gate.may_open(str(client_address[0]), self.active_associations)
+        return self.admission.may_open(str(client_address[0]), self.active_associations)
