@@ -1,4 +1,4 @@
-"""The audit trail: append-only, hash-chained and PHI-free (issue 7, item 7).
+"""The audit trail: append-only, hash-chained and PHI-free.
 
 One JSON object per line, keys in this order: `seq` (1, 2, 3 ... with no gaps), `time` (UTC,
 milliseconds), `event`, the event's fields sorted by name, `prev` and `hash`:

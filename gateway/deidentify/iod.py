@@ -1,11 +1,12 @@
 """What the IOD of a SOP class requires of each attribute at each depth (PS3.3; PS3.5 7.4).
 
 De-identification removes and empties; the output must still be the object its SOP class says it
-is (issue 16). `Requirements.for_sop_class(uid)` gives the `Node` of the top level: per tag the
-strongest type any module of the IOD gives it (`data/iod/types.json.gz`, built from highdicom's
-tables of PS3.3 by `data/iod/build.py`), and per sequence the `Node` of its items. A tag a node
-does not name is optional there (Type 3, or unknown to the tables: a private or unlisted SOP
-class has an empty node).
+is, as PACS and viewers reject or mis-file objects with IOD errors.
+`Requirements.for_sop_class(uid)` gives the `Node` of the top level: per tag the strongest type any
+module of the IOD gives it (`data/iod/types.json.gz`, built from highdicom's tables of PS3.3 by
+`data/iod/build.py`), and per sequence the `Node` of its items. A tag a node does not name is
+optional there (Type 3, or unknown to the tables: a private or unlisted SOP class has an empty
+node).
 
 What the engine does with a type (`Engine.walk`), to an attribute its input had:
 

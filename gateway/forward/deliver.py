@@ -1,7 +1,7 @@
 """Deliver one sealed item: send, and on a transient failure wait and send again, until the
 server has it, refuses it for good, or the retry window is over.
 
-The daemon's scheduler keeps this state in the spool so a restart resumes it (issue 7); this
+The daemon's scheduler keeps this state in the spool so a restart resumes it; this
 loop is the same decision for a sender that can wait in place. Waiting honours Retry-After and
 never hammers: see `backoff`.
 """

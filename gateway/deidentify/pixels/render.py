@@ -39,9 +39,9 @@ _TOP_SHARE = 0.01
 #: 0.625), no more false alarms, for a fifth reading of the frame. Colour frames (one view) are
 #: not: it would halve the rate of ultrasound (docs/benchmarks.md).
 TURNED_VIEW = 3
-#: Faint text (issue 17): differences from the neighbourhood raised 4x up to 48 levels, so
-#: text 12 levels from its background shows at 48, where the detector reads it (measured:
-#: docs/pixels.md, "Faint text").
+#: Faint text: differences from the neighbourhood raised 4x up to 48 levels, so text 12 levels
+#: from its background shows at 48, where the detector reads it (measured: docs/pixels.md,
+#: "Faint text").
 _SIGMA = 3.0
 _GAIN = 4.0
 _CAP = 48.0

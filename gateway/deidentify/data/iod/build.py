@@ -1,4 +1,4 @@
-"""Build the attribute types of every IOD that de-identification keeps outputs valid by (issue 16).
+"""Build the attribute types of every IOD, by which de-identification keeps its outputs valid.
 
 An IOD (PS3.3 A) is a list of modules; a module lists its attributes with a type (PS3.5 7.4):
 1 present with a value, 2 present (maybe empty), 1C/2C the same under a condition, 3 optional.
