@@ -134,8 +134,6 @@ class Outbox:
         ]
         self._stopping = False
         self._active = 0
-        #: study ids held as a whole (the scheduler's set): their items are dead-lettered unsent
-        self.blocked: set[str] = set()
 
     def start(self) -> None:
         for thread in self._threads:
@@ -186,7 +184,7 @@ class Outbox:
         except SpoolError:
             self._hold(path, None, Verdict(Kind.PERMANENT, "sealed-file-corrupt"))
             return
-        if header.study_id in self.blocked:
+        if self.spool.study_held(header.study_id):  # held as a whole: dead-lettered unsent
             self._hold(path, header, Verdict(Kind.PERMANENT, "study-mixed-patients"))
             return
         if not self.gate.enter():

@@ -77,7 +77,7 @@ class Scheduler:
         outbox.on_answered = self.answered
         self.key = key
         self.site = settings.deidentify.site_code
-        self.studies = Studies(settings.studies.stable_seconds)
+        self.studies = Studies(settings.studies.stable_seconds, spool.busy)
         self.retention = Retention(settings.retention, spool, metrics, audit)
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
@@ -87,8 +87,6 @@ class Scheduler:
         self._deferred: list[tuple[float, Path]] = []
         self._attempts: dict[str, int] = {}
         self._in_flight: dict[str, float] = {}  # instance id -> monotonic dispatch time
-        #: studies whose instances carry more than one patient: held as a whole
-        self._mixed: set[str] = set()
         self._stopping = threading.Event()
         self._draining = False
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
@@ -131,13 +129,9 @@ class Scheduler:
         for item in _oldest_first(self.spool.items(State.INCOMING)):
             self._pending.append(item.path)
             self.studies.received(item.study_id, now)
-        for study_id in self.spool.record_ids():
-            if self.spool.read_record(study_id).get("mixed"):
-                self._mixed.add(study_id)
-        self.outbox.blocked = self._mixed
         sealed = _oldest_first(self.spool.items(State.OUTBOX))
         for item in sealed:
-            self.studies.get(item.study_id, now).outbox += 1
+            self.studies.get(item.study_id, now)
             self.outbox.put(item.path)
         for study_id in self.spool.studies(State.SENT):
             delivered = {i.name for i in self.spool.delivered(study_id)}
@@ -230,7 +224,7 @@ class Scheduler:
             pass
 
     def _busy_studies(self) -> set[str]:
-        return {s.study_id for s in self.studies.known.values() if s.waiting or s.outbox}
+        return {s for s in self.studies.known if self.spool.busy(s)}
 
     def _dispatch(self) -> None:
         now = time.monotonic()
@@ -240,9 +234,9 @@ class Scheduler:
             self._pending.extendleft(reversed(due))
         while not self._draining and self._pending and self.pool.free():
             path = self._pending.popleft()
-            if path.parent.name in self._mixed:
-                self.studies.get(path.parent.name, now).waiting -= 1
-                self._quarantine(path, Summary(path.stem, "quarantined", MIXED))
+            item = self.spool.item(path)
+            if self.spool.study_held(item.study_id):
+                self._quarantine(path, Summary(item.name, "quarantined", MIXED))
                 continue
             job = Job(str(path), path.stem)
             self._in_flight[job.instance_id] = now
@@ -259,7 +253,7 @@ class Scheduler:
     def _finished(self, job: Job, result: Summary | Lost) -> None:
         dispatched = self._in_flight.pop(job.instance_id, None)
         path = Path(job.path)
-        study = self.studies.get(path.parent.name, time.monotonic())
+        study_id = self.spool.item(path).study_id
         if isinstance(result, Lost):
             tries = self._attempts.get(job.instance_id, 0)
             if result.reason == "worker-crashed" and tries < _CRASH_RETRIES:
@@ -277,23 +271,17 @@ class Scheduler:
             log.warning("instance.deferred", reason=result.reason)
             self._deferred.append((time.monotonic() + _DEFER_SECONDS, path))
             return
-        study.waiting = max(0, study.waiting - 1)
         if result.reason == MIXED:
-            self._mark_mixed(study.study_id)
-        if result.result == "sealed" and result.sealed and study.study_id in self._mixed:
-            self.spool.discard(path)
-            study.outbox += 1
-            self.outbox.put(Path(result.sealed))  # the outbox holds it, unsent (blocked)
-        elif result.result == "sealed" and result.sealed:
+            self._mark_mixed(study_id)
+        if result.result == "sealed" and result.sealed:
             self.spool.discard(path)  # the original: its sealed copy is durable
-            study.outbox += 1
-            self.outbox.put(Path(result.sealed))
+            self.outbox.put(Path(result.sealed))  # of a held study: dead-lettered unsent
         elif result.result == "dropped":
             self.spool.discard(path)
             if result.reason != "original-gone":
                 self.metrics.dropped.labels(reason=result.reason or "policy").inc()
                 self._audit("instance.dropped", reason=result.reason or "policy",
-                            study_id=study.study_id, instance_id=job.instance_id)  # fmt: skip
+                            study_id=study_id, instance_id=job.instance_id)  # fmt: skip
         else:
             self._quarantine(path, result)
 
@@ -319,18 +307,14 @@ class Scheduler:
     def _mark_mixed(self, study_id: str) -> None:
         """Hold the whole study: what waits is quarantined, the outbox sends none of it, and
         no manifest is made. Recorded in the study record, so a restart keeps holding it."""
-        if study_id in self._mixed:
+        if not self.spool.hold_study(study_id):
             return
-        self._mixed.add(study_id)
-        record = self.spool.read_record(study_id)
-        self.spool.write_record(study_id, {**record, "mixed": True})
         log.error("study.mixed_patients", study_id=study_id)
         self._audit("instance.quarantined", reason=MIXED, study_id=study_id)
 
     def _answered(self, answered: Answered) -> None:
         header = answered.header
         study = self.studies.get(header.study_id, time.monotonic())
-        study.outbox = max(0, study.outbox - 1)
         delivered = self.spool.item(answered.path).state is State.SENT
         if header.kind == "manifest":
             if delivered:
@@ -358,7 +342,7 @@ class Scheduler:
                 self._pending.append(applied.path)
                 self._audit("instance.released", **fields)
             elif applied.op == "retry" and applied.path is not None:
-                self.studies.get(item.study_id, now).outbox += 1
+                self.studies.get(item.study_id, now)
                 self.outbox.put(applied.path)
                 self._audit("instance.retried", **fields)
             else:
@@ -369,10 +353,8 @@ class Scheduler:
     def _assemble(self, now: float) -> None:
         for study in self.studies.stable(now):
             study.dirty = False
-            if study.study_id in self._mixed:
-                continue
-            if self._manifest(study.study_id):
-                study.outbox += 1
+            if not self.spool.study_held(study.study_id):
+                self._manifest(study.study_id)
         for study in self.studies.idle(now):
             del self.studies.known[study.study_id]
             if self.spool.erase_if_idle(study.study_id):
@@ -381,9 +363,8 @@ class Scheduler:
                 self._audit("study.erased", study_id=study.study_id, kind="study_key", count=1)
             self.spool.prune(State.INCOMING, study.study_id)
 
-    def _manifest(self, study_id: str) -> bool:
-        """Seal a new manifest version if the study's delivered set changed; True if one was
-        queued."""
+    def _manifest(self, study_id: str) -> None:
+        """Seal and queue a new manifest version if the study's delivered set changed."""
         record = self.spool.read_record(study_id)
         before: dict[str, dict[str, Any]] = record.get("instances", {})
         entries = dict(before)  # by pseudonymous SOP Instance UID: a re-sent instance is one
@@ -400,7 +381,7 @@ class Scheduler:
             seen.add(item.name)
             study_uid = header.study
         if not entries or entries == before:
-            return False
+            return
         version = self.spool.next_manifest(study_id, int(record.get("version", 0)))
         document = manifest(study_uid, version, entries)
         name = Name("manifest", self.site, study_uid, str(version))
@@ -426,7 +407,6 @@ class Scheduler:
         self.metrics.manifests.inc()
         log.info("study.manifest", version=version, instances=len(entries))
         self.outbox.put(path)
-        return True
 
     def _gauges(self) -> None:
         waiting = len(self._pending) + len(self._deferred) + len(self._in_flight)

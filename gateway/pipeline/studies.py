@@ -1,7 +1,8 @@
 """Study assembly: which studies are complete, and what their manifest lists.
 
 A study is *stable* once `studies.stable_seconds` have passed since its last instance arrived
-and none of its instances waits anywhere (not received-but-unsealed, not in the outbox). A
+and none of its instances waits anywhere (not received-but-unsealed, not in the outbox: the
+spool says, `busy`; nothing here counts them). A
 stable study whose delivered instances differ from its last manifest gets a new manifest
 version listing every instance delivered so far: late instances bump the version.
 
@@ -12,6 +13,7 @@ The tracker lives in the scheduler thread only (no locks). It knows each study b
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,14 +24,14 @@ from gateway.spool import OutgoingHeader
 class Study:
     study_id: str
     last_received: float  # monotonic
-    waiting: int = 0  # originals queued or in a worker
-    outbox: int = 0  # sealed items not yet answered
     dirty: bool = False  # delivered instances not in the last manifest (or not yet checked)
 
 
 @dataclass
 class Studies:
     stable_seconds: float
+    #: whether an instance of the study waits anywhere (`Spool.busy`)
+    busy: Callable[[str], bool]
     known: dict[str, Study] = field(default_factory=dict)
 
     def get(self, study_id: str, now: float) -> Study:
@@ -39,9 +41,7 @@ class Studies:
         return study
 
     def received(self, study_id: str, now: float) -> None:
-        study = self.get(study_id, now)
-        study.waiting += 1
-        study.last_received = now
+        self.get(study_id, now).last_received = now
 
     def stable(self, now: float) -> list[Study]:
         """Studies ready for a manifest."""
@@ -53,11 +53,7 @@ class Studies:
 
     def _quiet(self, study: Study, now: float) -> bool:
         """Nothing of the study waits, and nothing arrived for `stable_seconds`."""
-        return (
-            not study.waiting
-            and not study.outbox
-            and now - study.last_received >= self.stable_seconds
-        )
+        return now - study.last_received >= self.stable_seconds and not self.busy(study.study_id)
 
 
 def entry(header: OutgoingHeader) -> dict[str, str]:

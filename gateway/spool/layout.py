@@ -22,6 +22,7 @@ spool for items (`Item`).
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -148,6 +149,16 @@ class Layout:
             for p in sorted(where.glob(pattern))
             if not p.name.startswith(".")
         ]
+
+    def has_items(self, state: State, study_id: str) -> bool:
+        """Whether the study has an item in `state` (stops at the first)."""
+        try:
+            with os.scandir(self.directory(state, study_id)) as entries:
+                return any(
+                    e.name.endswith(state.suffix) and not e.name.startswith(".") for e in entries
+                )
+        except (FileNotFoundError, NotADirectoryError):
+            return False
 
     def studies(self, state: State) -> list[str]:
         """The studies that have a directory in `state` (empty or not), in order."""

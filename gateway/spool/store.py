@@ -54,6 +54,7 @@ from gateway.spool.layout import (
 )
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_MIXED = "mixed"  # the study record's flag: the study is held as a whole
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ class Spool:
         self._lock_file: IO[bytes] | None = None
         self._known_dirs: set[tuple[State, str]] = set()
         self._local = threading.local()
+        self._held_lock = threading.Lock()
+        self._held_studies: set[str] = set()  # from the study records (`hold_study`)
 
     @classmethod
     def open(cls, settings: SpoolSettings) -> Spool:
@@ -130,6 +133,7 @@ class Spool:
             self._lock_file.close()
             raise SpoolLocked(f"{self.root}: another gateway process owns this spool") from None
         self.recovery = self._recover()
+        self._held_studies = {s for s in self.record_ids() if self.read_record(s).get(_MIXED)}
 
     def partial_files(self) -> list[Path]:
         """Writes that never completed: nothing here was ever acknowledged."""
@@ -319,6 +323,31 @@ class Spool:
     def studies(self, state: State) -> list[str]:
         """The studies with a directory in `state`."""
         return self.layout.studies(state)
+
+    def busy(self, study_id: str) -> bool:
+        """Whether an original of the study is being stored or waits to be sealed (incoming/),
+        or a sealed copy of it waits to be sent (outbox/): read from the spool, never counted."""
+        with self._keys.lock:
+            if self._keys.busy(study_id):
+                return True
+        return self.layout.has_items(State.INCOMING, study_id) or self.layout.has_items(
+            State.OUTBOX, study_id
+        )
+
+    def hold_study(self, study_id: str) -> bool:
+        """Hold the whole study (its instances name more than one patient): recorded in its
+        study record, so a restart keeps holding it; True when it was not held before."""
+        with self._held_lock:
+            if study_id in self._held_studies:
+                return False
+            self.write_record(study_id, {**self.read_record(study_id), _MIXED: True})
+            self._held_studies.add(study_id)
+            return True
+
+    def study_held(self, study_id: str) -> bool:
+        """Whether the study is held as a whole (any thread)."""
+        with self._held_lock:
+            return study_id in self._held_studies
 
     def delivered(self, study_id: str) -> list[Item]:
         """The study's delivered instances (not its manifests), in name order."""

@@ -12,7 +12,14 @@ import pytest
 from gateway.errors import KeyFileError, SpoolCorrupt, SpoolError, SpoolFull, SpoolLocked
 from gateway.keyfiles import generate_key_file, read_key
 from gateway.settings import SecretSource, SpoolSettings
-from gateway.spool import Received, Spool
+from gateway.spool import (
+    OutgoingHeader,
+    Received,
+    Spool,
+    State,
+    manifest_name,
+    manifest_version,
+)
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 PAYLOAD = b"\0" * 128 + b"DICM" + b"pretend this is a data set with PATIENT^NAME in it" * 100
@@ -215,3 +222,62 @@ def test_erasing_a_study_destroys_its_key_and_files(spool: Spool) -> None:
     assert again.study_id == a.study_id
     assert spool.read(spool.incoming / a.study_id / f"{again.instance_id}.dgs")[1] == PAYLOAD
     assert spool.erase_study("0" * 32) == 0
+
+
+def test_a_study_is_busy_while_an_instance_of_it_waits_in_incoming_or_the_outbox(
+    spool: Spool,
+) -> None:
+    header = spool.store(received())
+    study = header.study_id
+    assert spool.busy(study)  # the original waits to be sealed
+    sealed = spool.write_sealed(outgoing(study, header.instance_id), b"body")
+    spool.discard(spool.path(State.INCOMING, study, header.instance_id))
+    assert spool.busy(study)  # its sealed copy waits to be sent
+    spool.move(sealed, State.SENT)
+    assert not spool.busy(study)
+    assert [i.name for i in spool.delivered(study)] == [header.instance_id]
+    assert not spool.busy("ab" * 16)  # a study the spool never saw
+
+
+def test_a_held_study_stays_held_after_a_restart(tmp_path: Path) -> None:
+    first = Spool.open(settings(tmp_path))
+    study = first.store(received()).study_id
+    assert not first.study_held(study)
+    assert first.hold_study(study)
+    assert not first.hold_study(study)  # held already
+    assert first.study_held(study)
+    first.close()
+    again = Spool.open(settings(tmp_path))
+    try:
+        assert again.study_held(study)
+        assert again.read_record(study)["mixed"] is True
+    finally:
+        again.close()
+
+
+def test_manifest_versions_count_on_past_every_manifest_left_in_the_spool(spool: Spool) -> None:
+    study = spool.store(received()).study_id
+    assert spool.next_manifest(study, 0) == 1
+    assert spool.next_manifest(study, 4) == 5  # the record's version
+    spool.move(spool.write_sealed(outgoing(study, manifest_name(7)), b"m"), State.SENT)
+    spool.hold(spool.write_sealed(outgoing(study, manifest_name(9)), b"m"), State.DEAD, {})
+    assert spool.next_manifest(study, 4) == 10
+    assert [i.name for i in spool.items(State.DEAD, study)] == [manifest_name(9)]
+    assert spool.delivered(study) == []  # a manifest is no delivered instance
+
+
+def outgoing(study_id: str, name: str) -> OutgoingHeader:
+    version = manifest_version(name)
+    return OutgoingHeader(
+        name=name,
+        study_id=study_id,
+        kind="instance" if version is None else "manifest",
+        site="SITE",
+        study="2.25.1",
+        item=name if version is None else str(version),
+        key_id="k",
+        sha256="",
+        size=4,
+        received_at="2026-12-06T10:00:00+00:00",
+        sealed_at="2026-12-06T10:00:01+00:00",
+    )
