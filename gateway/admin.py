@@ -20,6 +20,7 @@ from typing import Any
 
 from gateway.audit import AuditLog, Verification, verify
 from gateway.errors import GatewayError, SpoolError, SpoolLocked
+from gateway.fate import Fate
 from gateway.pipeline import operations
 from gateway.pipeline.operations import Held, Op
 from gateway.settings import Settings
@@ -102,7 +103,7 @@ def check_release(settings: Settings, ref: str) -> None:
         outcome = Worker.for_settings(settings, vault).process(data, header.peer)
     finally:
         vault.close()
-    if outcome.status != "written":
+    if outcome.status is not Fate.WRITTEN:
         where = f" at {', '.join(outcome.where)}" if outcome.where else ""
         raise GatewayError(f"not released: still {outcome.status} ({outcome.reason}{where})")
 

@@ -24,7 +24,7 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry
 
-from gateway.audit import AuditError, AuditLog
+from gateway.audit import AuditLog
 from gateway.errors import ListenError
 from gateway.health import Health, HttpEndpoint
 from gateway.ingest import IngestService
@@ -69,10 +69,7 @@ class Gateway:
 
     def _audit(self, event: str, **fields: str | int) -> None:
         """Append to the audit trail from any thread; a refused record is logged, not raised."""
-        try:
-            self.audit.append(event, **fields)
-        except AuditError as exc:
-            log.error("audit.failed", event=event, error=str(exc))
+        self.audit.record(event, **fields)
 
     def _on_fatal(self, reason: str) -> None:
         self._fatal = reason

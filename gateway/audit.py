@@ -53,6 +53,9 @@ from types import MappingProxyType, TracebackType
 
 from gateway.errors import GatewayError
 from gateway.keyfiles import fsync_directory
+from gateway.logs import get_logger
+
+_log = get_logger("gateway.audit")
 
 GENESIS = "0" * 64
 #: Far above any record we write (~ 400 bytes); bounds what `verify` and recovery read.
@@ -286,6 +289,17 @@ class AuditLog:
             seq = self._seq
         if self.sync:
             self._sync_through(seq)
+
+    def record(self, event: str, **fields: str | int) -> bool:
+        """`append` for the daemon's threads: a record that cannot be written (refused, or
+        the disk fails) is logged as `audit.failed` and the work goes on (nothing is lost:
+        the work's own state is in the spool); False then."""
+        try:
+            self.append(event, **fields)
+        except AuditError as exc:
+            _log.error("audit.failed", record=event, error=str(exc))
+            return False
+        return True
 
     def close(self) -> None:
         """Make every record durable and release the file; appending afterwards is refused."""

@@ -17,14 +17,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.worker import Outcome, Status, Worker
+from gateway.fate import Fate
+from gateway.worker import Outcome, Worker
 
 
 @dataclass(frozen=True)
 class Entry:
     input: str
     output: str | None
-    status: Status
+    status: Fate  # WRITTEN, DROPPED or QUARANTINED
     reason: str | None
     changes: dict[str, int]
     #: the pixel check: why the image was checked (null: no pixels) and what was masked
@@ -84,13 +85,13 @@ def _one(worker: Worker, path: Path, out_dir: Path) -> Entry:
     try:
         data = path.read_bytes()
     except OSError:
-        return Entry(str(path), None, "quarantined", "unreadable-file", {})
+        return Entry(str(path), None, Fate.QUARANTINED, "unreadable-file", {})
     outcome: Outcome = worker.process(data)
     if outcome.result is None:
         return Entry(str(path), None, outcome.status, outcome.reason, {}, where=outcome.where)
     target = out_dir / f"{outcome.result.sop_instance_uid}.dcm"
     _write_atomically(target, outcome.result.data)
-    return Entry(str(path), str(target), "written", None, outcome.counts, _pixels(outcome))
+    return Entry(str(path), str(target), Fate.WRITTEN, None, outcome.counts, _pixels(outcome))
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
@@ -114,9 +115,10 @@ def report(entries: list[Entry]) -> dict[str, Any]:
         "files": [asdict(e) for e in entries],
         "summary": {
             "inputs": len(entries),
-            "written": statuses["written"],
-            "dropped": statuses["dropped"],
-            "quarantined": statuses["quarantined"],
+            **{
+                fate.value: statuses[fate]
+                for fate in (Fate.WRITTEN, Fate.DROPPED, Fate.QUARANTINED)
+            },
             # inputs sharing a SOP Instance UID are one instance: one output between them
             "outputs": len({e.output for e in entries if e.output is not None}),
             "reasons": dict(sorted(reasons.items())),

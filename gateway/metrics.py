@@ -11,6 +11,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 import gateway
+from gateway.fate import PROCESSED
 
 
 class Refusal(enum.StrEnum):
@@ -176,8 +177,8 @@ class Metrics:
         # first increment hides that increment from increase())
         for result in StoreResult:
             self.store_requests.labels(result=result)
-        for processed in ("sealed", "dropped", "quarantined", "deferred"):
-            self.instances_processed.labels(result=processed)
+        for processed in PROCESSED:
+            self.instances_processed.labels(result=processed.value)
 
     def watch_free_space(self, read: Callable[[], int]) -> None:
         self.spool_free_bytes.set_function(lambda: float(read()))

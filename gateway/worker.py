@@ -15,24 +15,23 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Literal
 
 from gateway.deidentify.engine import Deidentified, Engine, Replacement
 from gateway.deidentify.failures import Unprocessable
 from gateway.deidentify.pixels.stage import PixelOutcome, PixelStage
 from gateway.deidentify.policy import Policy
 from gateway.deidentify.uids import PseudonymStore
+from gateway.fate import Fate
 from gateway.release import PixelEvidence, ReleaseCheck
 from gateway.settings import DeidentifySettings, PolicySettings, Settings
 
-Status = Literal["written", "dropped", "quarantined"]
 #: vault kind: pseudonymous study UID -> "<patient pseudonym>:<nonce>" of its first instance
 STUDY_PATIENT_KIND = "study_patient"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    status: Status
+    status: Fate  # WRITTEN, DROPPED or QUARANTINED
     reason: str | None = None
     result: Deidentified | None = None
     counts: dict[str, int] = field(default_factory=dict)
@@ -89,7 +88,7 @@ class Worker:
             ds = self.engine.read(data)
             decision = self.policy.decide(self.engine.facts(ds, peer))
             if not decision.process:
-                return Outcome("dropped", decision.reason)
+                return Outcome(Fate.DROPPED, decision.reason)
             syntax = self.engine.load_pixels(ds, data)
             pixels = self.pixels.clean(ds, syntax)
             replace = None
@@ -97,10 +96,10 @@ class Worker:
                 replace = Replacement(pixels.transfer_syntax or syntax, pixels.elements)
             result = self.engine.deidentify(ds, data, replace)
         except Unprocessable as exc:
-            return Outcome("quarantined", exc.reason)
+            return Outcome(Fate.QUARANTINED, exc.reason)
         counts = {**result.counts, **pixels.counts}
         if self._other_patient(result):
-            return Outcome("quarantined", "study-mixed-patients", None, counts, pixels)
+            return Outcome(Fate.QUARANTINED, "study-mixed-patients", None, counts, pixels)
         evidence = PixelEvidence(
             has_pixels=pixels.reason is not None,
             checked=pixels.checked,
@@ -110,5 +109,5 @@ class Worker:
         findings = self.release.check(data, result.data, evidence)
         if findings:
             where = tuple(sorted({f.where for f in findings}))
-            return Outcome("quarantined", findings[0].reason, None, counts, pixels, where)
-        return Outcome("written", None, result, counts, pixels)
+            return Outcome(Fate.QUARANTINED, findings[0].reason, None, counts, pixels, where)
+        return Outcome(Fate.WRITTEN, None, result, counts, pixels)

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Literal
 
 from gateway.errors import GatewayError, SpoolCorrupt
+from gateway.fate import Fate
 from gateway.logs import configure, get_logger
 from gateway.seal.envelope import Name, seal
 from gateway.seal.keys import PublicKey, read_public
@@ -33,10 +33,6 @@ from gateway.vault import SqliteVault
 from gateway.worker import Worker
 
 log = get_logger("gateway.worker")
-
-#: sealed: in the outbox; dropped: by policy; quarantined: held with a reason; deferred: the
-#: spool could not take the sealed copy (disk full): the original stays and is tried later.
-Result = Literal["sealed", "dropped", "quarantined", "deferred"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +46,7 @@ class Summary:
     """What became of one job; safe to log and count (no value from the instance)."""
 
     instance_id: str
-    result: Result
+    result: Fate  # SEALED, DROPPED, QUARANTINED or DEFERRED (the original stays, tried later)
     reason: str | None = None
     where: tuple[str, ...] = ()  # tag paths a finding points at
     sealed: str | None = None  # the sealed file's path
@@ -79,18 +75,18 @@ class Child:
         try:
             header, data = self.spool.read(Path(job.path))
         except FileNotFoundError:
-            return Summary(job.instance_id, "dropped", "original-gone")
+            return Summary(job.instance_id, Fate.DROPPED, "original-gone")
         except SpoolCorrupt:
-            return Summary(job.instance_id, "quarantined", "spool-corrupt")
+            return Summary(job.instance_id, Fate.QUARANTINED, "spool-corrupt")
         read = time.perf_counter()
         outcome = self.worker.process(data, header.peer)
         done = time.perf_counter()
         seconds = {"read": read - started, "deidentify": done - read}
-        if outcome.status != "written" or outcome.result is None:
-            status: Result = "dropped" if outcome.status == "dropped" else "quarantined"
+        if outcome.status is not Fate.WRITTEN or outcome.result is None:
+            fate = Fate.DROPPED if outcome.status is Fate.DROPPED else Fate.QUARANTINED
             return Summary(
                 job.instance_id,
-                status,
+                fate,
                 outcome.reason,
                 where=outcome.where,
                 counts=outcome.counts,
@@ -119,11 +115,11 @@ class Child:
         try:
             path = self.spool.write_sealed(outgoing, body)
         except OSError:
-            return Summary(job.instance_id, "deferred", "spool-write-failed", seconds=seconds)
+            return Summary(job.instance_id, Fate.DEFERRED, "spool-write-failed", seconds=seconds)
         seconds.update(seal=sealed_at - done, write=time.perf_counter() - sealed_at)
         return Summary(
             job.instance_id,
-            "sealed",
+            Fate.SEALED,
             sealed=str(path),
             study=result.study_instance_uid,
             patient=result.patient,
@@ -157,7 +153,7 @@ def serve(settings: Settings, conn: Connection) -> None:
                 summary = child.handle(job)
             except Exception as exc:  # noqa: BLE001 - one bad instance must not end the worker
                 log.error("worker.job_failed", error=exc.__class__.__name__)
-                summary = Summary(job.instance_id, "quarantined", f"worker-error:{_name(exc)}")
+                summary = Summary(job.instance_id, Fate.QUARANTINED, f"worker-error:{_name(exc)}")
             conn.send(summary)
     except (EOFError, OSError):
         pass  # the parent went away

@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.audit import AuditError, AuditLog
+from gateway.audit import AuditLog
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.settings import RetentionSettings
@@ -73,7 +73,7 @@ class Retention:
         self._records(now, busy, erased)
         for study_id, counts in per_study.items():
             for what, count in counts.items():
-                self._audit(study_id, what, count)
+                self.audit.record("study.erased", study_id=study_id, kind=what, count=count)
         for state in _PRUNED:
             for study_id in self.spool.studies(state):
                 self.spool.prune(state, study_id)
@@ -124,9 +124,3 @@ class Retention:
             os.utime(path, (now, now))
             return False
         return now - stamp >= hours * 3600.0
-
-    def _audit(self, study_id: str, what: str, count: int) -> None:
-        try:
-            self.audit.append("study.erased", study_id=study_id, kind=what, count=count)
-        except AuditError as exc:
-            log.error("audit.failed", event="study.erased", error=str(exc))

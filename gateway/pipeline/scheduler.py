@@ -14,12 +14,13 @@ is killed and its instance quarantined (`worker-timeout`).
 
 In-flight work is bounded: each worker holds one instance; everything else waits as a path in
 a queue (paths, not data: a 10,000-instance backlog costs about a megabyte). After a crash,
-`recover` rebuilds the queues from the spool's directories; instances whose sealed copy was
-written before the crash were already tidied by the spool.
+`recover` rebuilds the queues from the spool alone (`recovery`); instances whose sealed copy
+was written before the crash were already tidied by the spool. Where an item is, and whether
+a study still waits or is held, only the spool knows; the queues here are the order of work.
 
-Every second the scheduler also assembles stable studies into manifests (`studies`) and
-refreshes the queue gauges; every `retention.sweep_seconds` it erases what is due
-(`retention`).
+Every second the scheduler also seals manifests of stable studies (`studies`, `manifests`),
+applies operators' requests (`operations`) and refreshes the queue gauges; every
+`retention.sweep_seconds` it erases what is due (`retention`).
 """
 
 from __future__ import annotations
@@ -33,22 +34,23 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from gateway.audit import AuditError, AuditLog
-from gateway.errors import GatewayError, SpoolError
+from gateway.audit import AuditLog
+from gateway.errors import GatewayError
+from gateway.fate import Fate
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.pipeline.child import Job, Summary
 from gateway.pipeline.delivery import Answered, Outbox
+from gateway.pipeline.manifests import Manifests
 from gateway.pipeline.operations import serve_requests
 from gateway.pipeline.pool import Lost, WorkerPool
+from gateway.pipeline.recovery import backlog
 from gateway.pipeline.retention import Retention
-from gateway.pipeline.studies import Studies, entry, manifest
-from gateway.seal.envelope import Name, seal
+from gateway.pipeline.studies import Studies
 from gateway.seal.keys import PublicKey
 from gateway.settings import Settings
-from gateway.spool import InstanceHeader, Item, OutgoingHeader, Spool, State, manifest_name
+from gateway.spool import InstanceHeader, Spool, State
 
 log = get_logger("gateway.scheduler")
 _TICK = 1.0  # seconds between assembly / gauge passes
@@ -79,7 +81,9 @@ class Scheduler:
         self.site = settings.deidentify.site_code
         self.studies = Studies(settings.studies.stable_seconds, spool.busy)
         self.retention = Retention(settings.retention, spool, metrics, audit)
-        self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.manifests = Manifests(spool, key, self.site, metrics)
+        #: from other threads: an instance stored (ingest) or a sealed item answered (senders)
+        self._events: queue.SimpleQueue[InstanceHeader | Answered] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -100,12 +104,12 @@ class Scheduler:
 
     def notify(self, header: InstanceHeader) -> None:
         """An instance is durable in incoming/ (ingest thread, via Spool.subscribe)."""
-        self._events.put(("stored", header))
+        self._events.put(header)
         self._wake()
 
     def answered(self, answered: Answered) -> None:
         """The analysis server took or refused a sealed item for good (sender thread)."""
-        self._events.put(("answered", answered))
+        self._events.put(answered)
         self._wake()
 
     def _wake(self) -> None:
@@ -126,22 +130,20 @@ class Scheduler:
     def recover(self) -> None:
         """Rebuild the queues from the spool: oldest original first."""
         now = time.monotonic()
-        for item in _oldest_first(self.spool.items(State.INCOMING)):
+        found = backlog(self.spool)
+        for item in found.originals:
             self._pending.append(item.path)
             self.studies.received(item.study_id, now)
-        sealed = _oldest_first(self.spool.items(State.OUTBOX))
-        for item in sealed:
+        for item in found.sealed:
             self.studies.get(item.study_id, now)
             self.outbox.put(item.path)
-        for study_id in self.spool.studies(State.SENT):
-            delivered = {i.name for i in self.spool.delivered(study_id)}
-            if delivered - set(self.spool.read_record(study_id).get("seen", ())):
-                self.studies.get(study_id, now).dirty = True
+        for study_id in found.unlisted:
+            self.studies.get(study_id, now).dirty = True
         recovered = self.spool.recovery
         log.info(
             "scheduler.recovered",
             waiting=len(self._pending),
-            outbox=len(sealed),
+            outbox=len(found.sealed),
             partial_writes=recovered.partial_writes,
             originals_already_sealed=recovered.originals_already_sealed,
         )
@@ -199,13 +201,13 @@ class Scheduler:
         self._drain_wakeups()
         while True:
             try:
-                kind, payload = self._events.get_nowait()
+                event = self._events.get_nowait()
             except queue.Empty:
                 break
-            if kind == "stored":
-                self._stored(payload)
+            if isinstance(event, InstanceHeader):
+                self._stored(event)
             else:
-                self._answered(payload)
+                self._answered(event)
         now = time.monotonic()
         if now >= self._next_tick:
             self._next_tick = now + _TICK
@@ -236,7 +238,7 @@ class Scheduler:
             path = self._pending.popleft()
             item = self.spool.item(path)
             if self.spool.study_held(item.study_id):
-                self._quarantine(path, Summary(item.name, "quarantined", MIXED))
+                self._quarantine(path, Summary(item.name, Fate.QUARANTINED, MIXED))
                 continue
             job = Job(str(path), path.stem)
             self._in_flight[job.instance_id] = now
@@ -246,7 +248,7 @@ class Scheduler:
         path = self.spool.path(State.INCOMING, header.study_id, header.instance_id)
         now = time.monotonic()
         if header.study_id not in self.studies.known:
-            self._audit("study.received", peer=header.peer, study_id=header.study_id)
+            self.audit.record("study.received", peer=header.peer, study_id=header.study_id)
         self.studies.received(header.study_id, now)
         self._pending.append(path)
 
@@ -260,27 +262,27 @@ class Scheduler:
                 self._attempts[job.instance_id] = tries + 1
                 self._pending.appendleft(path)
                 return
-            result = Summary(job.instance_id, "quarantined", result.reason)
+            result = Summary(job.instance_id, Fate.QUARANTINED, result.reason)
         self._attempts.pop(job.instance_id, None)
-        self.metrics.instances_processed.labels(result=result.result).inc()
+        self.metrics.instances_processed.labels(result=result.result.value).inc()
         for stage, seconds in result.seconds.items():
             self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
         if dispatched is not None:
             self.metrics.stage_seconds.labels(stage="worker").observe(time.monotonic() - dispatched)
-        if result.result == "deferred":
+        if result.result is Fate.DEFERRED:
             log.warning("instance.deferred", reason=result.reason)
             self._deferred.append((time.monotonic() + _DEFER_SECONDS, path))
             return
         if result.reason == MIXED:
             self._mark_mixed(study_id)
-        if result.result == "sealed" and result.sealed:
+        if result.result is Fate.SEALED and result.sealed:
             self.spool.discard(path)  # the original: its sealed copy is durable
             self.outbox.put(Path(result.sealed))  # of a held study: dead-lettered unsent
-        elif result.result == "dropped":
+        elif result.result is Fate.DROPPED:
             self.spool.discard(path)
             if result.reason != "original-gone":
                 self.metrics.dropped.labels(reason=result.reason or "policy").inc()
-                self._audit("instance.dropped", reason=result.reason or "policy",
+                self.audit.record("instance.dropped", reason=result.reason or "policy",
                             study_id=study_id, instance_id=job.instance_id)  # fmt: skip
         else:
             self._quarantine(path, result)
@@ -301,8 +303,10 @@ class Scheduler:
             return
         self.metrics.quarantined.labels(reason=reason).inc()
         log.warning("instance.quarantined", reason=reason, where=list(result.where))
-        self._audit("instance.quarantined", reason=reason, study_id=path.parent.name,
-                    instance_id=path.stem)  # fmt: skip
+        item = self.spool.item(path)
+        self.audit.record(
+            "instance.quarantined", reason=reason, study_id=item.study_id, instance_id=item.name
+        )
 
     def _mark_mixed(self, study_id: str) -> None:
         """Hold the whole study: what waits is quarantined, the outbox sends none of it, and
@@ -310,7 +314,7 @@ class Scheduler:
         if not self.spool.hold_study(study_id):
             return
         log.error("study.mixed_patients", study_id=study_id)
-        self._audit("instance.quarantined", reason=MIXED, study_id=study_id)
+        self.audit.record("instance.quarantined", reason=MIXED, study_id=study_id)
 
     def _answered(self, answered: Answered) -> None:
         header = answered.header
@@ -318,7 +322,7 @@ class Scheduler:
         delivered = self.spool.item(answered.path).state is State.SENT
         if header.kind == "manifest":
             if delivered:
-                self._audit("study.delivered", study=header.study, study_id=header.study_id,
+                self.audit.record("study.delivered", study=header.study, study_id=header.study_id,
                             version=int(header.item))  # fmt: skip
             return
         if delivered:
@@ -329,7 +333,7 @@ class Scheduler:
                     max(0.0, time.time() - received)
                 )
         else:
-            self._audit("instance.dead-lettered", reason=answered.verdict.reason,
+            self.audit.record("instance.dead-lettered", reason=answered.verdict.reason,
                         study_id=header.study_id, instance_id=header.name)  # fmt: skip
 
     def _requests(self, now: float) -> None:
@@ -340,73 +344,32 @@ class Scheduler:
             if applied.op == "release" and applied.path is not None:
                 self.studies.received(item.study_id, now)
                 self._pending.append(applied.path)
-                self._audit("instance.released", **fields)
+                self.audit.record("instance.released", **fields)
             elif applied.op == "retry" and applied.path is not None:
                 self.studies.get(item.study_id, now)
                 self.outbox.put(applied.path)
-                self._audit("instance.retried", **fields)
+                self.audit.record("instance.retried", **fields)
             else:
                 self.metrics.erased.labels(what="purged").inc()
-                self._audit("instance.purged", kind=item.state, **fields)
+                self.audit.record("instance.purged", kind=item.state.value, **fields)
             log.info("operator.request", op=applied.op, state=item.state)
 
     def _assemble(self, now: float) -> None:
         for study in self.studies.stable(now):
             study.dirty = False
             if not self.spool.study_held(study.study_id):
-                self._manifest(study.study_id)
+                sealed = self.manifests.assemble(study.study_id)
+                if sealed is not None:
+                    self.outbox.put(sealed)
         for study in self.studies.idle(now):
             del self.studies.known[study.study_id]
             if self.spool.erase_if_idle(study.study_id):
                 self.metrics.erased.labels(what="study_key").inc()
                 log.info("retention.erased", study_key=1)
-                self._audit("study.erased", study_id=study.study_id, kind="study_key", count=1)
+                self.audit.record(
+                    "study.erased", study_id=study.study_id, kind="study_key", count=1
+                )
             self.spool.prune(State.INCOMING, study.study_id)
-
-    def _manifest(self, study_id: str) -> None:
-        """Seal and queue a new manifest version if the study's delivered set changed."""
-        record = self.spool.read_record(study_id)
-        before: dict[str, dict[str, Any]] = record.get("instances", {})
-        entries = dict(before)  # by pseudonymous SOP Instance UID: a re-sent instance is one
-        seen = set(record.get("seen", ()))  # spool ids already looked at
-        study_uid = record.get("study", "")
-        for item in self.spool.delivered(study_id):
-            if item.name in seen:
-                continue
-            try:
-                header, _ = self.spool.read_sealed(item.path, body=False)
-            except (FileNotFoundError, SpoolError):
-                continue
-            entries[header.item] = entry(header)
-            seen.add(item.name)
-            study_uid = header.study
-        if not entries or entries == before:
-            return
-        version = self.spool.next_manifest(study_id, int(record.get("version", 0)))
-        document = manifest(study_uid, version, entries)
-        name = Name("manifest", self.site, study_uid, str(version))
-        now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        header = OutgoingHeader(
-            name=manifest_name(version),
-            study_id=study_id,
-            kind="manifest",
-            site=self.site,
-            study=study_uid,
-            item=str(version),
-            key_id=self.key.key_id,
-            sha256="",
-            size=len(document),
-            received_at=now,
-            sealed_at=now,
-        )
-        path = self.spool.write_sealed(header, seal(document, name, self.key))
-        self.spool.write_record(
-            study_id,
-            {"study": study_uid, "version": version, "instances": entries, "seen": sorted(seen)},
-        )
-        self.metrics.manifests.inc()
-        log.info("study.manifest", version=version, instances=len(entries))
-        self.outbox.put(path)
 
     def _gauges(self) -> None:
         waiting = len(self._pending) + len(self._deferred) + len(self._in_flight)
@@ -419,12 +382,6 @@ class Scheduler:
             ("outbox", self.outbox.head()),
         ):
             self.metrics.oldest_age.labels(state=state).set(_age(oldest, now))
-
-    def _audit(self, event: str, **fields: str | int) -> None:
-        try:
-            self.audit.append(event, **fields)
-        except AuditError as exc:
-            log.error("audit.failed", event=event, error=str(exc))
 
     def workers_ready(self) -> bool:
         """The workers started and at least one is alive, and the scheduler thread runs."""
@@ -444,12 +401,6 @@ def _age(path: Path | None, now: float) -> float:
         return max(0.0, now - path.stat().st_mtime)
     except FileNotFoundError:
         return 0.0
-
-
-def _oldest_first(items: list[Item]) -> list[Item]:
-    """Items by their stamp (receive or seal time), those gone meanwhile left out."""
-    stamped = [(stamp, item.path, item) for item in items if (stamp := item.stamp()) is not None]
-    return [item for _, _, item in sorted(stamped)]
 
 
 def _timestamp(text: str) -> float | None:

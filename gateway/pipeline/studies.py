@@ -1,10 +1,9 @@
-"""Study assembly: which studies are complete, and what their manifest lists.
+"""Which studies are complete: the tracker the scheduler asks when a manifest is due.
 
 A study is *stable* once `studies.stable_seconds` have passed since its last instance arrived
 and none of its instances waits anywhere (not received-but-unsealed, not in the outbox: the
-spool says, `busy`; nothing here counts them). A
-stable study whose delivered instances differ from its last manifest gets a new manifest
-version listing every instance delivered so far: late instances bump the version.
+spool says, `busy`; nothing here counts them). A stable study whose delivered instances differ
+from its last manifest gets a new manifest version (`manifests`).
 
 The tracker lives in the scheduler thread only (no locks). It knows each study by its spool id
 (a keyed hash); the pseudonymous study UID comes from the sealed copies.
@@ -12,12 +11,8 @@ The tracker lives in the scheduler thread only (no locks). It knows each study b
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from gateway.spool import OutgoingHeader
 
 
 @dataclass
@@ -54,20 +49,3 @@ class Studies:
     def _quiet(self, study: Study, now: float) -> bool:
         """Nothing of the study waits, and nothing arrived for `stable_seconds`."""
         return now - study.last_received >= self.stable_seconds and not self.busy(study.study_id)
-
-
-def entry(header: OutgoingHeader) -> dict[str, str]:
-    """How a delivered instance is listed in the manifest (protocol v1)."""
-    return {
-        "instance": header.item,
-        "sop_class": header.sop_class,
-        "series": header.series,
-        "sha256": header.sha256,
-    }
-
-
-def manifest(study: str, version: int, entries: dict[str, dict[str, Any]]) -> bytes:
-    """The manifest document: every instance delivered so far, in a stable order."""
-    listed = sorted(entries.values(), key=lambda e: (e["series"], e["instance"]))
-    document = {"version": version, "study": study, "instances": listed}
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("ascii")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from gateway.audit import GENESIS, AuditError, AuditLog, Verification, verify
 from gateway.errors import GatewayError
@@ -316,6 +317,18 @@ def test_phi_looking_values_are_refused(tmp_path: Path, field: str, value: str |
     assert field in str(raised.value)
     assert str(value) not in str(raised.value)
     assert isinstance(raised.value, GatewayError)
+    assert [r["event"] for r in records(path)] == ["gateway.stopped"]
+
+
+def test_the_daemon_records_and_goes_on_when_a_record_is_refused(tmp_path: Path) -> None:
+    """`record` (the daemon's threads): a refused record is logged without its value and
+    reported as False; the trail goes on."""
+    path = tmp_path / "audit.log"
+    with AuditLog(path) as log, structlog.testing.capture_logs() as logged:
+        assert not log.record("instance.quarantined", reason="name mismatch: DOE^JOHN")
+        assert log.record("gateway.stopped")
+    assert [(e["event"], e["log_level"]) for e in logged] == [("audit.failed", "error")]
+    assert "DOE^JOHN" not in repr(logged)
     assert [r["event"] for r in records(path)] == ["gateway.stopped"]
 
 

@@ -1,0 +1,94 @@
+"""Study manifests: what the analysis server learns a study holds (protocol v1).
+
+A stable study (`studies`) whose delivered instances differ from its last manifest gets a new
+manifest version listing every instance delivered so far, with its plaintext SHA-256: late
+instances bump the version. The spool keeps the last manifest's list in the study record
+(pseudonymous UIDs and digests), and which delivered items were already looked at (`seen`).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import SpoolError
+from gateway.logs import get_logger
+from gateway.metrics import Metrics
+from gateway.seal.envelope import Name, seal
+from gateway.seal.keys import PublicKey
+from gateway.spool import OutgoingHeader, Spool, manifest_name
+
+log = get_logger("gateway.scheduler")
+
+
+class Manifests:
+    def __init__(self, spool: Spool, key: PublicKey, site: str, metrics: Metrics) -> None:
+        self.spool = spool
+        self.key = key
+        self.site = site
+        self.metrics = metrics
+
+    def assemble(self, study_id: str) -> Path | None:
+        """Seal a new manifest version into the outbox if the study's delivered set changed;
+        its path (None: nothing new)."""
+        record = self.spool.read_record(study_id)
+        before: dict[str, dict[str, Any]] = record.get("instances", {})
+        entries = dict(before)  # by pseudonymous SOP Instance UID: a re-sent instance is one
+        seen = set(record.get("seen", ()))  # spool ids already looked at
+        study_uid = record.get("study", "")
+        for item in self.spool.delivered(study_id):
+            if item.name in seen:
+                continue
+            try:
+                header, _ = self.spool.read_sealed(item.path, body=False)
+            except (FileNotFoundError, SpoolError):
+                continue
+            entries[header.item] = entry(header)
+            seen.add(item.name)
+            study_uid = header.study
+        if not entries or entries == before:
+            return None
+        version = self.spool.next_manifest(study_id, int(record.get("version", 0)))
+        document = manifest(study_uid, version, entries)
+        name = Name("manifest", self.site, study_uid, str(version))
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        header = OutgoingHeader(
+            name=manifest_name(version),
+            study_id=study_id,
+            kind="manifest",
+            site=self.site,
+            study=study_uid,
+            item=str(version),
+            key_id=self.key.key_id,
+            sha256="",
+            size=len(document),
+            received_at=now,
+            sealed_at=now,
+        )
+        path = self.spool.write_sealed(header, seal(document, name, self.key))
+        self.spool.write_record(
+            study_id,
+            {"study": study_uid, "version": version, "instances": entries, "seen": sorted(seen)},
+        )
+        self.metrics.manifests.inc()
+        log.info("study.manifest", version=version, instances=len(entries))
+        return path
+
+
+def entry(header: OutgoingHeader) -> dict[str, str]:
+    """How a delivered instance is listed in the manifest (protocol v1)."""
+    return {
+        "instance": header.item,
+        "sop_class": header.sop_class,
+        "series": header.series,
+        "sha256": header.sha256,
+    }
+
+
+def manifest(study: str, version: int, entries: dict[str, dict[str, Any]]) -> bytes:
+    """The manifest document: every instance delivered so far, in a stable order."""
+    listed = sorted(entries.values(), key=lambda e: (e["series"], e["instance"]))
+    document = {"version": version, "study": study, "instances": listed}
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("ascii")
