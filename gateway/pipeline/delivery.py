@@ -184,7 +184,7 @@ class Outbox:
         except SpoolError:
             self._hold(path, None, Verdict(Kind.PERMANENT, "sealed-file-corrupt"))
             return
-        if self.spool.study_held(header.study_id):  # held as a whole: dead-lettered unsent
+        if self.spool.records.held(header.study_id):  # held as a whole: dead-lettered unsent
             self._hold(path, header, Verdict(Kind.PERMANENT, "study-mixed-patients"))
             return
         if not self.gate.enter():

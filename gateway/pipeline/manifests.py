@@ -33,7 +33,7 @@ class Manifests:
     def assemble(self, study_id: str) -> Path | None:
         """Seal a new manifest version into the outbox if the study's delivered set changed;
         its path (None: nothing new)."""
-        record = self.spool.read_record(study_id)
+        record = self.spool.records.read(study_id)
         before: dict[str, dict[str, Any]] = record.get("instances", {})
         entries = dict(before)  # by pseudonymous SOP Instance UID: a re-sent instance is one
         seen = set(record.get("seen", ()))  # spool ids already looked at
@@ -68,7 +68,7 @@ class Manifests:
             sealed_at=now,
         )
         path = self.spool.write_sealed(header, seal(document, name, self.key))
-        self.spool.write_record(
+        self.spool.records.write(
             study_id,
             {"study": study_uid, "version": version, "instances": entries, "seen": sorted(seen)},
         )

@@ -25,7 +25,7 @@ def backlog(spool: Spool) -> Backlog:
         study_id
         for study_id in spool.studies(State.SENT)
         if {i.name for i in spool.delivered(study_id)}
-        - set(spool.read_record(study_id).get("seen", ()))
+        - set(spool.records.read(study_id).get("seen", ()))
     ]
     return Backlog(
         _oldest_first(spool.items(State.INCOMING)),

@@ -107,12 +107,12 @@ class Retention:
 
     def _records(self, now: float, busy: set[str], erased: Counter[str]) -> None:
         hours = self.settings.delivered_hours
-        for study_id in self.spool.record_ids():
-            if study_id in busy or not self._expired(self.spool.record_path(study_id), now, hours):
+        for study_id in self.spool.records.ids():
+            if study_id in busy or not self._expired(self.spool.records.path(study_id), now, hours):
                 continue
             if self.spool.occupied(study_id):
                 continue
-            self.spool.drop_record(study_id)
+            self.spool.records.drop(study_id)
             erased["study_record"] += 1
 
     def _expired(self, path: Path, now: float, hours: float) -> bool:

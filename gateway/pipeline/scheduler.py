@@ -237,7 +237,7 @@ class Scheduler:
         while not self._draining and self._pending and self.pool.free():
             path = self._pending.popleft()
             item = self.spool.item(path)
-            if self.spool.study_held(item.study_id):
+            if self.spool.records.held(item.study_id):
                 self._quarantine(path, Summary(item.name, Fate.QUARANTINED, MIXED))
                 continue
             job = Job(str(path), path.stem)
@@ -311,7 +311,7 @@ class Scheduler:
     def _mark_mixed(self, study_id: str) -> None:
         """Hold the whole study: what waits is quarantined, the outbox sends none of it, and
         no manifest is made. Recorded in the study record, so a restart keeps holding it."""
-        if not self.spool.hold_study(study_id):
+        if not self.spool.records.hold(study_id):
             return
         log.error("study.mixed_patients", study_id=study_id)
         self.audit.record("instance.quarantined", reason=MIXED, study_id=study_id)
@@ -357,7 +357,7 @@ class Scheduler:
     def _assemble(self, now: float) -> None:
         for study in self.studies.stable(now):
             study.dirty = False
-            if not self.spool.study_held(study.study_id):
+            if not self.spool.records.held(study.study_id):
                 sealed = self.manifests.assemble(study.study_id)
                 if sealed is not None:
                     self.outbox.put(sealed)

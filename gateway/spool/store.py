@@ -9,7 +9,9 @@ server's key: the gateway cannot read it back). Recovery at start removes origin
 sealed copy was written just before a crash. File formats: `format`.
 
 Everyone else names items through this class (`Item`, `items`, `path`); no other module builds
-a spool path.
+a spool path. (About 470 lines: the one door to item state - storing, listing, moving, holding,
+erasing - kept in one class so that no transition can bypass it; what it is built from lives
+beside it: `layout`, `format`, `durable`, `keys`, `records`.)
 """
 
 from __future__ import annotations
@@ -52,9 +54,9 @@ from gateway.spool.layout import (
     State,
     reason_path,
 )
+from gateway.spool.records import StudyRecords
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-_MIXED = "mixed"  # the study record's flag: the study is held as a whole
 
 
 @dataclass(frozen=True)
@@ -88,17 +90,15 @@ class Spool:
         self.reserve = settings.min_free_bytes
         self.incoming = self.root / State.INCOMING
         self.key_dir = self.layout.keys
-        self.records = self.layout.records
         self.requests = self.layout.requests  # operator requests to the running gateway
         self._durable = Durable()
         self._keys = StudyKeys(self.layout, keys, self._durable)
+        self.records = StudyRecords(self.layout, self._durable)
         self._listeners: list[Callable[[InstanceHeader], None]] = []
         self.recovery = Recovery()
         self._lock_file: IO[bytes] | None = None
         self._known_dirs: set[tuple[State, str]] = set()
         self._local = threading.local()
-        self._held_lock = threading.Lock()
-        self._held_studies: set[str] = set()  # from the study records (`hold_study`)
 
     @classmethod
     def open(cls, settings: SpoolSettings) -> Spool:
@@ -120,7 +120,12 @@ class Spool:
 
     def _prepare(self) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        layout = (self.key_dir, self.records, self.requests, *(self.root / s for s in STATES))
+        layout = (
+            self.key_dir,
+            self.layout.records,
+            self.requests,
+            *(self.root / s for s in STATES),
+        )
         for directory in layout:
             directory.mkdir(mode=0o700, exist_ok=True)
         for directory in (self.root.parent, self.root):  # the new entries themselves durable
@@ -133,7 +138,7 @@ class Spool:
             self._lock_file.close()
             raise SpoolLocked(f"{self.root}: another gateway process owns this spool") from None
         self.recovery = self._recover()
-        self._held_studies = {s for s in self.record_ids() if self.read_record(s).get(_MIXED)}
+        self.records.load()
 
     def partial_files(self) -> list[Path]:
         """Writes that never completed: nothing here was ever acknowledged."""
@@ -334,21 +339,6 @@ class Spool:
             State.OUTBOX, study_id
         )
 
-    def hold_study(self, study_id: str) -> bool:
-        """Hold the whole study (its instances name more than one patient): recorded in its
-        study record, so a restart keeps holding it; True when it was not held before."""
-        with self._held_lock:
-            if study_id in self._held_studies:
-                return False
-            self.write_record(study_id, {**self.read_record(study_id), _MIXED: True})
-            self._held_studies.add(study_id)
-            return True
-
-    def study_held(self, study_id: str) -> bool:
-        """Whether the study is held as a whole (any thread)."""
-        with self._held_lock:
-            return study_id in self._held_studies
-
     def delivered(self, study_id: str) -> list[Item]:
         """The study's delivered instances (not its manifests), in name order."""
         return [i for i in self.items(State.SENT, study_id) if not i.is_manifest]
@@ -459,33 +449,6 @@ class Spool:
                 return
             self._known_dirs.discard((state, study_id))
         self._durable.sync(directory.parent)
-
-    # -- study records ------------------------------------------------------------------------
-
-    def write_record(self, study_id: str, record: dict[str, Any]) -> None:
-        """Replace a study's record durably (pseudonymous names and counts only)."""
-        data = json.dumps(record, sort_keys=True, separators=(",", ":")).encode("ascii")
-        self._durable.write(self.layout.record_path(study_id), [data])
-
-    def read_record(self, study_id: str) -> dict[str, Any]:
-        try:
-            loaded = json.loads(self.layout.record_path(study_id).read_bytes())
-        except FileNotFoundError:
-            return {}
-        except ValueError:
-            raise SpoolCorrupt(f"study record {study_id}: not JSON") from None
-        return loaded if isinstance(loaded, dict) else {}
-
-    def record_ids(self) -> list[str]:
-        """The studies that have a record."""
-        return self.layout.record_ids()
-
-    def record_path(self, study_id: str) -> Path:
-        """The record's file (its modification time: when it was last written)."""
-        return self.layout.record_path(study_id)
-
-    def drop_record(self, study_id: str) -> None:
-        self.layout.record_path(study_id).unlink(missing_ok=True)
 
     # -- reading ------------------------------------------------------------------------------
 

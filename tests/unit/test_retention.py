@@ -140,8 +140,8 @@ def test_nothing_young_is_erased_and_an_empty_sweep_counts_nothing(site: Bench) 
     site.sealed(a, "bb" * 16, State.SENT, age=HOUR - 60)
     site.sealed(a, "cc" * 16, State.DEAD, age=3 * HOUR - 60)
     site.quarantined(STUDY_A, age=2 * HOUR - 60)
-    site.spool.write_record(a, {"version": 1})
-    site.aged(site.spool.records / f"{a}.json", 10 * HOUR)
+    site.spool.records.write(a, {"version": 1})
+    site.aged(site.spool.records.path(a), 10 * HOUR)
     before = site.everything()
 
     assert site.sweep() == Counter()
@@ -285,8 +285,8 @@ def test_a_study_record_goes_once_nothing_of_the_study_is_left(site: Bench) -> N
     site.spool.discard(original)  # sealed: the scheduler removed it
     site.spool.prune(State.INCOMING, a)
     sent = site.sealed(a, "aa" * 16, State.SENT, age=HOUR - 60)
-    record = site.spool.records / f"{a}.json"
-    site.spool.write_record(a, {"version": 1})
+    record = site.spool.records.path(a)
+    site.spool.records.write(a, {"version": 1})
     site.aged(record, 2 * HOUR)
 
     assert site.sweep() == Counter()  # a sealed copy is still there
@@ -304,11 +304,11 @@ def test_a_study_record_goes_once_nothing_of_the_study_is_left(site: Bench) -> N
 
 
 def test_a_young_study_record_stays(site: Bench) -> None:
-    site.spool.write_record("ab" * 16, {"version": 1})
-    site.aged(site.spool.records / f"{'ab' * 16}.json", HOUR - 60)
+    site.spool.records.write("ab" * 16, {"version": 1})
+    site.aged(site.spool.records.path("ab" * 16), HOUR - 60)
 
     assert site.sweep() == Counter()
-    assert (site.spool.records / f"{'ab' * 16}.json").exists()
+    assert (site.spool.records.path("ab" * 16)).exists()
 
 
 def test_metrics_and_audit_trail_match_what_went_per_study(site: Bench) -> None:

@@ -242,15 +242,15 @@ def test_a_study_is_busy_while_an_instance_of_it_waits_in_incoming_or_the_outbox
 def test_a_held_study_stays_held_after_a_restart(tmp_path: Path) -> None:
     first = Spool.open(settings(tmp_path))
     study = first.store(received()).study_id
-    assert not first.study_held(study)
-    assert first.hold_study(study)
-    assert not first.hold_study(study)  # held already
-    assert first.study_held(study)
+    assert not first.records.held(study)
+    assert first.records.hold(study)
+    assert not first.records.hold(study)  # held already
+    assert first.records.held(study)
     first.close()
     again = Spool.open(settings(tmp_path))
     try:
-        assert again.study_held(study)
-        assert again.read_record(study)["mixed"] is True
+        assert again.records.held(study)
+        assert again.records.read(study)["mixed"] is True
     finally:
         again.close()
 
