@@ -4,8 +4,8 @@ Attempt n (0-based) has the step min(`ceiling`, base * 2**n) and waits a uniform
 between half the step and the whole step ("equal jitter": never less than half the step,
 never more than `ceiling`). A Retry-After from the server is honoured when it asks for longer
 (up to the hour: a server cannot park an instance for a day with one header). A rejected
-server certificate waits the ceiling every time. Past `give_up_after` seconds since the first
-attempt, the instance is dead-lettered.
+server certificate waits the ceiling every time. An item still failing `give_up_after` seconds
+after it was sealed is dead-lettered (`retries-exhausted`, the outbox: `pipeline.delivery`).
 """
 
 from __future__ import annotations
@@ -35,4 +35,6 @@ class Backoff:
         return wait
 
     def exhausted(self, first_attempt: float, now: float) -> bool:
+        """Whether an item first tried (for the outbox: sealed) at `first_attempt` has been
+        tried long enough."""
         return now - first_attempt >= self.give_up_after

@@ -114,6 +114,7 @@ class Outbox:
         *,
         connections: int,
         destination: str = "default",
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.spool = spool
         self.forwarder = forwarder
@@ -121,6 +122,7 @@ class Outbox:
         self.metrics = metrics
         self.gate = Gate(backoff)
         self.destination = destination
+        self._wall_clock = wall_clock  # against the sealed time in headers (`_expired`)
         metrics.forward_results.labels(destination=destination, result="done", reason="stored")
         metrics.forwarded_bytes.labels(destination=destination)
         metrics.forward_retries.labels(destination=destination)
@@ -225,7 +227,7 @@ class Outbox:
             sealed = datetime.fromisoformat(header.sealed_at).timestamp()
         except ValueError:
             return False
-        return time.time() - sealed >= self.backoff.give_up_after
+        return self.backoff.exhausted(sealed, self._wall_clock())
 
     def _hold(self, path: Path, header: OutgoingHeader | None, verdict: Verdict) -> None:
         reason = "conflict" if verdict.kind is Kind.CONFLICT else verdict.reason

@@ -1,9 +1,12 @@
 """A server having a bad day: 500, 503 with Retry-After, 429, a slow answer, a reset in the
-middle of the upload - the item is delivered once the server recovers, exactly once, and
-Retry-After is honoured; a permanent refusal is not retried (issue 6).
+middle of the upload - the daemon's outbox delivers the item once the server recovers, exactly
+once, and honours Retry-After; a permanent refusal is not retried; an item still failing
+`forward.retry_hours` after it was sealed is dead-lettered (`retries-exhausted`).
 
 The faulty server is real HTTP over real mutual TLS (the certificates `dicom-gateway keys`
-makes), scripted per request, in a thread of the test on 127.0.0.1.
+makes), scripted per request, in a thread of the test on 127.0.0.1; the outbox is the daemon's
+own (`pipeline.delivery.Outbox`) over a real spool, its wall clock injected where a test needs
+hours to pass.
 """
 
 from __future__ import annotations
@@ -16,19 +19,24 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from gateway.forward.backoff import Backoff
 from gateway.forward.classify import Kind
 from gateway.forward.client import Forwarder
-from gateway.forward.deliver import deliver
-from gateway.seal.envelope import Name, sealed
+from gateway.metrics import Metrics
+from gateway.pipeline.delivery import Answered, Outbox
+from gateway.seal.envelope import Name, seal
 from gateway.seal.keys import read_public
 from gateway.settings import Settings, load
+from gateway.spool import OutgoingHeader, Spool, State
 from tests.support import cli, receiver_config, write_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -110,19 +118,79 @@ def server(settings: Settings) -> Iterator[Scripted]:
     thread.join(timeout=10)
 
 
-def _forwarder(settings: Settings, server: Scripted) -> Forwarder:
-    url = f"https://127.0.0.1:{server.server_address[1]}"
-    return Forwarder(dataclasses.replace(settings.forward, url=url))
+@dataclasses.dataclass
+class Sending:
+    """An outbox over a real spool, sending one sealed item to the scripted server."""
+
+    outbox: Outbox
+    spool: Spool
+    path: Path
+    answered: list[Answered]
+    done: threading.Event
+
+    def wait(self, seconds: float) -> Answered:
+        assert self.done.wait(seconds), "the outbox did not finish with the item"
+        [answer] = self.answered
+        return answer
 
 
-def _item(settings: Settings) -> Any:
+@pytest.fixture
+def sending(
+    settings: Settings, server: Scripted, tmp_path: Path
+) -> Iterator[Callable[..., Sending]]:
+    made: list[Sending] = []
+
+    def make(
+        backoff: Backoff, *, sealed_ago: float = 0.0, wall: Callable[[], float] = time.time
+    ) -> Sending:
+        spool = Spool.open(dataclasses.replace(settings.spool, directory=tmp_path / "spool"))
+        url = f"https://127.0.0.1:{server.server_address[1]}"
+        forwarder = Forwarder(dataclasses.replace(settings.forward, url=url))
+        metrics = Metrics(CollectorRegistry())
+        outbox = Outbox(spool, forwarder, backoff, metrics, connections=1, wall_clock=wall)
+        answered: list[Answered] = []
+        done = threading.Event()
+
+        def answer(answered_now: Answered) -> None:
+            answered.append(answered_now)
+            done.set()
+
+        outbox.on_answered = answer
+        path = spool.write_sealed(*_item(settings, sealed_ago))
+        made.append(Sending(outbox, spool, path, answered, done))
+        outbox.put(path)
+        outbox.start()
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.outbox.stop(5.0)
+        one.spool.close()
+
+
+def _item(settings: Settings, sealed_ago: float) -> tuple[OutgoingHeader, bytes]:
     assert settings.forward.receiver_key is not None
     key = read_public(settings.forward.receiver_key)
-    return sealed(b"DICM" * 50_000, Name("instance", "UT", "2.25.1", "2.25.2"), key)
+    body = seal(b"DICM" * 50_000, Name("instance", "UT", "2.25.1", "2.25.2"), key)
+    sealed_at = (datetime.now(UTC) - timedelta(seconds=sealed_ago)).isoformat()
+    header = OutgoingHeader(
+        name="ab" * 16,
+        study_id="cd" * 16,
+        kind="instance",
+        site="UT",
+        study="2.25.1",
+        item="2.25.2",
+        key_id=key.key_id,
+        sha256="",
+        size=200_000,
+        received_at=sealed_at,
+        sealed_at=sealed_at,
+    )
+    return header, body
 
 
 def test_an_item_is_delivered_once_the_server_recovers(
-    settings: Settings, server: Scripted
+    server: Scripted, sending: Callable[..., Sending]
 ) -> None:
     server.script += [
         ("status", 500),
@@ -131,61 +199,51 @@ def test_an_item_is_delivered_once_the_server_recovers(
         ("slow",),
         ("reset",),
     ]
-    waits: list[float] = []
-    forwarder = _forwarder(settings, server)
-    try:
-        done = deliver(
-            forwarder,
-            _item(settings),
-            Backoff(base=0.01, ceiling=0.05, give_up_after=3600),
-            sleep=waits.append,
-        )
-    finally:
-        forwarder.close()
-    assert (done.verdict.kind, done.attempts, done.gave_up) == (Kind.DONE, 6, False)
+    started = time.monotonic()
+    one = sending(Backoff(base=0.01, ceiling=0.05, give_up_after=3600))
+    answer = one.wait(60)
+    elapsed = time.monotonic() - started
+    assert answer.verdict.kind is Kind.DONE
+    assert one.spool.item(answer.path).state is State.SENT
     assert server.seen == ["status-500", "status-503", "status-429", "slow", "reset", "ok"]
     assert len(server.stored) == 1  # delivered exactly once
-    assert waits[1] >= 2.0  # the 503's Retry-After, though the backoff alone says 0.05
-    assert max(waits[:1] + waits[2:]) <= 0.05
+    # the 503's Retry-After (2 s), though the backoff alone says at most 0.05 s per step;
+    # the slow answer costs its read timeout on top
+    assert elapsed >= 2.0 + READ_TIMEOUT
 
 
-def test_a_permanent_refusal_is_not_retried(settings: Settings, server: Scripted) -> None:
+def test_a_permanent_refusal_is_not_retried(
+    server: Scripted, sending: Callable[..., Sending]
+) -> None:
     server.script += [("status", 403)]
-    waits: list[float] = []
-    forwarder = _forwarder(settings, server)
-    try:
-        done = deliver(forwarder, _item(settings), Backoff(base=0.01), sleep=waits.append)
-    finally:
-        forwarder.close()
-    assert (done.verdict.kind, done.verdict.reason, done.attempts) == (
-        Kind.PERMANENT,
-        "http-403",
-        1,
-    )
-    assert waits == []
+    one = sending(Backoff(base=0.01))
+    answer = one.wait(30)
+    assert (answer.verdict.kind, answer.verdict.reason) == (Kind.PERMANENT, "http-403")
+    assert one.spool.item(answer.path).state is State.DEAD
+    assert one.spool.reason(answer.path)["reason"] == "http-403"
+    assert server.seen == ["status-403"]
     assert server.stored == {}
 
 
-def test_a_server_that_never_recovers_is_given_up_on(settings: Settings, server: Scripted) -> None:
+def test_a_server_that_never_recovers_is_given_up_on(
+    server: Scripted, sending: Callable[..., Sending]
+) -> None:
+    """The first failure starts the backoff; an item sealed more than `give_up_after` ago
+    (the injected wall clock says two hours passed) is then dead-lettered unsent."""
     server.script += [("status", 503)] * 50
-    clock = [0.0]
-
-    def wait(seconds: float) -> None:
-        clock[0] += seconds
-
-    forwarder = _forwarder(settings, server)
-    try:
-        done = deliver(
-            forwarder,
-            _item(settings),
-            Backoff(base=1.0, ceiling=10.0, give_up_after=60.0),
-            sleep=wait,
-            clock=lambda: clock[0],
-        )
-    finally:
-        forwarder.close()
-    assert done.gave_up
-    assert (done.verdict.kind, done.verdict.reason) == (Kind.PERMANENT, "http-503")
-    assert 60.0 <= clock[0] <= 80.0
-    assert 5 <= done.attempts <= 20
+    hours = [0.0]
+    one = sending(
+        Backoff(base=0.01, ceiling=0.05, give_up_after=3600),
+        wall=lambda: time.time() + hours[0],
+    )
+    deadline = time.monotonic() + 30
+    while not server.seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.seen  # it was tried (and failed) while young
+    hours[0] = 2 * 3600.0
+    answer = one.wait(30)
+    assert (answer.verdict.kind, answer.verdict.reason) == (Kind.PERMANENT, "retries-exhausted")
+    assert one.spool.item(answer.path).state is State.DEAD
+    assert one.spool.reason(answer.path)["reason"] == "retries-exhausted"
     assert server.stored == {}
+    assert set(server.seen) == {"status-503"}
