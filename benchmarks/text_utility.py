@@ -52,7 +52,7 @@ from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.multival import MultiValue  # noqa: E402
 
 from gateway.deidentify.engine import Engine  # noqa: E402
-from gateway.deidentify.failures import Unprocessable  # noqa: E402
+from gateway.errors import Unprocessable  # noqa: E402
 from gateway.settings import DeidentifySettings  # noqa: E402
 from gateway.vault.sqlite import SqliteVault  # noqa: E402
 from tests import dicom_builders  # noqa: E402

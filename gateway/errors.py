@@ -1,8 +1,23 @@
-"""The gateway's exception tree.
+"""The gateway's exception tree: every error it raises on purpose is a `GatewayError`.
+
+    GatewayError
+    ├── ConfigError          the configuration cannot be used (every problem, key and file)
+    │   (RuleError, VocabularyError: a site's pixel-rule script or word file, as ValueError too)
+    ├── KeyFileError         a key file is missing, unreadable, malformed or too open
+    ├── ModelError           a text-detector model file is missing or not the tested one
+    ├── SpoolError           the spool cannot take or give back an instance
+    │   ├── SpoolFull, SpoolLocked, SpoolCorrupt
+    ├── TlsSetupError, ListenError, VaultError, NetworkError
+    ├── SealError            a sealed body does not open under its name
+    ├── UnreadableDataset    a received data set cannot be walked to its Study Instance UID
+    └── Unprocessable        an instance cannot be de-identified safely: a reason code
+        └── Undecodable      (pixels/frames.py) its pixel data cannot be decoded
 
 Every message here is written for an operator and must never carry PHI: no patient data, no
 UIDs and no AE titles read from the wire. Configured names and file paths chosen by the site are
-fine.
+fine. Not in the tree on purpose: `PduTooLarge` (ingest/transport.py) is an OSError, so the
+socket layer treats it as the broken connection it ends in; the reference receiver's
+`Refused` is an HTTP answer, not an error of the gateway.
 """
 
 
@@ -52,3 +67,36 @@ class VaultError(GatewayError):
 
 class NetworkError(GatewayError):
     """A DICOM peer could not be reached or refused the association (SCU side)."""
+
+
+class RuleError(GatewayError, ValueError):
+    """A pixel-rule script that cannot be read, as `file:line:column: what` (scripts hold no
+    PHI)."""
+
+    def __init__(self, name: str, line: int, column: int, message: str) -> None:
+        super().__init__(f"{name}:{line}:{column}: {message}")
+        self.name, self.line, self.column, self.message = name, line, column, message
+
+
+class VocabularyError(GatewayError, ValueError):
+    """A site word file that cannot be used; the message names the line (it holds no PHI)."""
+
+
+class ModelError(GatewayError):
+    """A model file is missing, altered or not loadable; the message names the file."""
+
+
+class SealError(GatewayError):
+    """A body does not open under the name it came with (wrong key, name or bytes)."""
+
+
+class UnreadableDataset(GatewayError):
+    """The data set could not be walked as far as Study Instance UID."""
+
+
+class Unprocessable(GatewayError):
+    """The instance cannot be de-identified safely; `reason` is a fixed code, never data."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -17,10 +17,10 @@ import secrets
 from dataclasses import dataclass, field
 
 from gateway.deidentify.engine import Deidentified, Engine, Replacement
-from gateway.deidentify.failures import Unprocessable
 from gateway.deidentify.pixels.stage import PixelOutcome, PixelStage
 from gateway.deidentify.policy import Policy
 from gateway.deidentify.uids import PseudonymStore
+from gateway.errors import Unprocessable
 from gateway.fate import Fate
 from gateway.release import PixelEvidence, ReleaseCheck
 from gateway.settings import DeidentifySettings, PolicySettings, Settings

@@ -60,7 +60,7 @@ from pydicom.uid import (
 from gateway.deidentify import dates
 from gateway.deidentify.descriptors import Identifiers
 from gateway.deidentify.encode import Encoder, Encodings, Item, Out, Seq
-from gateway.deidentify.failures import Unprocessable, guard
+from gateway.deidentify.failures import guard
 from gateway.deidentify.iod import EMPTY, OPTIONAL, Kind, Node, Requirements
 from gateway.deidentify.pixels.frames import native_length
 from gateway.deidentify.policy import Facts
@@ -69,6 +69,7 @@ from gateway.deidentify.profile import Action, Profile
 from gateway.deidentify.pseudonyms import Pseudonyms, patient_key
 from gateway.deidentify.uids import PseudonymStore, UidMapper
 from gateway.deidentify.words import CODE_ATTRIBUTES, Cleaner, Vocabulary
+from gateway.errors import Unprocessable
 from gateway.part10 import part10_head
 from gateway.settings import DeidentifySettings
 

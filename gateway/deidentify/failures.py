@@ -13,15 +13,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from gateway.errors import VaultError
-
-
-class Unprocessable(Exception):
-    """The instance cannot be de-identified safely; `reason` is a fixed code, never data."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+from gateway.errors import Unprocessable, VaultError
 
 
 @contextmanager

@@ -49,6 +49,7 @@ from anyascii import anyascii
 from pydicom.datadict import tag_for_keyword
 
 from gateway.deidentify.profile import keep_cleaned_problems
+from gateway.errors import VocabularyError
 from gateway.settings import Settings
 
 #: The packaged vocabulary (read as data; the release check reads the same files by path).
@@ -111,10 +112,6 @@ def _folded_pieces(piece: str) -> list[str]:
         else:
             out += re.findall(r"[a-z]+|[0-9]+", fold(run))
     return out
-
-
-class VocabularyError(ValueError):
-    """A site word file that cannot be used; the message names the line (it holds no PHI)."""
 
 
 @dataclass(frozen=True)

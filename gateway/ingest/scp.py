@@ -25,7 +25,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 
-from gateway.errors import SpoolError, SpoolFull, TlsSetupError
+from gateway.errors import SpoolError, SpoolFull, TlsSetupError, UnreadableDataset
 from gateway.ingest.admission import AdmissionControl, AuditHook, Session
 from gateway.ingest.contexts import supported_contexts, verification_sop_class
 from gateway.ingest.pump import Ended, Limits, Pump, StoreRequest
@@ -97,10 +97,6 @@ class ViewReader(io.RawIOBase):
 
     def tell(self) -> int:
         return self._pos
-
-
-class UnreadableDataset(Exception):
-    """The data set could not be walked as far as Study Instance UID."""
 
 
 def read_study_uid(stream: BinaryIO, transfer_syntax: UID) -> str | None:

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from gateway.errors import SealError
 from gateway.logs import get_logger
 from gateway.receiver.store import Store, Stored
 from gateway.seal.envelope import (
@@ -33,7 +34,6 @@ from gateway.seal.envelope import (
     SITE_HEADER,
     VERSION_HEADER,
     Name,
-    SealError,
     open_sealed,
 )
 from gateway.seal.keys import PrivateKey

@@ -20,6 +20,7 @@ from typing import Literal
 
 from cryptography.exceptions import InvalidTag
 
+from gateway.errors import SealError
 from gateway.seal.keys import PrivateKey, PublicKey, suite
 
 PROTOCOL = "dicom-gateway/1"
@@ -30,10 +31,6 @@ SITE_HEADER = "Dicom-Gateway-Site"
 KEY_ID_HEADER = "Dicom-Gateway-Key-Id"
 VERSION_HEADER = "Dicom-Gateway-Manifest-Version"
 _FIELD = re.compile(r"[0-9A-Za-z.\-]{1,64}")
-
-
-class SealError(Exception):
-    """A body does not open under the name it came with (wrong key, name or bytes)."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from gateway.deidentify.pixels.ctp import Region, RuleError, parse_script, regions_for
+from gateway.deidentify.pixels.ctp import Region, parse_script, regions_for
+from gateway.errors import RuleError
 from tests.support import shared_dir
 
 CTP = shared_dir() / "reference" / "pixel-rules" / "ctp"

@@ -13,8 +13,9 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
+from gateway.errors import UnreadableDataset
 from gateway.ingest.contexts import NEVER_ACCEPTED, TRANSFER_SYNTAXES, supported_contexts
-from gateway.ingest.scp import UnreadableDataset, read_study_uid
+from gateway.ingest.scp import read_study_uid
 from gateway.part10 import part10_head
 from tests.support import dataset_bytes
 

@@ -35,13 +35,13 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from gateway.deidentify.failures import Unprocessable
 from gateway.deidentify.pixels.containers import (
     Cleaned,
     Geometry,
     clean_frame,
     supported_syntaxes,
 )
+from gateway.errors import Unprocessable
 from tests.support import dcmtk
 
 NAME, PATIENT_ID, BIRTH_DATE = b"Qxzorblatt^Jan", b"QX-40917263", b"19670412"

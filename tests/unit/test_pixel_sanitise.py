@@ -17,8 +17,8 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.utils import iter_pixels
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 
-from gateway.deidentify.failures import Unprocessable
 from gateway.deidentify.pixels.sanitise import sanitise
+from gateway.errors import Unprocessable
 from gateway.settings import PixelSettings
 from gateway.vault.sqlite import SqliteVault
 from gateway.worker import Outcome

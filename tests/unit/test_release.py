@@ -22,8 +22,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
 from gateway.deidentify.engine import Engine
-from gateway.deidentify.failures import Unprocessable
 from gateway.deidentify.policy import Policy
+from gateway.errors import Unprocessable
 from gateway.release import REASONS, Finding, PixelEvidence, ReleaseCheck
 from gateway.settings import DeidentifySettings, PolicySettings
 from gateway.vault.sqlite import SqliteVault

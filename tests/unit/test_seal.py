@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import KeyFileError
-from gateway.seal.envelope import Name, SealError, open_sealed, seal
+from gateway.errors import KeyFileError, SealError
+from gateway.seal.envelope import Name, open_sealed, seal
 from gateway.seal.keys import SuiteName, read_private, read_public, write_pair
 
 STUDY, INSTANCE = "2.25.1234", "2.25.5678"

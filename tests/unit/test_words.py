@@ -16,7 +16,8 @@ from anyascii import anyascii
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.deidentify.words import Cleaner, Vocabulary, VocabularyError
+from gateway.deidentify.words import Cleaner, Vocabulary
+from gateway.errors import VocabularyError
 from gateway.release.words import Lexicon
 
 

@@ -44,7 +44,8 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import get_encoder
 from pydicom.uid import RLELossless
 
-from gateway.deidentify.failures import Unprocessable, guard
+from gateway.deidentify.failures import guard
+from gateway.errors import Unprocessable
 
 JPEG_SYNTAXES = frozenset(
     {

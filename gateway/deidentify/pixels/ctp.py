@@ -48,6 +48,8 @@ from pydicom.datadict import keyword_dict
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from gateway.errors import RuleError
+
 _SPACE = " \t\n\f\v"  # Java's Character.isWhitespace in ASCII; \r is gone (line ends unified)
 _TOKEN = re.compile(
     r"(?P<tag>\[[0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\])|(?P<word>[A-Za-z][A-Za-z0-9]*)|(?P<op>[!*+().])"
@@ -65,14 +67,6 @@ _HINTS = {
     "I": "a letter I for a one?",
     "-": "rectangles lie inside the image: no negative numbers",
 }
-
-
-class RuleError(ValueError):
-    """A script that cannot be read, as `file:line:column: what` (scripts hold no PHI)."""
-
-    def __init__(self, name: str, line: int, column: int, message: str) -> None:
-        super().__init__(f"{name}:{line}:{column}: {message}")
-        self.name, self.line, self.column, self.message = name, line, column, message
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.utils import iter_pixels
 from pydicom.uid import UID
 
-from gateway.deidentify.failures import Unprocessable, guard
+from gateway.deidentify.failures import guard
+from gateway.errors import Unprocessable
 
 PIXEL_DATA = 0x7FE00010
 #: Pixel Data, Float Pixel Data, Double Float Pixel Data: whichever an image has

@@ -12,7 +12,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.deidentify.pixels.ocr import DetectorOptions, ModelError, OnnxText, check_model
+from gateway.deidentify.pixels.ocr import DetectorOptions, OnnxText, check_model
+from gateway.errors import ModelError
 
 __all__ = ["ModelError", "load_finder"]
 

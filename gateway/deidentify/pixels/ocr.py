@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from gateway.deidentify.pixels.ctp import Region
+from gateway.errors import ModelError
 
 _MAX_CANDIDATES = 1000
 _REC_HEIGHT = 48  # the recognition model's input height
@@ -46,10 +47,6 @@ class DetectorOptions:
     #: 0.5 (used with PP-OCRv5) misses a line of 7-pixel text in the shared ground truth
     box_thresh: float = 0.4
     unclip_ratio: float = 2.0
-
-
-class ModelError(Exception):
-    """A model file is missing, altered or not loadable; the message names the file."""
 
 
 def check_model(path: Path, sha256: str) -> bytes:

@@ -38,9 +38,10 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from gateway.deidentify.failures import Unprocessable, guard
+from gateway.deidentify.failures import guard
 from gateway.deidentify.pixels.containers import clean_j2k
 from gateway.deidentify.pixels.frames import PIXEL_DATA
+from gateway.errors import Unprocessable
 
 _UNDEFINED = 0xFFFFFFFF
 _REENCODABLE = {RLELossless, JPEG2000Lossless}

@@ -32,9 +32,10 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
-from gateway.deidentify.failures import Unprocessable, guard
+from gateway.deidentify.failures import guard
 from gateway.deidentify.pixels.containers import Geometry, clean_frame
 from gateway.deidentify.pixels.frames import PIXEL_DATA, frame_count, native_length
+from gateway.errors import Unprocessable
 
 FLOAT_PIXEL_DATA, DOUBLE_PIXEL_DATA = 0x7FE00008, 0x7FE00009
 _FLOAT_BYTES = {FLOAT_PIXEL_DATA: 4, DOUBLE_PIXEL_DATA: 8}

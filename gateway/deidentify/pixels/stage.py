@@ -32,8 +32,8 @@ import numpy as np
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 
-from gateway.deidentify.failures import Unprocessable, guard
-from gateway.deidentify.pixels.ctp import Region, Rule, RuleError, parse_script, regions_for
+from gateway.deidentify.failures import guard
+from gateway.deidentify.pixels.ctp import Region, Rule, parse_script, regions_for
 from gateway.deidentify.pixels.frames import PIXEL_DATA, iter_frames
 from gateway.deidentify.pixels.models import ModelError, load_finder
 from gateway.deidentify.pixels.reencode import Rewriter
@@ -41,7 +41,7 @@ from gateway.deidentify.pixels.regions import black, mask, mask_outside, ultraso
 from gateway.deidentify.pixels.render import TURNED_VIEW, Renderer, parts
 from gateway.deidentify.pixels.sanitise import check_layout, sanitise
 from gateway.deidentify.pixels.screening import check_reason
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, RuleError, Unprocessable
 from gateway.settings import PixelSettings, Settings
 
 BURNED_IN_ANNOTATION = 0x00280301
