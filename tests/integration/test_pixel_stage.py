@@ -491,6 +491,33 @@ def test_implicit_vr_native_images_stay_implicit(vault: SqliteVault) -> None:
     assert result.pixel_array[10:35, 20:200].max() == 0
 
 
+def test_a_masked_image_is_decoded_once_unless_its_frames_are_too_many(
+    vault: SqliteVault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The masking pass reuses the frames the check decoded; a cine whose decoded frames
+    exceed the stage's budget is decoded again frame by frame (memory stays bounded), with
+    the same result."""
+    decodes: list[int] = []
+
+    def counted(ds: Dataset) -> Iterator[np.ndarray]:
+        decodes.append(1)
+        yield from iter_frames(ds)
+
+    monkeypatch.setattr("gateway.deidentify.pixels.stage.iter_frames", counted)
+    data = part10(_text_image(frames=6))
+    once = worker(vault).process(data)
+    assert once.result is not None
+    assert once.pixels is not None
+    assert once.pixels.masked
+    assert len(decodes) == 1
+    decodes.clear()
+    monkeypatch.setattr("gateway.deidentify.pixels.stage._DECODED_BYTES", 256 * 320 * 2)
+    twice = worker(vault).process(data)
+    assert len(decodes) == 2
+    assert twice.result is not None
+    assert np.array_equal(_frames(twice.result.data), _frames(once.result.data))
+
+
 def test_one_bit_frames_are_masked_and_packed_again_bit_for_bit(vault: SqliteVault) -> None:
     """A binary segmentation's frames (Bits Allocated 1) are masked like any other: packed
     again across frames that end mid-byte (13 x 11 pixels: 143 bits a frame), every pixel

@@ -60,6 +60,9 @@ _READ_WHOLE_EVERY = 30
 _SERIES_KEPT = 4
 _SERIES_FRAME_BYTES = 8 << 20
 _READINGS_KEPT = 512
+#: An image whose decoded frames fit in this is decoded once: the masking pass reuses the
+#: frames the check decoded; a larger one (a long cine) is decoded again, one frame at a time.
+_DECODED_BYTES = 32 << 20
 _MARKER_ASPECT = 2.0  # boxes wider than this many heights hold more than a marker (LAT)
 _SQUAT = 1.5  # boxes narrower than this many heights hold a character or two at most
 #: Burned-in annotation lines are at most this tall (pixels, or share of the shorter side of
@@ -206,7 +209,8 @@ class PixelStage:
             fixed += [("outside-ultrasound-regions", r) for r in keep]
         else:
             keep = None
-        detected = list(self._detect(ds, keep, deadline))
+        decoded: list[np.ndarray] = []
+        detected = list(self._detect(ds, keep, deadline, decoded))
         masked = _summarise(fixed, detected)
         counts = {
             "frames_checked": len(detected),
@@ -222,7 +226,7 @@ class PixelStage:
         rewriter = Rewriter(ds, transfer_syntax)
         rules = [r for source, r in fixed if source == "rule"]
         value: int | float | None = None
-        for index, frame in enumerate(iter_frames(ds)):
+        for index, frame in enumerate(decoded or iter_frames(ds)):
             if time.monotonic() > deadline:
                 raise Unprocessable("pixel-check-timeout")
             frame = frame if frame.flags.writeable else frame.copy()
@@ -239,10 +243,17 @@ class PixelStage:
         )
 
     def _detect(
-        self, ds: Dataset, keep: list[Region] | None, deadline: float
+        self,
+        ds: Dataset,
+        keep: list[Region] | None,
+        deadline: float,
+        decoded: list[np.ndarray] | None = None,
     ) -> Iterator[list[Region]]:
         """Per frame: the text boxes to mask (margin added), reading only what changed since
-        the previous frame - of this image, or the last one read of its series."""
+        the previous frame - of this image, or the last one read of its series. The frames
+        are kept in `decoded` (if given) for the masking pass while they fit in
+        `_DECODED_BYTES` (a cine that does not is decoded again, frame by frame: `decoded` is
+        left empty)."""
         renderer = Renderer(ds)
         series = _series_key(ds, keep)
         seen = self._series.pop(series, None) if series is not None else None
@@ -250,9 +261,15 @@ class PixelStage:
         boxes = seen.boxes if seen is not None else []
         readings: Readings = seen.readings if seen is not None else {}
         index = seen.frames if seen is not None else 0
+        kept = 0
         for frame in iter_frames(ds):
             if time.monotonic() > deadline:
                 raise Unprocessable("pixel-check-timeout")
+            kept += frame.nbytes
+            if decoded is not None and kept <= _DECODED_BYTES:
+                decoded.append(frame)
+            elif decoded:
+                decoded.clear()
             fresh = index % _READ_WHOLE_EVERY == 0
             window = _changed(None if fresh else previous, frame)
             if window is not None:
