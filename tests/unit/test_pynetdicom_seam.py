@@ -1,0 +1,224 @@
+"""The pynetdicom seam: each internal it relies on is there on the installed pynetdicom, a
+missing or changed one is named at start, and the hand-off works on a real association.
+
+The "changed" cases break pynetdicom itself for one test (monkeypatch, undone afterwards): that
+is what an upgrade would do, and the check must name exactly what went.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pynetdicom
+import pytest
+from pynetdicom import AE, _config, evt, fsm
+from pynetdicom.acse import ACSE
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.events import Event
+from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import (
+    AssociationServer,
+    AssociationSocket,
+    RequestHandler,
+    ThreadedAssociationServer,
+)
+
+from gateway.ingest import pynetdicom_seam as seam
+
+Breaker = Callable[[pytest.MonkeyPatch], None]
+
+
+def _wrap_init(cls: type, after: Callable[[Any], None]) -> Breaker:
+    """Break an instance attribute: run the real __init__, then `after` on the instance."""
+
+    def breaker(monkeypatch: pytest.MonkeyPatch) -> None:
+        original = cls.__init__  # type: ignore[misc]
+
+        def init(self: Any, *args: Any, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)
+            after(self)
+
+        monkeypatch.setattr(cls, "__init__", init)
+
+    return breaker
+
+
+def _rename(name: str) -> Callable[[Any], None]:
+    def after(obj: Any) -> None:
+        setattr(obj, f"_{name}", getattr(obj, name))
+        delattr(obj, name)
+
+    return after
+
+
+def _recv_with_timeout(self: Any, nr_bytes: int, timeout: float) -> bytearray:
+    return bytearray()
+
+
+def _send_reject_v2(self: Any, reason: int) -> None:
+    return None
+
+
+# One way an upgrade could break each internal; keyed like `seam.INTERNALS`.
+BREAKERS: dict[str, Breaker] = {
+    "pynetdicom._config.LOG_REQUEST_IDENTIFIERS": lambda mp: mp.delattr(
+        _config, "LOG_REQUEST_IDENTIFIERS"
+    ),
+    "pynetdicom._config.LOG_RESPONSE_IDENTIFIERS": lambda mp: mp.delattr(
+        _config, "LOG_RESPONSE_IDENTIFIERS"
+    ),
+    "pynetdicom.fsm.TRANSITION_TABLE states": lambda mp: mp.setattr(
+        fsm, "TRANSITION_TABLE", {("Evt1", "Idle"): "AE-1"}
+    ),
+    "DULServiceProvider.state_machine.current_state": _wrap_init(
+        fsm.StateMachine, _rename("current_state")
+    ),
+    "Association.dul": lambda mp: mp.delattr(DULServiceProvider, "kill_dul"),
+    "DULServiceProvider.socket": _wrap_init(DULServiceProvider, _rename("socket")),
+    "AssociationSocket.socket": _wrap_init(AssociationSocket, _rename("socket")),
+    "AssociationSocket.ready": lambda mp: mp.setattr(AssociationSocket, "ready", lambda _: False),
+    "AssociationSocket.recv": lambda mp: mp.setattr(AssociationSocket, "recv", _recv_with_timeout),
+    "AssociationSocket (no __slots__)": lambda mp: mp.setattr(
+        AssociationSocket, "__slots__", ("socket",), raising=False
+    ),
+    "RequestHandler._create_association": lambda mp: mp.delattr(
+        RequestHandler, "_create_association"
+    ),
+    "Association.is_established / is_released / is_aborted / is_rejected": lambda mp: mp.setattr(
+        Association, "is_released", property(lambda _: False), raising=False
+    ),
+    "Association.kill": lambda mp: mp.setattr(Association, "kill", lambda _, block: None),
+    "ACSE.send_reject": lambda mp: mp.setattr(ACSE, "send_reject", _send_reject_v2),
+    "ThreadedAssociationServer.serve_forever": lambda mp: mp.setattr(
+        AssociationServer, "serve_forever", lambda _, poll_interval=0.5: None
+    ),
+}
+
+NAMES = [internal.name for internal in seam.INTERNALS]
+
+
+def test_every_internal_has_a_breaking_case() -> None:
+    assert sorted(BREAKERS) == sorted(NAMES)
+
+
+def test_the_installed_pynetdicom_is_one_the_seam_was_checked_against() -> None:
+    """Upgrading pynetdicom fails here first: read the seam against the new version, run
+    these tests, then add it to CHECKED_WITH."""
+    version = seam.check_pynetdicom()
+    assert version == pynetdicom.__version__
+    assert version in seam.CHECKED_WITH, (
+        f"pynetdicom {version} is not among the versions gateway/ingest/pynetdicom_seam.py "
+        f"was checked against ({', '.join(seam.CHECKED_WITH)})"
+    )
+
+
+@pytest.mark.parametrize("internal", seam.INTERNALS, ids=NAMES)
+def test_internal_holds_on_the_installed_pynetdicom(internal: seam.Internal) -> None:
+    assert internal.holds()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_changed_internal_is_named_at_start(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    BREAKERS[name](monkeypatch)
+    with pytest.raises(seam.IncompatiblePynetdicom) as raised:
+        seam.check_pynetdicom()
+    message = str(raised.value)
+    assert name in message
+    assert f"pynetdicom {pynetdicom.__version__} is installed" in message
+    assert "3.0.4" in message
+
+
+# -- the hand-off on a real association (loopback, in-process) ---------------------------------
+
+
+class _CountingSocket(seam.ReaderSocket):
+    """Records how pynetdicom's reader asks for bytes."""
+
+    sizes: list[int]
+
+    def read(self, nr_bytes: int) -> bytearray:
+        self.sizes.append(nr_bytes)
+        return AssociationSocket.recv(self, nr_bytes)
+
+
+class _Handler(seam.AcceptorHandler):
+    server: _Server
+
+    def association_created(self, assoc: Association) -> None:
+        sock = seam.adopt_socket(assoc, _CountingSocket)
+        sock.sizes = []
+        self.server.sockets.append(sock)
+
+
+class _Server(ThreadedAssociationServer):
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.sockets: list[_CountingSocket] = []
+        kwargs["request_handler"] = _Handler
+        super().__init__(*args, **kwargs)
+
+
+_RELEASE_RQ = bytes((0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0))
+_RELEASE_RP = bytes((0x06, 0, 0, 0, 0, 4, 0, 0, 0, 0))
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n and (chunk := sock.recv(n - len(data))):
+        data += chunk
+    return data
+
+
+def _serve_release_only(event: Event, seen: dict[str, Any]) -> None:
+    """EVT_ESTABLISHED: take the data phase, answer the peer's A-RELEASE-RQ, hand back."""
+    assoc = event.assoc
+    sock = seam.take_over_data_phase(assoc)
+    seen["socket"] = sock is not None
+    seen["reader_alive"] = assoc.dul.is_alive()
+    seen["thread"] = threading.current_thread() is assoc
+    if sock is None:
+        return
+    sock.settimeout(5)
+    seen["pdu"] = _read_exactly(sock, len(_RELEASE_RQ))
+    sock.sendall(_RELEASE_RP)
+    seam.hand_back_ended(assoc, released=True)
+
+
+def test_hand_off_on_a_real_association() -> None:
+    seen: dict[str, Any] = {}
+    scp = AE()
+    server = scp.make_server(
+        ("127.0.0.1", 0),
+        contexts=[build_context(Verification)],
+        evt_handlers=[(evt.EVT_ESTABLISHED, _serve_release_only, [seen])],
+        server_class=_Server,
+    )
+    assert isinstance(server, _Server)
+    accept = threading.Thread(target=server.serve_forever, daemon=True)
+    accept.start()
+    try:
+        scu = AE()
+        scu.add_requested_context(Verification)
+        assoc = scu.associate("127.0.0.1", server.server_address[1])
+        assert assoc.is_established
+        assoc.release()
+        assert assoc.is_released
+        deadline = time.monotonic() + 5
+        while server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.active_associations == []
+    finally:
+        seam.stop_accepting(server)
+        accept.join(5)
+    assert not accept.is_alive()
+    assert seen == {"socket": True, "reader_alive": False, "thread": True, "pdu": _RELEASE_RQ}
+    [sock] = server.sockets
+    assert len(sock.sizes) == 2  # before the data phase: the A-ASSOCIATE-RQ only
+    assert sock.sizes[0] == 6  # its header first, then its body in one call
