@@ -23,6 +23,7 @@ from typing import Any
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 
+from gateway.ingest.pynetdicom_seam import reject
 from gateway.ingest.status import AssociateReject
 from gateway.logs import get_logger
 from gateway.metrics import Metrics, Refusal
@@ -105,9 +106,7 @@ class AdmissionControl:
             self._admit_or_reject(assoc)
         except Exception as exc:  # noqa: BLE001 - fail closed, whatever went wrong
             log.error("admission.error", error=exc.__class__.__name__)
-            if not assoc.is_rejected:
-                assoc.acse.send_reject(*AssociateReject.NO_REASON_GIVEN.value)
-            assoc.kill()
+            reject(assoc, *AssociateReject.NO_REASON_GIVEN.value)
 
     def _admit_or_reject(self, assoc: Association) -> None:
         address = str(assoc.requestor.address)
@@ -117,10 +116,9 @@ class AdmissionControl:
             log.info("association.admitted", peer=decision.peer.name, peer_address=address)
             self.audit("association.accepted", peer=decision.peer.name)
             return
-        reason, reject, peer = decision
+        reason, rejection, peer = decision
         self.refuse(reason, address, **({"peer": peer.name} if peer else {}))
-        assoc.acse.send_reject(*reject.value)
-        assoc.kill()
+        reject(assoc, *rejection.value)
 
     def _decide(
         self, assoc: Association, address: str

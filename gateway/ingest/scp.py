@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
-import socketserver
 import ssl
 import struct
 import threading
@@ -21,14 +20,21 @@ from typing import Any, BinaryIO, cast
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
-from pynetdicom import AE, _config, evt
-from pynetdicom.association import Association
+from pynetdicom import AE, evt
 from pynetdicom.events import Event
 
 from gateway.errors import SpoolError, SpoolFull, TlsSetupError, UnreadableDataset
 from gateway.ingest.admission import AdmissionControl, AuditHook, Session
 from gateway.ingest.contexts import supported_contexts, verification_sop_class
 from gateway.ingest.pump import Ended, Limits, Pump, StoreRequest
+from gateway.ingest.pynetdicom_seam import (
+    check_pynetdicom,
+    hand_back_ended,
+    silence_identifier_logging,
+    stop_accepting,
+    take_over_data_phase,
+    transport_socket,
+)
 from gateway.ingest.status import StoreStatus
 from gateway.ingest.transport import GatewayServer
 from gateway.logs import get_logger
@@ -153,20 +159,6 @@ _REJECTION_STATUS = {
 }
 
 
-def _stop_reader(assoc: Association, wait: float = 5.0) -> bool:
-    """Stop pynetdicom's reader thread once our A-ASSOCIATE-AC is out (state Sta6), so that
-    the data phase alone touches the socket. False if the association ended meanwhile."""
-    dul = assoc.dul
-    deadline = time.monotonic() + wait
-    while dul.state_machine.current_state != "Sta6":
-        if dul.state_machine.current_state == "Sta1" or time.monotonic() > deadline:
-            return False
-        time.sleep(0.0005)
-    dul.kill_dul()
-    dul.join(wait)
-    return not dul.is_alive()
-
-
 class IngestService:
     """Builds the pynetdicom AE once; `start()` listens, `stop()` drains."""
 
@@ -177,9 +169,8 @@ class IngestService:
         metrics: Metrics,
         audit: AuditHook | None = None,
     ) -> None:
-        # pynetdicom would otherwise log patient identifiers from C-FIND/C-MOVE style requests.
-        _config.LOG_REQUEST_IDENTIFIERS = False
-        _config.LOG_RESPONSE_IDENTIFIERS = False
+        check_pynetdicom()  # an incompatible upgrade fails here, naming what changed
+        silence_identifier_logging()
         self.settings = settings
         self.spool = spool
         self.metrics = metrics
@@ -236,14 +227,13 @@ class IngestService:
         """
         if self.server is None:
             return 0
-        socketserver.BaseServer.shutdown(self.server)
-        self.server.server_close()
+        stop_accepting(self.server)
         deadline = time.monotonic() + self.settings.drain_seconds
         while self.server.active_associations and time.monotonic() < deadline:
             time.sleep(0.05)
         remaining = self.server.active_associations
         for assoc in remaining:
-            sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+            sock = transport_socket(assoc)
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
@@ -255,8 +245,8 @@ class IngestService:
         """EVT_ESTABLISHED: run the association's data phase here, on its own thread."""
         assoc = event.assoc
         session = self.admission.session(assoc)
-        sock = assoc.dul.socket
-        if session is None or sock is None or sock.socket is None or not _stop_reader(assoc):
+        sock = take_over_data_phase(assoc) if session is not None else None
+        if session is None or sock is None:
             return  # not ours to serve: pynetdicom's reactor answers nothing and ends it
         contexts = {int(cx.context_id or 0): cx for cx in assoc.accepted_contexts}
         limits = Limits(
@@ -270,7 +260,7 @@ class IngestService:
             return self._on_store(request, str(cx.abstract_syntax), cx.transfer_syntax[0], session)
 
         pump = Pump(
-            sock.socket,
+            sock,
             {cid: str(cx.abstract_syntax) for cid, cx in contexts.items()},
             limits,
             store,
@@ -282,12 +272,7 @@ class IngestService:
         try:
             how = pump.run()
         finally:
-            # Hand the association back to pynetdicom as ended, so its thread winds down.
-            assoc.is_established = False
-            assoc.is_released = how is Ended.RELEASED
-            assoc.is_aborted = how is not Ended.RELEASED
-            assoc.dul.state_machine.current_state = "Sta1"
-            assoc.kill()
+            hand_back_ended(assoc, released=how is Ended.RELEASED)
             self.admission.finish(assoc, str(how))
 
     def _on_store(

@@ -11,6 +11,9 @@
    connection's own thread with a timeout.
 3. Idle connections: `GatewayServer.verify_request` bounds connections that have not associated.
 4. Reads: one `recv_into` per PDU body instead of pynetdicom's 4 KiB loop.
+
+What this relies on inside pynetdicom (how its reader calls the socket, re-classing the socket
+it made, the hook after it creates an association) lives in `ingest.pynetdicom_seam`.
 """
 
 from __future__ import annotations
@@ -19,35 +22,32 @@ import contextlib
 import socket
 import ssl
 import sys
-import typing
 from typing import Any
 
 from pynetdicom.association import Association
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.ingest.admission import AdmissionControl
 from gateway.ingest.pump import ABORT_INVALID_PARAMETER
+from gateway.ingest.pynetdicom_seam import AcceptorHandler, ReaderSocket, adopt_socket
 from gateway.logs import get_logger
 from gateway.metrics import Refusal
 from gateway.settings import PRE_ASSOCIATION_MAX_PDU
 
 log = get_logger("gateway.ingest")
 
-# PS3.8 9.2: states of an established association (data transfer and release).
-_ESTABLISHED_STATES = frozenset({f"Sta{n}" for n in range(6, 13)})
-
 
 class PduTooLarge(OSError):
     """Raised into pynetdicom's reader, which treats it as the transport closing."""
 
 
-class GuardedSocket(AssociationSocket):
+class GuardedSocket(ReaderSocket):
     """An AssociationSocket that refuses oversized PDUs before reading their bodies.
 
     pynetdicom's reader asks for the 6-byte PDU header, then for as many bytes as the header's
     length field says. It reads only until the association is established (then the data
-    phase owns the socket), so any read over 64 KiB is refused before a byte of it is read or
-    a buffer for it is allocated.
+    phase owns the socket, see `ReaderSocket.ready`), so any read over 64 KiB is refused
+    before a byte of it is read or a buffer for it is allocated.
     """
 
     admission: AdmissionControl
@@ -55,18 +55,7 @@ class GuardedSocket(AssociationSocket):
     def guard(self, admission: AdmissionControl) -> None:
         self.admission = admission
 
-    @property
-    def ready(self) -> bool:
-        """Once established, the association's data phase (ingest.pump) owns the socket:
-        pynetdicom's reader thread must not take bytes from under it."""
-        if self._established():
-            return False
-        return bool(super().ready)
-
-    def _established(self) -> bool:
-        return self.assoc.dul.state_machine.current_state in _ESTABLISHED_STATES
-
-    def recv(self, nr_bytes: int) -> bytearray:
+    def read(self, nr_bytes: int) -> bytearray:
         if nr_bytes > PRE_ASSOCIATION_MAX_PDU:
             self._abort(nr_bytes, PRE_ASSOCIATION_MAX_PDU)
         return self._recv_exactly(nr_bytes, self.admission.settings.association_request_timeout)
@@ -96,7 +85,7 @@ class GuardedSocket(AssociationSocket):
         return buffer
 
 
-class GatewayRequestHandler(RequestHandler):
+class GatewayRequestHandler(AcceptorHandler):
     server: GatewayServer
 
     def handle(self) -> None:
@@ -123,15 +112,9 @@ class GatewayRequestHandler(RequestHandler):
         finally:
             admission.handshake_ended()
 
-    def _create_association(self) -> Association:
-        assoc = super()._create_association()
-        # Re-class the socket pynetdicom just made: constructing a second one would queue a
-        # second transport-connect event into its state machine.
-        sock = assoc.dul.socket
-        assert sock is not None
-        sock.__class__ = GuardedSocket
-        typing.cast(GuardedSocket, sock).guard(self.server.admission)
-        return assoc
+    def association_created(self, assoc: Association) -> None:
+        """Guard pynetdicom's reads on this connection from its first PDU on."""
+        adopt_socket(assoc, GuardedSocket).guard(self.server.admission)
 
 
 class GatewayServer(ThreadedAssociationServer):

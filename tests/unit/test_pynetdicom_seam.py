@@ -7,10 +7,12 @@ is what an upgrade would do, and the check must name exactly what went.
 
 from __future__ import annotations
 
+import ast
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pynetdicom
@@ -132,6 +134,39 @@ def test_a_changed_internal_is_named_at_start(name: str, monkeypatch: pytest.Mon
     assert name in message
     assert f"pynetdicom {pynetdicom.__version__} is installed" in message
     assert "3.0.4" in message
+
+
+# -- nothing else in ingest touches them -------------------------------------------------------
+
+INGEST = Path(seam.__file__).parent
+# Attributes of pynetdicom objects that only the seam may read or call.
+_INTERNAL_ATTRIBUTES = {"dul", "state_machine", "current_state", "kill_dul", "acse", "kill"}
+_INTERNAL_ATTRIBUTES |= {"_create_association", "_config"}
+_FORGED = {"__class__", "is_established", "is_released", "is_aborted", "is_rejected"}
+
+
+def _touches(tree: ast.AST) -> Iterator[str]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in _INTERNAL_ATTRIBUTES:
+            yield f"line {node.lineno}: .{node.attr}"
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            if node.attr in _FORGED:
+                yield f"line {node.lineno}: .{node.attr} = ..."
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pynetdicom"):
+            names = {alias.name for alias in node.names}
+            if names & {"_config", "fsm", "dul", "acse"} or "._" in f".{node.module}":
+                yield f"line {node.lineno}: from {node.module} import {sorted(names)}"
+        elif isinstance(node, ast.FunctionDef) and node.name == "_create_association":
+            yield f"line {node.lineno}: def _create_association"
+        elif isinstance(node, ast.Name) and node.id == "socketserver":
+            yield f"line {node.lineno}: socketserver"
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p for p in INGEST.glob("*.py") if p.name != "pynetdicom_seam.py"), ids=str
+)
+def test_only_the_seam_touches_pynetdicom_internals(path: Path) -> None:
+    assert list(_touches(ast.parse(path.read_text()))) == []
 
 
 # -- the hand-off on a real association (loopback, in-process) ---------------------------------
