@@ -10,6 +10,7 @@
     ├── TlsSetupError, ListenError, VaultError, NetworkError
     ├── SealError            a sealed body does not open under its name
     ├── UnreadableDataset    a received data set cannot be walked to its Study Instance UID
+    ├── IncompatiblePynetdicom   an internal the ingest relies on changed (ingest seam)
     └── Unprocessable        an instance cannot be de-identified safely: a reason code
         └── Undecodable      (pixels/frames.py) its pixel data cannot be decoded
 
@@ -100,3 +101,7 @@ class Unprocessable(GatewayError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class IncompatiblePynetdicom(GatewayError):
+    """The installed pynetdicom lacks an internal the ingest relies on, or it changed shape."""

@@ -30,7 +30,7 @@ from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from gateway.errors import GatewayError
+from gateway.errors import IncompatiblePynetdicom
 
 #: pynetdicom versions every internal below was read and tested against.
 CHECKED_WITH: tuple[str, ...] = ("3.0.4",)
@@ -42,10 +42,6 @@ _READY = "Sta6"
 _ESTABLISHED_STATES = frozenset({f"Sta{n}" for n in range(6, 13)})
 
 _S = TypeVar("_S", bound=AssociationSocket)
-
-
-class IncompatiblePynetdicom(GatewayError):
-    """The installed pynetdicom lacks an internal the ingest relies on, or it changed shape."""
 
 
 # -- pynetdicom's own logging ------------------------------------------------------------------

@@ -31,6 +31,7 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
+from gateway.errors import IncompatiblePynetdicom
 from gateway.ingest import pynetdicom_seam as seam
 
 Breaker = Callable[[pytest.MonkeyPatch], None]
@@ -128,7 +129,7 @@ def test_internal_holds_on_the_installed_pynetdicom(internal: seam.Internal) -> 
 @pytest.mark.parametrize("name", NAMES)
 def test_a_changed_internal_is_named_at_start(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     BREAKERS[name](monkeypatch)
-    with pytest.raises(seam.IncompatiblePynetdicom) as raised:
+    with pytest.raises(IncompatiblePynetdicom) as raised:
         seam.check_pynetdicom()
     message = str(raised.value)
     assert name in message
