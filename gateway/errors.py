@@ -10,7 +10,7 @@
     ├── TlsSetupError, ListenError, VaultError, NetworkError
     ├── SealError            a sealed body does not open under its name
     ├── UnreadableDataset    a received data set cannot be walked to its Study Instance UID
-    ├── IncompatiblePynetdicom   an internal the ingest relies on changed (ingest seam)
+    ├── IncompatiblePynetdicom   a pynetdicom internal ingest or scu.py relies on changed
     └── Unprocessable        an instance cannot be de-identified safely: a reason code
         └── Undecodable      (pixels/frames.py) its pixel data cannot be decoded
 
@@ -104,4 +104,5 @@ class Unprocessable(GatewayError):
 
 
 class IncompatiblePynetdicom(GatewayError):
-    """The installed pynetdicom lacks an internal the ingest relies on, or it changed shape."""
+    """The installed pynetdicom lacks an internal the ingest or the SCU relies on, or it changed
+    shape (`ingest/pynetdicom_seam.py`)."""

@@ -1,7 +1,9 @@
 """C-ECHO and C-STORE as an SCU: for testing a node and for sites sending files by hand.
 
 Files are sent as they are on disk (pynetdicom streams the encoded data set without decoding),
-in their own transfer syntax.
+in their own transfer syntax. What this needs of pynetdicom beyond its public API (chunked
+sending, closing the socket of a failed TLS start) goes through `ingest.pynetdicom_seam`, whose
+check runs before any association is requested.
 """
 
 from __future__ import annotations
@@ -13,12 +15,17 @@ from pathlib import Path
 
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE, _config
+from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from gateway.errors import NetworkError
+from gateway.ingest.pynetdicom_seam import (
+    check_pynetdicom,
+    close_failed_transport,
+    stream_stored_files,
+)
 
 MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context IDs are odd numbers 1-255
 
@@ -65,14 +72,14 @@ def _associate(ae: AE, node: Node) -> Association:
         what = "rejected" if assoc.is_rejected else "aborted or unreachable"
         if assoc.rejected_contexts and not assoc.accepted_contexts:
             what = "refused every proposed SOP class/transfer syntax"
-        if assoc.dul.socket is not None and assoc.dul.socket.socket is not None:
-            assoc.dul.socket.socket.close()  # pynetdicom leaves it open after a failed TLS start
+        close_failed_transport(assoc)
         raise NetworkError(f"association with {node.host}:{node.port} {what}")
     return assoc
 
 
 def echo(node: Node) -> int:
     """C-ECHO; returns the DIMSE status."""
+    check_pynetdicom()  # an incompatible upgrade fails here, naming what changed
     ae = _ae(node)
     ae.add_requested_context(Verification)
     assoc = _associate(ae, node)
@@ -109,7 +116,8 @@ def send(node: Node, paths: Iterable[Path]) -> list[SendResult]:
 
     Files are streamed as stored (pynetdicom's chunked mode): not decoded, not re-encoded.
     """
-    _config.STORE_SEND_CHUNKED_DATASET = True
+    check_pynetdicom()
+    stream_stored_files()
     results: list[SendResult] = []
     batch: dict[Path, tuple[str, str]] = {}
     for path in dicom_files(paths):

@@ -1,4 +1,5 @@
-"""The one place that touches pynetdicom's internals; the rest of ingest calls only this.
+"""The one place that touches pynetdicom's internals; the rest of ingest and `scu.py` (the
+echo/send commands) call only this.
 
 pynetdicom negotiates each association; from A-ASSOCIATE-AC on, `ingest.pump` runs the data
 phase itself (pynetdicom's reader thread hands every PDU to a reactor that polls every
@@ -10,7 +11,8 @@ into it. Each says what it touches and why the public API does not suffice.
 Checked against pynetdicom `CHECKED_WITH`. `check_pynetdicom()` (run when the ingest service
 is built) verifies that every internal listed in `INTERNALS` still exists with the shape used
 here and otherwise raises `IncompatiblePynetdicom` naming each one and the installed version,
-so an upgrade fails at start with a clear message instead of mid-association.
+so an upgrade fails at start with a clear message instead of mid-association. The SCU side
+(`scu.py`) runs the same check before it dials.
 """
 
 from __future__ import annotations
@@ -58,6 +60,17 @@ def silence_identifier_logging() -> None:
     _config.LOG_RESPONSE_IDENTIFIERS = False
 
 
+def stream_stored_files() -> None:
+    """Make `Association.send_c_store(path)` send a file's encoded data set as stored, in
+    chunks no larger than the peer's maximum PDU, instead of decoding and re-encoding it.
+
+    Touches `pynetdicom._config.STORE_SEND_CHUNKED_DATASET`: documented, but a module-level
+    switch in a private module, and the only way to ask for it. It holds for the whole process;
+    the SCU commands are the only senders in theirs.
+    """
+    _config.STORE_SEND_CHUNKED_DATASET = True
+
+
 # -- the state of an association's upper layer -------------------------------------------------
 
 
@@ -83,6 +96,18 @@ def transport_socket(assoc: Association) -> socket.socket | None:
     """
     wrapper = assoc.dul.socket
     return wrapper.socket if wrapper is not None else None
+
+
+def close_failed_transport(assoc: Association) -> None:
+    """Close the socket of an association that was not established (as requestor).
+
+    pynetdicom leaves the TCP socket open after a failed TLS start (the handshake raised inside
+    its connect); nothing else would close it before the garbage collector, which warns. The
+    socket is only reachable through the upper layer (`transport_socket`).
+    """
+    sock = transport_socket(assoc)
+    if sock is not None:
+        sock.close()
 
 
 # -- the socket pynetdicom reads from before the association is established --------------------
@@ -275,6 +300,11 @@ INTERNALS: tuple[Internal, ...] = (
         lambda: isinstance(getattr(_config, "LOG_RESPONSE_IDENTIFIERS", None), bool),
     ),
     Internal(
+        "pynetdicom._config.STORE_SEND_CHUNKED_DATASET",
+        "a bool module attribute",
+        lambda: isinstance(getattr(_config, "STORE_SEND_CHUNKED_DATASET", None), bool),
+    ),
+    Internal(
         "pynetdicom.fsm.TRANSITION_TABLE states",
         "the PS3.8 states named Sta1..Sta13",
         _fsm_states,
@@ -370,7 +400,7 @@ def check_pynetdicom() -> str:
     broken = [f"{i.name} (expected {i.expected})" for i in INTERNALS if not _holds(i)]
     if broken:
         raise IncompatiblePynetdicom(
-            f"pynetdicom {version} is installed, but the gateway's ingest relies on internals "
+            f"pynetdicom {version} is installed, but the gateway relies on internals "
             f"checked against pynetdicom {', '.join(CHECKED_WITH)}, and these changed: "
             + "; ".join(broken)
             + ". Adapt gateway/ingest/pynetdicom_seam.py or install a checked version."

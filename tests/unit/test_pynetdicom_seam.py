@@ -76,6 +76,9 @@ BREAKERS: dict[str, Breaker] = {
     "pynetdicom._config.LOG_RESPONSE_IDENTIFIERS": lambda mp: mp.delattr(
         _config, "LOG_RESPONSE_IDENTIFIERS"
     ),
+    "pynetdicom._config.STORE_SEND_CHUNKED_DATASET": lambda mp: mp.delattr(
+        _config, "STORE_SEND_CHUNKED_DATASET"
+    ),
     "pynetdicom.fsm.TRANSITION_TABLE states": lambda mp: mp.setattr(
         fsm, "TRANSITION_TABLE", {("Evt1", "Idle"): "AE-1"}
     ),
@@ -137,9 +140,32 @@ def test_a_changed_internal_is_named_at_start(name: str, monkeypatch: pytest.Mon
     assert "3.0.4" in message
 
 
-# -- nothing else in ingest touches them -------------------------------------------------------
+# -- nothing else in the gateway touches them -------------------------------------------------
 
 INGEST = Path(seam.__file__).parent
+GATEWAY = INGEST.parent
+
+
+def _imports_pynetdicom(node: ast.AST) -> bool:
+    if isinstance(node, ast.ImportFrom):
+        return (node.module or "").split(".")[0] == "pynetdicom"
+    if isinstance(node, ast.Import):
+        return any(alias.name.split(".")[0] == "pynetdicom" for alias in node.names)
+    return False
+
+
+# Every module of ingest (handed pynetdicom's objects whether or not it imports pynetdicom)
+# and every other module of the gateway that imports pynetdicom; not the seam.
+USERS = sorted(
+    path
+    for path in GATEWAY.rglob("*.py")
+    if path.name != "pynetdicom_seam.py"
+    and (
+        path.parent == INGEST
+        or any(_imports_pynetdicom(node) for node in ast.walk(ast.parse(path.read_text())))
+    )
+)
+
 # Attributes of pynetdicom objects that only the seam may read or call.
 _INTERNAL_ATTRIBUTES = {"dul", "state_machine", "current_state", "kill_dul", "acse", "kill"}
 _INTERNAL_ATTRIBUTES |= {"_create_association", "_config"}
@@ -163,9 +189,11 @@ def _touches(tree: ast.AST) -> Iterator[str]:
             yield f"line {node.lineno}: socketserver"
 
 
-@pytest.mark.parametrize(
-    "path", sorted(p for p in INGEST.glob("*.py") if p.name != "pynetdicom_seam.py"), ids=str
-)
+def test_the_guard_reads_ingest_and_the_scu_commands() -> None:
+    assert {INGEST / "scp.py", INGEST / "transport.py", GATEWAY / "scu.py"} <= set(USERS)
+
+
+@pytest.mark.parametrize("path", USERS, ids=str)
 def test_only_the_seam_touches_pynetdicom_internals(path: Path) -> None:
     assert list(_touches(ast.parse(path.read_text()))) == []
 
