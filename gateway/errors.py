@@ -10,7 +10,9 @@
     ├── TlsSetupError, ListenError, VaultError, NetworkError
     ├── SealError            a sealed body does not open under its name
     ├── UnreadableDataset    a received data set cannot be walked to its Study Instance UID
-    ├── IncompatiblePynetdicom   a pynetdicom internal ingest or scu.py relies on changed
+    ├── IncompatibleLibrary  an installed library changed where a seam relies on it
+    │   ├── IncompatiblePynetdicom   ingest/pynetdicom_seam.py (ingest, scu.py)
+    │   └── IncompatibleHttpx        forward/httpx_seam.py (the SPKI pin)
     └── Unprocessable        an instance cannot be de-identified safely: a reason code
         └── Undecodable      (pixels/frames.py) its pixel data cannot be decoded
 
@@ -103,6 +105,16 @@ class Unprocessable(GatewayError):
         self.reason = reason
 
 
-class IncompatiblePynetdicom(GatewayError):
+class IncompatibleLibrary(GatewayError):
+    """An installed library no longer does what one of the gateway's seams relies on; the
+    message names each reliance, the installed and the checked versions."""
+
+
+class IncompatiblePynetdicom(IncompatibleLibrary):
     """The installed pynetdicom lacks an internal the ingest or the SCU relies on, or it changed
     shape (`ingest/pynetdicom_seam.py`)."""
+
+
+class IncompatibleHttpx(IncompatibleLibrary):
+    """httpx or httpcore no longer opens TLS connections the way the SPKI pin relies on
+    (`forward/httpx_seam.py`)."""

@@ -4,8 +4,9 @@ it.
 The TLS context trusts only the configured CA bundle (never the system store), requires TLS
 1.2 or later, checks the host name, presents the gateway's client certificate and - when a
 pin is configured - refuses a server whose public key (SHA-256 of its SubjectPublicKeyInfo)
-differs, right after the handshake, before any request is written. One httpx client keeps its
-HTTP/1.1 connections alive between requests; redirects are not followed.
+differs, right after the handshake, before any request is written (`httpx_seam.PinnedContext`:
+it relies on how httpx opens connections, checked when a pinned forwarder is built). One httpx
+client keeps its HTTP/1.1 connections alive between requests; redirects are not followed.
 
 The worker seals; `send` takes the sealed body and never raises for the network or the
 server: it returns a `Verdict` (`classify`), which the caller turns into done, dead letter or
@@ -20,21 +21,15 @@ import hashlib
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from gateway.errors import ConfigError
-from gateway.forward.classify import (
-    HTTPX_ERRORS,
-    PIN_MISMATCH,
-    Verdict,
-    classify_error,
-    classify_response,
-)
+from gateway.forward.classify import HTTPX_ERRORS, Verdict, classify_error, classify_response
+from gateway.forward.httpx_seam import PinnedContext, check_httpx
+from gateway.forward.httpx_seam import spki_sha256 as spki_sha256
 from gateway.seal.envelope import (
     CONTENT_TYPE,
     KEY_ID_HEADER,
@@ -45,33 +40,8 @@ from gateway.seal.envelope import (
 from gateway.settings import ForwardSettings, Settings
 
 
-class _PinnedContext(ssl.SSLContext):
-    """An SSLContext that also checks the server's public key against a pin after the
-    handshake (httpx's sync transport wraps sockets through `wrap_socket`)."""
-
-    pin: bytes | None = None
-
-    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        wrapped = super().wrap_socket(sock, *args, **kwargs)
-        if self.pin is not None:
-            der = wrapped.getpeercert(binary_form=True)
-            if der is None or spki_sha256(der) != self.pin:
-                wrapped.close()
-                raise ssl.SSLCertVerificationError(PIN_MISMATCH)
-        return wrapped
-
-
-def spki_sha256(certificate_der: bytes) -> bytes:
-    """SHA-256 of a certificate's SubjectPublicKeyInfo (what `spki_pin` holds, in base64)."""
-    public = x509.load_der_x509_certificate(certificate_der).public_key()
-    spki = public.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(spki).digest()
-
-
 def tls_context(settings: ForwardSettings) -> ssl.SSLContext:
-    context = _PinnedContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED
+    context = PinnedContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_verify_locations(cafile=str(settings.ca_bundle))
     context.load_cert_chain(str(settings.client_certificate), str(settings.client_key))
@@ -97,6 +67,8 @@ class Forwarder:
         self.settings = settings
         self._context: ssl.SSLContext | None = None
         if transport is None:
+            if settings.spki_pin:
+                check_httpx()  # an incompatible upgrade fails here, not by skipping the pin
             self._context = tls_context(settings)
             transport = httpx.HTTPTransport(
                 verify=self._context,
@@ -112,6 +84,9 @@ class Forwarder:
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             follow_redirects=False,
             transport=transport,
+            # no proxy, CA file or credentials from the environment: the forwarder's TLS and
+            # destination are the configuration's alone
+            trust_env=False,
         )
 
     @classmethod
