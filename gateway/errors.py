@@ -12,7 +12,8 @@
     ├── UnreadableDataset    a received data set cannot be walked to its Study Instance UID
     ├── IncompatibleLibrary  an installed library changed where a seam relies on it
     │   ├── IncompatiblePynetdicom   ingest/pynetdicom_seam.py (ingest, scu.py)
-    │   └── IncompatibleHttpx        forward/httpx_seam.py (the SPKI pin)
+    │   ├── IncompatibleHttpx        forward/httpx_seam.py (the SPKI pin)
+    │   └── IncompatibleUvicorn      receiver/uvicorn_seam.py (the reference receiver)
     └── Unprocessable        an instance cannot be de-identified safely: a reason code
         └── Undecodable      (pixels/frames.py) its pixel data cannot be decoded
 
@@ -118,3 +119,8 @@ class IncompatiblePynetdicom(IncompatibleLibrary):
 class IncompatibleHttpx(IncompatibleLibrary):
     """httpx or httpcore no longer opens TLS connections the way the SPKI pin relies on
     (`forward/httpx_seam.py`)."""
+
+
+class IncompatibleUvicorn(IncompatibleLibrary):
+    """uvicorn or asyncio no longer serves the way the reference receiver relies on
+    (`receiver/uvicorn_seam.py`)."""

@@ -3,13 +3,12 @@
 Clients must present a certificate issued by `receiver.client_ca` (TLS >= 1.2; a client
 without one fails the handshake). The listening socket is bound before uvicorn starts, so port
 0 works and the port actually used is logged (`receiver.listening`). SIGTERM/SIGINT: uvicorn
-finishes running requests and the command exits 0.
+finishes running requests and the command exits 0. What this relies on of uvicorn and asyncio
+beyond their documented behaviour is in `uvicorn_seam`, checked before the socket is bound.
 """
 
 from __future__ import annotations
 
-import signal
-import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,11 @@ import uvicorn
 from gateway.errors import ConfigError
 from gateway.receiver.app import build
 from gateway.receiver.store import Store
+from gateway.receiver.uvicorn_seam import (
+    check_uvicorn,
+    exit_quietly_after_signals,
+    listening_socket,
+)
 from gateway.seal.keys import read_private
 from gateway.settings import Settings
 
@@ -68,23 +72,15 @@ def serve(settings: Settings) -> None:
         # gateway holds some open) would otherwise keep the server up for timeout_keep_alive
         timeout_graceful_shutdown=5,
     )
-    family = socket.AF_INET6 if ":" in settings.receiver.host else socket.AF_INET
-    # proto given: asyncio sets TCP_NODELAY only on sockets that say IPPROTO_TCP; without it
-    # every answer waited for the client's delayed ACK (~40 ms a request)
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.receiver.host, settings.receiver.port))
-    sock.listen(128)  # before saying so: a client reading the log may connect at once
+    check_uvicorn()  # an incompatible upgrade fails here, naming what changed
+    # bound before uvicorn starts: port 0 works, and a client reading the log may connect at once
+    sock = listening_socket(settings.receiver.host, settings.receiver.port)
     log.info(
         "receiver.listening",
         host=settings.receiver.host,
         port=sock.getsockname()[1],
         key_id=key.public.key_id,
     )
-    # uvicorn stops gracefully on SIGTERM/SIGINT, then re-raises the signal to whatever
-    # handler was there before it: ours only notes it, so the command exits 0 after a clean
-    # stop instead of dying by the signal.
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: None)
+    exit_quietly_after_signals()  # uvicorn re-raises the signal it stopped on
     uvicorn.Server(config).run(sockets=[sock])
     log.info("receiver.stopped")
