@@ -29,7 +29,6 @@ from __future__ import annotations
 import enum
 import io
 import re
-import struct
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,18 +36,11 @@ from functools import partial
 from typing import cast
 
 from pydicom import dcmread
-from pydicom.charset import convert_encodings
-from pydicom.datadict import (
-    dictionary_has_tag,
-    dictionary_is_retired,
-    dictionary_keyword,
-    dictionary_VR,
-)
-from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.datadict import dictionary_is_retired, dictionary_keyword
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filewriter import correct_ambiguous_vr_element
 from pydicom.multival import MultiValue
-from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -59,6 +51,45 @@ from pydicom.uid import (
 
 from gateway.deidentify import dates
 from gateway.deidentify.descriptors import Identifiers
+from gateway.deidentify.elements import (
+    ACCESSION_NUMBER,
+    BODY_PART_EXAMINED,
+    CODED,
+    DEFAULT_CHARSET,
+    FREE_TEXT,
+    MODALITY,
+    PATIENT_ID,
+    PATIENT_NAME,
+    PIXEL_DATA,
+    PROVENANCE,
+    SERIES_DESCRIPTION,
+    SERIES_INSTANCE_UID,
+    SINGLE_VALUED,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    STUDY_ID,
+    STUDY_INSTANCE_UID,
+    TEXT,
+    UNDEFINED_LENGTH,
+    ascii_element,
+    ascii_map,
+    ascii_text,
+    dictionary_vr,
+    emptied,
+    has_items,
+    is_empty,
+    keyword,
+    peek,
+    plausible,
+    text,
+    text_values,
+    undefer,
+    undefined_length,
+    values,
+)
+from gateway.deidentify.elements import (
+    encodings as charset_of,
+)
 from gateway.deidentify.encode import Encoder, Encodings, Item, Out, Seq
 from gateway.deidentify.failures import guard
 from gateway.deidentify.iod import EMPTY, OPTIONAL, Kind, Node, Requirements
@@ -77,21 +108,6 @@ from gateway.settings import DeidentifySettings
 IMPLEMENTATION_CLASS_UID = "2.25.162650821892412602811294785024994956258"
 IMPLEMENTATION_VERSION_NAME = "DICOM_GATEWAY_1"
 
-_DEFAULT_CHARSET = "iso8859"  # pydicom's name for the default repertoire
-_TEXT = frozenset({"SH", "LO", "ST", "LT", "UT", "UC"})
-_FREE_TEXT = frozenset({"ST", "LT", "UT", "UC"})
-_SINGLE_VALUED = frozenset({"ST", "LT", "UT"})  # a backslash there is text (PS3.5 6.2)
-_CODED = frozenset({"CS", "AE"})  # kept whole (a defined term) or emptied, never in part
-_TEXT_LIKE = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
-_GRAMMAR = {  # PS3.5 Table 6.2-1 character repertoires, with NUL and space padding
-    "DS": re.compile(rb"[0-9+\-.eE \\\0]*"),
-    "IS": re.compile(rb"[0-9+\- \\\0]*"),
-    "TM": re.compile(rb"[0-9.: \\\0]*"),
-    "CS": re.compile(rb"[A-Z0-9_ \\\0]*"),
-    "UI": re.compile(rb"[0-9. \\\0]*"),
-}
-_BINARY_SIZE = {"AT": 4, "FL": 4, "FD": 8, "SL": 4, "SS": 2, "SV": 8, "UL": 4, "US": 2, "UV": 8}
-_UNDEFINED_LENGTH = 0xFFFFFFFF
 _DEFER_BYTES = 65_536  # values at least this long are not copied while parsing
 _UID_CHARS = re.compile(r"[0-9.]{1,64}")
 # Attributes the table does not name whose keyword says they identify a person or an
@@ -102,7 +118,6 @@ _IDENTITY = re.compile(
     r"|OrderPlacer|OrderFiller|Encrypted|Signature|Asserter|HangingProtocolUser|AssigningAuthority"
 )
 _DATES = frozenset({"DA", "DT"})
-_CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN", "UN"})  # PS3.5 6.1.2.3
 _DUMMY_TEXT = {  # also the value a Type 1 attribute keeps when nothing of its own can stay
     "SH": "ANONYMIZED",
     "LO": "ANONYMIZED",
@@ -123,13 +138,6 @@ _ID_LENGTH = {"SH": 10, "LO": 16}
 # IDs that must read the same nested as at the top level (an order's accession number)
 _ID_KINDS = {0x00080050: ("accession", 12)}
 
-PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
-ACCESSION_NUMBER, STUDY_ID = 0x00080050, 0x00200010
-STUDY_INSTANCE_UID, SOP_INSTANCE_UID, SOP_CLASS_UID = 0x0020000D, 0x00080018, 0x00080016
-PIXEL_DATA, MODALITY = 0x7FE00010, 0x00080060
-BODY_PART_EXAMINED, SERIES_DESCRIPTION = 0x00180015, 0x0008103E
-_PROVENANCE = (0x00120062, 0x00120063, 0x00120064, 0x00280303)
-SERIES_INSTANCE_UID = 0x0020000E
 _INSTANCE_UIDS = frozenset({SOP_INSTANCE_UID, STUDY_INSTANCE_UID})
 _NAMING_UIDS = _INSTANCE_UIDS | {SERIES_INSTANCE_UID}  # what names the output downstream
 
@@ -187,7 +195,7 @@ _TOP_LEVEL = {
     PATIENT_ID: Step.REMOVE,
     ACCESSION_NUMBER: Step.ACCESSION,
     STUDY_ID: Step.STUDY_ID,
-    **{tag: Step.REMOVE for tag in _PROVENANCE},
+    **{tag: Step.REMOVE for tag in PROVENANCE},
 }
 #: Top-level attributes whatever the profile says: pseudonyms and provenance, written afresh.
 REWRITTEN = frozenset(_TOP_LEVEL)
@@ -246,7 +254,7 @@ class Engine:
         group, element = tag >> 16, tag & 0xFFFF
         if element == 0 or group in (0x0000, 0x0002, 0xFFFE):
             return Step.REMOVE  # group lengths, command and file meta groups (rebuilt)
-        vr = _dictionary_vr(tag)
+        vr = dictionary_vr(tag)
         resolved = self.profile.lookup(tag)
         if resolved is None:
             return self._allow_list(tag, vr)
@@ -272,7 +280,7 @@ class Engine:
                 return Step.DATE
             if vr == "TM":
                 return Step.FORM  # whole days move: the time of day stays
-            return Step.CLEAN if vr in _TEXT else Step.REMOVE  # nothing else can be cleaned
+            return Step.CLEAN if vr in TEXT else Step.REMOVE  # nothing else can be cleaned
         return Step.REMOVE  # U on anything but a UID or a sequence
 
     def _keep(self, vr: str) -> Step:
@@ -280,11 +288,11 @@ class Engine:
         a CS can spell a name) and free text cleaned."""
         if vr == "AS":
             return Step.AGE
-        if vr in _FREE_TEXT:
+        if vr in FREE_TEXT:
             return Step.CLEAN
         if vr in ("DA", "TM"):
             return Step.FORM
-        return Step.SCRUB if vr in _TEXT or vr in _CODED else Step.KEEP
+        return Step.SCRUB if vr in TEXT or vr in CODED else Step.KEEP
 
     def _allow_list(self, tag: int, vr: str | None) -> Step:
         """A public attribute Table E.1-1 does not name."""
@@ -336,7 +344,7 @@ class Engine:
         with guard("deidentify-error:"):
             transfer_syntax = _transfer_syntax(ds)
             if PIXEL_DATA in ds:
-                _undefer(ds, PIXEL_DATA, data)
+                undefer(ds, PIXEL_DATA, data)
             _check_pixel_length(ds)
             return transfer_syntax
 
@@ -359,7 +367,7 @@ class Engine:
         job = _Job(
             self, ds, data, explicit=not syntax.is_implicit_VR, little=syntax.is_little_endian
         )
-        encodings = _encodings(ds, _DEFAULT_CHARSET)
+        encodings = charset_of(ds, DEFAULT_CHARSET)
         elements = self.walk(
             ds, job, encodings, self.requirements.for_sop_class(sop_class), top=True
         )
@@ -375,11 +383,11 @@ class Engine:
             elements += replace.elements.values()
         patient = self.pseudonyms.patient(job.patient)
         elements += [
-            _ascii_element(PATIENT_NAME, "PN", patient),
-            _ascii_element(PATIENT_ID, "LO", patient),
+            ascii_element(PATIENT_NAME, "PN", patient),
+            ascii_element(PATIENT_ID, "LO", patient),
             *self._provenance,
         ]
-        uids = {int(e.tag): _ascii_text(e) or "" for e in elements if e.tag in _NAMING_UIDS}
+        uids = {int(e.tag): ascii_text(e) or "" for e in elements if e.tag in _NAMING_UIDS}
         if not all(_UID_CHARS.fullmatch(uids.get(tag, "")) for tag in _INSTANCE_UIDS):
             raise Unprocessable("invalid-uid")  # they name files and URLs downstream
         series = uids.get(SERIES_INSTANCE_UID, "")
@@ -417,7 +425,7 @@ class Engine:
         removed = private_removed = 0
         for key in list(ds.keys()):
             tag = int(key)  # a plain int: BaseTag compares in Python, slowly
-            elem = _undefer(ds, key, job.data) if top else ds.get_item(key)
+            elem = undefer(ds, key, job.data) if top else ds.get_item(key)
             if (tag >> 16) & 1:  # private: only the safe-private list stays, with its creators
                 if 0x0010 <= tag & 0xFFFF <= 0x00FF:
                     creators[tag] = elem
@@ -439,14 +447,14 @@ class Engine:
                     out.append(kept)
                 continue
             raw = elem if isinstance(elem, RawDataElement) else None
-            undefined = raw is not None and raw.length == _UNDEFINED_LENGTH
+            undefined = raw is not None and raw.length == UNDEFINED_LENGTH
             if raw is not None and not undefined and len(raw.value or b"") != raw.length:
                 raise Unprocessable("truncated-element")
             nested = undefined or elem.VR == "SQ"
             if (nested and self.vr(tag) != "SQ" and tag != PIXEL_DATA) or (
                 raw is not None
                 and step in (Step.KEEP, Step.FORM)
-                and not _plausible(raw, self.vr(tag))
+                and not plausible(raw, self.vr(tag))
             ):
                 job.counts["removed_implausible"] += 1  # items or text where they don't belong
                 if kind and (kept := job.conform(elem, None, kind)) is not None:
@@ -487,11 +495,11 @@ class Engine:
         if not isinstance(name, str):
             return False
         listed = self.safe_private.vr(name, tag)
-        if listed is None or listed != elem.VR or not _plausible(elem, listed):
+        if listed is None or listed != elem.VR or not plausible(elem, listed):
             return False
         if listed == "CS" and identifiers.may_match(elem.value or b"", digits=False):
             return False  # a code that spells an identifier of this instance
-        if listed in _TEXT | _CODED and not self._known_words(tag, listed, elem.value or b""):
+        if listed in TEXT | CODED and not self._known_words(tag, listed, elem.value or b""):
             return False  # private text keeps its value only if every word is known
         kept.add(creator_tag)
         return True
@@ -502,10 +510,10 @@ class Engine:
         if not raw.isascii():
             return False
         text = raw.decode("ascii").rstrip("\0 ")
-        parts = [text] if vr in _SINGLE_VALUED else text.split("\\")
+        parts = [text] if vr in SINGLE_VALUED else text.split("\\")
         for part in parts:
             value = part.strip("\0 ")
-            _, removed = self.words.code(tag, value) if vr in _CODED else self.words.text(value)
+            _, removed = self.words.code(tag, value) if vr in CODED else self.words.text(value)
             if removed:
                 return False
         return True
@@ -514,7 +522,7 @@ class Engine:
         """The dictionary VR of a public tag (cached)."""
         found = self._vrs.get(tag, "")
         if found == "":
-            found = self._vrs[tag] = _dictionary_vr(tag)
+            found = self._vrs[tag] = dictionary_vr(tag)
         return found
 
 
@@ -556,17 +564,17 @@ class _Job:
         if step is Step.SEQUENCE:
             items = []
             for item in ds[elem.tag].value or ():
-                inner = _encodings(item, encodings)
+                inner = charset_of(item, encodings)
                 items.append(Item(self.engine.walk(item, self, inner, node), inner))
             return Seq(elem.tag, items)
-        if _is_empty(elem):
+        if is_empty(elem):
             return elem
         if step is Step.EMPTY:
             self.counts["emptied"] += 1
-            return _emptied(elem)
+            return emptied(elem)
         if step is Step.UID:
             self.counts["uids"] += 1
-            return _ascii_map(ds, elem, self.engine.uids.map_value, b"\0")
+            return ascii_map(ds, elem, self.engine.uids.map_value, b"\0")
         if step in (Step.DATE, Step.AGE):
             return self._temporal(ds, elem, step)
         if step is Step.FORM:
@@ -576,12 +584,12 @@ class _Job:
         if step is Step.ACCESSION:
             self.counts["pseudonyms"] += 1
             value = self.engine.pseudonyms.identifier("accession", text(ds, elem.tag), 12)
-            return _ascii_element(elem.tag, "SH", value)
+            return ascii_element(elem.tag, "SH", value)
         if step is Step.STUDY_ID:
             self.counts["pseudonyms"] += 1
             original = f"{self.study_uid}\0{text(ds, elem.tag)}"
             value = self.engine.pseudonyms.identifier("study_id", original, 10)
-            return _ascii_element(elem.tag, "SH", value)
+            return ascii_element(elem.tag, "SH", value)
         return self._dummy(ds, elem)
 
     def conform(
@@ -594,16 +602,11 @@ class _Job:
         if result is None:
             return None if kind in (OPTIONAL, Kind.VALUED_IF) else self.required(elem, kind)
         if self.engine.vr(int(elem.tag)) == "SQ":
-            if not kind and not _has_items(result):
+            if not kind and not has_items(result):
                 self.counts["removed_empty_sequence"] += 1
                 return None
             return result
-        if (
-            kind.valued
-            and not isinstance(result, Seq)
-            and _is_empty(result)
-            and not _is_empty(elem)
-        ):
+        if kind.valued and not isinstance(result, Seq) and is_empty(result) and not is_empty(elem):
             return self.required(elem, kind)
         return result
 
@@ -619,29 +622,29 @@ class _Job:
             return Seq(tag, [])
         dummy = _DUMMY_TEXT.get(vr) if kind.valued else None
         self.counts["dummy_required" if dummy else "emptied_required"] += 1
-        return _ascii_element(tag, vr, dummy or "")
+        return ascii_element(tag, vr, dummy or "")
 
     def _form(self, ds: Dataset, elem: RawDataElement | DataElement) -> Out:
         """A date or time kept as it is, unless written in a retired form (ACR-NEMA YYYY.MM.DD,
         HH:MM:SS; PS3.5 6.2): then in the current one, or emptied if it cannot be read."""
-        vr = _dictionary_vr(elem.tag)
-        value = _ascii_text(elem)
+        vr = dictionary_vr(elem.tag)
+        value = ascii_text(elem)
         if value is None or (":" if vr == "TM" else ".") not in value:
             return elem  # the current form (a TM's "." is its fraction of a second)
         try:
             new = dates.current_tm(value) if vr == "TM" else dates.shift_da(value, 0)
         except ValueError:
             self.counts["emptied_unreadable"] += 1
-            return _emptied(elem)
+            return emptied(elem)
         if new == value:
             return elem
         self.counts["legacy_form"] += 1
-        return _ascii_map(ds, elem, lambda _: new, b" ")
+        return ascii_map(ds, elem, lambda _: new, b" ")
 
     def _temporal(self, ds: Dataset, elem: RawDataElement | DataElement, step: Step) -> Out | None:
         """Shift or cut a date, aggregate an age; a value that does not parse is emptied
         (a Type 2 date stays present), never left as it was."""
-        vr = _dictionary_vr(elem.tag) or ""
+        vr = dictionary_vr(elem.tag) or ""
         mode = self.engine.options.longitudinal_dates
         fn: Callable[[str], str]
         if step is Step.AGE:
@@ -653,19 +656,19 @@ class _Job:
         else:
             fn = partial(dates.shift_dt, days=self.offset())
         try:
-            result = _ascii_map(ds, elem, fn, b" ")
+            result = ascii_map(ds, elem, fn, b" ")
         except ValueError:
             self.counts["emptied_unreadable"] += 1
-            return _emptied(elem)  # unreadable: nothing of it goes, the attribute stays
+            return emptied(elem)  # unreadable: nothing of it goes, the attribute stays
         self.counts["ages" if step is Step.AGE else "dates"] += 1
         return result
 
     def _text(self, ds: Dataset, elem: RawDataElement | DataElement, step: Step) -> Out:
         """Allow-list cleaning of each value (words.py), then this instance's identifiers
         removed on top; a coded value (CS, AE) that is a defined term stays whole."""
-        values, vr = _text_values(ds, elem)
+        values, vr = text_values(ds, elem)
         words, ids = self.engine.words, self.identifiers
-        coded = vr in _CODED or int(elem.tag) in CODE_ATTRIBUTES
+        coded = vr in CODED or int(elem.tag) in CODE_ATTRIBUTES
         tag = int(elem.tag)
         removed = identifiers = 0
         new = []
@@ -681,7 +684,7 @@ class _Job:
         if not any(new):
             new = [""]  # nothing left of any value: empty, not a row of backslashes
         if removed:
-            self.counts[f"words_removed:{_keyword(tag)}"] += removed
+            self.counts[f"words_removed:{keyword(tag)}"] += removed
         if identifiers:
             self.counts["descriptor_parts_removed" if step is Step.CLEAN else "scrubbed"] += (
                 identifiers
@@ -700,179 +703,10 @@ class _Job:
                 self.engine.pseudonyms.identifier(kind, str(v), length)
                 for v in (values if many else [values])
             ]
-            return _ascii_element(elem.tag, vr, "\\".join(new))
+            return ascii_element(elem.tag, vr, "\\".join(new))
         if vr in _DUMMY_TEXT:
-            return _ascii_element(elem.tag, vr, _DUMMY_TEXT[vr])
-        return _emptied(elem)  # numbers and binary values: no dummy says less than nothing
-
-
-def _text_values(ds: Dataset, elem: RawDataElement | DataElement) -> tuple[list[str], str]:
-    """A text element's values and VR: ASCII read straight from its bytes (most values),
-    anything else through pydicom in the character set in force."""
-    if isinstance(elem, RawDataElement) and elem.VR in _TEXT | _CODED:
-        raw = elem.value or b""
-        if raw.isascii() and b"\x1b" not in raw:
-            text = raw.decode("ascii").rstrip("\0 ")
-            if elem.VR in _SINGLE_VALUED:
-                return [text], elem.VR
-            return [p.strip("\0 ") for p in text.split("\\")], elem.VR
-    converted = ds[elem.tag]
-    value = converted.value
-    items = list(value) if isinstance(value, MultiValue | list) else [value]
-    return ["" if v is None else str(v) for v in items], converted.VR
-
-
-def _keyword(tag: int) -> str:
-    return dictionary_keyword(tag) if dictionary_has_tag(tag) else f"({tag >> 16:04X},xxxx)"
-
-
-def _undefer(ds: Dataset, key: int, data: bytes) -> RawDataElement | DataElement:
-    """The element at `key`, its value taken from `data` if parsing left it there (values of
-    64 KiB and more, at the top level): pixel data as a view, without a copy. A value that
-    runs past the end is a truncated file."""
-    elem = ds.get_item(key, keep_deferred=True)
-    if not isinstance(elem, RawDataElement) or elem.value is not None or not elem.length:
-        return elem
-    if elem.length == _UNDEFINED_LENGTH:
-        end = _fragments_end(data, elem.value_tell)
-    else:
-        end = elem.value_tell + elem.length
-    if end > len(data):
-        raise Unprocessable("truncated-element")
-    view = memoryview(data)[elem.value_tell : end]
-    value = cast(bytes, view) if int(key) == PIXEL_DATA else bytes(view)  # bytes-like
-    elem = elem._replace(value=value)
-    ds[key] = elem
-    return elem
-
-
-def _fragments_end(data: bytes, start: int) -> int:
-    """Where encapsulated pixel data's items end (at its Sequence Delimitation Item); always
-    little endian (PS3.5 A.4)."""
-    position = start
-    while position + 8 <= len(data):
-        group, element, length = struct.unpack_from("<HHI", data, position)
-        if (group, element) == (0xFFFE, 0xE0DD):
-            return position
-        if (group, element) != (0xFFFE, 0xE000) or length == _UNDEFINED_LENGTH:
-            break
-        position += 8 + length
-    raise Unprocessable("truncated-element")
-
-
-def _dictionary_vr(tag: int) -> str | None:
-    if not dictionary_has_tag(tag):
-        return None
-    vr = dictionary_VR(tag)
-    return "OB" if " or " in vr else vr  # US or SS, OB or OW: binary for our purposes
-
-
-def peek(ds: Dataset, tag: int) -> DataElement | None:
-    """An element decoded without changing `ds`: what is only read stays raw in it (and is
-    written from its bytes)."""
-    if tag not in ds:
-        return None
-    elem = ds.get_item(tag)
-    if isinstance(elem, RawDataElement):
-        encoding = None  # only text of the VRs below depends on the character set
-        if tag != 0x00080005 and (elem.VR or _dictionary_vr(tag)) in _CHARSET_VRS:
-            encoding = convert_encodings(_encodings(ds, _DEFAULT_CHARSET))
-        return convert_raw_data_element(elem, encoding=encoding, ds=ds)
-    return elem
-
-
-def text(ds: Dataset, tag: int) -> str:
-    """A string element's value (multi-values joined with backslashes), "" when absent."""
-    elem = peek(ds, tag)
-    if elem is None or elem.value is None:
-        return ""
-    value = elem.value
-    if isinstance(value, MultiValue | list):
-        return "\\".join(str(v) for v in value)
-    return str(value).strip("\0 ")
-
-
-def _ascii_element(tag: int, vr: str, text: str) -> RawDataElement:
-    """An element of ASCII text as ready-encoded bytes: the same in every transfer syntax and
-    every character set (PS3.5 6.1.2.3: the default repertoire is always available)."""
-    data = text.encode("ascii")
-    if len(data) % 2:
-        data += b"\0" if vr == "UI" else b" "
-    return RawDataElement(BaseTag(tag), vr, len(data), data, 0, False, True, True, False)
-
-
-def _plausible(elem: RawDataElement, vr: str | None) -> bool:
-    """False for a value that cannot be what its attribute holds: text in an element whose VR
-    says number or binary, or characters a DS, IS or TM never has (a name, say)."""
-    actual = elem.VR
-    mismatch = actual not in (None, "UN") and vr is not None and actual not in vr.split(" or ")
-    if mismatch and (actual in _TEXT_LIKE or vr in _TEXT_LIKE):
-        return False
-    grammar = _GRAMMAR.get(actual if actual not in (None, "UN") else vr or "")
-    if grammar is not None and not grammar.fullmatch(elem.value or b""):
-        return False
-    binary = _BINARY_SIZE.get(actual if actual not in (None, "UN") else vr or "")
-    return binary is None or len(elem.value or b"") % binary == 0
-
-
-def _is_empty(elem: RawDataElement | DataElement) -> bool:
-    if isinstance(elem, RawDataElement):
-        return not elem.value or not elem.value.strip(b"\0 ")
-    return bool(elem.is_empty)
-
-
-def _has_items(elem: Out) -> bool:
-    """Whether a sequence element (as an action left it) has any item."""
-    if isinstance(elem, Seq):
-        return bool(elem.items)
-    if isinstance(elem, RawDataElement):
-        return bool(elem.value)
-    return bool(elem.value)
-
-
-def _emptied(elem: RawDataElement | DataElement) -> Out:
-    if isinstance(elem, RawDataElement):
-        return elem._replace(value=b"", length=0)
-    return _ascii_element(elem.tag, elem.VR, "")
-
-
-def _ascii_text(elem: Out) -> str | None:
-    """The text of an element holding ASCII (UIDs, dates, ages), read from its bytes."""
-    if isinstance(elem, RawDataElement):
-        try:
-            return (elem.value or b"").decode("ascii").rstrip("\0 ")
-        except UnicodeDecodeError:
-            return None
-    if isinstance(elem, DataElement):
-        value = elem.value
-        if isinstance(value, MultiValue | list):
-            return "\\".join(str(v) for v in value)
-        return "" if value is None else str(value).rstrip("\0 ")
-    return None
-
-
-def _ascii_map(
-    ds: Dataset, elem: RawDataElement | DataElement, fn: Callable[[str], str], pad: bytes
-) -> Out:
-    """Apply `fn` to an ASCII value (multi-values joined by backslashes) and re-make the
-    element as ready-encoded ASCII bytes."""
-    value = _ascii_text(elem)
-    new = fn(text(ds, elem.tag) if value is None else value)
-    if isinstance(elem, RawDataElement):
-        data = new.encode("ascii")
-        if len(data) % 2:
-            data += pad
-        return elem._replace(value=data, length=len(data))
-    return _ascii_element(elem.tag, elem.VR, new)
-
-
-def _encodings(ds: Dataset, parent: Encodings) -> Encodings:
-    """The character set of a data set's text: its own SpecificCharacterSet, else its parent's."""
-    charset = peek(ds, 0x00080005)
-    if charset is None or not charset.value:
-        return parent
-    value = charset.value
-    return [str(v) for v in value] if isinstance(value, MultiValue | list) else str(value)
+            return ascii_element(elem.tag, vr, _DUMMY_TEXT[vr])
+        return emptied(elem)  # numbers and binary values: no dummy says less than nothing
 
 
 def _identifiers(
@@ -881,7 +715,7 @@ def _identifiers(
     ids = Identifiers()
     _collect_names(ds, data, ids, vr, institutions=not options.retain_institution_identity)
     for tag in _IDS:
-        for value in _values(ds, tag):
+        for value in values(ds, tag):
             ids.add_id(value)
     phrases = list(_PATIENT_PHRASES)
     if not options.retain_institution_identity:
@@ -889,9 +723,9 @@ def _identifiers(
     if not options.retain_device_identity:
         phrases += _DEVICE
     for tag in phrases:
-        for value in _values(ds, tag):
+        for value in values(ds, tag):
             ids.add_phrase(value)
-    for value in _values(ds, _BIRTH_DATE):
+    for value in values(ds, _BIRTH_DATE):
         ids.add_date(value)
     return ids
 
@@ -913,21 +747,12 @@ def _collect_names(
         kind = vr(tag)
         if kind == "PN" or (institutions and tag in _INSTITUTION):
             add = ids.add_name if kind == "PN" else ids.add_phrase
-            for value in _values(ds, tag):
+            for value in values(ds, tag):
                 add(value)
         elif kind == "SQ":
-            _undefer(ds, tag, data)  # a long sequence may have been left in `data`
+            undefer(ds, tag, data)  # a long sequence may have been left in `data`
             for item in ds[tag].value or ():
                 _collect_names(item, data, ids, vr, institutions=institutions)
-
-
-def _values(ds: Dataset, tag: int) -> list[str]:
-    elem = peek(ds, tag)
-    if elem is None or elem.value is None:
-        return []
-    value = elem.value
-    items = value if isinstance(value, MultiValue | list) else [value]
-    return [str(v) for v in items if str(v).strip()]
 
 
 def _check_pixel_length(ds: Dataset) -> None:
@@ -935,7 +760,7 @@ def _check_pixel_length(ds: Dataset) -> None:
     if PIXEL_DATA not in ds:
         return
     raw = ds.get_item(PIXEL_DATA)
-    if raw is None or _undefined_length(raw):
+    if raw is None or undefined_length(raw):
         return  # encapsulated: frames are checked where they are decoded
     try:
         expected = native_length(
@@ -949,12 +774,6 @@ def _check_pixel_length(ds: Dataset) -> None:
         raise Unprocessable("bad-image-header") from None
     if len(raw.value or b"") < expected:
         raise Unprocessable("truncated-pixel-data")
-
-
-def _undefined_length(elem: DataElement | RawDataElement) -> bool:
-    if isinstance(elem, RawDataElement):
-        return elem.length == 0xFFFFFFFF
-    return elem.is_undefined_length
 
 
 def _transfer_syntax(ds: Dataset) -> str:
@@ -971,7 +790,7 @@ def _transfer_syntax(ds: Dataset) -> str:
             raise Unprocessable("transfer-syntax-mismatch")  # the header lies about the data
         return declared
     pixels = ds.get_item(PIXEL_DATA) if PIXEL_DATA in ds else None
-    if pixels is not None and _undefined_length(pixels):
+    if pixels is not None and undefined_length(pixels):
         raise Unprocessable("encapsulated-without-transfer-syntax")
     implicit, little = ds.original_encoding
     if implicit:
@@ -1000,18 +819,18 @@ def _provenance(options: DeidentifySettings) -> list[Out]:
     items = [
         Item(
             [
-                _ascii_element(0x00080100, "SH", value),
-                _ascii_element(0x00080102, "SH", "DCM"),
-                _ascii_element(0x00080104, "LO", meaning),
+                ascii_element(0x00080100, "SH", value),
+                ascii_element(0x00080102, "SH", "DCM"),
+                ascii_element(0x00080104, "LO", meaning),
             ],
-            _DEFAULT_CHARSET,
+            DEFAULT_CHARSET,
         )
         for value, meaning in codes
     ]
     modified = {"full": "UNMODIFIED", "off": "REMOVED"}.get(options.longitudinal_dates, "MODIFIED")
     return [
-        _ascii_element(0x00120062, "CS", "YES"),
-        _ascii_element(0x00120063, "LO", "dicom-gateway: PS3.15 E.1-1 (2024b) and allow-list"),
+        ascii_element(0x00120062, "CS", "YES"),
+        ascii_element(0x00120063, "LO", "dicom-gateway: PS3.15 E.1-1 (2024b) and allow-list"),
         Seq(0x00120064, items),
-        _ascii_element(0x00280303, "CS", modified),
+        ascii_element(0x00280303, "CS", modified),
     ]

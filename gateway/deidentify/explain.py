@@ -18,15 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.deidentify.engine import (
-    ACCESSION_NUMBER,
-    PATIENT_ID,
-    PATIENT_NAME,
-    REWRITTEN,
-    STUDY_ID,
-    Engine,
-    Step,
-)
+from gateway.deidentify.elements import ACCESSION_NUMBER, PATIENT_ID, PATIENT_NAME, STUDY_ID
+from gateway.deidentify.engine import REWRITTEN, Engine, Step
 from gateway.deidentify.iod import Kind
 from gateway.deidentify.profile import Resolved
 from gateway.settings import DeidentifySettings
