@@ -8,7 +8,7 @@ module of the IOD gives it (`data/iod/types.json.gz`, built from highdicom's tab
 optional there (Type 3, or unknown to the tables: a private or unlisted SOP class has an empty
 node).
 
-What the engine does with a type (`Engine.walk`), to an attribute its input had:
+What the engine does with a type (`walker.Walker.conform`), to an attribute its input had:
 
 - Type 2 or 2C the actions would remove: it stays, empty.
 - Type 1 the actions would remove, or Type 1 or 1C they would empty: it stays with the fixed

@@ -22,14 +22,16 @@ from hypothesis import strategies as st
 from pydicom._dicom_dict import DicomDictionary
 from pydicom.dataset import Dataset
 
-from gateway.deidentify.engine import REWRITTEN, Engine, Step
+from gateway.deidentify.actions import CleanText, Keep, Recurse
+from gateway.deidentify.decide import REWRITTEN
+from gateway.deidentify.engine import Engine
 from gateway.deidentify.words import CODE_ATTRIBUTES
 from gateway.settings import DeidentifySettings
 from gateway.vault.sqlite import SqliteVault
 from tests.dicom_builders import part10, synthetic
 
 FAMILY = "QXF"  # short: known word, canary and family name fit in 16 characters (SH)
-KEPT = {Step.KEEP, Step.SCRUB, Step.CLEAN}
+KEPT = (Keep, CleanText)  # kept as read, scrubbed, or cleaned as a descriptor
 _TEXT_VRS = {"LO", "SH", "LT", "ST", "UT", "UC", "PN"}
 TEXT_TAGS = sorted(
     tag
@@ -89,12 +91,12 @@ def kept_by_design(engine: Engine, kind: str, a: int, b: int) -> bool:
         return False
     if kind == "public":
         return a not in REWRITTEN and kept_as_text(engine, a)
-    return a not in REWRITTEN and engine.step(a) is Step.SEQUENCE and kept_as_text(engine, b)
+    return a not in REWRITTEN and isinstance(engine.action(a), Recurse) and kept_as_text(engine, b)
 
 
 def kept_as_text(engine: Engine, tag: int) -> bool:
     coded = DicomDictionary[tag][0] in ("CS", "AE") or tag in CODE_ATTRIBUTES
-    return engine.step(tag) in KEPT and not coded
+    return isinstance(engine.action(tag), KEPT) and not coded
 
 
 @settings(max_examples=int(os.environ.get("CANARY_EXAMPLES", "200")), deadline=None)

@@ -1,4 +1,4 @@
-"""describe-profile says what the engine does: every row against `Engine.step`, and each kind
+"""describe-profile says what the engine does: every row against `Engine.action`, and each kind
 of description against what a real run does to a value."""
 
 from __future__ import annotations
@@ -14,18 +14,26 @@ from pydicom import dcmread
 from pydicom.datadict import dictionary_has_tag, dictionary_VR
 from pydicom.dataelem import DataElement
 
-from gateway.deidentify.engine import REWRITTEN, Engine, Step
-from gateway.deidentify.explain import (
-    EFFECTS,
-    RANDOM_ID,
-    YEAR_ONLY,
-    Effect,
-    Explanation,
-    effect_of,
-    explain,
-    representative,
+from gateway.deidentify import actions, temporal
+from gateway.deidentify.actions import (
+    ACCESSION,
+    CLEAN_DESCRIPTOR,
+    EMPTY,
+    KEEP,
+    MAP_UID,
+    RECURSE,
+    REMOVE,
+    SCRUB,
+    STUDY_ID,
+    Action,
+    Dummy,
 )
+from gateway.deidentify.decide import REWRITTEN, ActionTable
+from gateway.deidentify.engine import Engine
+from gateway.deidentify.explain import Effect, Explanation, effect, explain, representative
 from gateway.deidentify.iod import Kind
+from gateway.deidentify.profile import Profile
+from gateway.deidentify.temporal import AGGREGATE_AGE, KeepForm, ShiftDate, YearOnly
 from gateway.release.allowed import FIXED_DUMMIES
 from gateway.settings import DeidentifySettings
 from gateway.vault.sqlite import SqliteVault
@@ -79,35 +87,65 @@ def engine(request: pytest.FixtureRequest, vault: SqliteVault) -> Engine:
     return Engine(OPTIONS[request.param], vault, ae_title="GATEWAY_UT")
 
 
+def _kinds(cls: type) -> set[type]:
+    """Every concrete kind of action below `cls`."""
+    found: set[type] = set()
+    subclasses: list[type] = cls.__subclasses__()
+    for sub in subclasses:
+        found |= _kinds(sub)
+        if not getattr(sub, "__abstractmethods__", None):
+            found.add(sub)
+    return found
+
+
+# One action of each kind, and a dummy of each sort (random ID, fixed, none possible)
+EVERY_KIND = (
+    *(
+        value
+        for module in (actions, temporal)
+        for value in vars(module).values()
+        if isinstance(value, Action)
+    ),
+    Dummy("PN"),
+    Dummy("LO"),
+    Dummy("OB"),
+    ShiftDate("DA"),
+    YearOnly("DA"),
+    KeepForm("TM"),
+)
+RANDOM_ID = Effect("D", "replace with a random ID, the same for the same value (vault)")
+YEAR_ONLY = Effect("C", "keep the year only")
+
+
 def test_describe_every_step_with_a_table_code() -> None:
-    """A step added to the engine without a description fails here, not in front of a
+    """An action added to the engine without a description fails here, not in front of a
     privacy officer."""
-    assert set(EFFECTS) == set(Step)
-    assert {effect.action for effect in EFFECTS.values()} <= set("XZDKCU")
-    assert all(effect.does for effect in EFFECTS.values())
+    assert {type(action) for action in EVERY_KIND} == _kinds(Action)
+    assert {effect(action).action for action in EVERY_KIND} <= set("XZDKCU")
+    assert all(effect(action).does for action in EVERY_KIND)
 
 
 def test_describe_each_step_by_the_code_for_what_it_does() -> None:
     """X remove, Z empty, D dummy, K keep, U new UID; C whatever keeps a changed value."""
-    expected = {
-        Step.REMOVE: Effect("X", "remove"),
-        Step.EMPTY: Effect("Z", "replace with an empty value"),
-        Step.DUMMY: Effect("D", "replace with a dummy value of the same VR"),
-        Step.KEEP: Effect("K", "keep"),
-        Step.UID: Effect("U", "replace with a new UID, consistently mapped"),
-        Step.DATE: Effect("C", "shift by the patient's date offset (intervals kept)"),
-        Step.AGE: Effect("C", "keep, ages over 89 as 090Y"),
-        Step.SEQUENCE: Effect("C", "keep the sequence, de-identify its items"),
+    expected: dict[Action, Effect] = {
+        REMOVE: Effect("X", "remove"),
+        EMPTY: Effect("Z", "replace with an empty value"),
+        Dummy("PN"): Effect("D", "replace with a dummy value of the same VR"),
+        KEEP: Effect("K", "keep"),
+        MAP_UID: Effect("U", "replace with a new UID, consistently mapped"),
+        ShiftDate("DA"): Effect("C", "shift by the patient's date offset (intervals kept)"),
+        AGGREGATE_AGE: Effect("C", "keep, ages over 89 as 090Y"),
+        RECURSE: Effect("C", "keep the sequence, de-identify its items"),
     }
-    assert {step: EFFECTS[step] for step in expected} == expected
-    assert EFFECTS[Step.CLEAN].action == EFFECTS[Step.SCRUB].action == "C"
-    assert EFFECTS[Step.ACCESSION].action == EFFECTS[Step.STUDY_ID].action == "D"
+    assert {action: effect(action) for action in expected} == expected
+    assert effect(CLEAN_DESCRIPTOR).action == effect(SCRUB).action == "C"
+    assert effect(ACCESSION).action == effect(STUDY_ID).action == "D"
 
 
 def test_describe_every_row_as_engine_step_decides(engine: Engine) -> None:
-    """For every gateway rule and every Table E.1-1 row, the step explain() reports is the
-    step a separately built engine decides for the row's tag, and what is printed is that
-    step's description (for a value of the attribute's VR)."""
+    """For every gateway rule and every Table E.1-1 row, the action explain() reports is the
+    action a separately built engine chooses for the row's tag, and what is printed is that
+    action's own description."""
     options = engine.options
     rows = explain(options)
     assert [r.row for r in rows if r.source == "table"] == list(engine.profile)
@@ -115,12 +153,12 @@ def test_describe_every_row_as_engine_step_decides(engine: Engine) -> None:
     for r in rows:
         tag = representative(r.row)
         if tag is None:  # private attributes: Engine.walk keeps only the safe-private list
-            assert r.step is None
+            assert r.action is None
             assert r.effect.action == ("C" if options.retain_safe_private else "X")
             continue
-        step = engine.step(tag)
-        assert r.step is step, r.row.rule.tag
-        expected = effect_of(step, engine.vr(tag), options)
+        action = engine.action(tag)
+        assert r.action == action, r.row.rule.tag
+        expected = effect(action)
         if tag in REWRITTEN:  # written afresh at the top level; `expected` in items
             assert r.effect.does.endswith(expected.does), r.row.rule.tag
         elif tag != 0x00020003:  # the file meta's copy of the SOP Instance UID
@@ -128,10 +166,12 @@ def test_describe_every_row_as_engine_step_decides(engine: Engine) -> None:
 
 
 def test_a_dummy_the_engine_cannot_make_is_described_as_what_it_does() -> None:
-    assert effect_of(Step.DUMMY, "LO", DEFAULTS) == RANDOM_ID
-    assert effect_of(Step.DUMMY, "PN", DEFAULTS) == EFFECTS[Step.DUMMY]
-    assert effect_of(Step.DUMMY, "OB", DEFAULTS) == EFFECTS[Step.EMPTY]
-    assert effect_of(Step.DATE, "DA", OPTIONS["dates-year"]) == YEAR_ONLY
+    assert effect(Dummy("LO")) == RANDOM_ID
+    assert effect(Dummy("PN")) == Effect("D", "replace with a dummy value of the same VR")
+    assert effect(Dummy("OB")) == effect(EMPTY)
+    year = OPTIONS["dates-year"]
+    study_date = ActionTable(year, Profile(year)).action(0x00080020)  # cleaned: cut to the year
+    assert effect(study_date) == YEAR_ONLY
 
 
 @pytest.mark.parametrize("name", ["defaults", "nothing", "all-retained"])
@@ -141,7 +181,7 @@ def test_sequences_the_table_gives_a_dummy_are_described_as_removed(name: str) -
         row = rows[tag]
         assert row.row.rule.name == sequence
         if row.rule.action.value == "D":  # an option may keep one (Retain Institution Identity)
-            assert (row.step, row.effect) == (Step.REMOVE, Effect("X", "remove")), tag
+            assert (row.action, row.effect) == (REMOVE, Effect("X", "remove")), tag
 
 
 def test_describe_rows_the_engine_writes_afresh() -> None:
@@ -149,8 +189,8 @@ def test_describe_rows_the_engine_writes_afresh() -> None:
     name = rows["(0010,0010)"].effect
     assert name.action == "D"
     assert name.does.startswith("replace with the patient's pseudonym (vault)")
-    assert rows["(0008,0050)"].effect.does.startswith(EFFECTS[Step.ACCESSION].does)
-    assert rows["(0020,0010)"].effect.does.startswith(EFFECTS[Step.STUDY_ID].does)
+    assert rows["(0008,0050)"].effect.does.startswith(ACCESSION.describe())
+    assert rows["(0020,0010)"].effect.does.startswith(STUDY_ID.describe())
 
 
 # -- what a run does ---------------------------------------------------------------------------
@@ -213,25 +253,25 @@ def test_what_is_described_is_what_a_run_does(name: str, vault: SqliteVault) -> 
         ds.add_new(tag, vr, [item(CodeValue="QX1")] if vr == "SQ" else _VALUES[vr])
     engine = Engine(options, vault, ae_title="GATEWAY_UT")
     out = dcmread(io.BytesIO(engine.run(part10(ds)).data))
-    replaced = {EFFECTS[Step.DUMMY], RANDOM_ID, EFFECTS[Step.UID], EFFECTS[Step.DATE]}
+    replaced = {effect(Dummy("PN")), RANDOM_ID, effect(MAP_UID), effect(ShiftDate("DA"))}
     node = engine.requirements.for_sop_class(ds.SOPClassUID)
     for tag, r in sample.items():
         given, does = ds[tag].value, r.effect
-        if does == EFFECTS[Step.REMOVE] and node.kind(tag) not in (Kind.OPTIONAL, Kind.VALUED_IF):
+        if does == effect(REMOVE) and node.kind(tag) not in (Kind.OPTIONAL, Kind.VALUED_IF):
             assert r.required, r.row.rule.tag  # the IOD requires it: the row says what then
             assert not _holds(out[tag]) or out[tag].value in FIXED_DUMMIES, r.row.rule.tag
-        elif does == EFFECTS[Step.REMOVE]:
+        elif does == effect(REMOVE):
             assert tag not in out, r.row.rule.tag
-        elif does == EFFECTS[Step.EMPTY]:
+        elif does == effect(EMPTY):
             assert not _holds(out[tag]), r.row.rule.tag
-        elif does in (EFFECTS[Step.KEEP], EFFECTS[Step.FORM]):  # FORM: given in today's form
+        elif does in (effect(KEEP), effect(KeepForm("TM"))):  # given in today's form
             assert out[tag].value == given, r.row.rule.tag
         elif does in replaced:
             assert _holds(out[tag]), r.row.rule.tag
             assert out[tag].value != given, r.row.rule.tag
         elif does == YEAR_ONLY:
             assert out[tag].value == given[:4], r.row.rule.tag
-        elif does == EFFECTS[Step.AGE]:
+        elif does == effect(AGGREGATE_AGE):
             assert out[tag].value == "090Y", r.row.rule.tag
         else:  # text cleaned, sequences de-identified: kept, whatever cleaning leaves
             assert tag in out, (r.row.rule.tag, does)
