@@ -214,10 +214,11 @@ class Empty(OnValue):
 
 @dataclass(frozen=True)
 class Dummy(OnValue):
-    """A dummy value of the element's own VR (`vr`: the dictionary's, which the description
-    is for): a random ID from the vault for LO and SH, the same for the same value; the fixed
-    dummy for other text, dates, times and numbers; empty for what no dummy says less than
-    nothing of (binary values, UN, UR, AS)."""
+    """A dummy value of the VR the element was read with: a random ID from the vault for LO
+    and SH, the same for the same value; the fixed dummy for other text, dates, times and
+    numbers; empty where any dummy would say more than nothing (binary values, UN, UR, AS).
+    `vr` is the dictionary's, which the description speaks of; an element read with another
+    VR gets that VR's dummy, as it always has."""
 
     vr: str | None
 
