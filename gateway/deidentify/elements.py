@@ -22,7 +22,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
 from gateway.deidentify.encode import Encodings, Out, Seq
-from gateway.deidentify.failures import Unprocessable
+from gateway.errors import Unprocessable
 
 Element = RawDataElement | DataElement
 

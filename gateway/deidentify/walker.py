@@ -42,12 +42,12 @@ from gateway.deidentify.elements import (
     values,
 )
 from gateway.deidentify.encode import Encodings, Out, Seq
-from gateway.deidentify.failures import Unprocessable
 from gateway.deidentify.iod import OPTIONAL, Kind, Node
 from gateway.deidentify.private import PrivateFilter
 from gateway.deidentify.pseudonyms import Pseudonyms, patient_key
 from gateway.deidentify.uids import UidMapper
 from gateway.deidentify.words import Cleaner
+from gateway.errors import Unprocessable
 from gateway.settings import DeidentifySettings
 
 # Values that identify the patient, staff or site, gathered before anything changes: every
