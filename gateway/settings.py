@@ -8,6 +8,9 @@ Relative paths are resolved against the directory of the configuration file, so 
 works the same whatever directory the gateway is started from.
 
 Secrets never appear inline: a secret is `{ file = "path" }` or `{ env = "VARIABLE" }`.
+
+(Over 400 lines on purpose: every configuration key with its default, type and check in
+one schema, so `check-config`, the daemon and the docs name keys the same way.)
 """
 
 from __future__ import annotations

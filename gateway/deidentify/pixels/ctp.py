@@ -36,6 +36,9 @@ ends may be LF, CRLF or CR).
   rectangle of that rule, a heading's included: a rectangle placed after a heading, or meant
   for a rule whose braces are missing, must not be read by one tool and ignored by the other.
   Prose in parentheses, `(new software, v2)`, stays a comment.
+
+(Over 400 lines on purpose: one grammar - CTP's DicomPixelAnonymizer scripts - read,
+checked and evaluated in one place, so the rules and their error messages cannot drift apart.)
 """
 
 from __future__ import annotations

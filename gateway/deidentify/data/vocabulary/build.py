@@ -66,6 +66,9 @@ Outputs (one entry a line, `#` header lines first):
 
 `coded.json` is curated (Defined and Enumerated Terms of CS attributes, PS3.3 and PS3.16 2024b,
 Annex L for BodyPartExamined); this script only validates it.
+
+(Over 400 lines on purpose: a build script, run by hand and by its --check test, never by
+the gateway; one file per generated data set.)
 """
 
 from __future__ import annotations
