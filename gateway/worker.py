@@ -94,7 +94,7 @@ class Worker:
             replace = None
             if pixels.elements:
                 replace = Replacement(pixels.transfer_syntax or syntax, pixels.elements)
-            result = self.engine.deidentify(ds, data, replace)
+            result = self.engine.deidentify(ds, data, replace, loaded=syntax)
         except Unprocessable as exc:
             return Outcome(Fate.QUARANTINED, exc.reason)
         counts = {**result.counts, **pixels.counts}

@@ -201,17 +201,24 @@ class Engine:
             return transfer_syntax
 
     def deidentify(
-        self, ds: Dataset, data: bytes, replace: Replacement | None = None
+        self,
+        ds: Dataset,
+        data: bytes,
+        replace: Replacement | None = None,
+        loaded: str | None = None,
     ) -> Deidentified:
         """De-identify a data set `read()` from `data` and encode it as Part 10. Large values
         were left in `data` while parsing; they are taken from there. `replace` is what the
         pixel stage changed: top-level elements written instead of the received ones, and the
-        transfer syntax of the new pixel data."""
+        transfer syntax of the new pixel data. `loaded`: the transfer syntax `load_pixels`
+        returned for this data set already (it is not loaded and checked twice)."""
         with guard("deidentify-error:"):
-            return self._deidentify(ds, data, replace)
+            return self._deidentify(ds, data, replace, loaded)
 
-    def _deidentify(self, ds: Dataset, data: bytes, replace: Replacement | None) -> Deidentified:
-        transfer_syntax = self.load_pixels(ds, data)
+    def _deidentify(
+        self, ds: Dataset, data: bytes, replace: Replacement | None, loaded: str | None
+    ) -> Deidentified:
+        transfer_syntax = loaded if loaded is not None else self.load_pixels(ds, data)
         sop_class = text(ds, SOP_CLASS_UID)
         if not sop_class or not text(ds, SOP_INSTANCE_UID) or not text(ds, STUDY_INSTANCE_UID):
             raise Unprocessable("missing-uid")
