@@ -52,8 +52,7 @@ from gateway.deidentify.elements import (
     dictionary_vr,
 )
 from gateway.deidentify.elements import STUDY_ID as STUDY_ID_TAG
-from gateway.deidentify.profile import Action as Code
-from gateway.deidentify.profile import Profile
+from gateway.deidentify.profile import Code, Profile
 from gateway.deidentify.temporal import AGGREGATE_AGE, KeepForm, ShiftDate, YearOnly
 from gateway.settings import DeidentifySettings
 

@@ -3,7 +3,7 @@
 The table ships as package data (`data/ps3.15_table_e1-1_rev2024b.json`, 621 rows, from
 innolitics/dicom-standard, MIT). Each row becomes one `Rule`: which attributes it matches, the
 basic-profile code, and what each option column says. `Profile` resolves every rule once, for
-the options a site turned on, into one `Action` with the reason for it, so the privacy officer
+the options a site turned on, into one `Code` with the reason for it, so the privacy officer
 reads exactly what will be done (`dicom-gateway describe-profile`).
 
 Resolution, in this order (PS3.15 E.1.1, E.3):
@@ -37,7 +37,7 @@ from pydicom.datadict import dictionary_description, tag_for_keyword
 from gateway.settings import DeidentifySettings
 
 
-class Action(enum.StrEnum):
+class Code(enum.StrEnum):
     """PS3.15 Table E.1-1 action codes, resolved to one per attribute."""
 
     REMOVE = "X"
@@ -52,12 +52,12 @@ class Action(enum.StrEnum):
 
 
 _DESCRIPTIONS = {
-    Action.REMOVE: "remove",
-    Action.EMPTY: "replace with an empty value",
-    Action.DUMMY: "replace with a dummy value of the same VR",
-    Action.KEEP: "keep",
-    Action.CLEAN: "keep, cleaned of identifying content",
-    Action.NEW_UID: "replace with a new UID, consistently mapped",
+    Code.REMOVE: "remove",
+    Code.EMPTY: "replace with an empty value",
+    Code.DUMMY: "replace with a dummy value of the same VR",
+    Code.KEEP: "keep",
+    Code.CLEAN: "keep, cleaned of identifying content",
+    Code.NEW_UID: "replace with a new UID, consistently mapped",
 }
 
 # Table column -> the option (DeidentifySettings) that enables it; PS3.15 Table E.3.x names.
@@ -115,10 +115,10 @@ class Rule:
         return (group << 16) | element
 
 
-def _basic_action(code: str) -> Action:
+def _basic_action(code: str) -> Code:
     """Compound codes resolve to the last (always conforming) code; U* means U."""
     parts = [part.rstrip("*") for part in code.split("/")]
-    return Action(parts[-1])
+    return Code(parts[-1])
 
 
 @cache
@@ -145,11 +145,11 @@ class Resolved:
     """What happens to the attributes one rule matches, and why."""
 
     rule: Rule
-    action: Action
+    action: Code
     reason: str  # "Basic Profile" or the option(s) that decided it
 
     def describe(self) -> str:
-        if self.action is Action.CLEAN and self.reason == OPTION_COLUMNS["rtnLongModifDatesOpt"]:
+        if self.action is Code.CLEAN and self.reason == OPTION_COLUMNS["rtnLongModifDatesOpt"]:
             return "shift by the patient's date offset (intervals kept)"
         return self.action.describe()
 
@@ -160,7 +160,7 @@ def resolve(rule: Rule, columns: frozenset[str]) -> Resolved:
         return Resolved(rule, _basic_action(rule.basic), "Basic Profile")
     code = "C" if "C" in codes.values() else "K"
     deciding = sorted(OPTION_COLUMNS[column] for column, c in codes.items() if c == code)
-    return Resolved(rule, Action(code), ", ".join(deciding))
+    return Resolved(rule, Code(code), ", ".join(deciding))
 
 
 @cache
@@ -186,16 +186,16 @@ class GatewayRule:
     tag: str
     name: str
     why: str
-    action: Action = Action.REMOVE
+    action: Code = Code.REMOVE
     unless: str | None = None  # the DeidentifySettings flag that hands the attribute back
 
 
 _PSEUDONYM = "replaced by a random pseudonym, the same for every instance (vault)"
 GATEWAY_RULES = (
-    GatewayRule("(0010,0010)", "Patient's Name", f"{_PSEUDONYM}: site code + code", Action.DUMMY),
-    GatewayRule("(0010,0020)", "Patient ID", f"{_PSEUDONYM}: site code + code", Action.DUMMY),
-    GatewayRule("(0008,0050)", "Accession Number", _PSEUDONYM, Action.DUMMY),
-    GatewayRule("(0020,0010)", "Study ID", f"{_PSEUDONYM} of the study", Action.DUMMY),
+    GatewayRule("(0010,0010)", "Patient's Name", f"{_PSEUDONYM}: site code + code", Code.DUMMY),
+    GatewayRule("(0010,0020)", "Patient ID", f"{_PSEUDONYM}: site code + code", Code.DUMMY),
+    GatewayRule("(0008,0050)", "Accession Number", _PSEUDONYM, Code.DUMMY),
+    GatewayRule("(0020,0010)", "Study ID", f"{_PSEUDONYM} of the study", Code.DUMMY),
     GatewayRule("(0088,0200)", "Icon Image Sequence", "a small copy of the image: may show text"),
     GatewayRule("(0010,0033)", "Patient's Birth Date in Alternative Calendar", "a birth date"),
     GatewayRule("(0010,0034)", "Patient's Death Date in Alternative Calendar", "a death date"),
@@ -259,10 +259,10 @@ def narrative_rules(options: DeidentifySettings) -> tuple[Resolved, ...]:
         where = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
         if keyword in options.keep_cleaned:
             why = "free narrative kept by [deidentify] keep_cleaned: allow-list of words"
-            out.append(Resolved(Rule(name, where, "-", {}), Action.CLEAN, f"Gateway: {why}"))
+            out.append(Resolved(Rule(name, where, "-", {}), Code.CLEAN, f"Gateway: {why}"))
         else:
             why = "free narrative (names relatives, clinicians, places): removed"
-            out.append(Resolved(Rule(name, where, "-", {}), Action.REMOVE, f"Gateway: {why}"))
+            out.append(Resolved(Rule(name, where, "-", {}), Code.REMOVE, f"Gateway: {why}"))
     return tuple(out)
 
 
