@@ -85,6 +85,7 @@ from pathlib import Path
 from typing import cast
 
 import anyascii
+import structlog
 from pydicom._dicom_dict import DicomDictionary
 from pydicom.sr._concepts_dict import concepts
 
@@ -535,8 +536,11 @@ def main(argv: list[str] | None = None) -> int:
     errors: list[str] = []
     wanted = outputs(errors)
     check_coded(errors)
+    # events on stderr, as the gateway logs (the problems name curated files and lines only)
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    log = structlog.get_logger("gateway.vocabulary.build")
     for error in errors:
-        print(error, file=sys.stderr)
+        log.error("vocabulary.problem", problem=error)
     stale = [
         name
         for name, text in wanted.items()
@@ -544,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.check:
         for name in stale:
-            print(f"{name} is stale: run build.py", file=sys.stderr)
+            log.error("vocabulary.stale", file=name, fix="run build.py")
         return 1 if errors or stale else 0
     if errors:
         return 1
