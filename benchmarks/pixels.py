@@ -92,7 +92,7 @@ def detect_all(stage: PixelStage, ds: Dataset, reuse: bool) -> int:
     renderer, frames = Renderer(ds), 0
     for frame in iter_frames(ds):
         rows, columns = frame.shape[:2]
-        stage._read_window(renderer, frame, Region(0, 0, columns, rows), None)
+        stage.reader.boxes(renderer, frame, Region(0, 0, columns, rows), None)
         frames += 1
     return frames
 
@@ -135,7 +135,7 @@ def score(
         raw = [
             box
             for view in Renderer(ds).views(frame)
-            for box in stage.finder.find(view, (rows, columns))
+            for box in stage.reader.finder.find(view, (rows, columns))
         ]
         truth = np.zeros((rows, columns), dtype=bool)
         for b in boxes:

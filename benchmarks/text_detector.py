@@ -44,8 +44,8 @@ from gateway.deidentify.pixels.ctp import Region  # noqa: E402
 from gateway.deidentify.pixels.frames import iter_frames  # noqa: E402
 from gateway.deidentify.pixels.models import DETECTOR, locate  # noqa: E402
 from gateway.deidentify.pixels.ocr import DetectorOptions, OnnxText, check_model  # noqa: E402
+from gateway.deidentify.pixels.reading import widen  # noqa: E402
 from gateway.deidentify.pixels.render import Renderer  # noqa: E402
-from gateway.deidentify.pixels.stage import _widen  # noqa: E402
 from tests.dicom_builders import part10  # noqa: E402
 from tests.pixel_truth import COVERED  # noqa: E402
 
@@ -65,7 +65,7 @@ def finder(model: Path | None, half: bool) -> OnnxText:
 def covered(boxes: list[Region], rows: int, columns: int) -> np.ndarray:
     mask = np.zeros((rows, columns), bool)
     for box in boxes:
-        w = _widen(box, MARGIN, rows, columns)
+        w = widen(box, MARGIN, rows, columns)
         mask[w.y : w.y + w.height, w.x : w.x + w.width] = True
     return mask
 

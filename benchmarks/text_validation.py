@@ -78,7 +78,8 @@ if str(REPO) not in sys.path:
 
 from gateway.deidentify.pixels.ctp import Region  # noqa: E402
 from gateway.deidentify.pixels.ocr import OnnxText  # noqa: E402
-from gateway.deidentify.pixels.stage import PixelStage, _widen  # noqa: E402
+from gateway.deidentify.pixels.reading import WindowReader, widen  # noqa: E402
+from gateway.deidentify.pixels.stage import PixelStage  # noqa: E402
 from gateway.settings import PixelSettings  # noqa: E402
 from gateway.vault.sqlite import SqliteVault  # noqa: E402
 from tests.dicom_builders import part10, synthetic, text_finder, worker  # noqa: E402
@@ -840,12 +841,13 @@ class Recording:
         return self.finder.read_many(image, boxes)
 
 
-class RecordingStage(PixelStage):
-    """The gateway's pixel stage, handing the detector's boxes of every view to `recording`
-    (a case is one frame, read whole: the view's coordinates are the frame's)."""
+class RecordingReader(WindowReader):
+    """The gateway's window reader, handing the detector's boxes of every view to
+    `recording` (a case is one frame, read whole: the view's coordinates are the frame's)."""
 
-    def __init__(self, recording: Recording) -> None:
-        super().__init__(PixelSettings(), (), recording)
+    def __init__(self, recording: Recording, settings: PixelSettings) -> None:
+        markers = {m.upper() for m in settings.keep_markers}
+        super().__init__(recording, settings.margin, markers)
         self.recording = recording
 
     def _find(
@@ -854,6 +856,15 @@ class RecordingStage(PixelStage):
         boxes = super()._find(view, whole, turned=turned)
         self.recording.boxes += boxes
         return boxes
+
+
+class RecordingStage(PixelStage):
+    """The gateway's pixel stage, its window reader recording (`RecordingReader`)."""
+
+    def __init__(self, recording: Recording) -> None:
+        super().__init__(PixelSettings(), (), recording)
+        self.reader = RecordingReader(recording, PixelSettings())
+        self.recording = recording
 
 
 def _fitted(
@@ -899,7 +910,7 @@ def measure_case(w: Any, recording: Recording, case: Case, encoded: Encoded) -> 
     if outcome.pixels is not None:
         masks["whole"] = mask_image(outcome.pixels.masked, rows, columns, frame=0)
     margin = PixelSettings().margin
-    widened = [(b, _widen(b, margin, rows, columns)) for b in recording.boxes]  # no line growth
+    widened = [(b, widen(b, margin, rows, columns)) for b in recording.boxes]  # no line growth
     for _, r in widened:
         masks["detector"][r.y : r.y + r.height, r.x : r.x + r.width] = True
     truth = np.zeros((rows, columns), bool)

@@ -1,0 +1,144 @@
+"""The offline commands: `describe-profile` (what de-identification does to every attribute)
+and `deidentify` (the worker's code path over files and folders)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from gateway import batch
+from gateway.cli.common import EXIT_CONFIG, EXIT_OK, settings_from
+from gateway.deidentify.explain import Explanation, explain
+from gateway.deidentify.profile import OPTION_COLUMNS, enabled_columns
+from gateway.logs import configure
+from gateway.settings import (
+    DeidentifySettings,
+    LoggingSettings,
+    SecretSource,
+    Settings,
+    SpoolSettings,
+    VaultSettings,
+)
+from gateway.vault.sqlite import SqliteVault
+from gateway.worker import Worker
+
+
+def cmd_describe_profile(args: argparse.Namespace) -> int:
+    """Every Table E.1-1 attribute and what the engine does to it under the configured options
+    (`deidentify.explain`: from the engine's own decision for each tag, not the table's code)."""
+    config = settings_from(args.config, files=False) if args.config else None
+    options = config.deidentify if config is not None else DeidentifySettings()
+    rows = explain(options)
+    if args.format == "json":
+        print(json.dumps([_profile_row(r) for r in rows], indent=1))
+        return EXIT_OK
+    on = sorted(OPTION_COLUMNS[c] for c in enabled_columns(options))
+    print("PS3.15 Table E.1-1 (rev 2024b), Basic Application Level Confidentiality Profile")
+    print(f"Options in force: {', '.join(on) if on else 'none'}")
+    print("Attributes the table does not name: kept if the DICOM dictionary knows them, unless")
+    print("retired, person names, URLs, or (by keyword) about a person or organisation; kept")
+    print("UIDs are mapped, dates shifted; every kept text keeps only known words (the shipped")
+    print("vocabulary and the site's), then this instance's identifiers are removed from it;")
+    print("narrative (comments, histories, reasons) goes unless kept cleaned. Everything else is")
+    print("removed (allow-lists; docs/deidentify.md). Where the IOD of an instance's SOP class")
+    print("requires an attribute (PS3.3 types): what would be removed stays empty (Type 2, 2C)")
+    print("or with a fixed dummy (Type 1); what would be emptied keeps a fixed dummy (Type 1,")
+    print("1C); a sequence the IOD does not require goes when no item is left.\n")
+    print("Gateway rules, before the table:")
+    for r in rows:
+        if r.source == "gateway":
+            tag, name = r.row.rule.tag, r.row.rule.name
+            print(f"{tag:<13} {name[:48]:<48} -> {r.effect.action}  [{r.reason}]")
+    print("\nTable E.1-1:")
+    for r in rows:
+        if r.source == "table":
+            print(_table_line(r))
+    return EXIT_OK
+
+
+def _table_line(r: Explanation) -> str:
+    rule = r.row.rule
+    return (
+        f"{rule.tag:<13} {rule.name[:48]:<48} {rule.basic:<7} -> {r.effect.action}  "
+        f"{r.does}  [{r.reason}]"
+    )
+
+
+def cmd_deidentify(args: argparse.Namespace) -> int:
+    """The worker's code path over files and folders: outputs plus a JSON report."""
+    configure(LoggingSettings(level="warning", format="console"))  # library records redacted
+    inputs = list(batch.iter_inputs(args.inputs))
+    missing = [str(p) for p in args.inputs if not p.exists()]
+    if missing:
+        print(
+            f"dicom-gateway deidentify: no such file or folder: {', '.join(missing)}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    with _offline_vault(args.config) as (settings, vault):
+        worker = Worker.for_settings(settings, vault)
+        progress = _progress_bar if sys.stderr.isatty() else None
+        entries = batch.run(worker, inputs, args.out, progress)
+    document = batch.report(entries)
+    batch.write_report(args.report, document)
+    s = document["summary"]
+    print(
+        f"{s['inputs']} inputs: {s['written']} written, {s['dropped']} dropped, "
+        f"{s['quarantined']} quarantined; report: {args.report}"
+    )
+    return EXIT_OK
+
+
+@contextmanager
+def _offline_vault(config: Path | None) -> Iterator[tuple[Settings, SqliteVault]]:
+    """The site's settings and vault; without a config, the defaults and a throwaway vault."""
+    if config is not None:
+        settings = settings_from(config)
+        vault = SqliteVault.open(settings.vault)
+        try:
+            yield settings, vault
+        finally:
+            vault.close()
+        return
+    print(
+        "dicom-gateway deidentify: no --config: default options, and pseudonyms that are not "
+        "kept (a temporary vault)",
+        file=sys.stderr,
+    )
+    with tempfile.TemporaryDirectory(prefix="dicom-gateway-") as tmp:
+        root = Path(tmp)
+        settings = Settings(
+            spool=SpoolSettings(root / "spool", SecretSource(env="UNUSED")),
+            vault=VaultSettings(root / "vault.sqlite3", SecretSource(env="UNUSED")),
+        )
+        vault = SqliteVault(settings.vault.path, secrets.token_bytes(32))
+        try:
+            yield settings, vault
+        finally:
+            vault.close()
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 40
+    filled = width * done // max(total, 1)
+    end = "\n" if done == total else ""
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr)
+
+
+def _profile_row(r: Explanation) -> dict[str, str]:
+    """A describe-profile row as JSON: "action" and "does" say what the engine does."""
+    return {
+        "source": r.source,
+        "tag": r.row.rule.tag,
+        "name": r.row.rule.name,
+        "basic": r.row.rule.basic,
+        "action": r.effect.action,
+        "does": r.does,
+        "reason": r.reason,
+    }

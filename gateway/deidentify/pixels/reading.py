@@ -1,0 +1,257 @@
+"""Where a window of one frame holds text that must be masked: the detector's boxes, grown
+along their line, read by the recogniser where a box might be harmless (a site's orientation
+marker, a squat box with nothing legible, textured anatomy the detector takes for text).
+
+`WindowReader.boxes` is what the pixel stage (`stage`) calls per changed window of a frame; it
+knows nothing of frames, series or masking.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from gateway.deidentify.pixels.ctp import Region
+from gateway.deidentify.pixels.render import TURNED_VIEW, Renderer, parts
+
+_MARKER_ASPECT = 2.0  # boxes wider than this many heights hold more than a marker (LAT)
+_SQUAT = 1.5  # boxes narrower than this many heights hold a character or two at most
+#: Burned-in annotation lines are at most this tall (pixels, or share of the shorter side of
+#: the frame, whichever is more); taller boxes must read as text with this confidence.
+_LINE_PIXELS = 48
+_LINE_SHARE = 0.08
+_CONFIDENT = 0.8
+_LEGIBLE = 0.5  # a character or two read with less confidence than this is no text
+#: Detected boxes grow along their line as far as ink goes on (`_along_line`), by at most this
+#: many heights: measured on the shared ground truth (docs/pixels.md), where detectors miss
+#: the ends of lines over bright anatomy (PP-OCRv6 tiny misses a 10-pixel "Study Date:" of
+#: 67 pixels before a date it finds: 3 heights cover 0.89 of it); a gap of more than `_GAP`
+#: heights without ink ends the line.
+_LINE_EXTENSION = 4.0
+_GAP = 1.0
+#: Ink: a local contrast (3x3 morphological gradient) of at least this, in any view
+_INK = 64
+
+
+Readings = dict[tuple[int, Region, bytes], tuple[str, float]]
+
+
+class TextFinder(Protocol):
+    """A text detector and recogniser over 8-bit BGR pictures."""
+
+    def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]: ...
+
+    def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]: ...
+
+
+class WindowReader:
+    """The text boxes to mask in a window of a frame, with `margin` added; `markers`: what
+    the site keeps (orientation markers, upper case)."""
+
+    def __init__(self, finder: TextFinder, margin: int, markers: set[str]):
+        self.finder = finder
+        self.margin = margin
+        self.markers = markers
+
+    def boxes(
+        self,
+        renderer: Renderer,
+        frame: np.ndarray,
+        window: Region,
+        keep: list[Region] | None,
+        known: Readings | None = None,
+    ) -> list[Region]:
+        """The boxes to mask in `window` of `frame`. `known`: what boxes of earlier frames
+        read as, by view, place and exact pixels (a cine's labels are read once)."""
+        known = {} if known is None else known
+        x, y, w, h = window.x, window.y, window.width, window.height
+        rows, columns = frame.shape[:2]
+        line = max(_LINE_PIXELS, round(_LINE_SHARE * min(rows, columns)))
+        margin = self.margin
+        found: list[Region] = []
+        views = renderer.views(frame[y : y + h, x : x + w])
+        ink = _ink(views)
+        for number, view in enumerate(views):
+            boxes = []
+            turned = number == TURNED_VIEW and len(views) > TURNED_VIEW
+            for box in self._find(view, (rows, columns), turned=turned):
+                grown = _along_line(ink, box, vertical=_vertical(box, line))
+                placed = Region(grown.x + x, grown.y + y, grown.width, grown.height)
+                widened = widen(placed, margin, rows, columns)
+                if keep is None or any(_overlaps(widened, k) for k in keep):
+                    boxes.append((box, widened))  # outside the regions all is masked anyway
+            doubtful = [
+                b
+                for b, _ in boxes
+                if not _vertical(b, line)
+                and (b.height > line or b.width <= _MARKER_ASPECT * b.height)
+            ]
+            readings = self._read(view, number, Region(x, y, w, h), doubtful, known, line)
+            found += [
+                widened
+                for box, widened in boxes
+                if box not in readings or not self._harmless(box, *readings[box], line)
+            ]
+        return found
+
+    def _find(
+        self, view: np.ndarray, whole: tuple[int, int], *, turned: bool = False
+    ) -> list[Region]:
+        """The detector's boxes in `view`: read whole, or only in its parts (`render.parts`);
+        `turned`: read a second time turned a quarter anticlockwise, boxes turned back."""
+        where = parts(view)
+        if where is None:
+            found = self.finder.find(view, whole)
+        else:
+            found = [
+                Region(box.x + part.x, box.y + part.y, box.width, box.height)
+                for part in where
+                for box in self.finder.find(
+                    view[part.y : part.y + part.height, part.x : part.x + part.width], whole
+                )
+            ]
+        if turned:
+            picture = np.ascontiguousarray(np.rot90(view))  # [r, c] is view[c, width - 1 - r]
+            width = view.shape[1]
+            found += [
+                Region(width - box.y - box.height, box.x, box.height, box.width)
+                for box in self.finder.find(picture, (whole[1], whole[0]))
+            ]
+        return found
+
+    def _read(
+        self,
+        view: np.ndarray,
+        number: int,
+        window: Region,
+        boxes: list[Region],
+        known: Readings,
+        line: int,
+    ) -> dict[Region, tuple[str, float]]:
+        """What each box reads as; boxes whose exact pixels were read before are not read
+        again."""
+        keys = {
+            box: (
+                number,
+                Region(box.x + window.x, box.y + window.y, box.width, box.height),
+                view[box.y : box.y + box.height, box.x : box.x + box.width].tobytes(),
+            )
+            for box in boxes
+        }
+        new = [box for box in boxes if keys[box] not in known]
+        for box, reading in zip(new, self.finder.read_many(view, new), strict=True):
+            known[keys[box]] = self._turned(view, box, reading, line)
+        return {box: known[keys[box]] for box in boxes}
+
+    def _turned(
+        self, view: np.ndarray, box: Region, upright: tuple[str, float], line: int
+    ) -> tuple[str, float]:
+        """`box` read upright, and turned a quarter either way if it could hold characters of
+        a line written downwards or upwards (no taller than a text line, or taller than wide)
+        and may stay as it reads upright (a marker excepted): the most confident reading
+        counts. A box masked as it reads upright is not read turned (it could only stay if a
+        turned reading made a marker of it). A region taller than a line and wider than tall
+        (anatomy, as the detector sees it) is read upright only: turned, its texture reads as
+        confident garbage."""
+        if "".join(upright[0].split()).upper() in self.markers:
+            return upright
+        if not self._harmless(box, *upright, line):
+            return upright
+        if box.height > line and box.width >= box.height:
+            return upright
+        best = upright
+        crop = view[box.y : box.y + box.height, box.x : box.x + box.width]
+        for turns in (1, 3):
+            turned = np.ascontiguousarray(np.rot90(crop, turns))
+            whole = Region(0, 0, turned.shape[1], turned.shape[0])
+            reading = self.finder.read_many(turned, [whole])[0]
+            if reading[1] >= max(best[1], _CONFIDENT) and any(c.isalnum() for c in reading[0]):
+                best = reading
+        return best
+
+    def _harmless(self, box: Region, text: str, confidence: float, line: int) -> bool:
+        """Whether a detected box that was read may stay: a short box read as one of the
+        site's markers; a squat box in which nothing is legible (teeth, a bolt: detectors see
+        glyphs in them); a box taller than a text line (`line` pixels) that does not read
+        confidently as text (textured anatomy - bowel, lung, trabecular bone - looks like text
+        to the detector as a whole region; big text reads clearly). A box of line height, wide
+        enough to hold more than a marker, is never read: it is masked; so is its rotated
+        shape, a line written downwards or upwards (`_vertical`)."""
+        text = "".join(text.split()).upper()
+        if box.height > line:
+            return not (confidence >= _CONFIDENT and any(ch.isalnum() for ch in text))
+        if text in self.markers:
+            return True
+        legible = confidence >= _LEGIBLE and any(ch.isalnum() for ch in text)
+        return box.width < _SQUAT * box.height and not legible
+
+
+def widen(box: Region, margin: int, rows: int, columns: int) -> Region:
+    """`box` grown by `margin` on every side, inside the frame."""
+    x0, y0 = max(box.x - margin, 0), max(box.y - margin, 0)
+    x1, y1 = min(box.x + box.width + margin, columns), min(box.y + box.height + margin, rows)
+    return Region(x0, y0, x1 - x0, y1 - y0)
+
+
+def _ink(views: list[np.ndarray]) -> np.ndarray:
+    """Where any view has a stroke-like edge: text drawn at any value has sharp edges; flat
+    background and smooth anatomy have none."""
+    kernel = np.ones((3, 3), np.uint8)
+    found = np.zeros(views[0].shape[:2], bool)
+    for view in views:
+        grey = view if view.ndim == 2 else _brightest_channel(view)
+        found |= cv2.morphologyEx(grey, cv2.MORPH_GRADIENT, kernel) >= _INK
+    return found
+
+
+def _brightest_channel(view: np.ndarray) -> np.ndarray:
+    """Per pixel, the largest of the view's channels (OpenCV: 10x numpy's max(axis=2))."""
+    channels = cv2.split(view)
+    out = channels[0]
+    for channel in channels[1:]:
+        out = cv2.max(out, channel)
+    return out
+
+
+def _vertical(box: Region, line: int) -> bool:
+    """A line of text written downwards or upwards: no wider than a text line and taller than
+    a marker could be (the rotated shape of a box `_read_window` masks unread)."""
+    return box.width <= line and box.height > _MARKER_ASPECT * box.width
+
+
+def _along_line(ink: np.ndarray, box: Region, *, vertical: bool) -> Region:
+    """`box` grown along its line (rows, or columns for vertical text) while ink continues,
+    with gaps of at most `_GAP` line heights, by at most `_LINE_EXTENSION` line heights on
+    each side (a detector most often misses the start or end of a line, rarely a whole
+    line)."""
+    if vertical:
+        turned = _along_line(ink.T, Region(box.y, box.x, box.height, box.width), vertical=False)
+        return Region(turned.y, turned.x, turned.height, turned.width)
+    reach, gap = round(_LINE_EXTENSION * box.height), max(round(_GAP * box.height), 1)
+    band = ink[box.y : box.y + box.height]
+    columns = band.shape[1]
+    right = np.any(band[:, box.x + box.width : min(box.x + box.width + reach, columns)], axis=0)
+    left = np.any(band[:, max(box.x - reach, 0) : box.x], axis=0)
+    before, after = _run(np.asarray(left)[::-1], gap), _run(np.asarray(right), gap)
+    return Region(box.x - before, box.y, box.width + before + after, box.height)
+
+
+def _run(inked: np.ndarray, gap: int) -> int:
+    """Columns from the box edge to the last inked one reached with gaps of at most `gap`."""
+    last = 0
+    for column in np.flatnonzero(inked):
+        if column - last > gap:
+            break
+        last = int(column) + 1
+    return last
+
+
+def _overlaps(a: Region, b: Region) -> bool:
+    return (
+        a.x < b.x + b.width
+        and b.x < a.x + a.width
+        and a.y < b.y + b.height
+        and b.y < a.y + a.height
+    )
