@@ -16,7 +16,8 @@ In-flight work is bounded: each worker holds one instance; everything else waits
 a queue (paths, not data: a 10,000-instance backlog costs about a megabyte). After a crash,
 `recover` rebuilds the queues from the spool alone (`recovery`); instances whose sealed copy
 was written before the crash were already tidied by the spool. Where an item is, and whether
-a study still waits or is held, only the spool knows; the queues here are the order of work.
+a study still waits or is held, only the spool knows; `work.WorkQueue` keeps the order of
+work.
 
 Every second the scheduler also seals manifests of stable studies (`studies`, `manifests`),
 applies operators' requests (`operations`) and refreshes the queue gauges; every
@@ -30,7 +31,6 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,14 +48,13 @@ from gateway.pipeline.pool import Lost, WorkerPool
 from gateway.pipeline.recovery import backlog
 from gateway.pipeline.retention import Retention
 from gateway.pipeline.studies import Studies
+from gateway.pipeline.work import WorkQueue
 from gateway.seal.keys import PublicKey
 from gateway.settings import Settings
 from gateway.spool import InstanceHeader, Spool, State
 
 log = get_logger("gateway.scheduler")
 _TICK = 1.0  # seconds between assembly / gauge passes
-_DEFER_SECONDS = 30.0  # a sealed copy the spool could not take is tried again after this
-_CRASH_RETRIES = 1
 MIXED = "study-mixed-patients"
 
 
@@ -87,10 +86,7 @@ class Scheduler:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._pending: deque[Path] = deque()
-        self._deferred: list[tuple[float, Path]] = []
-        self._attempts: dict[str, int] = {}
-        self._in_flight: dict[str, float] = {}  # instance id -> monotonic dispatch time
+        self.work = WorkQueue()
         self._stopping = threading.Event()
         self._draining = False
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
@@ -132,7 +128,7 @@ class Scheduler:
         now = time.monotonic()
         found = backlog(self.spool)
         for item in found.originals:
-            self._pending.append(item.path)
+            self.work.add(item.path)
             self.studies.received(item.study_id, now)
         for item in found.sealed:
             self.studies.get(item.study_id, now)
@@ -142,7 +138,7 @@ class Scheduler:
         recovered = self.spool.recovery
         log.info(
             "scheduler.recovered",
-            waiting=len(self._pending),
+            waiting=self.work.queued,
             outbox=len(found.sealed),
             partial_writes=recovered.partial_writes,
             originals_already_sealed=recovered.originals_already_sealed,
@@ -154,9 +150,9 @@ class Scheduler:
         deadline = time.monotonic() + timeout
         self._draining = True
         self._wake()
-        while self._in_flight and time.monotonic() < deadline:
+        while self.work.in_flight and time.monotonic() < deadline:
             time.sleep(0.05)
-        finished = not self._in_flight
+        finished = not self.work.in_flight
         self._deadline = deadline
         self._stopping.set()
         self._wake()
@@ -230,18 +226,16 @@ class Scheduler:
 
     def _dispatch(self) -> None:
         now = time.monotonic()
-        if self._deferred and self._deferred[0][0] <= now:
-            due = [p for t, p in self._deferred if t <= now]
-            self._deferred = [(t, p) for t, p in self._deferred if t > now]
-            self._pending.extendleft(reversed(due))
-        while not self._draining and self._pending and self.pool.free():
-            path = self._pending.popleft()
+        while not self._draining and self.pool.free():
+            path = self.work.next(now)
+            if path is None:
+                return
             item = self.spool.item(path)
             if self.spool.records.held(item.study_id):
                 self._quarantine(path, Summary(item.name, Fate.QUARANTINED, MIXED))
                 continue
             job = Job(str(path), path.stem)
-            self._in_flight[job.instance_id] = now
+            self.work.dispatched(job.instance_id, now)
             self.pool.submit(job)
 
     def _stored(self, header: InstanceHeader) -> None:
@@ -250,20 +244,18 @@ class Scheduler:
         if header.study_id not in self.studies.known:
             self.audit.record("study.received", peer=header.peer, study_id=header.study_id)
         self.studies.received(header.study_id, now)
-        self._pending.append(path)
+        self.work.add(path)
 
     def _finished(self, job: Job, result: Summary | Lost) -> None:
-        dispatched = self._in_flight.pop(job.instance_id, None)
+        dispatched = self.work.returned(job.instance_id)
         path = Path(job.path)
         study_id = self.spool.item(path).study_id
         if isinstance(result, Lost):
-            tries = self._attempts.get(job.instance_id, 0)
-            if result.reason == "worker-crashed" and tries < _CRASH_RETRIES:
-                self._attempts[job.instance_id] = tries + 1
-                self._pending.appendleft(path)
+            crashed = result.reason == "worker-crashed"
+            if crashed and self.work.retry_crashed(job.instance_id, path):
                 return
             result = Summary(job.instance_id, Fate.QUARANTINED, result.reason)
-        self._attempts.pop(job.instance_id, None)
+        self.work.settled(job.instance_id)
         self.metrics.instances_processed.labels(result=result.result.value).inc()
         for stage, seconds in result.seconds.items():
             self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
@@ -271,7 +263,7 @@ class Scheduler:
             self.metrics.stage_seconds.labels(stage="worker").observe(time.monotonic() - dispatched)
         if result.result is Fate.DEFERRED:
             log.warning("instance.deferred", reason=result.reason)
-            self._deferred.append((time.monotonic() + _DEFER_SECONDS, path))
+            self.work.defer(path)
             return
         if result.reason == MIXED:
             self._mark_mixed(study_id)
@@ -343,7 +335,7 @@ class Scheduler:
             fields = {"study_id": item.study_id, "instance_id": item.name}
             if applied.op == "release" and applied.path is not None:
                 self.studies.received(item.study_id, now)
-                self._pending.append(applied.path)
+                self.work.add(applied.path)
                 self.audit.record("instance.released", **fields)
             elif applied.op == "retry" and applied.path is not None:
                 self.studies.get(item.study_id, now)
@@ -372,13 +364,12 @@ class Scheduler:
             self.spool.prune(State.INCOMING, study.study_id)
 
     def _gauges(self) -> None:
-        waiting = len(self._pending) + len(self._deferred) + len(self._in_flight)
-        self.metrics.queue_depth.labels(state="incoming").set(waiting)
+        self.metrics.queue_depth.labels(state="incoming").set(self.work.waiting)
         self.metrics.queue_depth.labels(state="outbox").set(self.outbox.waiting())
         self.metrics.workers_alive.set(self.pool.alive())
         now = time.time()
         for state, oldest in (
-            ("incoming", self._pending[0] if self._pending else None),
+            ("incoming", self.work.oldest()),
             ("outbox", self.outbox.head()),
         ):
             self.metrics.oldest_age.labels(state=state).set(_age(oldest, now))
@@ -390,7 +381,7 @@ class Scheduler:
     @property
     def idle(self) -> bool:
         """Nothing waiting anywhere (tests and benchmarks wait for this)."""
-        return not (self._pending or self._deferred or self._in_flight or self.outbox.waiting())
+        return not (self.work.waiting or self.outbox.waiting())
 
 
 def _age(path: Path | None, now: float) -> float:
