@@ -17,8 +17,10 @@ def test_oldest_first_and_a_crashed_instance_goes_to_the_front_once() -> None:
     now = time.monotonic()
     assert work.next(now) == a
     work.dispatched("a", now)
-    assert work.waiting == 2 and work.in_flight == 1
-    assert work.returned("a") == now and work.in_flight == 0
+    assert work.waiting == 2
+    assert work.in_flight == 1
+    assert work.returned("a") == now
+    assert work.in_flight == 0
     assert work.retry_crashed("a", a)
     assert work.oldest() == a  # before b
     assert work.next(now) == a
@@ -34,7 +36,8 @@ def test_what_was_put_off_waits_then_comes_back_before_the_rest() -> None:
     work.defer(late)
     work.add(new)
     now = time.monotonic()
-    assert work.waiting == 2 and work.queued == 1
+    assert work.waiting == 2
+    assert work.queued == 1
     assert work.next(now) == new
     assert work.next(now) is None  # not due yet
     assert work.next(now + 61) == late
