@@ -25,7 +25,7 @@ from gateway.pipeline import operations
 from gateway.pipeline.operations import Held, Op
 from gateway.settings import Settings
 from gateway.spool import HELD, STATES, Spool, State
-from gateway.vault import SqliteVault
+from gateway.vault import open_vault
 from gateway.worker import Worker
 
 
@@ -98,7 +98,7 @@ def check_release(settings: Settings, ref: str) -> None:
     spool = Spool.open_readonly(settings.spool)
     item = operations.find(spool, State.QUARANTINE, ref)
     header, data = spool.read(item.path)
-    vault = SqliteVault.open(settings.vault)
+    vault = open_vault(settings.vault)
     try:
         outcome = Worker.for_settings(settings, vault).process(data, header.peer)
     finally:

@@ -33,6 +33,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline import build
 from gateway.settings import Settings
 from gateway.spool import Spool
+from gateway.vault import open_vault
 
 log = get_logger("gateway.app")
 
@@ -51,6 +52,8 @@ class Gateway:
         try:
             self.audit = AuditLog(settings.audit_path)
             self._files.callback(self.audit.close)
+            self.vault = open_vault(settings.vault)  # readiness; the workers open their own
+            self._files.callback(self.vault.close)
             self.pipeline = (
                 build(settings, self.spool, self.metrics, self.audit)
                 if (settings.forward.enabled)
@@ -60,7 +63,7 @@ class Gateway:
             self._files.close()
             raise
         self.ingest = IngestService(settings.ingest, self.spool, self.metrics, self._audit)
-        self.health = Health(settings, self.spool, self.metrics, self.pipeline)
+        self.health = Health(settings, self.spool, self.metrics, self.pipeline, self.vault)
         self.http: HttpEndpoint | None = None
         self._stop = threading.Event()
         self._signals = 0

@@ -7,7 +7,9 @@
     ├── ModelError           a text-detector model file is missing or not the tested one
     ├── SpoolError           the spool cannot take or give back an instance
     │   ├── SpoolFull, SpoolLocked, SpoolCorrupt
-    ├── TlsSetupError, ListenError, VaultError, NetworkError
+    ├── TlsSetupError, ListenError, NetworkError
+    ├── VaultError           the vault cannot be opened, written or read back
+    │   └── VaultUnavailable the vault cannot be reached now: work waits, nothing is held
     ├── SealError            a sealed body does not open under its name
     ├── UnreadableDataset    a received data set cannot be walked to its Study Instance UID
     ├── IncompatibleLibrary  an installed library changed where a seam relies on it
@@ -67,6 +69,16 @@ class ListenError(GatewayError):
 
 class VaultError(GatewayError):
     """The vault cannot be opened, written or read back."""
+
+
+class VaultUnavailable(VaultError):
+    """The vault cannot be reached now (its server down or restarting, its schema newer than
+    this gateway knows): instances wait in the spool until it can; `reason` is a code for
+    logs, metrics and readiness."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class NetworkError(GatewayError):

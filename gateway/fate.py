@@ -17,3 +17,7 @@ class Fate(StrEnum):
 
 #: the fates a daemon worker reports (the `instances_processed` series made at start)
 PROCESSED: tuple[Fate, ...] = (Fate.SEALED, Fate.DROPPED, Fate.QUARANTINED, Fate.DEFERRED)
+
+#: why a vault call failed (a DEFERRED instance's reason, a readiness check's, the
+#: `vault_errors` label): the instance waits in incoming/, nothing is held for it
+VAULT_REASONS: tuple[str, ...] = ("vault-unavailable", "vault-schema-newer", "vault-error")

@@ -11,6 +11,8 @@ Checks, each also the gauge `dicom_gateway_readiness_check{check}`:
 
 - `spool_writable`: a probe file can be created, synced and removed where new studies go;
 - `disk_reserve`: free space on the spool filesystem is above `spool.min_free_mib`;
+- `vault`: the vault answers (PostgreSQL: reached within `connect_timeout`, its schema not
+  newer than this gateway knows); while it does not, instances wait in `incoming/`;
 - `workers` (forwarding on): the worker pool started and at least one worker is alive;
 - `destination` (forwarding on): a mutual-TLS handshake with the analysis server succeeds
   (CA, host name, pin), and requests to it are not failing (the outbox is not backing off).
@@ -41,11 +43,13 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from cryptography import x509
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from gateway.errors import VaultError, VaultUnavailable
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.pipeline import Scheduler
 from gateway.settings import Settings
 from gateway.spool import HELD, Spool
+from gateway.vault import Vault
 
 log = get_logger("gateway.health")
 _INTERVAL = 5.0  # seconds between background passes
@@ -68,9 +72,11 @@ class Health:
         spool: Spool,
         metrics: Metrics,
         scheduler: Scheduler | None,
+        vault: Vault | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spool = spool
+        self.vault = vault
         self.metrics = metrics
         self.scheduler = scheduler
         self._clock = clock
@@ -110,6 +116,8 @@ class Health:
             "spool_writable": _check(self.spool.writable(), "not-writable"),
             "disk_reserve": _check(room, "below-reserve"),
         }
+        if self.vault is not None:
+            checks["vault"] = self._vault(self.vault)
         if self.scheduler is not None:
             checks["workers"] = _check(self.scheduler.workers_ready(), "no-worker-alive")
             checks["destination"] = self._destination(self.scheduler)
@@ -138,6 +146,15 @@ class Health:
             return Check(False, probe.reason)
         if scheduler.outbox.gate.failing:
             return Check(False, "requests-failing")
+        return Check(True)
+
+    def _vault(self, vault: Vault) -> Check:
+        try:
+            vault.ping()
+        except VaultUnavailable as exc:
+            return Check(False, exc.reason)
+        except VaultError:
+            return Check(False, "vault-error")
         return Check(True)
 
     def _held_gauges(self) -> None:

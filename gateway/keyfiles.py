@@ -1,6 +1,7 @@
 """Site key files: 32 random bytes as hex, in a mode-0600 file or an environment variable.
 
 Shared by the spool (master key) and the vault (vault key); `dicom-gateway keys` creates them.
+Other secrets (a vault database's password) are read the same way (`read_secret_text`).
 """
 
 from __future__ import annotations
@@ -28,17 +29,24 @@ def _parse_key(text: str, where: str) -> bytes:
 
 def read_key(secret: SecretSource) -> bytes:
     """Read a site key; a key file readable by group or others is refused."""
+    where = f"environment variable {secret.env}" if secret.env is not None else str(secret.file)
+    return _parse_key(read_secret_text(secret), where)
+
+
+def read_secret_text(secret: SecretSource) -> str:
+    """A secret's text (a key, a database password): from its environment variable, or from
+    its file, which must not be readable by group or others; surrounding white space goes."""
     if secret.env is not None:
         value = os.environ.get(secret.env)
         if not value:
             raise KeyFileError(f"environment variable {secret.env} is not set")
-        return _parse_key(value, f"environment variable {secret.env}")
+        return value.strip()
     assert secret.file is not None
     try:
         mode = secret.file.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyFileError(f"{secret.file}: key file must be mode 0600, is {mode & 0o777:04o}")
-        return _parse_key(secret.file.read_text(encoding="ascii"), str(secret.file))
+        return secret.file.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise KeyFileError(
             f"{secret.file}: cannot read key file: {exc.__class__.__name__}"

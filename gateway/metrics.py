@@ -11,7 +11,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 import gateway
-from gateway.fate import PROCESSED
+from gateway.fate import PROCESSED, VAULT_REASONS
 
 
 class Refusal(enum.StrEnum):
@@ -113,6 +113,21 @@ class Metrics:
                      600.0, 3600.0),
             registry=registry,
         )  # fmt: skip
+        self.vault_seconds = Histogram(
+            p + "vault_duration_seconds",
+            "Time per instance spent in round trips to the vault engine (SQLite or PostgreSQL); "
+            "an instance whose pseudonyms were all remembered makes none",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+            registry=registry,
+        )
+        self.vault_errors = Counter(
+            p + "vault_errors",
+            "Vault calls that failed, by reason (vault-unavailable: the engine cannot be "
+            "reached; vault-schema-newer; vault-error: a statement refused); each instance "
+            "affected waits in incoming/",
+            ["reason"],
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             p + "queue_depth",
             "Items in each spool state (incoming: acknowledged, not yet sealed; outbox: sealed, "
@@ -179,6 +194,8 @@ class Metrics:
             self.store_requests.labels(result=result)
         for processed in PROCESSED:
             self.instances_processed.labels(result=processed.value)
+        for code in VAULT_REASONS:
+            self.vault_errors.labels(reason=code)
 
     def watch_free_space(self, read: Callable[[], int]) -> None:
         self.spool_free_bytes.set_function(lambda: float(read()))

@@ -60,6 +60,21 @@ def _port_problem(value: int) -> str | None:
     return None if 0 <= value <= 65535 else "must be a TCP port between 0 and 65535"
 
 
+def _host_problem(value: str) -> str | None:
+    ok = value and not any(ch.isspace() or ch in "'\\=" for ch in value)
+    return None if ok else "must be a host name, an IP address or a Unix socket folder"
+
+
+def _loopback(host: str) -> bool:
+    """A loopback address, "localhost", or a Unix socket folder (an absolute path)."""
+    if host == "localhost" or host.startswith("/"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _positive(value: float) -> str | None:
     return None if math.isfinite(value) and value > 0 else "must be a finite number above zero"
 
@@ -184,11 +199,37 @@ class SpoolSettings:
 
 
 @dataclass(frozen=True)
-class VaultSettings:
-    """The on-site pseudonym store (SQLite); its key encrypts the original values."""
+class PostgresSettings:
+    """A PostgreSQL vault shared by several gateways (`vault.engine = "postgresql"`). The
+    password is never inline; with `sslmode` verify-full (the default) the server's certificate
+    must chain to `ca` and name `host`; `certificate` and `private_key` authenticate this
+    gateway to it."""
 
-    path: Path
+    host: str = field(metadata=_check(_host_problem))
+    port: int = field(default=5432, metadata=_check(_port_problem))
+    dbname: str = "dicom_gateway"
+    user: str = "dicom_gateway"
+    password: SecretSource | None = None
+    sslmode: Literal["disable", "require", "verify-ca", "verify-full"] = "verify-full"
+    ca: Path | None = None
+    certificate: Path | None = None
+    private_key: Path | None = None
+    #: connections per gateway process at most (each worker is one process)
+    pool_size: int = field(default=2, metadata=_check(_between(1, 64)))
+    #: how long one attempt to reach the server may take before the instance waits
+    connect_timeout: float = field(default=5.0, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    """The on-site pseudonym store; its key encrypts the original values. `engine` "sqlite"
+    (one gateway: a file at `path`) or "postgresql" (shared by N gateways: `[vault.postgresql]`).
+    """
+
     key: SecretSource
+    engine: Literal["sqlite", "postgresql"] = "sqlite"
+    path: Path | None = None
+    postgresql: PostgresSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -487,10 +528,8 @@ class _Builder:
         origin = typing.get_origin(tp)
         if origin in (types.UnionType, typing.Union):
             options = [a for a in typing.get_args(tp) if a is not type(None)]
-            if options == [Path]:
-                return self.convert(Path, raw, key)
-            if options == [str]:
-                return self.convert(str, raw, key)
+            if len(options) == 1:  # X | None
+                return self.convert(options[0], raw, key)
             return self._network(raw, key)
         if origin is tuple:
             return self._tuple(typing.get_args(tp)[0], raw, key)
@@ -587,6 +626,31 @@ def _cross_checks(settings: Settings, b: _Builder) -> None:
         for name in ("url", "ca_bundle", "client_certificate", "client_key", "receiver_key"):
             if getattr(forward, name) is None:
                 b.problem(f"forward.{name}", "is required when forward.enabled = true")
+    _vault_checks(settings.vault, b)
+
+
+def _vault_checks(vault: VaultSettings, b: _Builder) -> None:
+    if vault.engine == "sqlite":
+        if vault.path is None:
+            b.problem("vault.path", 'is required when vault.engine = "sqlite" (the default)')
+        if vault.postgresql is not None:
+            b.problem("vault.postgresql", 'is used only when vault.engine = "postgresql"')
+        return
+    pg = vault.postgresql
+    if pg is None:
+        b.problem("vault.postgresql", 'is required when vault.engine = "postgresql"')
+        return
+    if vault.path is not None:
+        b.problem("vault.path", 'is used only when vault.engine = "sqlite"')
+    if pg.sslmode.startswith("verify") and pg.ca is None:
+        b.problem("vault.postgresql.ca", f'is required when sslmode = "{pg.sslmode}"')
+    if pg.sslmode == "disable" and not _loopback(pg.host):
+        b.problem(
+            "vault.postgresql.sslmode",
+            '"disable" is allowed only for a server on loopback or a Unix socket',
+        )
+    if (pg.certificate is None) != (pg.private_key is None):
+        b.problem("vault.postgresql", "certificate and private_key go together")
 
 
 def load(path: Path) -> Settings:
@@ -626,6 +690,22 @@ def file_problems(settings: Settings) -> list[str]:
             problems.append(
                 f"{settings.source}: {key}.env: environment variable {secret.env} is not set"
             )
+    pg = settings.vault.postgresql
+    if settings.vault.engine == "postgresql" and pg is not None:
+        password = pg.password
+        if password is not None and password.file is not None and not password.file.is_file():
+            problems.append(
+                f"{settings.source}: vault.postgresql.password.file: no such file {password.file}"
+            )
+        if password is not None and password.env is not None and not os.environ.get(password.env):
+            problems.append(
+                f"{settings.source}: vault.postgresql.password.env: environment variable "
+                f"{password.env} is not set"
+            )
+        for name in ("ca", "certificate", "private_key"):
+            value = getattr(pg, name)
+            if value is not None and not value.is_file():
+                problems.append(f"{settings.source}: vault.postgresql.{name}: no such file {value}")
     tls = settings.ingest.tls
     if tls.enabled:
         for name in ("certificate", "private_key", "client_ca"):

@@ -6,6 +6,7 @@ patient names and IDs of every file in the shared test material: no PHI in any l
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from gateway.vault.sqlite import SqliteVault
+from tests.postgres import PostgresServer, binaries
 from tests.support import (
     GatewayProcess,
     base_config,
@@ -88,3 +90,23 @@ def vault(tmp_path: Path) -> Iterator[SqliteVault]:
     v = SqliteVault(tmp_path / "vault.sqlite3", b"v" * 32)
     yield v
     v.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (loopback); each test takes a database."""
+    bindir = binaries()
+    if bindir is None:
+        pytest.fail("PostgreSQL is not installed (.ci/debian-packages lists it)")
+    server = PostgresServer(bindir)
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def postgres_db(postgres_server: PostgresServer) -> str:
+    """A fresh database on the session's server, owned by the gateway's role."""
+    name = f"vault_{secrets.token_hex(6)}"
+    postgres_server.create_database(name)
+    return name

@@ -25,7 +25,7 @@ from gateway.settings import (
     SpoolSettings,
     VaultSettings,
 )
-from gateway.vault.sqlite import SqliteVault
+from gateway.vault import SqliteVault, Vault, open_vault
 from gateway.worker import Worker
 
 
@@ -96,11 +96,11 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _offline_vault(config: Path | None) -> Iterator[tuple[Settings, SqliteVault]]:
+def _offline_vault(config: Path | None) -> Iterator[tuple[Settings, Vault]]:
     """The site's settings and vault; without a config, the defaults and a throwaway vault."""
     if config is not None:
         settings = settings_from(config)
-        vault = SqliteVault.open(settings.vault)
+        vault = open_vault(settings.vault)
         try:
             yield settings, vault
         finally:
@@ -115,9 +115,9 @@ def _offline_vault(config: Path | None) -> Iterator[tuple[Settings, SqliteVault]
         root = Path(tmp)
         settings = Settings(
             spool=SpoolSettings(root / "spool", SecretSource(env="UNUSED")),
-            vault=VaultSettings(root / "vault.sqlite3", SecretSource(env="UNUSED")),
+            vault=VaultSettings(SecretSource(env="UNUSED"), path=root / "vault.sqlite3"),
         )
-        vault = SqliteVault(settings.vault.path, secrets.token_bytes(32))
+        vault = SqliteVault(root / "vault.sqlite3", secrets.token_bytes(32))
         try:
             yield settings, vault
         finally:

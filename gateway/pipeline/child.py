@@ -22,14 +22,14 @@ from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from gateway.errors import GatewayError, SpoolCorrupt
+from gateway.errors import GatewayError, SpoolCorrupt, VaultUnavailable
 from gateway.fate import Fate
 from gateway.logs import configure, get_logger
 from gateway.seal.envelope import Name, seal
 from gateway.seal.keys import PublicKey, read_public
 from gateway.settings import Settings
 from gateway.spool import OutgoingHeader, Spool
-from gateway.vault import SqliteVault
+from gateway.vault import open_vault
 from gateway.worker import Worker
 
 log = get_logger("gateway.worker")
@@ -46,7 +46,8 @@ class Summary:
     """What became of one job; safe to log and count (no value from the instance)."""
 
     instance_id: str
-    result: Fate  # SEALED, DROPPED, QUARANTINED or DEFERRED (the original stays, tried later)
+    result: Fate  # SEALED, DROPPED, QUARANTINED or DEFERRED (the original stays, tried later:
+    # the spool could not take the sealed copy, or the vault could not be reached)
     reason: str | None = None
     where: tuple[str, ...] = ()  # tag paths a finding points at
     sealed: str | None = None  # the sealed file's path
@@ -64,7 +65,7 @@ class Child:
         if settings.forward.receiver_key is None:
             raise GatewayError("forward.receiver_key is not set")
         self.site = settings.deidentify.site_code
-        self.vault = SqliteVault.open(settings.vault)
+        self.vault = open_vault(settings.vault)
         self.spool = Spool.open_readonly(settings.spool)
         self.worker = Worker.for_settings(settings, self.vault)
         self.key: PublicKey = read_public(settings.forward.receiver_key)
@@ -79,9 +80,17 @@ class Child:
         except SpoolCorrupt:
             return Summary(job.instance_id, Fate.QUARANTINED, "spool-corrupt")
         read = time.perf_counter()
-        outcome = self.worker.process(data, header.peer)
+        self.vault.usage()  # what earlier jobs used is theirs
+        try:
+            outcome = self.worker.process(data, header.peer)
+        except VaultUnavailable as exc:
+            log.warning("worker.vault_unavailable", reason=exc.reason, error=str(exc))
+            return Summary(job.instance_id, Fate.DEFERRED, exc.reason)
         done = time.perf_counter()
         seconds = {"read": read - started, "deidentify": done - read}
+        used = self.vault.usage()
+        if used.round_trips:
+            seconds["vault"] = used.seconds
         if outcome.status is not Fate.WRITTEN or outcome.result is None:
             fate = Fate.DROPPED if outcome.status is Fate.DROPPED else Fate.QUARANTINED
             return Summary(

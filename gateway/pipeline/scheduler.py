@@ -37,7 +37,7 @@ from pathlib import Path
 
 from gateway.audit import AuditLog
 from gateway.errors import GatewayError
-from gateway.fate import Fate
+from gateway.fate import VAULT_REASONS, Fate
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.pipeline.child import Job, Summary
@@ -258,9 +258,18 @@ class Scheduler:
         self.work.settled(job.instance_id)
         self.metrics.instances_processed.labels(result=result.result.value).inc()
         for stage, seconds in result.seconds.items():
-            self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
+            if stage == "vault":
+                self.metrics.vault_seconds.observe(seconds)
+            else:
+                self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
         if dispatched is not None:
             self.metrics.stage_seconds.labels(stage="worker").observe(time.monotonic() - dispatched)
+        if result.result is Fate.DEFERRED and result.reason in VAULT_REASONS:
+            self.metrics.vault_errors.labels(reason=result.reason).inc()
+            pause = self.work.pause(path, time.monotonic())
+            log.warning("instance.waits_for_vault", reason=result.reason, seconds=pause)
+            return
+        self.work.resumed()
         if result.result is Fate.DEFERRED:
             log.warning("instance.deferred", reason=result.reason)
             self.work.defer(path)

@@ -1,38 +1,24 @@
-"""The on-site vault: original value <-> pseudonym, one table, in SQLite (WAL).
+"""The vault in one SQLite file (WAL): the embedded default, for one gateway on one box.
 
-What it stores per mapping: the kind ("patient_id", "uid", "date_offset", ...), a keyed hash of
-the original (to find it again), the original encrypted with AES-256-GCM (to re-identify results
-later, on site), and the pseudonym. Keys come from the vault key (`vault.key`) through HKDF;
-without it the file reveals no original value, and the hash cannot be checked against guesses.
-
-Consistency: the (kind, hash) pair is the primary key, so the first writer wins and everyone
-else, in any process, reads the winner's pseudonym. Pseudonyms are unique per kind. Commits are
-synchronous (WAL, synchronous=FULL): a pseudonym handed out survives a power cut, so a re-sent
-study can never get a second one.
+One table, one row per mapping (`base`); the (kind, lookup) pair is the primary key and
+(kind, pseudonym) unique. Commits are synchronous (WAL, synchronous=FULL): a pseudonym handed
+out survives a power cut, so a re-sent study can never get a second one. Every process opens
+its own connection; SQLite's locking makes the first writer win among them. Schema version:
+`PRAGMA user_version` (`migrate`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
-import secrets
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from gateway.errors import VaultError
-from gateway.keyfiles import read_key
-from gateway.settings import VaultSettings
+from gateway.vault.base import Copied, Proposal, Row, Vault
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mapping (
@@ -45,39 +31,29 @@ CREATE TABLE IF NOT EXISTS mapping (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS mapping_pseudonym ON mapping (kind, pseudonym);
 """
+_VERSION = 1  # the schema above; `PRAGMA user_version` records it
 _OPEN_SECONDS = 30.0  # opening waits this long for other processes opening it at once
-_ATTEMPTS = 8  # fresh pseudonyms to try when one is already taken (random codes rarely collide)
-_CACHE_ENTRIES = 65_536  # mappings this process remembers (a study's UIDs, its patient, ...)
 
 
-def _derive(key: bytes, purpose: bytes) -> bytes:
-    return HKDF(hashes.SHA256(), 32, salt=None, info=b"dicom-gateway/vault/" + purpose).derive(key)
-
-
-class SqliteVault:
+class SqliteVault(Vault):
     """One connection per process (and per vault file); thread-safe within the process."""
+
+    engine = "sqlite"
 
     def __init__(self, path: Path, key: bytes, *, durable: bool = True) -> None:
         """`durable=False` (benchmarks only) leaves each commit to the OS: a power cut may
         lose the latest mappings."""
+        super().__init__(key)
         self.path = path
-        self._lookup_key = _derive(key, b"lookup/v1")
-        self._aead = AESGCM(_derive(key, b"original/v1"))
         self._lock = threading.Lock()
-        self._db = self._connect(path)
+        self._db, self._found_version = self._connect(path)
         if not durable:
             self._db.execute("PRAGMA synchronous=NORMAL")
-        # A mapping never changes once written (first writer wins), so what this process has
-        # read or written may be remembered; bounded, oldest first out.
-        self._cache: OrderedDict[tuple[str, str], str] = OrderedDict()
-
-    @classmethod
-    def open(cls, settings: VaultSettings) -> SqliteVault:
-        return cls(settings.path, read_key(settings.key))
 
     @staticmethod
-    def _connect(path: Path) -> sqlite3.Connection:
-        """Open (creating if needed) in WAL mode. Processes opening a new vault at the same
+    def _connect(path: Path) -> tuple[sqlite3.Connection, int]:
+        """Open (creating if needed) in WAL mode, the schema brought up to date; the
+        connection and the schema version found. Processes opening a new vault at the same
         moment (the workers at first start) can be told "locked" by the journal-mode switch
         without SQLite's busy timeout applying: that is retried for up to `_OPEN_SECONDS`."""
         deadline = time.monotonic() + _OPEN_SECONDS
@@ -92,7 +68,15 @@ class SqliteVault:
                 try:
                     db.execute("PRAGMA journal_mode=WAL")
                     db.execute("PRAGMA synchronous=FULL")
-                    db.executescript(_SCHEMA)
+                    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+                    if version > _VERSION:
+                        db.close()
+                        raise VaultError(
+                            f"vault.path {path}: schema version {version} is newer than this "
+                            f"gateway knows ({_VERSION}): upgrade the gateway"
+                        )
+                    if version < _VERSION:
+                        db.executescript(_SCHEMA + f"PRAGMA user_version = {_VERSION};")
                 except sqlite3.Error:
                     db.close()
                     raise
@@ -107,39 +91,20 @@ class SqliteVault:
                 raise VaultError(
                     f"vault.path {path}: cannot open ({exc.__class__.__name__})"
                 ) from None
-            return db
+            return db, version
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def _lookup(self, kind: str, original: str) -> bytes:
-        message = kind.encode() + b"\0" + original.encode("utf-8", "surrogateescape")
-        return hmac.new(self._lookup_key, message, hashlib.sha256).digest()
-
-    def pseudonym(self, kind: str, original: str, make: Callable[[], str]) -> str:
-        """The pseudonym of `original` within `kind`; `make()` proposes one if there is none."""
-        key = (kind, original)
-        with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
-                return cached
-        lookup = self._lookup(kind, original)
+    def _claim(self, kind: str, lookup: bytes, propose: Callable[[], Proposal]) -> str | None:
         with self._lock:
             found = self._find(kind, lookup)
-            for _ in range(_ATTEMPTS):
-                if found is not None:
-                    self._remember(key, found)
-                    return found
-                self._insert(kind, lookup, original, make())
-                found = self._find(kind, lookup)
-        raise VaultError(f"vault: no free pseudonym of kind {kind} after {_ATTEMPTS} tries")
-
-    def _remember(self, key: tuple[str, str], pseudonym: str) -> None:
-        self._cache[key] = pseudonym
-        if len(self._cache) > _CACHE_ENTRIES:
-            self._cache.popitem(last=False)
+            if found is not None:
+                return found
+            proposal = propose()
+            self._insert(Row(kind, lookup, proposal.sealed, proposal.pseudonym, _now()))
+            return self._find(kind, lookup)  # ours, another process's, or None: taken
 
     def _find(self, kind: str, lookup: bytes) -> str | None:
         row = self._db.execute(
@@ -147,34 +112,57 @@ class SqliteVault:
         ).fetchone()
         return None if row is None else str(row[0])
 
-    def _insert(self, kind: str, lookup: bytes, original: str, pseudonym: str) -> None:
-        nonce = secrets.token_bytes(12)
-        sealed = nonce + self._aead.encrypt(
-            nonce, original.encode("utf-8", "surrogateescape"), lookup
-        )
+    def _insert(self, row: Row) -> bool:
         try:
-            self._db.execute(
+            cursor = self._db.execute(
                 "INSERT OR IGNORE INTO mapping VALUES (?, ?, ?, ?, ?)",
-                (kind, lookup, sealed, pseudonym, datetime.now(UTC).isoformat()),
+                (row.kind, row.lookup, row.original, row.pseudonym, row.created),
             )
         except sqlite3.Error as exc:
             raise VaultError(f"vault: cannot record a mapping ({exc.__class__.__name__})") from None
+        return cursor.rowcount == 1
 
-    def original(self, kind: str, pseudonym: str) -> str | None:
-        """Re-identification, on site only: the original behind a pseudonym, or None."""
+    def _find_original(self, kind: str, pseudonym: str) -> tuple[bytes, bytes] | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT lookup, original FROM mapping WHERE kind = ? AND pseudonym = ?",
                 (kind, pseudonym),
             ).fetchone()
-        if row is None:
-            return None
-        lookup, sealed = bytes(row[0]), bytes(row[1])
-        try:
-            plain = self._aead.decrypt(sealed[:12], sealed[12:], lookup)
-        except InvalidTag:
-            raise VaultError("vault: a mapping does not decrypt (wrong vault key?)") from None
-        return plain.decode("utf-8", "surrogateescape")
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+    def rows(self) -> Iterator[Row]:
+        with self._lock:
+            found = self._db.execute(
+                "SELECT kind, lookup, original, pseudonym, created FROM mapping "
+                "ORDER BY kind, lookup"
+            ).fetchall()
+        for kind, lookup, original, pseudonym, created in found:
+            yield Row(str(kind), bytes(lookup), bytes(original), str(pseudonym), str(created))
+
+    def add_rows(self, rows: Iterable[Row]) -> Copied:
+        done = Copied()
+        for row in rows:
+            with self._lock:
+                if self._insert(row):
+                    done += Copied(added=1)
+                elif self._find(row.kind, row.lookup) == row.pseudonym:
+                    done += Copied(present=1)
+                else:
+                    done += Copied(conflicting=1)
+        return done
+
+    def ping(self) -> None:
+        with self._lock:
+            self._db.execute("SELECT 1").fetchone()
+
+    def migrate(self) -> tuple[int, int]:
+        """Opening brought the schema up to date already (one file, one gateway): the version
+        the file had when this process opened it, and now."""
+        return self._found_version, _VERSION
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:

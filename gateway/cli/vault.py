@@ -1,0 +1,73 @@
+"""`dicom-gateway vault ...`: bring the vault's schema up to date, and move a site's mappings
+from its SQLite file into the configured vault (PostgreSQL, when one box is outgrown)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway.cli.common import EXIT_FAILED, EXIT_OK, settings_from
+from gateway.keyfiles import read_key
+from gateway.vault import SqliteVault, open_vault
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = settings_from(args.config, files=False)
+    vault = open_vault(settings.vault)
+    try:
+        before, after = vault.migrate()
+    finally:
+        vault.close()
+    if before == after:
+        print(f"vault ({settings.vault.engine}): schema version {after}, up to date")
+    else:
+        print(f"vault ({settings.vault.engine}): schema version {before} -> {after}")
+    return EXIT_OK
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    """Every mapping of a SQLite vault into the configured one, as it is (same vault key:
+    each row is proven to open under it first). Nothing in the target is changed; running it
+    again adds nothing."""
+    settings = settings_from(args.config, files=False)
+    source_path: Path = args.from_sqlite.resolve()
+    if settings.vault.engine == "sqlite" and settings.vault.path == source_path:
+        print("dicom-gateway vault copy: the source is the configured vault", file=sys.stderr)
+        return EXIT_FAILED
+    if not source_path.is_file():
+        print(f"dicom-gateway vault copy: no such file {source_path}", file=sys.stderr)
+        return EXIT_FAILED
+    source = SqliteVault(source_path, read_key(settings.vault.key))
+    target = open_vault(settings.vault)
+    try:
+        target.migrate()
+        done = target.add_rows(target.check_rows(source.rows()))
+    finally:
+        source.close()
+        target.close()
+    print(
+        f"vault copy -> {settings.vault.engine}: {done.added} added, {done.present} already "
+        f"there, {done.conflicting} mapped otherwise in the target (kept as they were)"
+    )
+    return EXIT_OK if not done.conflicting else EXIT_FAILED
+
+
+def add_commands(sub: Any) -> None:
+    vault = sub.add_parser("vault", help="the vault: schema and moving a site's mappings")
+    verbs = vault.add_subparsers(dest="vault_command", required=True)
+    p = verbs.add_parser(
+        "migrate", help="create or bring up to date the vault's schema (safe to run again)"
+    )
+    p.add_argument("--config", type=Path, required=True)
+    p.set_defaults(func=cmd_migrate)
+    p = verbs.add_parser(
+        "copy",
+        help="copy every mapping of a SQLite vault into the configured vault (same key)",
+    )
+    p.add_argument("--config", type=Path, required=True, help="the target vault's config")
+    p.add_argument(
+        "--from-sqlite", type=Path, required=True, metavar="FILE", help="the SQLite vault file"
+    )
+    p.set_defaults(func=cmd_copy)

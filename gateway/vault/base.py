@@ -1,0 +1,212 @@
+"""What every vault engine shares: keyed lookups, encrypted originals, first writer wins.
+
+A mapping is (kind, lookup, original, pseudonym): the kind ("patient", "uid", "date_offset",
+...), a keyed hash of the original (HMAC-SHA256 under a key derived from `vault.key`: the
+original is found again without being stored in clear, and the hash cannot be checked against
+guesses without the key), the original encrypted with AES-256-GCM (the lookup as associated
+data, so a row cannot be moved to another original) for re-identification on site, and the
+pseudonym. A mapping is written once and never changed: the (kind, lookup) pair and the (kind,
+pseudonym) pair are each unique, the first writer wins and every other process - on this box
+or another gateway sharing the engine - reads the winner's pseudonym. So what a process has
+read may be remembered (a bounded cache).
+
+Pseudonyms are drawn at random by the caller (`make`), never derived from the original
+(docs/deidentify.md, "Pseudonyms"); the engine only makes them consistent.
+
+An engine (`sqlite`, `postgresql`) implements the few storage steps below; this class does
+the rest, the same for both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from gateway.errors import VaultError
+
+_ATTEMPTS = 8  # fresh pseudonyms to try when one is already taken (random codes rarely collide)
+_CACHE_ENTRIES = 65_536  # mappings this process remembers (a study's UIDs, its patient, ...)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One mapping as stored: what `copy` moves from one engine to another, byte for byte."""
+
+    kind: str
+    lookup: bytes
+    original: bytes  # nonce + AES-256-GCM ciphertext, the lookup as associated data
+    pseudonym: str
+    created: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A new mapping's sealed original and proposed pseudonym."""
+
+    sealed: bytes
+    pseudonym: str
+
+
+@dataclass(frozen=True)
+class Copied:
+    """What `Vault.add_rows` did: rows added, rows already there alike, and rows the target
+    maps otherwise (never overwritten)."""
+
+    added: int = 0
+    present: int = 0
+    conflicting: int = 0
+
+    def __add__(self, other: Copied) -> Copied:
+        return Copied(
+            self.added + other.added,
+            self.present + other.present,
+            self.conflicting + other.conflicting,
+        )
+
+
+@dataclass
+class Usage:
+    """Round trips to the engine and the seconds they took, since the last `Vault.usage()`."""
+
+    round_trips: int = 0
+    seconds: float = 0.0
+
+
+def _derive(key: bytes, purpose: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), 32, salt=None, info=b"dicom-gateway/vault/" + purpose).derive(key)
+
+
+class Vault(ABC):
+    """The vault of one process; thread-safe. `engine` names it in logs and metrics."""
+
+    engine: str = ""
+
+    def __init__(self, key: bytes) -> None:
+        self._lookup_key = _derive(key, b"lookup/v1")
+        self._aead = AESGCM(_derive(key, b"original/v1"))
+        self._cache: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._usage = Usage()
+
+    # -- what callers use ---------------------------------------------------------------------
+
+    def pseudonym(self, kind: str, original: str, make: Callable[[], str]) -> str:
+        """The pseudonym of `original` within `kind`; `make()` proposes one if there is none.
+        Raises VaultUnavailable when the engine cannot be reached."""
+        key = (kind, original)
+        with self._cache_lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        lookup = self._lookup(kind, original)
+
+        def propose() -> Proposal:
+            return Proposal(self._seal(original, lookup), make())
+
+        for _ in range(_ATTEMPTS):
+            found = self._timed(self._claim, kind, lookup, propose)
+            if found is not None:
+                self._remember(key, found)
+                return found
+        raise VaultError(f"vault: no free pseudonym of kind {kind} after {_ATTEMPTS} tries")
+
+    def original(self, kind: str, pseudonym: str) -> str | None:
+        """Re-identification, on site only: the original behind a pseudonym, or None."""
+        row = self._timed(self._find_original, kind, pseudonym)
+        if row is None:
+            return None
+        lookup, sealed = row
+        return self._open(sealed, lookup).decode("utf-8", "surrogateescape")
+
+    def usage(self) -> Usage:
+        """Round trips and their seconds since the last call (a worker reports them per
+        instance)."""
+        used, self._usage = self._usage, Usage()
+        return used
+
+    def check_rows(self, rows: Iterable[Row]) -> Iterator[Row]:
+        """`rows` as they pass, each proven to open under this vault's key (a copy between
+        vaults of different keys would keep pseudonyms nobody can re-identify)."""
+        for row in rows:
+            self._open(row.original, row.lookup)
+            yield row
+
+    # -- what an engine implements ------------------------------------------------------------
+
+    @abstractmethod
+    def _claim(self, kind: str, lookup: bytes, propose: Callable[[], Proposal]) -> str | None:
+        """Record (kind, lookup) -> a proposed pseudonym unless (kind, lookup) is mapped
+        already (`propose` may be called before looking, to save a round trip); the pseudonym
+        that stands (ours or the first writer's), or None when the proposal is taken by
+        another original (the caller proposes again)."""
+
+    @abstractmethod
+    def _find_original(self, kind: str, pseudonym: str) -> tuple[bytes, bytes] | None:
+        """(lookup, sealed original) of a pseudonym, or None."""
+
+    @abstractmethod
+    def rows(self) -> Iterator[Row]:
+        """Every mapping, in a stable order."""
+
+    @abstractmethod
+    def add_rows(self, rows: Iterable[Row]) -> Copied:
+        """Add mappings as they are (first writer wins: none is changed)."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Reach the engine once (readiness); raises VaultUnavailable when it cannot."""
+
+    @abstractmethod
+    def migrate(self) -> tuple[int, int]:
+        """Bring the schema to this gateway's version: (version before, version after)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- shared steps -------------------------------------------------------------------------
+
+    def _timed(self, step: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        started = time.perf_counter()
+        try:
+            return step(*args, **kwargs)
+        finally:
+            self._usage.round_trips += 1
+            self._usage.seconds += time.perf_counter() - started
+
+    def _lookup(self, kind: str, original: str) -> bytes:
+        message = kind.encode() + b"\0" + original.encode("utf-8", "surrogateescape")
+        return hmac.new(self._lookup_key, message, hashlib.sha256).digest()
+
+    def _seal(self, original: str, lookup: bytes) -> bytes:
+        nonce = secrets.token_bytes(12)
+        return nonce + self._aead.encrypt(
+            nonce, original.encode("utf-8", "surrogateescape"), lookup
+        )
+
+    def _open(self, sealed: bytes, lookup: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(sealed[:12], sealed[12:], lookup)
+        except InvalidTag:
+            raise VaultError("vault: a mapping does not decrypt (wrong vault key?)") from None
+
+    def _remember(self, key: tuple[str, str], pseudonym: str) -> None:
+        with self._cache_lock:
+            self._cache[key] = pseudonym
+            if len(self._cache) > _CACHE_ENTRIES:
+                self._cache.popitem(last=False)

@@ -1,0 +1,258 @@
+"""The vault in PostgreSQL: one store shared by several gateways (docs/scaling.md).
+
+Every gateway process (the daemon and each worker) keeps a small pool of connections
+(psycopg_pool; `vault.postgresql.pool_size`). A new mapping is one round trip: an insert that
+does nothing when the (kind, lookup) or (kind, pseudonym) pair exists, returning the pseudonym
+that stands (`_CLAIM`); unique constraints make the first writer win across processes and
+hosts, and each statement commits on its own (autocommit), so a pseudonym handed out is
+durable before it is used. Originals stay encrypted under the site's vault key and are found
+by keyed hash (`base`): the database server never sees a value in clear.
+
+The schema is versioned (`vault_schema`) and migrated by the gateway under an advisory lock,
+so gateways starting together do it once: `dicom-gateway vault migrate`, or each process on
+first use. A schema newer than this gateway knows is not touched; the vault is then
+unavailable until the gateway is upgraded.
+
+When the server cannot be reached (down, restarting, a network cut, the pool waiting longer
+than `connect_timeout`), every call raises `VaultUnavailable`: the worker leaves the instance
+in `incoming/` and the scheduler waits before trying again (docs/pipeline.md). A connection
+the server dropped (a restart) is discarded by the pool and the call tried once more on a
+fresh one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from gateway.errors import VaultError, VaultUnavailable
+from gateway.keyfiles import read_secret_text
+from gateway.settings import PostgresSettings
+from gateway.vault.base import Copied, Proposal, Row, Vault
+
+_T = TypeVar("_T")
+
+#: (version, statements): applied in order, each in the transaction that records it
+_MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE mapping (
+            kind text NOT NULL,
+            lookup bytea NOT NULL,
+            original bytea NOT NULL,
+            pseudonym text NOT NULL,
+            created text NOT NULL,
+            PRIMARY KEY (kind, lookup),
+            CONSTRAINT mapping_pseudonym UNIQUE (kind, pseudonym)
+        )
+        """,
+    ),
+)
+VERSION = _MIGRATIONS[-1][0]
+#: the advisory lock migrations take (any 64-bit number other applications do not use)
+_LOCK = int.from_bytes(hashlib.sha256(b"dicom-gateway/vault/schema").digest()[:8], "big") >> 1
+_CLAIM = """
+WITH new AS (
+    INSERT INTO mapping (kind, lookup, original, pseudonym, created)
+    VALUES (%(kind)s, %(lookup)s, %(original)s, %(pseudonym)s, %(created)s)
+    ON CONFLICT DO NOTHING
+    RETURNING pseudonym
+)
+SELECT pseudonym FROM new
+UNION ALL
+SELECT pseudonym FROM mapping WHERE kind = %(kind)s AND lookup = %(lookup)s
+LIMIT 1
+"""
+_FIND = "SELECT pseudonym FROM mapping WHERE kind = %s AND lookup = %s"
+_BATCH = 1000  # rows per transaction when copying
+
+
+class PostgresVault(Vault):
+    engine = "postgresql"
+
+    def __init__(self, settings: PostgresSettings, key: bytes) -> None:
+        super().__init__(key)
+        self.settings = settings
+        self._timeout = settings.connect_timeout
+        self._schema_checked = False
+        self._pool = ConnectionPool(
+            kwargs=_connection_arguments(settings),
+            min_size=1,
+            max_size=settings.pool_size,
+            timeout=settings.connect_timeout,
+            name="vault",
+            open=False,
+        )
+        self._pool.open(wait=False)  # an unreachable server is not a start failure
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # -- the storage steps (base.Vault) -------------------------------------------------------
+
+    def _claim(self, kind: str, lookup: bytes, propose: Callable[[], Proposal]) -> str | None:
+        proposal = propose()
+        values = {
+            "kind": kind,
+            "lookup": lookup,
+            "original": proposal.sealed,
+            "pseudonym": proposal.pseudonym,
+            "created": datetime.now(UTC).isoformat(),
+        }
+
+        def claim(conn: psycopg.Connection[Any]) -> str | None:
+            row = conn.execute(_CLAIM, values).fetchone()
+            if row is None:  # another writer committed after this statement began, or taken
+                row = conn.execute(_FIND, (kind, lookup)).fetchone()
+            return None if row is None else str(row[0])
+
+        return self._run(claim)
+
+    def _find_original(self, kind: str, pseudonym: str) -> tuple[bytes, bytes] | None:
+        def find(conn: psycopg.Connection[Any]) -> tuple[bytes, bytes] | None:
+            row = conn.execute(
+                "SELECT lookup, original FROM mapping WHERE kind = %s AND pseudonym = %s",
+                (kind, pseudonym),
+            ).fetchone()
+            return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+        return self._run(find)
+
+    def rows(self) -> Iterator[Row]:
+        def read(conn: psycopg.Connection[Any]) -> list[Row]:
+            found = conn.execute(
+                "SELECT kind, lookup, original, pseudonym, created FROM mapping "
+                "ORDER BY kind, lookup"
+            ).fetchall()
+            return [Row(str(k), bytes(lk), bytes(o), str(p), str(c)) for k, lk, o, p, c in found]
+
+        yield from self._run(read)
+
+    def add_rows(self, rows: Iterable[Row]) -> Copied:
+        done = Copied()
+        batch: list[Row] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) == _BATCH:
+                done += self._run(_adder(batch))
+                batch = []
+        return done + self._run(_adder(batch)) if batch else done
+
+    def ping(self) -> None:
+        self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    def migrate(self) -> tuple[int, int]:
+        return self._run(_migrate, checked=False)
+
+    # -- one call on one pooled connection ----------------------------------------------------
+
+    def _run(self, step: Callable[[psycopg.Connection[Any]], _T], *, checked: bool = True) -> _T:
+        """`step` on a pooled connection, the schema checked on this process's first use;
+        once more on a fresh connection if the server dropped the first (a restart)."""
+        for attempt in (1, 2):
+            try:
+                with self._pool.connection(timeout=self._timeout) as conn:
+                    if checked and not self._schema_checked:
+                        _migrate(conn)
+                        self._schema_checked = True
+                    return step(conn)
+            except psycopg.OperationalError as exc:
+                if attempt == 2 or not _dropped(exc):
+                    raise VaultUnavailable(
+                        "vault-unavailable",
+                        f"vault: PostgreSQL at {self.settings.host}:{self.settings.port} "
+                        f"cannot be reached ({exc.__class__.__name__})",
+                    ) from None
+            except psycopg.Error as exc:
+                raise VaultUnavailable(
+                    "vault-error",
+                    f"vault: PostgreSQL refused a vault statement ({exc.__class__.__name__})",
+                ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _dropped(exc: psycopg.OperationalError) -> bool:
+    """The connection was lost under the call (a server restart): worth one more try on a
+    fresh connection, unlike a pool that found no connection in time."""
+    return not exc.__class__.__module__.startswith("psycopg_pool")
+
+
+def _migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+    """Bring the schema to `VERSION` under the advisory lock: (version before, after). Raises
+    VaultUnavailable, touching nothing, when the database's schema is newer."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS vault_schema (version integer PRIMARY KEY)")
+        row = conn.execute("SELECT coalesce(max(version), 0) FROM vault_schema").fetchone()
+        before = int(row[0]) if row is not None else 0
+        if before > VERSION:
+            raise VaultUnavailable(
+                "vault-schema-newer",
+                f"vault: the database's schema version {before} is newer than this gateway "
+                f"knows ({VERSION}): upgrade the gateway",
+            )
+        for version, statements in _MIGRATIONS:
+            if version > before:
+                conn.execute(statements)  # our own constant SQL
+                conn.execute("INSERT INTO vault_schema (version) VALUES (%s)", (version,))
+    return before, VERSION
+
+
+def _adder(batch: list[Row]) -> Callable[[psycopg.Connection[Any]], Copied]:
+    def add(conn: psycopg.Connection[Any]) -> Copied:
+        done = Copied()
+        with conn.transaction():
+            for row in batch:
+                added = conn.execute(
+                    "INSERT INTO mapping (kind, lookup, original, pseudonym, created) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+                    (row.kind, row.lookup, row.original, row.pseudonym, row.created),
+                ).fetchone()
+                if added is not None:
+                    done += Copied(added=1)
+                    continue
+                found = conn.execute(_FIND, (row.kind, row.lookup)).fetchone()
+                same = found is not None and str(found[0]) == row.pseudonym
+                done += Copied(present=1) if same else Copied(conflicting=1)
+        return done
+
+    return add
+
+
+def _connection_arguments(settings: PostgresSettings) -> dict[str, Any]:
+    """libpq connection parameters (never a URL: the password stays out of any string that
+    could be logged)."""
+    arguments: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "dbname": settings.dbname,
+        "user": settings.user,
+        "sslmode": settings.sslmode,
+        "connect_timeout": max(2, round(settings.connect_timeout)),  # libpq: whole seconds, >= 2
+        "application_name": "dicom-gateway",
+        "autocommit": True,
+    }
+    if settings.password is not None:
+        arguments["password"] = read_secret_text(settings.password)
+    for name, path in (
+        ("sslrootcert", settings.ca),
+        ("sslcert", settings.certificate),
+        ("sslkey", settings.private_key),
+    ):
+        if path is not None:
+            arguments[name] = str(path)
+    return arguments
+
+
+def check_reachable(vault: Vault) -> None:
+    """Raise VaultError unless `vault` answers now (the `vault` commands)."""
+    try:
+        vault.ping()
+    except VaultUnavailable as exc:
+        raise VaultError(str(exc)) from None
