@@ -52,10 +52,11 @@ class Gateway:
         try:
             self.audit = AuditLog(settings.audit_path)
             self._files.callback(self.audit.close)
-            self.vault = open_vault(settings.vault)  # readiness; the workers open their own
+            # readiness and the study ledger (manifests); the workers open their own
+            self.vault = open_vault(settings.vault)
             self._files.callback(self.vault.close)
             self.pipeline = (
-                build(settings, self.spool, self.metrics, self.audit)
+                build(settings, self.spool, self.metrics, self.audit, self.vault)
                 if (settings.forward.enabled)
                 else None
             )

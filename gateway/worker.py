@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from gateway.deidentify.engine import Deidentified, Engine, Replacement
 from gateway.deidentify.pixels.stage import PixelOutcome, PixelStage
 from gateway.deidentify.policy import Policy
-from gateway.deidentify.uids import PseudonymStore
 from gateway.errors import Unprocessable
 from gateway.fate import Fate
 from gateway.release import PixelEvidence, ReleaseCheck
 from gateway.settings import DeidentifySettings, PolicySettings, Settings
+from gateway.vault import Vault
 
 #: vault kind: pseudonymous study UID -> "<patient pseudonym>:<nonce>" of its first instance
 STUDY_PATIENT_KIND = "study_patient"
@@ -44,7 +44,7 @@ class Worker:
         self,
         options: DeidentifySettings,
         policy: PolicySettings,
-        vault: PseudonymStore,
+        vault: Vault,
         *,
         ae_title: str,
         pixels: PixelStage,
@@ -57,7 +57,7 @@ class Worker:
         self.release = release or ReleaseCheck(options)
 
     @classmethod
-    def for_settings(cls, settings: Settings, vault: PseudonymStore) -> Worker:
+    def for_settings(cls, settings: Settings, vault: Vault) -> Worker:
         """A worker for a site's settings; raises ConfigError when its pixel rules or the text
         detector's models cannot be loaded."""
         return cls(
@@ -67,6 +67,15 @@ class Worker:
             ae_title=settings.ingest.ae_title,
             pixels=PixelStage.for_settings(settings),
         )
+
+    def _mixed(self, result: Deidentified) -> bool:
+        """Whether the study is held for naming two patients: this instance's patient is not
+        the study's (then the hold is recorded in the vault), or another process - of this
+        gateway or another sharing the vault - recorded the hold before."""
+        if self._other_patient(result):
+            self.vault.hold_study(result.study_instance_uid)
+            return True
+        return self.vault.study_held(result.study_instance_uid)
 
     def _other_patient(self, result: Deidentified) -> bool:
         """Whether the study already belongs to another patient (by pseudonym): the first
@@ -98,7 +107,7 @@ class Worker:
         except Unprocessable as exc:
             return Outcome(Fate.QUARANTINED, exc.reason)
         counts = {**result.counts, **pixels.counts}
-        if self._other_patient(result):
+        if self._mixed(result):
             return Outcome(Fate.QUARANTINED, "study-mixed-patients", None, counts, pixels)
         evidence = PixelEvidence(
             has_pixels=pixels.reason is not None,

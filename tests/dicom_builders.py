@@ -16,8 +16,8 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, generate_
 from gateway.deidentify.pixels.models import load_finder
 from gateway.deidentify.pixels.ocr import OnnxText
 from gateway.deidentify.pixels.stage import PixelStage
-from gateway.deidentify.uids import PseudonymStore
 from gateway.settings import DeidentifySettings, PixelSettings, PolicySettings
+from gateway.vault import Vault
 from gateway.worker import Worker
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -120,7 +120,7 @@ def pixel_stage(pixels: PixelSettings | None = None, rules: tuple[Any, ...] = ()
 
 
 def worker(
-    vault: PseudonymStore,
+    vault: Vault,
     policy: PolicySettings | None = None,
     pixels: PixelStage | None = None,
     **options: Any,

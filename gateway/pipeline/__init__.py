@@ -16,11 +16,14 @@ from gateway.pipeline.scheduler import Scheduler
 from gateway.seal.keys import read_public
 from gateway.settings import Settings
 from gateway.spool import Spool
+from gateway.vault import Vault
 
 __all__ = ["Scheduler", "build"]
 
 
-def build(settings: Settings, spool: Spool, metrics: Metrics, audit: AuditLog) -> Scheduler:
+def build(
+    settings: Settings, spool: Spool, metrics: Metrics, audit: AuditLog, vault: Vault
+) -> Scheduler:
     """The scheduler with its worker pool and outbox for a site's settings (forwarding on);
     ConfigError when the receiver's key or the TLS files cannot be used."""
     forward = settings.forward
@@ -36,4 +39,4 @@ def build(settings: Settings, spool: Spool, metrics: Metrics, audit: AuditLog) -
         settings, count, on_restart=lambda reason: metrics.worker_restarts.labels(reason).inc()
     )
     outbox = Outbox(spool, forwarder, backoff, metrics, connections=forward.connections)
-    return Scheduler(settings, spool, metrics, audit, pool, outbox, key)
+    return Scheduler(settings, spool, metrics, audit, pool, outbox, key, vault)

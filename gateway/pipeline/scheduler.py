@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.audit import AuditLog
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, VaultUnavailable
 from gateway.fate import VAULT_REASONS, Fate
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
@@ -52,6 +52,7 @@ from gateway.pipeline.work import WorkQueue
 from gateway.seal.keys import PublicKey
 from gateway.settings import Settings
 from gateway.spool import InstanceHeader, Spool, State
+from gateway.vault import Vault
 
 log = get_logger("gateway.scheduler")
 _TICK = 1.0  # seconds between assembly / gauge passes
@@ -68,6 +69,7 @@ class Scheduler:
         pool: WorkerPool,
         outbox: Outbox,
         key: PublicKey,
+        vault: Vault,
     ) -> None:
         self.settings = settings
         self.spool = spool
@@ -80,7 +82,7 @@ class Scheduler:
         self.site = settings.deidentify.site_code
         self.studies = Studies(settings.studies.stable_seconds, spool.busy)
         self.retention = Retention(settings.retention, spool, metrics, audit)
-        self.manifests = Manifests(spool, key, self.site, metrics)
+        self.manifests = Manifests(spool, key, self.site, metrics, vault, self._mark_mixed)
         #: from other threads: an instance stored (ingest) or a sealed item answered (senders)
         self._events: queue.SimpleQueue[InstanceHeader | Answered] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
@@ -358,10 +360,17 @@ class Scheduler:
     def _assemble(self, now: float) -> None:
         for study in self.studies.stable(now):
             study.dirty = False
-            if not self.spool.records.held(study.study_id):
+            if self.spool.records.held(study.study_id):
+                continue
+            try:
                 sealed = self.manifests.assemble(study.study_id)
-                if sealed is not None:
-                    self.outbox.put(sealed)
+            except VaultUnavailable as exc:  # the study ledger: again on a later pass
+                study.dirty = True
+                self.metrics.vault_errors.labels(reason=exc.reason).inc()
+                log.warning("study.manifest_waits_for_vault", reason=exc.reason)
+                break
+            if sealed is not None:
+                self.outbox.put(sealed)
         for study in self.studies.idle(now):
             del self.studies.known[study.study_id]
             if self.spool.erase_if_idle(study.study_id):

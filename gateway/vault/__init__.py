@@ -10,10 +10,10 @@ from __future__ import annotations
 from gateway.errors import VaultError
 from gateway.keyfiles import read_key
 from gateway.settings import VaultSettings
-from gateway.vault.base import Copied, Row, Usage, Vault
+from gateway.vault.base import Copied, Entry, Row, Usage, Vault
 from gateway.vault.sqlite import SqliteVault
 
-__all__ = ["Copied", "Row", "SqliteVault", "Usage", "Vault", "open_vault"]
+__all__ = ["Copied", "Entry", "Row", "SqliteVault", "Usage", "Vault", "open_vault"]
 
 
 def open_vault(settings: VaultSettings) -> Vault:

@@ -13,6 +13,11 @@ read may be remembered (a bounded cache).
 Pseudonyms are drawn at random by the caller (`make`), never derived from the original
 (docs/deidentify.md, "Pseudonyms"); the engine only makes them consistent.
 
+Beside the mappings, the vault keeps a study ledger, so that gateways sharing it agree on a
+study they each received part of: the instances each delivered (a manifest lists them all),
+the manifest versions claimed (no two gateways send the same version), and which studies are
+held because their instances name two patients. It holds pseudonymous UIDs and digests only.
+
 An engine (`sqlite`, `postgresql`) implements the few storage steps below; this class does
 the rest, the same for both.
 """
@@ -52,6 +57,17 @@ class Row:
     original: bytes  # nonce + AES-256-GCM ciphertext, the lookup as associated data
     pseudonym: str
     created: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A delivered instance as a manifest lists it (protocol v1): pseudonymous UIDs and the
+    SHA-256 of the de-identified file."""
+
+    instance: str
+    series: str
+    sop_class: str
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -167,6 +183,30 @@ class Vault(ABC):
     @abstractmethod
     def add_rows(self, rows: Iterable[Row]) -> Copied:
         """Add mappings as they are (first writer wins: none is changed)."""
+
+    # the study ledger: what every gateway sharing the vault delivered of a study, the
+    # manifest versions claimed for it, and whether it is held (pseudonymous UIDs only)
+
+    @abstractmethod
+    def record_delivered(self, study: str, entries: Iterable[Entry]) -> None:
+        """Add delivered instances of a study (first record of an instance stands)."""
+
+    @abstractmethod
+    def delivered(self, study: str) -> dict[str, Entry]:
+        """Every instance of the study any gateway recorded, by pseudonymous SOP Instance
+        UID."""
+
+    @abstractmethod
+    def claim_manifest(self, study: str, at_least: int) -> int:
+        """A manifest version of the study no gateway has claimed: above every claimed one,
+        and at least `at_least`."""
+
+    @abstractmethod
+    def hold_study(self, study: str) -> None:
+        """Record that the study is held (its instances name two patients)."""
+
+    @abstractmethod
+    def study_held(self, study: str) -> bool: ...
 
     @abstractmethod
     def ping(self) -> None:

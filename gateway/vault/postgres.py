@@ -33,7 +33,7 @@ from psycopg_pool import ConnectionPool
 from gateway.errors import VaultError, VaultUnavailable
 from gateway.keyfiles import read_secret_text
 from gateway.settings import PostgresSettings
-from gateway.vault.base import Copied, Proposal, Row, Vault
+from gateway.vault.base import Copied, Entry, Proposal, Row, Vault
 
 _T = TypeVar("_T")
 
@@ -51,6 +51,28 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
             PRIMARY KEY (kind, lookup),
             CONSTRAINT mapping_pseudonym UNIQUE (kind, pseudonym)
         )
+        """,
+    ),
+    (
+        2,
+        """
+        CREATE TABLE delivered (
+            study text NOT NULL,
+            instance text NOT NULL,
+            series text NOT NULL,
+            sop_class text NOT NULL,
+            sha256 text NOT NULL,
+            PRIMARY KEY (study, instance)
+        );
+        CREATE TABLE manifest_version (
+            study text NOT NULL,
+            version integer NOT NULL,
+            PRIMARY KEY (study, version)
+        );
+        CREATE TABLE held_study (
+            study text PRIMARY KEY,
+            held timestamptz NOT NULL DEFAULT now()
+        );
         """,
     ),
 )
@@ -143,6 +165,61 @@ class PostgresVault(Vault):
                 done += self._run(_adder(batch))
                 batch = []
         return done + self._run(_adder(batch)) if batch else done
+
+    def record_delivered(self, study: str, entries: Iterable[Entry]) -> None:
+        rows = [(study, e.instance, e.series, e.sop_class, e.sha256) for e in entries]
+
+        def record(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO delivered (study, instance, series, sop_class, sha256) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    rows,
+                )
+
+        if rows:
+            self._run(record)
+
+    def delivered(self, study: str) -> dict[str, Entry]:
+        def read(conn: psycopg.Connection[Any]) -> dict[str, Entry]:
+            rows = conn.execute(
+                "SELECT instance, series, sop_class, sha256 FROM delivered WHERE study = %s",
+                (study,),
+            ).fetchall()
+            return {str(r[0]): Entry(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows}
+
+        return self._run(read)
+
+    def claim_manifest(self, study: str, at_least: int) -> int:
+        def claim(conn: psycopg.Connection[Any]) -> int | None:
+            row = conn.execute(
+                "INSERT INTO manifest_version (study, version) "
+                "SELECT %s, greatest(coalesce(max(version), 0) + 1, %s) "
+                "FROM manifest_version WHERE study = %s "
+                "ON CONFLICT DO NOTHING RETURNING version",
+                (study, at_least, study),
+            ).fetchone()
+            return None if row is None else int(row[0])
+
+        while (version := self._run(claim)) is None:
+            continue  # another gateway claimed that version a moment before: the next one
+        return version
+
+    def hold_study(self, study: str) -> None:
+        self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO held_study (study) VALUES (%s) ON CONFLICT DO NOTHING", (study,)
+            )
+        )
+
+    def study_held(self, study: str) -> bool:
+        def held(conn: psycopg.Connection[Any]) -> bool:
+            return (
+                conn.execute("SELECT 1 FROM held_study WHERE study = %s", (study,)).fetchone()
+                is not None
+            )
+
+        return self._run(held)
 
     def ping(self) -> None:
         self._run(lambda conn: conn.execute("SELECT 1").fetchone())

@@ -18,20 +18,48 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.errors import VaultError
-from gateway.vault.base import Copied, Proposal, Row, Vault
+from gateway.vault.base import Copied, Entry, Proposal, Row, Vault
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS mapping (
-    kind TEXT NOT NULL,
-    lookup BLOB NOT NULL,
-    original BLOB NOT NULL,
-    pseudonym TEXT NOT NULL,
-    created TEXT NOT NULL,
-    PRIMARY KEY (kind, lookup)
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS mapping_pseudonym ON mapping (kind, pseudonym);
-"""
-_VERSION = 1  # the schema above; `PRAGMA user_version` records it
+#: (version, script): applied in order on open; `PRAGMA user_version` records the last
+_MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE IF NOT EXISTS mapping (
+            kind TEXT NOT NULL,
+            lookup BLOB NOT NULL,
+            original BLOB NOT NULL,
+            pseudonym TEXT NOT NULL,
+            created TEXT NOT NULL,
+            PRIMARY KEY (kind, lookup)
+        ) WITHOUT ROWID;
+        CREATE UNIQUE INDEX IF NOT EXISTS mapping_pseudonym ON mapping (kind, pseudonym);
+        """,
+    ),
+    (
+        2,
+        """
+        CREATE TABLE IF NOT EXISTS delivered (
+            study TEXT NOT NULL,
+            instance TEXT NOT NULL,
+            series TEXT NOT NULL,
+            sop_class TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            PRIMARY KEY (study, instance)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS manifest_version (
+            study TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            PRIMARY KEY (study, version)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS held_study (
+            study TEXT PRIMARY KEY,
+            held TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
+)
+_VERSION = _MIGRATIONS[-1][0]
 _OPEN_SECONDS = 30.0  # opening waits this long for other processes opening it at once
 
 
@@ -75,8 +103,9 @@ class SqliteVault(Vault):
                             f"vault.path {path}: schema version {version} is newer than this "
                             f"gateway knows ({_VERSION}): upgrade the gateway"
                         )
-                    if version < _VERSION:
-                        db.executescript(_SCHEMA + f"PRAGMA user_version = {_VERSION};")
+                    for number, script in _MIGRATIONS:
+                        if number > version:
+                            db.executescript(f"{script}\nPRAGMA user_version = {number};")
                 except sqlite3.Error:
                     db.close()
                     raise
@@ -150,6 +179,47 @@ class SqliteVault(Vault):
                 else:
                     done += Copied(conflicting=1)
         return done
+
+    def record_delivered(self, study: str, entries: Iterable[Entry]) -> None:
+        rows = [(study, e.instance, e.series, e.sop_class, e.sha256) for e in entries]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR IGNORE INTO delivered VALUES (?, ?, ?, ?, ?)", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def delivered(self, study: str) -> dict[str, Entry]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT instance, series, sop_class, sha256 FROM delivered WHERE study = ?",
+                (study,),
+            ).fetchall()
+        return {str(r[0]): Entry(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows}
+
+    def claim_manifest(self, study: str, at_least: int) -> int:
+        with self._lock:
+            while True:
+                row = self._db.execute(
+                    "SELECT max(version) FROM manifest_version WHERE study = ?", (study,)
+                ).fetchone()
+                version = max(int(row[0] or 0) + 1, at_least)
+                claimed = self._db.execute(
+                    "INSERT OR IGNORE INTO manifest_version VALUES (?, ?)", (study, version)
+                )
+                if claimed.rowcount == 1:
+                    return version
+
+    def hold_study(self, study: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO held_study VALUES (?, ?)", (study, _now()))
+
+    def study_held(self, study: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM held_study WHERE study = ?", (study,))
+            return row.fetchone() is not None
 
     def ping(self) -> None:
         with self._lock:
