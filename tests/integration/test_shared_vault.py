@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pydicom
 import pytest
 
@@ -142,3 +144,88 @@ def test_a_study_split_across_two_gateways_arrives_as_one_study(
 
 def _days(value: str) -> int:
     return date(int(value[:4]), int(value[4:6]), int(value[6:8])).toordinal()
+
+
+def test_a_study_naming_two_patients_through_two_gateways_is_held_by_both(
+    site: Site, postgres_server: PostgresServer, postgres_db: str
+) -> None:
+    """The second patient reaches the second gateway: it quarantines that instance and records
+    the hold in the vault; the first gateway then sends no manifest for the study and
+    quarantines its next instance of it."""
+    site.edit(lambda config: config.update(studies={"stable_seconds": 4.0}))
+    second_config = share(site, postgres_server, postgres_db)
+    site.receiver()
+    first, second = site.gateway(), start_second(site, second_config)
+    study = pydicom.uid.generate_uid()
+    folder = site.root / "mixed"
+    jane = {"PatientName": "Doe^Jane", "PatientID": "PID-4417", "StudyInstanceUID": study}
+    richard = {"PatientName": "Roe^Richard", "PatientID": "PID-5521", "StudyInstanceUID": study}
+    assert storescu(first.port, [instance(folder, 1, **jane)]).returncode == 0
+    wait_for(lambda: len(site.stored()) == 1, 60, "the first patient's instance")
+    assert storescu(second.port, [instance(folder, 2, **richard)]).returncode == 0
+    quarantined = site.root / "second" / "spool" / "quarantine"
+    wait_for(lambda: len(list(quarantined.glob("*/*.dgs"))) == 1, 60, "the hold at the second")
+    # past stable_seconds at both: the first learns of the hold when its manifest is due
+    first.wait_for_event("study.mixed_patients", timeout=30)
+    time.sleep(2)
+    assert site.manifests() == []
+    assert storescu(first.port, [instance(folder, 3, **jane)]).returncode == 0
+    wait_for(lambda: len(site.spool("quarantine", "*.dgs")) == 1, 60, "the hold at the first")
+    reasons = {
+        json.loads(p.read_text())["reason"]
+        for p in [*site.spool("quarantine", "*.json"), *quarantined.glob("*/*.json")]
+    }
+    assert reasons == {"study-mixed-patients"}
+    time.sleep(6)  # past stable_seconds again: still no manifest
+    assert site.manifests() == []
+    assert len(site.stored()) == 1
+    for gateway in (first, second):
+        assert gateway.stop() == 0
+
+
+def test_the_vault_stopped_mid_run_makes_instances_wait_and_all_arrive_once(
+    site: Site, postgres_server: PostgresServer
+) -> None:
+    own = PostgresServer(postgres_server.bindir)  # this test stops its own server
+    try:
+        own.start()
+        own.create_database("vault")
+        vault = own.vault_config("vault", site.root / "keys" / "vault-db.password")
+        vault["key"] = secret_file(site.root / "keys" / "vault.key")
+        site.edit(lambda config: config.update(vault=vault))
+        site.receiver()
+        gateway = site.gateway()
+        study = pydicom.uid.generate_uid()
+        patient = {"PatientName": "Ørsted^Åse", "PatientID": "PID-0815", "StudyInstanceUID": study}
+        files = [instance(site.root / "outage", n, **patient) for n in range(1, 31)]
+        assert storescu(gateway.port, files[:10]).returncode == 0
+        wait_for(lambda: len(site.stored()) == 10, 60, "the first ten delivered")
+        own.stop()
+        assert storescu(gateway.port, files[10:]).returncode == 0  # acknowledged all the same
+        wait_for(
+            lambda: (
+                gateway.metric("dicom_gateway_vault_errors_total", reason="vault-unavailable") >= 1
+            ),
+            60,
+            "a vault error counted",
+        )
+        ready = httpx.get(f"http://127.0.0.1:{gateway.metrics_port}/readyz", timeout=30)
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["vault"] == {"ok": False, "reason": "vault-unavailable"}
+        time.sleep(3)
+        assert len(site.spool("incoming", "*.dgs")) == 20  # waiting, none quarantined
+        assert site.spool("quarantine", "*") == []
+        own.start()
+        wait_for(lambda: len(site.stored()) == 30, 120, "all thirty delivered")
+        wait_for(lambda: len(site.manifests()) >= 1, 60, "the manifest")
+        assert site.spool("quarantine", "*") == []
+        assert site.spool("incoming", "*.dgs") == []
+        datasets = received(site)
+        assert len({ds.SOPInstanceUID for ds in datasets}) == 30
+        assert {ds.PatientID for ds in datasets} == {datasets[0].PatientID}
+        assert len(latest_manifests(site)[datasets[0].StudyInstanceUID]["instances"]) == 30
+        ready = httpx.get(f"http://127.0.0.1:{gateway.metrics_port}/readyz", timeout=30)
+        assert ready.json()["checks"]["vault"] == {"ok": True, "reason": "ok"}
+        assert gateway.stop() == 0
+    finally:
+        own.remove()

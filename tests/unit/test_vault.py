@@ -5,13 +5,14 @@ from __future__ import annotations
 import multiprocessing
 import random
 import secrets
+import sqlite3
 import stat
 from pathlib import Path
 
 import pytest
 
 from gateway.errors import VaultError
-from gateway.vault import SqliteVault
+from gateway.vault import Entry, SqliteVault
 
 ORIGINAL = "DOE^JOHN^Q"
 
@@ -121,3 +122,59 @@ def test_processes_opening_a_new_vault_at_once_all_succeed(tmp_path: Path) -> No
         for trial in range(20):
             path = str(tmp_path / f"v{trial}" / "v.sqlite3")
             assert pool.map(_open_and_close, [path] * 4) == ["ok"] * 4
+
+
+def test_an_existing_vault_is_migrated_in_place_and_keeps_its_mappings(tmp_path: Path) -> None:
+    """A vault written before the study ledger (schema 1, or an unversioned file of the same
+    table) opens with its mappings and gains the ledger; a newer schema is refused."""
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE mapping (kind TEXT NOT NULL, lookup BLOB NOT NULL, original BLOB NOT NULL,"
+        " pseudonym TEXT NOT NULL, created TEXT NOT NULL, PRIMARY KEY (kind, lookup))"
+        " WITHOUT ROWID;"
+        "CREATE UNIQUE INDEX mapping_pseudonym ON mapping (kind, pseudonym);"
+    )
+    db.close()
+    first = SqliteVault(path, b"k" * 32)
+    uid = first.pseudonym("uid", "1.2.3", new_uid)
+    first.close()
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM delivered")  # the ledger's tables exist
+    db.execute("PRAGMA user_version = 1")  # as a schema-1 file would be
+    db.execute("DROP TABLE delivered")
+    db.commit()
+    db.close()
+    again = SqliteVault(path, b"k" * 32)
+    assert again.migrate() == (1, 2)
+    assert again.pseudonym("uid", "1.2.3", lambda: "no") == uid
+    again.record_delivered("2.25.1", [Entry("2.25.2", "2.25.3", "1.2.840.10008.5.1.4.1.1.7", "ab")])
+    assert set(again.delivered("2.25.1")) == {"2.25.2"}
+    again.close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    with pytest.raises(VaultError, match="newer than this gateway knows"):
+        SqliteVault(path, b"k" * 32)
+
+
+def test_the_study_ledger_lists_deliveries_claims_rising_versions_and_holds(
+    tmp_path: Path,
+) -> None:
+    v = vault(tmp_path)
+    entry = Entry("2.25.2", "2.25.3", "1.2.840.10008.5.1.4.1.1.7", "ab")
+    v.record_delivered("2.25.1", [entry])
+    v.record_delivered("2.25.1", [Entry("2.25.2", "2.25.3", "1.2.840.10008.5.1.4.1.1.7", "cd")])
+    assert v.delivered("2.25.1") == {"2.25.2": entry}  # the first record stands
+    assert v.delivered("2.25.9") == {}
+    assert [v.claim_manifest("2.25.1", 1) for _ in range(3)] == [1, 2, 3]
+    assert v.claim_manifest("2.25.1", 7) == 7  # above what this gateway's spool has seen
+    assert v.claim_manifest("2.25.1", 1) == 8
+    assert v.claim_manifest("2.25.4", 1) == 1  # per study
+    assert not v.study_held("2.25.1")
+    v.hold_study("2.25.1")
+    v.hold_study("2.25.1")
+    assert v.study_held("2.25.1")
+    assert not v.study_held("2.25.4")
+    v.close()
