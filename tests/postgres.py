@@ -21,6 +21,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from gateway import devpki
+
 ROLE = "dicom_gateway"
 
 
@@ -74,6 +76,28 @@ class PostgresServer:
             "--no-instructions",
         )  # fmt: skip
         pwfile.unlink()
+
+    def require_tls(self, ca: devpki.Issued) -> None:
+        """Serve TLS with a certificate from `ca` for 127.0.0.1, and let the gateway's role in
+        only over TLS with a client certificate from `ca` naming it (`cert`); before `start`."""
+        server = devpki.issue(ca, "vault-db", server=True, hosts=("127.0.0.1", "localhost"))
+        (self.data / "server.crt").write_bytes(devpki.certificate_pem(server))
+        (self.data / "server.key").write_bytes(devpki.key_pem(server))
+        (self.data / "server.key").chmod(0o600)
+        (self.data / "clients.crt").write_bytes(devpki.certificate_pem(ca))
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
+                "ssl_ca_file = 'clients.crt'\n"
+            )
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(
+            f"hostssl all {ROLE} 127.0.0.1/32 cert\nhost all {ROLE} 127.0.0.1/32 reject\n"
+            + hba.read_text()
+        )
+        if self._user:
+            for name in ("server.crt", "server.key", "clients.crt"):
+                os.chown(self.data / name, self._user["user"], self._user["group"])
 
     def _run(self, program: str, *args: str) -> None:
         done = subprocess.run(

@@ -4,6 +4,7 @@ SQLite, and an outage that makes calls wait rather than fail an instance."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import random
@@ -14,9 +15,11 @@ from typing import Any
 
 import pytest
 
+from gateway import devpki
 from gateway.deidentify.pseudonyms import PATIENT_KIND, Pseudonyms, patient_key
 from gateway.deidentify.uids import UID_KIND, new_uid
 from gateway.errors import ConfigError, VaultError, VaultUnavailable
+from gateway.keyfiles import write_key_file
 from gateway.settings import PostgresSettings, SecretSource, load
 from gateway.vault import SqliteVault
 from gateway.vault.postgres import VERSION, PostgresVault
@@ -303,3 +306,59 @@ def _value(value: Any) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_value(v)}" for k, v in value.items()) + " }"
     return json.dumps(value)
+
+
+def test_the_vault_reaches_postgresql_over_verified_tls_with_a_client_certificate(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """The server takes the gateway's role only over TLS with a client certificate (`cert`
+    in pg_hba.conf); the gateway verifies the server's certificate and name (verify-full)."""
+    ca, stranger = devpki.make_ca(), devpki.make_ca("another CA")
+    own = PostgresServer(postgres_server.bindir)
+    try:
+        own.require_tls(ca)
+        own.start()
+        own.create_database("vault")
+        pki = tmp_path / "pki"
+        pki.mkdir()
+        (pki / "ca.crt").write_bytes(devpki.certificate_pem(ca))
+        (pki / "stranger.crt").write_bytes(devpki.certificate_pem(stranger))
+        client = devpki.issue(ca, "dicom_gateway", server=False)
+        devpki.write_pair(client, pki / "client.crt", pki / "client.key", write_key_file)
+        tls = PostgresSettings(
+            host="127.0.0.1",
+            port=own.port,
+            dbname="vault",
+            sslmode="verify-full",
+            ca=pki / "ca.crt",
+            certificate=pki / "client.crt",
+            private_key=pki / "client.key",
+            connect_timeout=2.0,
+        )
+        vault = PostgresVault(tls, KEY)
+        try:
+            uid = vault.pseudonym(UID_KIND, "1.2.3", new_uid)
+            assert vault.original(UID_KIND, uid) == "1.2.3"
+            with own.connect("vault") as conn:  # the vault's open connections use TLS
+                rows = conn.execute(
+                    "SELECT s.ssl, s.client_dn FROM pg_stat_ssl s "
+                    "JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'dicom_gateway'"
+                ).fetchall()
+            assert rows
+            assert all(ssl and dn.endswith("/CN=dicom_gateway") for ssl, dn in rows), rows
+        finally:
+            vault.close()
+        refused = [
+            dataclasses.replace(tls, certificate=None, private_key=None),  # no client cert
+            dataclasses.replace(tls, ca=pki / "stranger.crt"),  # a server we cannot verify
+            dataclasses.replace(tls, sslmode="disable", ca=None),  # in clear: rejected
+        ]
+        for settings_ in refused:
+            other = PostgresVault(settings_, KEY)
+            try:
+                with pytest.raises(VaultUnavailable):
+                    other.pseudonym(UID_KIND, "1.2.4", new_uid)
+            finally:
+                other.close()
+    finally:
+        own.remove()
