@@ -158,6 +158,11 @@ def test_vault_copy_from_sqlite_keeps_every_mapping_and_a_second_run_adds_nothin
     config = tmp_path / "target.toml"
     pg = postgres_server.vault_config(postgres_db, tmp_path / "pg.password")
     config.write_text(_toml(tmp_path, pg, key_file))
+    migrate = cli("vault", "migrate", "--config", str(config))
+    assert migrate.returncode == 0, migrate.stderr
+    assert f"vault (postgresql): schema version 0 -> {VERSION}" in migrate.stdout
+    migrate = cli("vault", "migrate", "--config", str(config))
+    assert f"vault (postgresql): schema version {VERSION}, up to date" in migrate.stdout
     args = (
         "vault",
         "copy",
