@@ -179,7 +179,7 @@ class Metrics:
         self.erased = Counter(
             p + "erased",
             "Items erased by retention or an operator, by what (delivered, dead, quarantine, "
-            "study_key, study_record, purged)",
+            "study_key, study_record, study_ledger, purged)",
             ["what"],
             registry=registry,
         )

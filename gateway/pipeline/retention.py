@@ -9,6 +9,9 @@
   files are unlinked; otherwise the expired files are unlinked one by one.
 - Study records (the last manifest's list): once nothing of the study is left anywhere and the
   record is older than the delivered window.
+- The vault's study ledger (what each gateway delivered of a study, the manifest versions
+  claimed): entries older than the delivered window, whichever gateway recorded them; the
+  receivers keep nothing longer. Holds of two-patient studies stay.
 
 Each item's age comes from its stamp in the file system: the receive time of an original (its
 write), the time of delivery or refusal (stamped when it moved). A stamp in the future means
@@ -27,10 +30,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.audit import AuditLog
+from gateway.errors import VaultUnavailable
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.settings import RetentionSettings
 from gateway.spool import Spool, State
+from gateway.vault import Vault
 
 log = get_logger("gateway.retention")
 _FUTURE_SLACK = 60.0
@@ -45,10 +50,12 @@ class Retention:
         spool: Spool,
         metrics: Metrics,
         audit: AuditLog,
+        ledger: Vault | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.spool = spool
+        self.ledger = ledger
         self.metrics = metrics
         self.audit = audit
         self.clock = clock
@@ -71,6 +78,7 @@ class Retention:
                     per_study[item.study_id][what] += 1
         self._quarantine(now, erased, per_study)
         self._records(now, busy, erased)
+        self._ledger(erased)
         for study_id, counts in per_study.items():
             for what, count in counts.items():
                 self.audit.record("study.erased", study_id=study_id, kind=what, count=count)
@@ -114,6 +122,17 @@ class Retention:
                 continue
             self.spool.records.drop(study_id)
             erased["study_record"] += 1
+
+    def _ledger(self, erased: Counter[str]) -> None:
+        if self.ledger is None:
+            return
+        try:
+            forgotten = self.ledger.prune_ledger(self.settings.delivered_hours * 3600.0)
+        except VaultUnavailable as exc:  # the next sweep tries again
+            self.metrics.vault_errors.labels(reason=exc.reason).inc()
+            return
+        if forgotten:
+            erased["study_ledger"] += forgotten
 
     def _expired(self, path: Path, now: float, hours: float) -> bool:
         try:

@@ -81,7 +81,7 @@ class Scheduler:
         self.key = key
         self.site = settings.deidentify.site_code
         self.studies = Studies(settings.studies.stable_seconds, spool.busy)
-        self.retention = Retention(settings.retention, spool, metrics, audit)
+        self.retention = Retention(settings.retention, spool, metrics, audit, vault)
         self.manifests = Manifests(spool, key, self.site, metrics, vault, self._mark_mixed)
         #: from other threads: an instance stored (ingest) or a sealed item answered (senders)
         self._events: queue.SimpleQueue[InstanceHeader | Answered] = queue.SimpleQueue()

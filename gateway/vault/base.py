@@ -202,6 +202,11 @@ class Vault(ABC):
         and at least `at_least`."""
 
     @abstractmethod
+    def prune_ledger(self, older_than: float) -> int:
+        """Forget deliveries and manifest versions recorded more than `older_than` seconds
+        ago (the receivers keep nothing longer); holds stay. The deliveries forgotten."""
+
+    @abstractmethod
     def hold_study(self, study: str) -> None:
         """Record that the study is held (its instances name two patients)."""
 

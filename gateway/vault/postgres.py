@@ -62,13 +62,17 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
             series text NOT NULL,
             sop_class text NOT NULL,
             sha256 text NOT NULL,
+            recorded timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (study, instance)
         );
+        CREATE INDEX delivered_recorded ON delivered (recorded);
         CREATE TABLE manifest_version (
             study text NOT NULL,
             version integer NOT NULL,
+            recorded timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (study, version)
         );
+        CREATE INDEX manifest_version_recorded ON manifest_version (recorded);
         CREATE TABLE held_study (
             study text PRIMARY KEY,
             held timestamptz NOT NULL DEFAULT now()
@@ -204,6 +208,22 @@ class PostgresVault(Vault):
         while (version := self._run(claim)) is None:
             continue  # another gateway claimed that version a moment before: the next one
         return version
+
+    def prune_ledger(self, older_than: float) -> int:
+        def prune(conn: psycopg.Connection[Any]) -> int:
+            with conn.transaction():
+                done = conn.execute(
+                    "DELETE FROM delivered WHERE recorded < now() - make_interval(secs => %s)",
+                    (older_than,),
+                )
+                conn.execute(
+                    "DELETE FROM manifest_version "
+                    "WHERE recorded < now() - make_interval(secs => %s)",
+                    (older_than,),
+                )
+            return done.rowcount
+
+        return self._run(prune)
 
     def hold_study(self, study: str) -> None:
         self._run(

@@ -45,11 +45,13 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
             series TEXT NOT NULL,
             sop_class TEXT NOT NULL,
             sha256 TEXT NOT NULL,
+            recorded REAL NOT NULL,
             PRIMARY KEY (study, instance)
         ) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS manifest_version (
             study TEXT NOT NULL,
             version INTEGER NOT NULL,
+            recorded REAL NOT NULL,
             PRIMARY KEY (study, version)
         ) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS held_study (
@@ -181,11 +183,14 @@ class SqliteVault(Vault):
         return done
 
     def record_delivered(self, study: str, entries: Iterable[Entry]) -> None:
-        rows = [(study, e.instance, e.series, e.sop_class, e.sha256) for e in entries]
+        now = time.time()
+        rows = [(study, e.instance, e.series, e.sop_class, e.sha256, now) for e in entries]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("INSERT OR IGNORE INTO delivered VALUES (?, ?, ?, ?, ?)", rows)
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?, ?, ?, ?)", rows
+                )
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -207,10 +212,19 @@ class SqliteVault(Vault):
                 ).fetchone()
                 version = max(int(row[0] or 0) + 1, at_least)
                 claimed = self._db.execute(
-                    "INSERT OR IGNORE INTO manifest_version VALUES (?, ?)", (study, version)
+                    "INSERT OR IGNORE INTO manifest_version VALUES (?, ?, ?)",
+                    (study, version, time.time()),
                 )
                 if claimed.rowcount == 1:
                     return version
+
+    def prune_ledger(self, older_than: float) -> int:
+        cutoff = time.time() - older_than
+        with self._lock:
+            done = self._db.execute("DELETE FROM delivered WHERE recorded < ?", (cutoff,))
+            count = done.rowcount
+            self._db.execute("DELETE FROM manifest_version WHERE recorded < ?", (cutoff,))
+        return count
 
     def hold_study(self, study: str) -> None:
         with self._lock:

@@ -21,7 +21,7 @@ from gateway.deidentify.uids import UID_KIND, new_uid
 from gateway.errors import ConfigError, VaultError, VaultUnavailable
 from gateway.keyfiles import write_key_file
 from gateway.settings import PostgresSettings, SecretSource, load
-from gateway.vault import SqliteVault
+from gateway.vault import Entry, SqliteVault
 from gateway.vault.postgres import VERSION, PostgresVault
 from tests.postgres import PostgresServer
 from tests.support import cli
@@ -367,3 +367,34 @@ def test_the_vault_reaches_postgresql_over_verified_tls_with_a_client_certificat
                 other.close()
     finally:
         own.remove()
+
+
+def test_the_study_ledger_is_shared_claims_versions_once_and_forgets_old_entries(
+    postgres_server: PostgresServer, postgres_db: str, tmp_path: Path
+) -> None:
+    config = settings(postgres_server, postgres_db, tmp_path)
+    first, second = PostgresVault(config, KEY), PostgresVault(config, KEY)
+    try:
+        ct = "1.2.840.10008.5.1.4.1.1.2"
+        first.record_delivered("2.25.1", [Entry("2.25.11", "2.25.9", ct, "aa")])
+        second.record_delivered("2.25.1", [Entry("2.25.12", "2.25.9", ct, "bb")])
+        assert set(first.delivered("2.25.1")) == {"2.25.11", "2.25.12"}
+        claims = [v.claim_manifest("2.25.1", 1) for v in (first, second, first, second)]
+        assert claims == [1, 2, 3, 4]
+        assert second.claim_manifest("2.25.1", 9) == 9
+        second.hold_study("2.25.1")
+        assert first.study_held("2.25.1")
+        assert not first.study_held("2.25.2")
+        with postgres_server.connect(postgres_db) as conn:
+            conn.execute(
+                "UPDATE delivered SET recorded = now() - interval '2 hours' "
+                "WHERE instance = '2.25.11'"
+            )
+            conn.execute("UPDATE manifest_version SET recorded = now() - interval '2 hours'")
+        assert first.prune_ledger(3600.0) == 1
+        assert set(second.delivered("2.25.1")) == {"2.25.12"}
+        assert second.claim_manifest("2.25.1", 1) == 1
+        assert first.study_held("2.25.1")
+    finally:
+        first.close()
+        second.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,10 +24,12 @@ from gateway.metrics import Metrics
 from gateway.pipeline.retention import Retention
 from gateway.settings import RetentionSettings, SecretSource, SpoolSettings
 from gateway.spool import OutgoingHeader, Received, Spool, State
+from gateway.vault import Entry, SqliteVault
 
 HOUR = 3600.0
 WINDOWS = RetentionSettings(delivered_hours=1.0, quarantine_hours=2.0, dead_letter_hours=3.0)
 STUDY_A = "1.2.826.0.1.3680043.8.498.101"
+CT = "1.2.840.10008.5.1.4.1.1.2"
 STUDY_B = "1.2.826.0.1.3680043.8.498.202"
 PAYLOAD = b"\0" * 128 + b"DICM" + b"a data set naming PATIENT^NAME" * 20
 WHATS = ("delivered", "dead", "quarantine", "study_key", "study_record")
@@ -389,3 +392,35 @@ def test_a_study_key_destroyed_when_idle_does_not_break_a_later_instance(site: B
         assert worker.read(later)[1] == PAYLOAD
     finally:
         worker.close()
+
+
+def test_the_study_ledger_forgets_what_is_older_than_the_delivered_window(
+    tmp_path: Path,
+) -> None:
+    """The vault's ledger (shared by gateways) is pruned by the sweep on the database's own
+    clock: entries older than the delivered window go, younger ones and holds stay."""
+    vault = SqliteVault(tmp_path / "vault.sqlite3", b"v" * 32)
+    bench = Bench(tmp_path)
+    bench.retention.ledger = vault
+    try:
+        old, young = Entry("2.25.11", "2.25.9", CT, "aa"), Entry("2.25.12", "2.25.9", CT, "bb")
+        vault.record_delivered("2.25.1", [old])
+        assert vault.claim_manifest("2.25.1", 1) == 1
+        vault.hold_study("2.25.1")
+        db = sqlite3.connect(tmp_path / "vault.sqlite3")
+        db.execute(
+            "UPDATE delivered SET recorded = recorded - ?", (WINDOWS.delivered_hours * HOUR + 5,)
+        )
+        db.execute("UPDATE manifest_version SET recorded = recorded - ?", (2 * HOUR,))
+        db.commit()
+        db.close()
+        vault.record_delivered("2.25.1", [young])
+        erased = bench.retention.sweep(busy=set())
+        assert erased["study_ledger"] == 1
+        assert vault.delivered("2.25.1") == {"2.25.12": young}
+        assert vault.claim_manifest("2.25.1", 1) == 1  # the old claim went with its window
+        assert vault.study_held("2.25.1")
+        assert bench.retention.sweep(busy=set())["study_ledger"] == 0
+    finally:
+        bench.close()
+        vault.close()
