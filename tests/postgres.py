@@ -12,7 +12,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from gateway import devpki
+from tests.pipeline_site import free_port
 
 ROLE = "dicom_gateway"
 
@@ -40,12 +40,6 @@ def _version(path: str) -> int:
     return int(part) if part.isdigit() else 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PostgresServer:
     """One cluster; `start`/`stop` may be called again (a restart keeps the data)."""
 
@@ -54,7 +48,7 @@ class PostgresServer:
         self.root = Path(tempfile.mkdtemp(prefix="dicom-gateway-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.superuser_password = secrets.token_hex(16)
         self.password = secrets.token_hex(16)
         self._user: dict[str, Any] = {}

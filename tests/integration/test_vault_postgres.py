@@ -82,11 +82,20 @@ def test_a_taken_pseudonym_is_never_handed_out_twice(
         vault.close()
 
 
+def _picklable(raw: dict[str, Any]) -> PostgresSettings:
+    """The settings a spawned process was given as a plain dict (`_plain`)."""
+    return PostgresSettings(**{**raw, "password": SecretSource(file=Path(raw["password"]))})
+
+
+def _plain(config: PostgresSettings) -> dict[str, Any]:
+    assert config.password is not None
+    return {**config.__dict__, "password": str(config.password.file)}
+
+
 def _mint(args: tuple[dict[str, Any], int]) -> list[str]:
     """One worker process of one gateway: the 50 patients' pseudonyms, in its own order."""
     raw, seed = args
-    config = PostgresSettings(**{**raw, "password": SecretSource(file=Path(raw["password"]))})
-    vault = PostgresVault(config, KEY)
+    vault = PostgresVault(_picklable(raw), KEY)
     pseudonyms = Pseudonyms(vault, "GW")
     order = list(range(50))
     random.Random(seed).shuffle(order)  # noqa: S311 - each process asks in its own order
@@ -99,7 +108,7 @@ def test_four_workers_of_two_gateways_mint_exactly_fifty_pseudonyms_for_fifty_pa
     postgres_server: PostgresServer, postgres_db: str, tmp_path: Path
 ) -> None:
     config = settings(postgres_server, postgres_db, tmp_path)
-    raw = {**config.__dict__, "password": str(config.password.file)}  # type: ignore[union-attr]
+    raw = _plain(config)
     with multiprocessing.get_context("spawn").Pool(8) as pool:
         results = pool.map(_mint, [(raw, seed) for seed in range(8)], chunksize=1)
     assert all(r == results[0] for r in results)
@@ -110,8 +119,7 @@ def test_four_workers_of_two_gateways_mint_exactly_fifty_pseudonyms_for_fifty_pa
 
 
 def _migrate(raw: dict[str, Any]) -> tuple[int, int]:
-    config = PostgresSettings(**{**raw, "password": SecretSource(file=Path(raw["password"]))})
-    vault = PostgresVault(config, KEY)
+    vault = PostgresVault(_picklable(raw), KEY)
     try:
         return vault.migrate()
     finally:
@@ -122,7 +130,7 @@ def test_migration_is_versioned_runs_once_among_racers_and_refuses_a_newer_schem
     postgres_server: PostgresServer, postgres_db: str, tmp_path: Path
 ) -> None:
     config = settings(postgres_server, postgres_db, tmp_path)
-    raw = {**config.__dict__, "password": str(config.password.file)}  # type: ignore[union-attr]
+    raw = _plain(config)
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         results = pool.map(_migrate, [raw] * 4, chunksize=1)
     assert sorted(results) == [(0, VERSION)] + [(VERSION, VERSION)] * 3
