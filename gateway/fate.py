@@ -20,4 +20,10 @@ PROCESSED: tuple[Fate, ...] = (Fate.SEALED, Fate.DROPPED, Fate.QUARANTINED, Fate
 
 #: why a vault call failed (a DEFERRED instance's reason, a readiness check's, the
 #: `vault_errors` label): the instance waits in incoming/, nothing is held for it
-VAULT_REASONS: tuple[str, ...] = ("vault-unavailable", "vault-schema-newer", "vault-error")
+VAULT_REASONS: tuple[str, ...] = (
+    "vault-unavailable",
+    "vault-auth-refused",
+    "vault-key-mismatch",
+    "vault-schema-newer",
+    "vault-error",
+)

@@ -43,6 +43,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     target = open_vault(settings.vault)
     try:
         target.migrate()
+        target.ping()  # the target holds, or now records, proof of this key
         done = target.add_rows(target.check_rows(source.rows()))
     finally:
         source.close()

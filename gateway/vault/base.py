@@ -40,9 +40,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from gateway.errors import VaultError
+from gateway.errors import VaultError, VaultUnavailable
 
 _ATTEMPTS = 8  # fresh pseudonyms to try when one is already taken (random codes rarely collide)
+KEY_CHECK = "vault-key-check"  # the kind of the one mapping that proves the key
+PAGE = 1000  # rows read, or written in one transaction, at a time when copying a vault
 _CACHE_ENTRIES = 65_536  # mappings this process remembers (a study's UIDs, its patient, ...)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -118,6 +120,8 @@ class Vault(ABC):
         self._cache: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._usage = Usage()
+        self._held: set[str] = set()  # studies known to be held
+        self._key_verified = False
 
     # -- what callers use ---------------------------------------------------------------------
 
@@ -130,6 +134,7 @@ class Vault(ABC):
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached
+        self._verify_key()
         lookup = self._lookup(kind, original)
 
         def propose() -> Proposal:
@@ -144,6 +149,7 @@ class Vault(ABC):
 
     def original(self, kind: str, pseudonym: str) -> str | None:
         """Re-identification, on site only: the original behind a pseudonym, or None."""
+        self._verify_key()
         row = self._timed(self._find_original, kind, pseudonym)
         if row is None:
             return None
@@ -178,7 +184,7 @@ class Vault(ABC):
 
     @abstractmethod
     def rows(self) -> Iterator[Row]:
-        """Every mapping, in a stable order."""
+        """Every mapping but the key check, in a stable order."""
 
     @abstractmethod
     def add_rows(self, rows: Iterable[Row]) -> Copied:
@@ -210,12 +216,27 @@ class Vault(ABC):
     def hold_study(self, study: str) -> None:
         """Record that the study is held (its instances name two patients)."""
 
-    @abstractmethod
-    def study_held(self, study: str) -> bool: ...
+    def study_held(self, study: str) -> bool:
+        """Whether any gateway sharing the vault holds the study (a hold is never lifted, so
+        a yes is remembered; a no is asked again, one round trip)."""
+        if study in self._held:
+            return True
+        held = self._timed(self._study_held, study)
+        if held:
+            self._held.add(study)
+        return held
 
     @abstractmethod
+    def _study_held(self, study: str) -> bool: ...
+
     def ping(self) -> None:
-        """Reach the engine once (readiness); raises VaultUnavailable when it cannot."""
+        """Reach the engine once and check the key (readiness); raises VaultUnavailable when
+        it cannot be reached or was made with another key."""
+        self._ping()
+        self._verify_key()
+
+    @abstractmethod
+    def _ping(self) -> None: ...
 
     @abstractmethod
     def migrate(self) -> tuple[int, int]:
@@ -233,6 +254,28 @@ class Vault(ABC):
         finally:
             self._usage.round_trips += 1
             self._usage.seconds += time.perf_counter() - started
+
+    def _verify_key(self) -> None:
+        """Once per process: the vault's first writer recorded a value only its key gives (at
+        a fixed lookup); another key gives another value. A gateway given the wrong key would
+        otherwise mint new pseudonyms for every patient and study without a word."""
+        if self._key_verified:
+            return
+        lookup = bytes(32)
+        expected = hmac.new(self._lookup_key, KEY_CHECK.encode(), hashlib.sha256).hexdigest()
+        standing = self._timed(
+            self._claim,
+            KEY_CHECK,
+            lookup,
+            lambda: Proposal(self._seal(KEY_CHECK, lookup), expected),
+        )
+        if standing != expected:
+            raise VaultUnavailable(
+                "vault-key-mismatch",
+                "vault: vault.key is not the key this vault was made with (every gateway "
+                "sharing a vault needs the same key)",
+            )
+        self._key_verified = True
 
     def _lookup(self, kind: str, original: str) -> bytes:
         message = kind.encode() + b"\0" + original.encode("utf-8", "surrogateescape")

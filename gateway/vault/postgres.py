@@ -30,10 +30,10 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from gateway.errors import VaultError, VaultUnavailable
+from gateway.errors import VaultUnavailable
 from gateway.keyfiles import read_secret_text
 from gateway.settings import PostgresSettings
-from gateway.vault.base import Copied, Entry, Proposal, Row, Vault
+from gateway.vault.base import KEY_CHECK, PAGE, Copied, Entry, Proposal, Row, Vault
 
 _T = TypeVar("_T")
 
@@ -96,7 +96,6 @@ SELECT pseudonym FROM mapping WHERE kind = %(kind)s AND lookup = %(lookup)s
 LIMIT 1
 """
 _FIND = "SELECT pseudonym FROM mapping WHERE kind = %s AND lookup = %s"
-_BATCH = 1000  # rows per transaction when copying
 
 
 class PostgresVault(Vault):
@@ -151,21 +150,32 @@ class PostgresVault(Vault):
         return self._run(find)
 
     def rows(self) -> Iterator[Row]:
-        def read(conn: psycopg.Connection[Any]) -> list[Row]:
-            found = conn.execute(
-                "SELECT kind, lookup, original, pseudonym, created FROM mapping "
-                "ORDER BY kind, lookup"
-            ).fetchall()
-            return [Row(str(k), bytes(lk), bytes(o), str(p), str(c)) for k, lk, o, p, c in found]
+        after: tuple[str, bytes] = ("", b"")
+        while True:  # a page at a time, in key order: a large vault is not held in memory
 
-        yield from self._run(read)
+            def read(conn: psycopg.Connection[Any], after: tuple[str, bytes] = after) -> list[Row]:
+                found = conn.execute(
+                    "SELECT kind, lookup, original, pseudonym, created FROM mapping "
+                    "WHERE (kind, lookup) > (%s, %s) AND kind <> %s "
+                    "ORDER BY kind, lookup LIMIT %s",
+                    (*after, KEY_CHECK, PAGE),
+                ).fetchall()
+                return [
+                    Row(str(k), bytes(lk), bytes(o), str(p), str(c)) for k, lk, o, p, c in found
+                ]
+
+            page = self._run(read)
+            yield from page
+            if len(page) < PAGE:
+                return
+            after = (page[-1].kind, page[-1].lookup)
 
     def add_rows(self, rows: Iterable[Row]) -> Copied:
         done = Copied()
         batch: list[Row] = []
         for row in rows:
             batch.append(row)
-            if len(batch) == _BATCH:
+            if len(batch) == PAGE:
                 done += self._run(_adder(batch))
                 batch = []
         return done + self._run(_adder(batch)) if batch else done
@@ -232,7 +242,7 @@ class PostgresVault(Vault):
             )
         )
 
-    def study_held(self, study: str) -> bool:
+    def _study_held(self, study: str) -> bool:
         def held(conn: psycopg.Connection[Any]) -> bool:
             return (
                 conn.execute("SELECT 1 FROM held_study WHERE study = %s", (study,)).fetchone()
@@ -241,7 +251,7 @@ class PostgresVault(Vault):
 
         return self._run(held)
 
-    def ping(self) -> None:
+    def _ping(self) -> None:
         self._run(lambda conn: conn.execute("SELECT 1").fetchone())
 
     def migrate(self) -> tuple[int, int]:
@@ -345,11 +355,3 @@ def _connection_arguments(settings: PostgresSettings) -> dict[str, Any]:
         if path is not None:
             arguments[name] = str(path)
     return arguments
-
-
-def check_reachable(vault: Vault) -> None:
-    """Raise VaultError unless `vault` answers now (the `vault` commands)."""
-    try:
-        vault.ping()
-    except VaultUnavailable as exc:
-        raise VaultError(str(exc)) from None

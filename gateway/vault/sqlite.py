@@ -14,11 +14,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.errors import VaultError
-from gateway.vault.base import Copied, Entry, Proposal, Row, Vault
+from gateway.errors import VaultError, VaultUnavailable
+from gateway.vault.base import KEY_CHECK, PAGE, Copied, Entry, Proposal, Row, Vault
 
 #: (version, script): applied in order on open; `PRAGMA user_version` records the last
 _MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -128,8 +129,26 @@ class SqliteVault(Vault):
         with self._lock:
             self._db.close()
 
-    def _claim(self, kind: str, lookup: bytes, propose: Callable[[], Proposal]) -> str | None:
+    @contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """The connection, this process's threads one at a time; a failing file (locked past
+        the busy timeout, an I/O error, a full disk) makes the vault unavailable: the
+        instance waits, it is not quarantined."""
         with self._lock:
+            try:
+                yield self._db
+            except sqlite3.OperationalError as exc:
+                raise VaultUnavailable(
+                    "vault-unavailable",
+                    f"vault.path {self.path}: {exc.__class__.__name__} ({_code(exc)})",
+                ) from None
+            except sqlite3.Error as exc:
+                raise VaultUnavailable(
+                    "vault-error", f"vault.path {self.path}: {exc.__class__.__name__}"
+                ) from None
+
+    def _claim(self, kind: str, lookup: bytes, propose: Callable[[], Proposal]) -> str | None:
+        with self._using():
             found = self._find(kind, lookup)
             if found is not None:
                 return found
@@ -144,17 +163,14 @@ class SqliteVault(Vault):
         return None if row is None else str(row[0])
 
     def _insert(self, row: Row) -> bool:
-        try:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO mapping VALUES (?, ?, ?, ?, ?)",
-                (row.kind, row.lookup, row.original, row.pseudonym, row.created),
-            )
-        except sqlite3.Error as exc:
-            raise VaultError(f"vault: cannot record a mapping ({exc.__class__.__name__})") from None
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO mapping VALUES (?, ?, ?, ?, ?)",
+            (row.kind, row.lookup, row.original, row.pseudonym, row.created),
+        )
         return cursor.rowcount == 1
 
     def _find_original(self, kind: str, pseudonym: str) -> tuple[bytes, bytes] | None:
-        with self._lock:
+        with self._using():
             row = self._db.execute(
                 "SELECT lookup, original FROM mapping WHERE kind = ? AND pseudonym = ?",
                 (kind, pseudonym),
@@ -162,18 +178,25 @@ class SqliteVault(Vault):
         return None if row is None else (bytes(row[0]), bytes(row[1]))
 
     def rows(self) -> Iterator[Row]:
-        with self._lock:
-            found = self._db.execute(
-                "SELECT kind, lookup, original, pseudonym, created FROM mapping "
-                "ORDER BY kind, lookup"
-            ).fetchall()
-        for kind, lookup, original, pseudonym, created in found:
-            yield Row(str(kind), bytes(lookup), bytes(original), str(pseudonym), str(created))
+        after: tuple[str, bytes] = ("", b"")
+        while True:  # a page at a time, in key order: a large vault is not held in memory
+            with self._using():
+                found = self._db.execute(
+                    "SELECT kind, lookup, original, pseudonym, created FROM mapping "
+                    "WHERE (kind, lookup) > (?, ?) AND kind <> ? "
+                    "ORDER BY kind, lookup LIMIT ?",
+                    (*after, KEY_CHECK, PAGE),
+                ).fetchall()
+            for kind, lookup, original, pseudonym, created in found:
+                yield Row(str(kind), bytes(lookup), bytes(original), str(pseudonym), str(created))
+            if len(found) < PAGE:
+                return
+            after = (str(found[-1][0]), bytes(found[-1][1]))
 
     def add_rows(self, rows: Iterable[Row]) -> Copied:
         done = Copied()
         for row in rows:
-            with self._lock:
+            with self._using():
                 if self._insert(row):
                     done += Copied(added=1)
                 elif self._find(row.kind, row.lookup) == row.pseudonym:
@@ -185,7 +208,7 @@ class SqliteVault(Vault):
     def record_delivered(self, study: str, entries: Iterable[Entry]) -> None:
         now = time.time()
         rows = [(study, e.instance, e.series, e.sop_class, e.sha256, now) for e in entries]
-        with self._lock:
+        with self._using():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
@@ -197,7 +220,7 @@ class SqliteVault(Vault):
             self._db.execute("COMMIT")
 
     def delivered(self, study: str) -> dict[str, Entry]:
-        with self._lock:
+        with self._using():
             rows = self._db.execute(
                 "SELECT instance, series, sop_class, sha256 FROM delivered WHERE study = ?",
                 (study,),
@@ -205,7 +228,7 @@ class SqliteVault(Vault):
         return {str(r[0]): Entry(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows}
 
     def claim_manifest(self, study: str, at_least: int) -> int:
-        with self._lock:
+        with self._using():
             while True:
                 row = self._db.execute(
                     "SELECT max(version) FROM manifest_version WHERE study = ?", (study,)
@@ -220,23 +243,23 @@ class SqliteVault(Vault):
 
     def prune_ledger(self, older_than: float) -> int:
         cutoff = time.time() - older_than
-        with self._lock:
+        with self._using():
             done = self._db.execute("DELETE FROM delivered WHERE recorded < ?", (cutoff,))
             count = done.rowcount
             self._db.execute("DELETE FROM manifest_version WHERE recorded < ?", (cutoff,))
         return count
 
     def hold_study(self, study: str) -> None:
-        with self._lock:
+        with self._using():
             self._db.execute("INSERT OR IGNORE INTO held_study VALUES (?, ?)", (study, _now()))
 
-    def study_held(self, study: str) -> bool:
-        with self._lock:
+    def _study_held(self, study: str) -> bool:
+        with self._using():
             row = self._db.execute("SELECT 1 FROM held_study WHERE study = ?", (study,))
             return row.fetchone() is not None
 
-    def ping(self) -> None:
-        with self._lock:
+    def _ping(self) -> None:
+        with self._using():
             self._db.execute("SELECT 1").fetchone()
 
     def migrate(self) -> tuple[int, int]:
@@ -247,6 +270,10 @@ class SqliteVault(Vault):
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _code(exc: sqlite3.Error) -> str:
+    return str(getattr(exc, "sqlite_errorname", "") or "unknown")
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:

@@ -22,6 +22,7 @@ from gateway.errors import ConfigError, VaultError, VaultUnavailable
 from gateway.keyfiles import write_key_file
 from gateway.settings import PostgresSettings, SecretSource, load
 from gateway.vault import Entry, SqliteVault
+from gateway.vault.base import KEY_CHECK
 from gateway.vault.postgres import VERSION, PostgresVault
 from tests.postgres import PostgresServer
 from tests.support import cli
@@ -61,7 +62,9 @@ def test_two_gateways_get_the_same_pseudonyms_and_the_server_sees_no_original(
         first.close()
         second.close()
     with postgres_server.connect(postgres_db) as conn:
-        rows = conn.execute("SELECT kind, lookup, original, pseudonym FROM mapping").fetchall()
+        rows = conn.execute(
+            "SELECT kind, lookup, original, pseudonym FROM mapping WHERE kind <> %s", (KEY_CHECK,)
+        ).fetchall()
     assert len(rows) == 2
     stored = b"".join(bytes(r[1]) + bytes(r[2]) + r[3].encode() for r in rows)
     for clear in (ORIGINAL.encode(), b"KOWALSKI", b"1.2.826.0.1.3680043.2.1"):
@@ -150,11 +153,11 @@ def test_migration_is_versioned_runs_once_among_racers_and_refuses_a_newer_schem
 def test_vault_copy_from_sqlite_keeps_every_mapping_and_a_second_run_adds_nothing(
     postgres_server: PostgresServer, postgres_db: str, tmp_path: Path
 ) -> None:
-    site = SqliteVault(tmp_path / "old.sqlite3", KEY)
-    expected = {
+    site = SqliteVault(tmp_path / "old.sqlite3", KEY, durable=False)
+    expected = {  # more than one page (vault.base.PAGE) of mappings
         (kind, original): site.pseudonym(kind, original, make)
         for kind, original, make in [
-            *((UID_KIND, f"1.2.3.{i}", new_uid) for i in range(300)),
+            *((UID_KIND, f"1.2.3.{i}", new_uid) for i in range(1200)),
             *(("patient", f"DOE^{i}", lambda: "GW-" + secrets.token_hex(5)) for i in range(40)),
             ("date_offset", ORIGINAL, lambda: f"-400:{secrets.token_hex(8)}"),
         ]
@@ -181,10 +184,10 @@ def test_vault_copy_from_sqlite_keeps_every_mapping_and_a_second_run_adds_nothin
     )
     first = cli(*args)
     assert first.returncode == 0, first.stderr
-    assert "341 added, 0 already there, 0 mapped otherwise" in first.stdout
+    assert "1241 added, 0 already there, 0 mapped otherwise" in first.stdout
     again = cli(*args)
     assert again.returncode == 0, again.stderr
-    assert "0 added, 341 already there, 0 mapped otherwise" in again.stdout
+    assert "0 added, 1241 already there, 0 mapped otherwise" in again.stdout
     target = PostgresVault(load(config).vault.postgresql, KEY)  # type: ignore[arg-type]
     try:
         for (kind, original), pseudonym in expected.items():
@@ -406,3 +409,20 @@ def test_the_study_ledger_is_shared_claims_versions_once_and_forgets_old_entries
     finally:
         first.close()
         second.close()
+
+
+def test_a_gateway_with_another_vault_key_is_refused_not_given_new_pseudonyms(
+    postgres_server: PostgresServer, postgres_db: str, tmp_path: Path
+) -> None:
+    config = settings(postgres_server, postgres_db, tmp_path)
+    first, stranger = PostgresVault(config, KEY), PostgresVault(config, b"w" * 32)
+    try:
+        first.pseudonym("patient", ORIGINAL, lambda: "GW-1")
+        with pytest.raises(VaultUnavailable, match="not the key this vault was made with") as e:
+            stranger.pseudonym("patient", ORIGINAL, lambda: "GW-2")
+        assert e.value.reason == "vault-key-mismatch"
+        with pytest.raises(VaultUnavailable):
+            stranger.ping()
+    finally:
+        first.close()
+        stranger.close()

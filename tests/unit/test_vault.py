@@ -7,11 +7,12 @@ import random
 import secrets
 import sqlite3
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from gateway.errors import VaultError
+from gateway.errors import VaultError, VaultUnavailable
 from gateway.vault import Entry, SqliteVault
 
 ORIGINAL = "DOE^JOHN^Q"
@@ -75,16 +76,27 @@ def test_nothing_original_is_readable_in_the_files(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
 
 
-def test_the_wrong_key_cannot_read_originals(tmp_path: Path) -> None:
+def test_the_wrong_key_is_refused_rather_than_minting_new_pseudonyms(tmp_path: Path) -> None:
+    """Another key would find no mapping (the lookups are keyed) and silently give every
+    patient and study new pseudonyms; the vault proves its key first and refuses."""
     v = vault(tmp_path)
     pseudonym = v.pseudonym("patient_name", ORIGINAL, lambda: "GW-9")
     v.close()
     other = vault(tmp_path, key=b"x" * 32)
-    with pytest.raises(VaultError, match="does not decrypt"):
-        other.original("patient_name", pseudonym)
-    # and it does not find the mapping by the original either (a different lookup key)
-    assert other.pseudonym("patient_name", ORIGINAL, lambda: "GW-10") == "GW-10"
+    calls: tuple[Callable[[], object], ...] = (
+        lambda: other.original("patient_name", pseudonym),
+        lambda: other.pseudonym("patient_name", ORIGINAL, lambda: "GW-10"),
+        other.ping,
+    )
+    for call in calls:
+        with pytest.raises(VaultUnavailable, match="not the key this vault was made with") as e:
+            call()
+        assert e.value.reason == "vault-key-mismatch"
     other.close()
+    again = vault(tmp_path)
+    assert again.pseudonym("patient_name", ORIGINAL, lambda: "never") == pseudonym
+    assert again.original("patient_name", pseudonym) == ORIGINAL
+    again.close()
 
 
 def _worker(args: tuple[str, int]) -> list[str]:
@@ -177,4 +189,24 @@ def test_the_study_ledger_lists_deliveries_claims_rising_versions_and_holds(
     v.hold_study("2.25.1")
     assert v.study_held("2.25.1")
     assert not v.study_held("2.25.4")
+    v.close()
+
+
+def test_a_failing_sqlite_file_makes_the_vault_unavailable_not_the_instance_bad(
+    tmp_path: Path,
+) -> None:
+    """A write SQLite refuses (here: the connection made read-only, as a full disk or a
+    read-only remount would) raises VaultUnavailable - the worker then leaves the instance
+    waiting - and no SQLite message or value."""
+    v = vault(tmp_path)
+    v.pseudonym("uid", "1.2.3", new_uid)
+    v._db.execute("PRAGMA query_only = ON")  # the file's failure, at its one boundary
+    with pytest.raises(VaultUnavailable) as caught:
+        v.pseudonym("uid", "1.2.4", new_uid)
+    assert caught.value.reason == "vault-unavailable"
+    assert "1.2.4" not in str(caught.value)
+    assert "OperationalError" in str(caught.value)
+    assert v.pseudonym("uid", "1.2.3", lambda: "no")  # what is known still answers
+    v._db.execute("PRAGMA query_only = OFF")
+    assert v.pseudonym("uid", "1.2.4", new_uid)
     v.close()
