@@ -29,7 +29,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_copy(args: argparse.Namespace) -> int:
     """Every mapping of a SQLite vault into the configured one, as it is (same vault key:
-    each row is proven to open under it first). Nothing in the target is changed; running it
+    each row is proven to open under it first), and its study ledger (what was delivered of
+    each study, the manifest versions sent, the held studies: a late instance arriving through
+    another gateway then continues the study). Nothing in the target is changed; running it
     again adds nothing."""
     settings = settings_from(args.config, files=False)
     source_path: Path = args.from_sqlite.resolve()
@@ -45,12 +47,15 @@ def cmd_copy(args: argparse.Namespace) -> int:
         target.migrate()
         target.ping()  # the target holds, or now records, proof of this key
         done = target.add_rows(target.check_rows(source.rows()))
+        ledger = source.ledger()
+        ledger_added = target.add_ledger(ledger)
     finally:
         source.close()
         target.close()
     print(
         f"vault copy -> {settings.vault.engine}: {done.added} added, {done.present} already "
-        f"there, {done.conflicting} mapped otherwise in the target (kept as they were)"
+        f"there, {done.conflicting} mapped otherwise in the target (kept as they were); "
+        f"study ledger: {ledger_added} of {len(ledger)} entries added"
     )
     return EXIT_OK if not done.conflicting else EXIT_FAILED
 

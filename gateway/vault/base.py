@@ -73,6 +73,19 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Ledger:
+    """A vault's whole study ledger, as `vault copy` moves it: deliveries (study, entry),
+    manifest versions claimed (study, version) and held studies."""
+
+    delivered: list[tuple[str, Entry]]
+    versions: list[tuple[str, int]]
+    held: list[str]
+
+    def __len__(self) -> int:
+        return len(self.delivered) + len(self.versions) + len(self.held)
+
+
+@dataclass(frozen=True)
 class Proposal:
     """A new mapping's sealed original and proposed pseudonym."""
 
@@ -206,6 +219,14 @@ class Vault(ABC):
     def claim_manifest(self, study: str, at_least: int) -> int:
         """A manifest version of the study no gateway has claimed: above every claimed one,
         and at least `at_least`."""
+
+    @abstractmethod
+    def ledger(self) -> Ledger:
+        """The whole study ledger (bounded: `prune_ledger` keeps it to the delivered window)."""
+
+    @abstractmethod
+    def add_ledger(self, ledger: Ledger) -> int:
+        """Add another vault's ledger (what is there stays); the rows added."""
 
     @abstractmethod
     def prune_ledger(self, older_than: float) -> int:

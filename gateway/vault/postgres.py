@@ -33,7 +33,7 @@ from psycopg_pool import ConnectionPool
 from gateway.errors import VaultUnavailable
 from gateway.keyfiles import read_secret_text
 from gateway.settings import PostgresSettings
-from gateway.vault.base import KEY_CHECK, PAGE, Copied, Entry, Proposal, Row, Vault
+from gateway.vault.base import KEY_CHECK, PAGE, Copied, Entry, Ledger, Proposal, Row, Vault
 
 _T = TypeVar("_T")
 
@@ -218,6 +218,49 @@ class PostgresVault(Vault):
         while (version := self._run(claim)) is None:
             continue  # another gateway claimed that version a moment before: the next one
         return version
+
+    def ledger(self) -> Ledger:
+        def read(conn: psycopg.Connection[Any]) -> Ledger:
+            delivered = conn.execute(
+                "SELECT study, instance, series, sop_class, sha256 FROM delivered"
+            ).fetchall()
+            versions = conn.execute("SELECT study, version FROM manifest_version").fetchall()
+            held = conn.execute("SELECT study FROM held_study").fetchall()
+            return Ledger(
+                [(str(r[0]), Entry(str(r[1]), str(r[2]), str(r[3]), str(r[4]))) for r in delivered],
+                [(str(r[0]), int(r[1])) for r in versions],
+                [str(r[0]) for r in held],
+            )
+
+        return self._run(read)
+
+    def add_ledger(self, ledger: Ledger) -> int:
+        def add(conn: psycopg.Connection[Any]) -> int:
+            added = 0
+            with conn.transaction(), conn.cursor() as cursor:
+                for study, e in ledger.delivered:
+                    cursor.execute(
+                        "INSERT INTO delivered (study, instance, series, sop_class, sha256) "
+                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        (study, e.instance, e.series, e.sop_class, e.sha256),
+                    )
+                    added += cursor.rowcount
+                for study, version in ledger.versions:
+                    cursor.execute(
+                        "INSERT INTO manifest_version (study, version) VALUES (%s, %s) "
+                        "ON CONFLICT DO NOTHING",
+                        (study, version),
+                    )
+                    added += cursor.rowcount
+                for study in ledger.held:
+                    cursor.execute(
+                        "INSERT INTO held_study (study) VALUES (%s) ON CONFLICT DO NOTHING",
+                        (study,),
+                    )
+                    added += cursor.rowcount
+            return added
+
+        return self._run(add)
 
     def prune_ledger(self, older_than: float) -> int:
         def prune(conn: psycopg.Connection[Any]) -> int:

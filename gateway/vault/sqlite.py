@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.errors import VaultError, VaultUnavailable
-from gateway.vault.base import KEY_CHECK, PAGE, Copied, Entry, Proposal, Row, Vault
+from gateway.vault.base import KEY_CHECK, PAGE, Copied, Entry, Ledger, Proposal, Row, Vault
 
 #: (version, script): applied in order on open; `PRAGMA user_version` records the last
 _MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -240,6 +240,44 @@ class SqliteVault(Vault):
                 )
                 if claimed.rowcount == 1:
                     return version
+
+    def ledger(self) -> Ledger:
+        with self._using() as db:
+            delivered = db.execute(
+                "SELECT study, instance, series, sop_class, sha256 FROM delivered"
+            ).fetchall()
+            versions = db.execute("SELECT study, version FROM manifest_version").fetchall()
+            held = db.execute("SELECT study FROM held_study").fetchall()
+        return Ledger(
+            [(str(r[0]), Entry(str(r[1]), str(r[2]), str(r[3]), str(r[4]))) for r in delivered],
+            [(str(r[0]), int(r[1])) for r in versions],
+            [str(r[0]) for r in held],
+        )
+
+    def add_ledger(self, ledger: Ledger) -> int:
+        now, stamp = time.time(), _now()
+        with self._using() as db:
+            before = db.total_changes
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?, ?, ?, ?)",
+                    [(st, e.instance, e.series, e.sop_class, e.sha256, now)
+                     for st, e in ledger.delivered],
+                )  # fmt: skip
+                db.executemany(
+                    "INSERT OR IGNORE INTO manifest_version VALUES (?, ?, ?)",
+                    [(st, v, now) for st, v in ledger.versions],
+                )
+                db.executemany(
+                    "INSERT OR IGNORE INTO held_study VALUES (?, ?)",
+                    [(st, stamp) for st in ledger.held],
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return db.total_changes - before
 
     def prune_ledger(self, older_than: float) -> int:
         cutoff = time.time() - older_than

@@ -162,6 +162,11 @@ def test_vault_copy_from_sqlite_keeps_every_mapping_and_a_second_run_adds_nothin
             ("date_offset", ORIGINAL, lambda: f"-400:{secrets.token_hex(8)}"),
         ]
     }
+    ct = "1.2.840.10008.5.1.4.1.1.2"
+    site.record_delivered("2.25.1", [Entry("2.25.11", "2.25.9", ct, "aa")])
+    assert site.claim_manifest("2.25.1", 1) == 1
+    assert site.claim_manifest("2.25.1", 1) == 2
+    site.hold_study("2.25.5")
     site.close()
     key_file = tmp_path / "vault.key"
     key_file.write_text(KEY.hex())
@@ -185,14 +190,19 @@ def test_vault_copy_from_sqlite_keeps_every_mapping_and_a_second_run_adds_nothin
     first = cli(*args)
     assert first.returncode == 0, first.stderr
     assert "1241 added, 0 already there, 0 mapped otherwise" in first.stdout
+    assert "study ledger: 4 of 4 entries added" in first.stdout
     again = cli(*args)
     assert again.returncode == 0, again.stderr
     assert "0 added, 1241 already there, 0 mapped otherwise" in again.stdout
+    assert "study ledger: 0 of 4 entries added" in again.stdout
     target = PostgresVault(load(config).vault.postgresql, KEY)  # type: ignore[arg-type]
     try:
         for (kind, original), pseudonym in expected.items():
             assert target.pseudonym(kind, original, lambda: "not this") == pseudonym
             assert target.original(kind, pseudonym) == original
+        assert set(target.delivered("2.25.1")) == {"2.25.11"}
+        assert target.claim_manifest("2.25.1", 1) == 3  # the study's manifests go on
+        assert target.study_held("2.25.5")
     finally:
         target.close()
 
