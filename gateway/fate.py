@@ -22,7 +22,8 @@ PROCESSED: tuple[Fate, ...] = (Fate.SEALED, Fate.DROPPED, Fate.QUARANTINED, Fate
 #: `vault_errors` label): the instance waits in incoming/, nothing is held for it
 VAULT_REASONS: tuple[str, ...] = (
     "vault-unavailable",
-    "vault-auth-refused",
+    "vault-refused",
+    "vault-tls-failed",
     "vault-key-mismatch",
     "vault-schema-newer",
     "vault-error",

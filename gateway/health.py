@@ -185,6 +185,10 @@ def certificate_expiries(settings: Settings) -> dict[str, float]:
     if settings.forward.enabled:
         files["forward_client"] = (settings.forward.client_certificate, False)
         files["forward_ca"] = (settings.forward.ca_bundle, True)
+    vault = settings.vault.postgresql
+    if settings.vault.engine == "postgresql" and vault is not None:
+        files["vault_client"] = (vault.certificate, False)
+        files["vault_ca"] = (vault.ca, True)
     found = {}
     for name, (path, bundle) in files.items():
         if path is None:

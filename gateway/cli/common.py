@@ -8,7 +8,7 @@ from gateway.deidentify.pixels.stage import rule_problems
 from gateway.deidentify.words import settings_problems
 from gateway.errors import ConfigError, KeyFileError, TlsSetupError
 from gateway.ingest.scp import tls_context
-from gateway.keyfiles import read_key
+from gateway.keyfiles import read_key, read_secret_text
 from gateway.settings import Settings, file_problems, load
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -30,6 +30,12 @@ def settings_from(path: Path, *, files: bool = True) -> Settings:
                 read_key(secret)
             except KeyFileError as exc:
                 problems.append(f"{settings.source}: {key}: {exc}")
+        pg = settings.vault.postgresql
+        if settings.vault.engine == "postgresql" and pg is not None and pg.password is not None:
+            try:
+                read_secret_text(pg.password)
+            except KeyFileError as exc:
+                problems.append(f"{settings.source}: vault.postgresql.password: {exc}")
         if settings.ingest.tls.enabled:
             try:
                 tls_context(settings.ingest.tls)

@@ -106,8 +106,9 @@ class PostgresVault(Vault):
         self.settings = settings
         self._timeout = settings.connect_timeout
         self._schema_checked = False
+        self._arguments = _connection_arguments(settings)
         self._pool = ConnectionPool(
-            kwargs=_connection_arguments(settings),
+            kwargs=self._arguments,
             min_size=1,
             max_size=settings.pool_size,
             timeout=settings.connect_timeout,
@@ -295,7 +296,31 @@ class PostgresVault(Vault):
         return self._run(held)
 
     def _ping(self) -> None:
-        self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+        """One statement; when the pool found no connection, one direct attempt says why
+        (readiness then names it: the server refused the login, TLS failed, or unreachable)."""
+        try:
+            self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+        except VaultUnavailable as exc:
+            if exc.reason == "vault-unavailable":
+                self._diagnose()
+            raise
+
+    def _diagnose(self) -> None:
+        try:
+            psycopg.connect(**self._arguments).close()
+        except psycopg.OperationalError as exc:
+            reason = _refusal(str(exc))
+            if reason is not None:
+                raise VaultUnavailable(
+                    reason,
+                    f"vault: PostgreSQL at {self.settings.host}:{self.settings.port}: "
+                    + (
+                        "the server refused the login (user, password, client certificate or "
+                        "pg_hba.conf)"
+                        if reason == "vault-refused"
+                        else "TLS failed (the server's certificate, its name, or ours)"
+                    ),
+                ) from None
 
     def migrate(self) -> tuple[int, int]:
         return self._run(_migrate, checked=False)
@@ -325,6 +350,16 @@ class PostgresVault(Vault):
                     f"vault: PostgreSQL refused a vault statement ({exc.__class__.__name__})",
                 ) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _refusal(message: str) -> str | None:
+    """libpq's connection errors carry no SQLSTATE: what the server said (FATAL) or the TLS
+    layer reported tells a refusal from an unreachable server."""
+    if "FATAL:" in message:
+        return "vault-refused"
+    if "SSL" in message or "certificate" in message:
+        return "vault-tls-failed"
+    return None
 
 
 def _dropped(exc: psycopg.OperationalError) -> bool:

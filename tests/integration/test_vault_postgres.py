@@ -374,16 +374,19 @@ def test_the_vault_reaches_postgresql_over_verified_tls_with_a_client_certificat
             assert all(ssl and dn.endswith("/CN=dicom_gateway") for ssl, dn in rows), rows
         finally:
             vault.close()
-        refused = [
-            dataclasses.replace(tls, certificate=None, private_key=None),  # no client cert
-            dataclasses.replace(tls, ca=pki / "stranger.crt"),  # a server we cannot verify
-            dataclasses.replace(tls, sslmode="disable", ca=None),  # in clear: rejected
+        refused = [  # and what readiness then says
+            (dataclasses.replace(tls, certificate=None, private_key=None), "vault-refused"),
+            (dataclasses.replace(tls, ca=pki / "stranger.crt"), "vault-tls-failed"),
+            (dataclasses.replace(tls, sslmode="disable", ca=None), "vault-refused"),
         ]
-        for settings_ in refused:
+        for settings_, reason in refused:
             other = PostgresVault(settings_, KEY)
             try:
                 with pytest.raises(VaultUnavailable):
                     other.pseudonym(UID_KIND, "1.2.4", new_uid)
+                with pytest.raises(VaultUnavailable) as caught:
+                    other.ping()
+                assert caught.value.reason == reason
             finally:
                 other.close()
     finally:
@@ -436,3 +439,25 @@ def test_a_gateway_with_another_vault_key_is_refused_not_given_new_pseudonyms(
     finally:
         first.close()
         stranger.close()
+
+
+def test_check_config_refuses_a_database_password_file_others_can_read(tmp_path: Path) -> None:
+    key_file = tmp_path / "vault.key"
+    key_file.write_text(KEY.hex())
+    key_file.chmod(0o600)
+    (tmp_path / "master.key").write_text(KEY.hex())
+    (tmp_path / "master.key").chmod(0o600)
+    password = tmp_path / "db.password"
+    password.write_text("a database password\n")
+    password.chmod(0o644)
+    pg = {"engine": "postgresql",
+          "postgresql": {"host": "127.0.0.1", "sslmode": "disable",
+                         "password": {"file": str(password)}}}  # fmt: skip
+    config = tmp_path / "gateway.toml"
+    config.write_text(_toml(tmp_path, pg, key_file))
+    checked = cli("check-config", str(config))
+    assert checked.returncode == 2
+    assert f"{config}: vault.postgresql.password: {password}: key file must be mode 0600" in (
+        checked.stderr
+    )
+    assert "a database password" not in checked.stderr + checked.stdout
