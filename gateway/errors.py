@@ -72,9 +72,10 @@ class VaultError(GatewayError):
 
 
 class VaultUnavailable(VaultError):
-    """The vault cannot be reached now (its server down or restarting, its schema newer than
-    this gateway knows): instances wait in the spool until it can; `reason` is a code for
-    logs, metrics and readiness."""
+    """The vault cannot be used now (its file failing, its server down, restarting or
+    refusing the login or TLS, made with another vault.key, its schema newer than this gateway
+    knows): instances wait in the spool until it can; `reason` is a code for logs, metrics and
+    readiness (`gateway.fate.VAULT_REASONS`)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)

@@ -11,8 +11,9 @@ Checks, each also the gauge `dicom_gateway_readiness_check{check}`:
 
 - `spool_writable`: a probe file can be created, synced and removed where new studies go;
 - `disk_reserve`: free space on the spool filesystem is above `spool.min_free_mib`;
-- `vault`: the vault answers (PostgreSQL: reached within `connect_timeout`, its schema not
-  newer than this gateway knows); while it does not, instances wait in `incoming/`;
+- `vault`: the vault answers and was made with this `vault.key` (PostgreSQL: reached within
+  `connect_timeout`, the login and TLS accepted, its schema not newer than this gateway
+  knows; the reason says which failed); while it does not, instances wait in `incoming/`;
 - `workers` (forwarding on): the worker pool started and at least one worker is alive;
 - `destination` (forwarding on): a mutual-TLS handshake with the analysis server succeeds
   (CA, host name, pin), and requests to it are not failing (the outbox is not backing off).

@@ -115,16 +115,17 @@ class Metrics:
         )  # fmt: skip
         self.vault_seconds = Histogram(
             p + "vault_duration_seconds",
-            "Time per instance spent in round trips to the vault engine (SQLite or PostgreSQL); "
-            "an instance whose pseudonyms were all remembered makes none",
+            "Time per instance spent in round trips to the vault engine (SQLite or PostgreSQL): "
+            "new mappings, and whether its study is held",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
             registry=registry,
         )
         self.vault_errors = Counter(
             p + "vault_errors",
             "Vault calls that failed, by reason (vault-unavailable: the engine cannot be "
-            "reached; vault-schema-newer; vault-error: a statement refused); each instance "
-            "affected waits in incoming/",
+            "reached; vault-refused, vault-tls-failed: the server refused the login, TLS "
+            "failed; vault-key-mismatch: another vault.key; vault-schema-newer; vault-error: "
+            "a statement refused); each instance affected waits in incoming/",
             ["reason"],
             registry=registry,
         )

@@ -17,6 +17,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     settings = settings_from(args.config, files=False)
     vault = open_vault(settings.vault)
     try:
+        vault.reachable()  # a refused login or TLS failure named as such
         before, after = vault.migrate()
     finally:
         vault.close()
@@ -44,6 +45,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     source = SqliteVault(source_path, read_key(settings.vault.key))
     target = open_vault(settings.vault)
     try:
+        target.reachable()  # a refused login or TLS failure named as such
         target.migrate()
         target.ping()  # the target holds, or now records, proof of this key
         done = target.add_rows(target.check_rows(source.rows()))

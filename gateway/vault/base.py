@@ -256,6 +256,11 @@ class Vault(ABC):
         self._ping()
         self._verify_key()
 
+    def reachable(self) -> None:
+        """Reach the engine once, the schema and key left alone (before a migration); raises
+        VaultUnavailable, its reason saying why, when it cannot."""
+        self._ping()
+
     @abstractmethod
     def _ping(self) -> None: ...
 

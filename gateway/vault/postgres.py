@@ -299,7 +299,7 @@ class PostgresVault(Vault):
         """One statement; when the pool found no connection, one direct attempt says why
         (readiness then names it: the server refused the login, TLS failed, or unreachable)."""
         try:
-            self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+            self._run(lambda conn: conn.execute("SELECT 1").fetchone(), checked=False)
         except VaultUnavailable as exc:
             if exc.reason == "vault-unavailable":
                 self._diagnose()

@@ -461,3 +461,19 @@ def test_check_config_refuses_a_database_password_file_others_can_read(tmp_path:
         checked.stderr
     )
     assert "a database password" not in checked.stderr + checked.stdout
+
+
+def test_vault_migrate_says_when_the_server_refuses_the_login(
+    postgres_server: PostgresServer, postgres_db: str, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "vault.key"
+    key_file.write_text(KEY.hex())
+    key_file.chmod(0o600)
+    pg = postgres_server.vault_config(postgres_db, tmp_path / "pg.password")
+    (tmp_path / "pg.password").write_text("not-the-password\n")
+    config = tmp_path / "gateway.toml"
+    config.write_text(_toml(tmp_path, pg, key_file))
+    migrate = cli("vault", "migrate", "--config", str(config))
+    assert migrate.returncode == 1
+    assert "the server refused the login" in migrate.stderr
+    assert "not-the-password" not in migrate.stderr + migrate.stdout
