@@ -19,9 +19,16 @@ was written before the crash were already tidied by the spool. Where an item is,
 a study still waits or is held, only the spool knows; `work.WorkQueue` keeps the order of
 work.
 
+A worker that could not reach the vault gives its instance back untouched: it goes to the
+front and nothing is handed out for a while (`WorkQueue.pause`, 1 s doubling to 30 s), so an
+outage costs one attempt per pause, not one per waiting instance.
+
 Every second the scheduler also seals manifests of stable studies (`studies`, `manifests`),
 applies operators' requests (`operations`) and refreshes the queue gauges; every
 `retention.sweep_seconds` it erases what is due (`retention`).
+
+(About 420 lines: the one thread that decides, with one small method per event; what it
+delegates - order of work, recovery, manifests, retention, operator requests - lives beside it.)
 """
 
 from __future__ import annotations

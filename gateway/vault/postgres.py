@@ -18,6 +18,9 @@ than `connect_timeout`), every call raises `VaultUnavailable`: the worker leaves
 in `incoming/` and the scheduler waits before trying again (docs/pipeline.md). A connection
 the server dropped (a restart) is discarded by the pool and the call tried once more on a
 fresh one.
+
+(About 440 lines: the engine's SQL, one small function per storage step of `base.Vault`, and
+the one place that talks to psycopg; `sqlite.py` is its twin.)
 """
 
 from __future__ import annotations
