@@ -139,7 +139,8 @@ def test_healthz_and_readyz_with_everything_up(site: Site) -> None:
     gateway = site.gateway()
     assert get(gateway, "/healthz").json() == {"status": "alive"}
     body = wait_ready(gateway, True, "ready")
-    assert set(body["checks"]) == {"spool_writable", "disk_reserve", "workers", "destination"}
+    checks = {"spool_writable", "disk_reserve", "vault", "workers", "destination"}
+    assert set(body["checks"]) == checks
     assert get(gateway, "/nothing-here").status_code == 404
     assert gateway.stop() == 0
 
