@@ -16,17 +16,21 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from pydicom.dataset import Dataset
+
 from gateway.deidentify.engine import Deidentified, Engine, Replacement
 from gateway.deidentify.pixels.stage import PixelOutcome, PixelStage
 from gateway.deidentify.policy import Policy
 from gateway.errors import Unprocessable
 from gateway.fate import Fate
+from gateway.reidentify.identity import StudyIdentity
 from gateway.release import PixelEvidence, ReleaseCheck
 from gateway.settings import DeidentifySettings, PolicySettings, Settings
 from gateway.vault import Vault
 
 #: vault kind: pseudonymous study UID -> "<patient pseudonym>:<nonce>" of its first instance
 STUDY_PATIENT_KIND = "study_patient"
+_IDENTIFIED_KEPT = 4096  # studies a process remembers having recorded (then it asks again)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class Worker:
         self.policy = Policy(policy, options)
         self.pixels = pixels
         self.release = release or ReleaseCheck(options)
+        self._identified: set[str] = set()  # studies whose identity this process recorded
 
     @classmethod
     def for_settings(cls, settings: Settings, vault: Vault) -> Worker:
@@ -119,4 +124,17 @@ class Worker:
         if findings:
             where = tuple(sorted({f.where for f in findings}))
             return Outcome(Fate.QUARANTINED, findings[0].reason, None, counts, pixels, where)
+        self._record_identity(ds, result)
         return Outcome(Fate.WRITTEN, None, result, counts, pixels)
+
+    def _record_identity(self, original: Dataset, result: Deidentified) -> None:
+        """Once per study and process: what re-identifying its results needs (the first
+        record of a study stands, whichever process or gateway wrote it)."""
+        study = result.study_instance_uid
+        if study in self._identified:
+            return
+        identity = StudyIdentity.of(original, result.patient)
+        self.vault.record_identity(study, identity.to_json())
+        if len(self._identified) >= _IDENTIFIED_KEPT:
+            self._identified.clear()
+        self._identified.add(study)

@@ -169,6 +169,26 @@ class Vault(ABC):
         lookup, sealed = row
         return self._open(sealed, lookup).decode("utf-8", "surrogateescape")
 
+    def record_identity(self, study: str, identity: str) -> None:
+        """Keep what re-identifying a result of the (pseudonymous) study needs - the original
+        patient and study attributes, as text - encrypted like an original, bound to the
+        study; the first record of a study stands."""
+        self._verify_key()
+        aad = b"identity\0" + study.encode("ascii")
+        nonce = secrets.token_bytes(12)
+        sealed = nonce + self._aead.encrypt(nonce, identity.encode("utf-8"), aad)
+        self._timed(self._put_identity, study, sealed)
+
+    def identity(self, study: str) -> str | None:
+        """What `record_identity` kept for the study, or None (a study this vault never
+        de-identified)."""
+        self._verify_key()
+        sealed = self._timed(self._get_identity, study)
+        if sealed is None:
+            return None
+        aad = b"identity\0" + study.encode("ascii")
+        return self._open(sealed, aad).decode("utf-8")
+
     def usage(self) -> Usage:
         """Round trips and their seconds since the last call (a worker reports them per
         instance)."""
@@ -190,6 +210,13 @@ class Vault(ABC):
         already (`propose` may be called before looking, to save a round trip); the pseudonym
         that stands (ours or the first writer's), or None when the proposal is taken by
         another original (the caller proposes again)."""
+
+    @abstractmethod
+    def _put_identity(self, study: str, sealed: bytes) -> None:
+        """Store a study's sealed identity unless one is stored."""
+
+    @abstractmethod
+    def _get_identity(self, study: str) -> bytes | None: ...
 
     @abstractmethod
     def _find_original(self, kind: str, pseudonym: str) -> tuple[bytes, bytes] | None:

@@ -82,6 +82,16 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        3,
+        """
+        CREATE TABLE identity (
+            study text PRIMARY KEY,
+            sealed bytea NOT NULL,
+            recorded timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 )
 VERSION = _MIGRATIONS[-1][0]
 #: the advisory lock migrations take (any 64-bit number other applications do not use)
@@ -297,6 +307,21 @@ class PostgresVault(Vault):
             )
 
         return self._run(held)
+
+    def _put_identity(self, study: str, sealed: bytes) -> None:
+        self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO identity (study, sealed) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (study, sealed),
+            )
+        )
+
+    def _get_identity(self, study: str) -> bytes | None:
+        def get(conn: psycopg.Connection[Any]) -> bytes | None:
+            row = conn.execute("SELECT sealed FROM identity WHERE study = %s", (study,)).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return self._run(get)
 
     def _ping(self) -> None:
         """One statement; when the pool found no connection, one direct attempt says why

@@ -61,8 +61,18 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        3,
+        """
+        CREATE TABLE IF NOT EXISTS identity (
+            study TEXT PRIMARY KEY,
+            sealed BLOB NOT NULL,
+            recorded TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
 )
-_VERSION = _MIGRATIONS[-1][0]
+VERSION = _MIGRATIONS[-1][0]
 _OPEN_SECONDS = 30.0  # opening waits this long for other processes opening it at once
 
 
@@ -100,11 +110,11 @@ class SqliteVault(Vault):
                     db.execute("PRAGMA journal_mode=WAL")
                     db.execute("PRAGMA synchronous=FULL")
                     version = int(db.execute("PRAGMA user_version").fetchone()[0])
-                    if version > _VERSION:
+                    if version > VERSION:
                         db.close()
                         raise VaultError(
                             f"vault.path {path}: schema version {version} is newer than this "
-                            f"gateway knows ({_VERSION}): upgrade the gateway"
+                            f"gateway knows ({VERSION}): upgrade the gateway"
                         )
                     for number, script in _MIGRATIONS:
                         if number > version:
@@ -296,6 +306,15 @@ class SqliteVault(Vault):
             row = self._db.execute("SELECT 1 FROM held_study WHERE study = ?", (study,))
             return row.fetchone() is not None
 
+    def _put_identity(self, study: str, sealed: bytes) -> None:
+        with self._using() as db:
+            db.execute("INSERT OR IGNORE INTO identity VALUES (?, ?, ?)", (study, sealed, _now()))
+
+    def _get_identity(self, study: str) -> bytes | None:
+        with self._using() as db:
+            row = db.execute("SELECT sealed FROM identity WHERE study = ?", (study,)).fetchone()
+        return None if row is None else bytes(row[0])
+
     def _ping(self) -> None:
         with self._using():
             self._db.execute("SELECT 1").fetchone()
@@ -303,7 +322,7 @@ class SqliteVault(Vault):
     def migrate(self) -> tuple[int, int]:
         """Opening brought the schema up to date already (one file, one gateway): the version
         the file had when this process opened it, and now."""
-        return self._found_version, _VERSION
+        return self._found_version, VERSION
 
 
 def _now() -> str:

@@ -14,6 +14,7 @@ import pytest
 
 from gateway.errors import VaultError, VaultUnavailable
 from gateway.vault import Entry, SqliteVault
+from gateway.vault.sqlite import VERSION
 
 ORIGINAL = "DOE^JOHN^Q"
 
@@ -158,7 +159,7 @@ def test_an_existing_vault_is_migrated_in_place_and_keeps_its_mappings(tmp_path:
     db.commit()
     db.close()
     again = SqliteVault(path, b"k" * 32)
-    assert again.migrate() == (1, 2)
+    assert again.migrate() == (1, VERSION)
     assert again.pseudonym("uid", "1.2.3", lambda: "no") == uid
     again.record_delivered("2.25.1", [Entry("2.25.2", "2.25.3", "1.2.840.10008.5.1.4.1.1.7", "ab")])
     assert set(again.delivered("2.25.1")) == {"2.25.2"}
@@ -210,3 +211,18 @@ def test_a_failing_sqlite_file_makes_the_vault_unavailable_not_the_instance_bad(
     v._db.execute("PRAGMA query_only = OFF")
     assert v.pseudonym("uid", "1.2.4", new_uid)
     v.close()
+
+
+def test_a_study_identity_is_kept_encrypted_first_record_standing(tmp_path: Path) -> None:
+    v = vault(tmp_path)
+    v.record_identity("2.25.7", '{"PatientName": "Ørsted^Åse"}')
+    v.record_identity("2.25.7", '{"PatientName": "someone else"}')
+    assert v.identity("2.25.7") == '{"PatientName": "Ørsted^Åse"}'
+    assert v.identity("2.25.8") is None
+    v.close()
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "vault").iterdir())
+    assert "Ørsted".encode() not in raw
+    other = vault(tmp_path, key=b"x" * 32)
+    with pytest.raises(VaultUnavailable):
+        other.identity("2.25.7")
+    other.close()
