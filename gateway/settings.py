@@ -451,8 +451,12 @@ class ReceiverSettings:
     client_ca: Path | None = None
     #: The receiver's HPKE private key file (mode 0600).
     hpke_private_key: Path | None = None
-    #: Where opened instances and manifests are stored.
+    #: Where opened instances and manifests are stored; results offered to the gateway wait
+    #: in <storage>/<site>/results/.
     storage: Path | None = None
+    #: The gateway's public HPKE key: results are sealed to it (the results channel is off
+    #: without it).
+    results_key: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -22,27 +22,31 @@ from pydicom.errors import InvalidDicomError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.errors import SealError
 from gateway.logs import get_logger
+from gateway.receiver.results import Results
 from gateway.receiver.store import Store, Stored
 from gateway.seal.envelope import (
     CONTENT_TYPE,
     KEY_ID_HEADER,
     SITE_HEADER,
+    STUDY_HEADER,
     VERSION_HEADER,
     Name,
     open_sealed,
+    seal,
 )
-from gateway.seal.keys import PrivateKey
+from gateway.seal.keys import PrivateKey, PublicKey
 
 log = get_logger("gateway.receiver")
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _SITE = re.compile(r"[A-Z0-9]{1,8}")
 _VERSION = re.compile(r"[1-9][0-9]{0,8}")
 _DIGEST = re.compile(r"sha-256=:([A-Za-z0-9+/=]+):")
+_PAGE = 100  # results listed per request
 
 
 class Refused(Exception):
@@ -52,8 +56,15 @@ class Refused(Exception):
         self.reason = reason
 
 
-def build(key: PrivateKey, store: Store, max_body_bytes: int) -> Starlette:
-    """The receiver application for one HPKE key and one storage folder."""
+def build(
+    key: PrivateKey,
+    store: Store,
+    max_body_bytes: int,
+    results: Results | None = None,
+    results_key: PublicKey | None = None,
+) -> Starlette:
+    """The receiver application for one HPKE key and one storage folder; with `results` and
+    the gateway's `results_key`, the results channel too."""
 
     async def instance(request: Request) -> JSONResponse:
         return await _handle(request, "instance")
@@ -89,11 +100,76 @@ def build(key: PrivateKey, store: Store, max_body_bytes: int) -> Starlette:
         _check_manifest(plain, name)
         return store.put(name.site, name.study, f"manifest-{name.item}.json", plain)
 
+    async def waiting(request: Request) -> Response:
+        site, offered, gateway_key = _results_channel(request, results, results_key)
+        after = request.query_params.get("after", "0")
+        if not after.isdigit():
+            return _refuse(400, "bad-cursor")
+        found = await run_in_threadpool(offered.waiting, site, int(after), _PAGE)
+        listed = [{"id": o.result, "study": o.study, "cursor": o.cursor} for o in found]
+        next_cursor = found[-1].cursor if found else int(after)
+        body = {"results": listed, "cursor": next_cursor, "key_id": gateway_key.key_id}
+        return JSONResponse(body)
+
+    async def result(request: Request) -> Response:
+        site, offered, gateway_key = _results_channel(request, results, results_key)
+        found = await run_in_threadpool(offered.read, site, _result_id(request))
+        if found is None:
+            return _refuse(404, "no-such-result")
+        offer, plain = found
+        body = seal(plain, Name("result", site, offer.study, offer.result), gateway_key)
+        digest = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
+        headers = {
+            "Content-Digest": f"sha-256=:{digest}:",
+            KEY_ID_HEADER: gateway_key.key_id,
+            STUDY_HEADER: offer.study,
+        }
+        log.info("receiver.result_sent")
+        return Response(body, media_type=CONTENT_TYPE, headers=headers)
+
+    async def acknowledge(request: Request) -> Response:
+        site, offered, _ = _results_channel(request, results, results_key)
+        if not await run_in_threadpool(offered.acknowledge, site, _result_id(request)):
+            return _refuse(404, "no-such-result")
+        log.info("receiver.result_acknowledged")
+        return Response(status_code=204)
+
     routes = [
         Route("/v1/studies/{study}/instances/{instance}", instance, methods=["PUT"]),
         Route("/v1/studies/{study}/manifest", manifest, methods=["PUT"]),
+        Route("/v1/results", waiting, methods=["GET"]),
+        Route("/v1/results/{result}", result, methods=["GET"]),
+        Route("/v1/results/{result}", acknowledge, methods=["DELETE"]),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers={Refused: _refused})
+
+
+def _results_channel(
+    request: Request, results: Results | None, key: PublicKey | None
+) -> tuple[str, Results, PublicKey]:
+    if results is None or key is None:
+        raise Refused(404, "no-results-channel")
+    site = request.headers.get(SITE_HEADER, "")
+    if not _SITE.fullmatch(site):
+        raise Refused(400, "bad-site-header")
+    return site, results, key
+
+
+def _result_id(request: Request) -> str:
+    result = str(request.path_params["result"])
+    if not _UID.fullmatch(result) or len(result) > 64:
+        raise Refused(404, "not-a-result-id")
+    return result
+
+
+def _refuse(status: int, reason: str) -> JSONResponse:
+    log.info("receiver.answered", kind="result", status=status, reason=reason)
+    return JSONResponse({"reason": reason}, status_code=status)
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Refused)
+    return _refuse(exc.status, exc.reason)
 
 
 def _name(request: Request, kind: str, key: PrivateKey) -> Name:

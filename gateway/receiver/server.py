@@ -18,13 +18,14 @@ import uvicorn
 
 from gateway.errors import ConfigError
 from gateway.receiver.app import build
+from gateway.receiver.results import Results
 from gateway.receiver.store import Store
 from gateway.receiver.uvicorn_seam import (
     check_uvicorn,
     exit_quietly_after_signals,
     listening_socket,
 )
-from gateway.seal.keys import read_private
+from gateway.seal.keys import read_private, read_public
 from gateway.settings import Settings
 
 log = structlog.get_logger("gateway.receiver")
@@ -55,7 +56,14 @@ def serve(settings: Settings) -> None:
     certificate, private_key, client_ca, hpke_key, storage = _required(settings)
     key = read_private(hpke_key)
     storage.mkdir(parents=True, exist_ok=True)
-    app = build(key, Store(storage), MAX_BODY_BYTES)
+    results_key = settings.receiver.results_key
+    app = build(
+        key,
+        Store(storage),
+        MAX_BODY_BYTES,
+        Results(storage) if results_key is not None else None,
+        read_public(results_key) if results_key is not None else None,
+    )
     config = uvicorn.Config(
         app,
         ssl_certfile=str(certificate),

@@ -7,6 +7,7 @@ and digits), joined by NUL:
 
     b"dicom-gateway/1\\0instance\\0<site>\\0<study uid>\\0<instance uid>"
     b"dicom-gateway/1\\0manifest\\0<site>\\0<study uid>\\0<version>"
+    b"dicom-gateway/1\\0result\\0<site>\\0<study uid>\\0<result id>"   (to the gateway)
 
 A body sealed for one study and instance therefore cannot be opened as another: a replay under
 another URL is refused by the receiver, which rebuilds `info` from the URL.
@@ -30,17 +31,19 @@ CONTENT_TYPE = "application/vnd.dicom-gateway.sealed"
 SITE_HEADER = "Dicom-Gateway-Site"
 KEY_ID_HEADER = "Dicom-Gateway-Key-Id"
 VERSION_HEADER = "Dicom-Gateway-Manifest-Version"
+STUDY_HEADER = "Dicom-Gateway-Study"
 _FIELD = re.compile(r"[0-9A-Za-z.\-]{1,64}")
 
 
 @dataclass(frozen=True)
 class Name:
-    """What a sealed body is: an instance of a study, or a study's manifest version."""
+    """What a sealed body is: an instance of a study, a study's manifest version, or a result
+    of a study coming back (sealed by the analysis server to the gateway's own key)."""
 
-    kind: Literal["instance", "manifest"]
+    kind: Literal["instance", "manifest", "result"]
     site: str
     study: str
-    item: str  # the instance UID, or the manifest version as decimal digits
+    item: str  # the instance UID, the manifest version as decimal digits, or the result id
 
     def __post_init__(self) -> None:
         for value in (self.site, self.study, self.item):

@@ -1,0 +1,89 @@
+"""The results channel of protocol v1 against the real reference receiver (a process on
+127.0.0.1, mutual TLS with `dicom-gateway keys` certificates): results offered for a site are
+listed after a cursor, fetched sealed to the gateway's own HPKE key and bound to their name,
+and acknowledged idempotently."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pydicom.uid import generate_uid
+
+from gateway.errors import SealError
+from gateway.forward.client import Forwarder
+from gateway.forward.results import ResultsClient, ResultsError
+from gateway.receiver.results import Results
+from gateway.seal import keys as seal_keys
+from gateway.seal.envelope import Name, open_sealed
+from gateway.settings import load
+from tests.dicom_builders import greyscale, part10
+from tests.pipeline_site import Site
+
+pytestmark = pytest.mark.timeout(120)
+SITE = "GW"
+
+
+@pytest.fixture
+def channel(site: Site) -> Iterator[tuple[Site, str, Forwarder]]:
+    """The receiver offering results sealed to a gateway key made here; its key id."""
+    private, public = site.root / "keys" / "results.key", site.root / "keys" / "results.pub"
+    key_id = seal_keys.write_pair(private, public)
+    site.edit(lambda config: config["receiver"].update(results_key=str(public)))
+    site.receiver()
+    forwarder = Forwarder.for_settings(load(site.path))
+    yield site, key_id, forwarder
+    forwarder.close()
+
+
+def result(study: str) -> bytes:
+    """A result of a pseudonymous study, as an analysis server would make it."""
+    return part10(greyscale(8, 8, bytes(64), StudyInstanceUID=study, PatientID="GW-0000000000"))
+
+
+def test_results_are_listed_after_a_cursor_fetched_sealed_and_acknowledged_once(
+    channel: tuple[Site, str, Forwarder],
+) -> None:
+    site, key_id, forwarder = channel
+    offered = Results(site.root / "received")
+    study = generate_uid()
+    first, second = result(study), result(study)
+    a, b = offered.offer(SITE, first), offered.offer(SITE, second)
+    url = str(site.config["forward"]["url"])
+    client = ResultsClient(forwarder.http, url, SITE, key_id)
+    listed, cursor = client.waiting(0)
+    assert [(w.result, w.study) for w in listed] == [(a.result, study), (b.result, study)]
+    assert cursor == b.cursor
+    assert client.waiting(cursor) == ([], cursor)
+    key = seal_keys.read_private(site.root / "keys" / "results.key")
+    item = client.fetch(listed[0])
+    assert open_sealed(item.body, item.name, key) == first
+    with pytest.raises(SealError):  # bound to its study and id: not openable as another
+        open_sealed(item.body, Name("result", SITE, generate_uid(), a.result), key)
+    with pytest.raises(SealError):
+        open_sealed(item.body, Name("result", SITE, study, b.result), key)
+    client.acknowledge(a.result)
+    client.acknowledge(a.result)  # idempotent
+    assert [w.result for w in client.waiting(0)[0]] == [b.result]
+    with pytest.raises(ResultsError) as gone:
+        client.fetch(listed[0])
+    assert gone.value.reason == "refused-404"
+    with pytest.raises(ResultsError) as unknown:
+        client.acknowledge(generate_uid())
+    assert unknown.value.reason == "acknowledge-refused-404"
+    assert ResultsClient(forwarder.http, url, "OTHER", key_id).waiting(0) == ([], 0)
+    with pytest.raises(ResultsError) as wrong:
+        ResultsClient(forwarder.http, url, SITE, "0" * 16).waiting(0)
+    assert wrong.value.reason == "server-seals-to-another-key"
+
+
+def test_a_receiver_without_the_gateway_key_offers_no_results(site: Site) -> None:
+    site.receiver()
+    forwarder = Forwarder.for_settings(load(site.path))
+    try:
+        client = ResultsClient(forwarder.http, str(site.config["forward"]["url"]), SITE, "0" * 16)
+        with pytest.raises(ResultsError) as caught:
+            client.waiting(0)
+        assert caught.value.reason == "refused-404"
+    finally:
+        forwarder.close()
