@@ -396,6 +396,40 @@ class ForwardSettings:
 
 
 @dataclass(frozen=True)
+class PacsSettings:
+    """Where re-identified results are stored: the hospital's PACS, by C-STORE."""
+
+    ae_title: str = field(metadata=_check(ae_title_problem))
+    host: str = field(metadata=_check(_host_problem))
+    port: int = field(default=104, metadata=_check(_port_problem))
+    #: The gateway's AE title as PACS knows it (the calling AE title).
+    calling_ae_title: str = field(default="DICOM_GATEWAY", metadata=_check(ae_title_problem))
+    #: DICOM TLS: PACS is verified against this CA (TLS is on when it is set), and these
+    #: authenticate the gateway to PACS.
+    tls_ca: Path | None = None
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+
+
+@dataclass(frozen=True)
+class ResultsSettings:
+    """The way back: results of the analysis server, fetched over the results channel
+    (docs/protocol.md), re-identified from the vault and stored in PACS."""
+
+    enabled: bool = False
+    #: How often the analysis server is asked for results.
+    poll_seconds: float = field(default=30.0, metadata=_check(_positive))
+    #: The gateway's results HPKE key pair: results are sealed to the public half, which the
+    #: site gives the analysis vendor (`dicom-gateway keys` makes the pair).
+    private_key: Path | None = None
+    public_key: Path | None = None
+    pacs: PacsSettings | None = None
+    #: How long PACS failures are retried before a result is dead-lettered.
+    retry_hours: float = field(default=72.0, metadata=_check(_positive))
+    max_backoff_seconds: float = field(default=300.0, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     """The process pool that filters, de-identifies, checks and seals each instance."""
 
@@ -475,6 +509,7 @@ class Settings:
     policy: PolicySettings = PolicySettings()
     pixels: PixelSettings = PixelSettings()
     forward: ForwardSettings = ForwardSettings()
+    results: ResultsSettings = ResultsSettings()
     receiver: ReceiverSettings = ReceiverSettings()
     workers: WorkerSettings = WorkerSettings()
     studies: StudySettings = StudySettings()
@@ -631,6 +666,13 @@ def _cross_checks(settings: Settings, b: _Builder) -> None:
             if getattr(forward, name) is None:
                 b.problem(f"forward.{name}", "is required when forward.enabled = true")
     _vault_checks(settings.vault, b)
+    results = settings.results
+    if results.enabled:
+        if not forward.enabled:
+            b.problem("results.enabled", "needs forward.enabled = true (the same server)")
+        for name in ("private_key", "public_key", "pacs"):
+            if getattr(results, name) is None:
+                b.problem(f"results.{name}", "is required when results.enabled = true")
 
 
 def _vault_checks(vault: VaultSettings, b: _Builder) -> None:

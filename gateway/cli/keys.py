@@ -62,21 +62,24 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 tuple(h for h in hosts if h),
             )
     if forward.enabled and forward.receiver_key and receiver.hpke_private_key:
-        _hpke_pair(receiver.hpke_private_key, forward.receiver_key)
+        _hpke_pair(receiver.hpke_private_key, forward.receiver_key, "receiver")
+    results = settings.results
+    if results.enabled and results.private_key and results.public_key:
+        _hpke_pair(results.private_key, results.public_key, "gateway results")
     return EXIT_OK
 
 
-def _hpke_pair(private: Path, public: Path) -> None:
+def _hpke_pair(private: Path, public: Path, what: str) -> None:
     if private.exists() and public.exists():
-        print(f"kept    receiver HPKE key pair: {private}")
+        print(f"kept    {what} HPKE key pair: {private}")
         return
     if private.exists() or public.exists():
         raise KeyFileError(
-            f"only one half of the receiver HPKE key pair exists ({private}, {public}): "
+            f"only one half of the {what} HPKE key pair exists ({private}, {public}): "
             "move the other away and run keys again"
         )
     key_id = seal_keys.write_pair(private, public)
-    print(f"created receiver HPKE key pair (key id {key_id}): {private}, {public}")
+    print(f"created {what} HPKE key pair (key id {key_id}): {private}, {public}")
 
 
 class _DevPki:

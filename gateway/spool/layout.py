@@ -12,6 +12,7 @@ Layout (no PHI in any name: study directories are keyed hashes, instance files a
     <spool>/quarantine/<study-id>/<instance-id>.dgs (+ .reason.json)   held: not proven clean
     <spool>/studies/<study-id>.json        the study's last manifest: version and instance ids
     <spool>/requests/<id>.json             an operator's request to the running gateway
+    <spool>/returns/, returns-held/        results on their way back to PACS (`returns`)
     .../.<random>.part                     a write in progress, beside its final name; removed
                                            at start (it was never acknowledged)
 
@@ -51,6 +52,9 @@ SEALED_STATES: tuple[State, ...] = (State.OUTBOX, State.SENT, State.DEAD)
 ORIGINAL = ".dgs"
 SEALED = ".sealed"
 REASON_SUFFIX = ".reason.json"
+RETURNS = "returns"  # results fetched, waiting for PACS (`returns`)
+RETURNS_HELD = "returns-held"  # results quarantined or dead-lettered
+RETURNS_CURSOR = "cursor"  # in returns/: the results channel's cursor
 PARTIAL = ".part"
 _MANIFEST = "manifest-"
 

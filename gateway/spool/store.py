@@ -55,6 +55,7 @@ from gateway.spool.layout import (
     reason_path,
 )
 from gateway.spool.records import StudyRecords
+from gateway.spool.returns import Returns
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -94,6 +95,7 @@ class Spool:
         self._durable = Durable()
         self._keys = StudyKeys(self.layout, keys, self._durable)
         self.records = StudyRecords(self.layout, self._durable)
+        self.returns = Returns(self.root, self._durable)  # results on their way to PACS
         self._listeners: list[Callable[[InstanceHeader], None]] = []
         self.recovery = Recovery()
         self._lock_file: IO[bytes] | None = None
@@ -128,6 +130,7 @@ class Spool:
         )
         for directory in layout:
             directory.mkdir(mode=0o700, exist_ok=True)
+        self.returns.prepare()
         for directory in (self.root.parent, self.root):  # the new entries themselves durable
             fsync_directory(directory)
         lock_fd = os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -6,6 +6,7 @@ and acknowledged idempotently."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pydicom.uid import generate_uid
@@ -13,10 +14,13 @@ from pydicom.uid import generate_uid
 from gateway.errors import SealError
 from gateway.forward.client import Forwarder
 from gateway.forward.results import ResultsClient, ResultsError
+from gateway.keyfiles import generate_key_file
+from gateway.pipeline.results import ResultsPoller
 from gateway.receiver.results import Results
 from gateway.seal import keys as seal_keys
 from gateway.seal.envelope import Name, open_sealed
-from gateway.settings import load
+from gateway.settings import SecretSource, SpoolSettings, load
+from gateway.spool import Spool
 from tests.dicom_builders import greyscale, part10
 from tests.pipeline_site import Site
 
@@ -87,3 +91,40 @@ def test_a_receiver_without_the_gateway_key_offers_no_results(site: Site) -> Non
         assert caught.value.reason == "refused-404"
     finally:
         forwarder.close()
+
+
+def test_the_poller_keeps_each_result_in_the_spool_once_and_moves_its_cursor(
+    channel: tuple[Site, str, Forwarder], tmp_path: Path
+) -> None:
+    site, key_id, forwarder = channel
+    offered = Results(site.root / "received")
+    study = generate_uid()
+    first = offered.offer(SITE, result(study))
+    url = str(site.config["forward"]["url"])
+    client = ResultsClient(forwarder.http, url, SITE, key_id)
+    settings = SpoolSettings(tmp_path / "spool", SecretSource(file=tmp_path / "master.key"))
+    generate_key_file(tmp_path / "master.key")
+    spool = Spool.open(settings)
+    try:
+        poller = ResultsPoller(client, spool.returns, poll_seconds=1.0, max_backoff_seconds=2.0)
+        assert poller.poll_once() == 1
+        assert poller.poll_once() == 0
+        second = offered.offer(SITE, result(study))
+        assert poller.poll_once() == 1
+        kept = spool.returns.waiting()
+        assert [(r.result, r.study) for r in kept] == [
+            (first.result, study),
+            (second.result, study),
+        ]
+        assert spool.returns.cursor() == second.cursor
+        key = seal_keys.read_private(site.root / "keys" / "results.key")
+        name = Name("result", SITE, study, first.result)
+        original = offered.read(SITE, first.result)
+        assert original is not None
+        assert open_sealed(spool.returns.body(kept[0]), name, key) == original[1]
+        spool.returns.set_cursor(0)  # as if the gateway died before moving its cursor
+        assert poller.poll_once() == 2
+        assert len(spool.returns.waiting()) == 2  # kept again: still one file each
+        assert not list((tmp_path / "spool").rglob("*.part"))
+    finally:
+        spool.close()

@@ -1,0 +1,112 @@
+"""Results on their way back: fetched from the analysis server, waiting for PACS.
+
+    <spool>/returns/<result id>.sealed                 fetched, sealed to the gateway's key
+    <spool>/returns-held/<result id>.sealed (+ .reason.json)   quarantined or dead-lettered
+    <spool>/returns/cursor                             the results channel's cursor
+
+A result is kept as it came - sealed to the gateway's own key, naming only pseudonyms - with
+one clear header line (JSON: the pseudonymous study it belongs to, the cursor it was listed
+at, when it was fetched) before the body; it is opened and re-identified in memory only when
+it is stored in PACS, so nothing re-identified is ever written here. Names are result ids (UIDs
+the analysis server made), never values of the patient. Writes are durable before the server
+is told anything (`Durable`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.spool.durable import Durable
+from gateway.spool.layout import (
+    REASON_SUFFIX,
+    RETURNS,
+    RETURNS_CURSOR,
+    RETURNS_HELD,
+    SEALED,
+)
+
+
+@dataclass(frozen=True)
+class Returned:
+    result: str  # the result id
+    study: str  # the pseudonymous study
+    cursor: int
+    path: Path
+
+
+class Returns:
+    def __init__(self, root: Path, durable: Durable) -> None:
+        self.folder = root / RETURNS
+        self.held_folder = root / RETURNS_HELD
+        self._durable = durable
+
+    def prepare(self) -> None:
+        for folder in (self.folder, self.held_folder):
+            folder.mkdir(mode=0o700, exist_ok=True)
+
+    def put(self, result: str, study: str, cursor: int, body: bytes) -> Returned:
+        """Keep a fetched result durably (again: the same result is one file)."""
+        header = {"study": study, "cursor": cursor, "fetched": time.time()}
+        path = self.folder / f"{result}{SEALED}"
+        line = json.dumps(header, sort_keys=True).encode("ascii") + b"\n"
+        self._durable.write(path, [line, body])
+        return Returned(result, study, cursor, path)
+
+    def waiting(self) -> list[Returned]:
+        """The results waiting for PACS, in the order they were listed."""
+        found = []
+        for path in self.folder.glob(f"*{SEALED}"):
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                found.append(self._item(path))
+        return sorted(found, key=lambda r: (r.cursor, r.result))
+
+    def body(self, item: Returned) -> bytes:
+        with item.path.open("rb") as file:
+            file.readline()
+            return file.read()
+
+    def done(self, item: Returned) -> None:
+        """Stored in PACS and acknowledged: gone."""
+        with contextlib.suppress(FileNotFoundError):
+            item.path.unlink()
+        self._durable.sync(self.folder)
+
+    def hold(self, item: Returned, kind: str, reason: str) -> Path:
+        """Quarantined (`kind` "quarantine": it could not be tied to one original study) or
+        dead-lettered ("dead": PACS refused it for good), with a reason file."""
+        target = self.held_folder / item.path.name
+        note = {"kind": kind, "reason": reason, "study": item.study, "at": time.time()}
+        reason_path = target.with_name(target.name.removesuffix(SEALED) + REASON_SUFFIX)
+        self._durable.write(reason_path, [json.dumps(note, sort_keys=True).encode("ascii")])
+        item.path.rename(target)
+        self._durable.sync(self.held_folder)
+        self._durable.sync(self.folder)
+        return target
+
+    def held(self) -> list[dict[str, object]]:
+        """Each held result: its id and its reason file."""
+        out: list[dict[str, object]] = []
+        for path in sorted(self.held_folder.glob(f"*{REASON_SUFFIX}")):
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                note = json.loads(path.read_text(encoding="ascii"))
+                out.append({"result": path.name.removesuffix(REASON_SUFFIX), **note})
+        return out
+
+    def cursor(self) -> int:
+        try:
+            return int((self.folder / RETURNS_CURSOR).read_text(encoding="ascii"))
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def set_cursor(self, cursor: int) -> None:
+        self._durable.write(self.folder / RETURNS_CURSOR, [str(cursor).encode("ascii")])
+
+    def _item(self, path: Path) -> Returned:
+        with path.open("rb") as file:
+            header = json.loads(file.readline())
+        result = path.name.removesuffix(SEALED)
+        return Returned(result, str(header["study"]), int(header["cursor"]), path)
