@@ -21,6 +21,7 @@ import pydicom
 import pytest
 
 from gateway.spool import STATES
+from gateway.spool.layout import RETURNS, RETURNS_HELD
 from tests.pipeline_site import Site, leaky, originals, studies
 from tests.support import cli, storescu
 
@@ -141,7 +142,7 @@ def test_everything_on_site_is_erased_on_schedule_and_nothing_else(site: Site) -
 
     # 4. nothing of the studies is left on site; the receiver's copies are untouched
     spool = site.root / "spool"
-    empty = {".lock", "audit.log", "keys", "studies", "requests", *STATES}
+    empty = {".lock", "audit.log", "keys", "studies", "requests", RETURNS, RETURNS_HELD, *STATES}
 
     def left() -> set[str]:
         return {p.relative_to(spool).as_posix() for p in spool.rglob("*")}
