@@ -84,6 +84,9 @@ EVENTS = frozenset(
         "study.delivered",
         "study.erased",
         "manifest.delivered",
+        "result.stored",  # a result of the analysis server, re-identified, in PACS
+        "result.quarantined",
+        "result.dead-lettered",
         "gateway.started",
         "gateway.stopped",
         "audit.recovered",  # written by the log itself when it cut off a torn last line
@@ -115,6 +118,8 @@ FIELDS: Mapping[str, Validator] = MappingProxyType(
         "kind": _text(r"[a-z][a-z0-9._-]{0,31}"),
         "study": _UID,
         "instance": _UID,
+        "result": _UID,  # a result's id: a UID the analysis server made
+        "status": _number(0xFFFF),  # a DIMSE status
         "study_id": _SPOOL_HASH,
         "instance_id": _text(r"[0-9a-f]{16,64}|manifest-[1-9][0-9]{0,8}"),  # or a manifest
         "count": _number(2**63 - 1),

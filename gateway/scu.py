@@ -8,11 +8,13 @@ check runs before any association is requested.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE
@@ -90,6 +92,44 @@ def echo(node: Node) -> int:
     if "Status" not in rsp:
         raise NetworkError("no C-ECHO response")
     return int(rsp.Status)
+
+
+def store(node: Node, ds: Dataset) -> int | None:
+    """C-STORE one data set held in memory (a re-identified result: never written to disk),
+    in its file meta's transfer syntax; the DIMSE status, or None when the association or
+    the request failed (PACS down, the context refused)."""
+    check_pynetdicom()
+    if not _listening(node):
+        # pynetdicom 3.0.4 leaks the socket of a refused connection (its `_shutdown_socket`
+        # raises on a socket that never connected and skips the close): a PACS that is down
+        # is found here, without it
+        return None
+    ae = _ae(node)
+    ae.requested_contexts = [
+        build_context(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
+    ]
+    try:
+        assoc = _associate(ae, node)
+    except NetworkError:
+        return None
+    try:
+        if not assoc.accepted_contexts:
+            return None
+        rsp = assoc.send_c_store(ds)
+        return int(rsp.Status) if "Status" in rsp else None
+    except (AttributeError, ValueError, OSError):
+        return None
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def _listening(node: Node) -> bool:
+    try:
+        socket.create_connection((node.host, node.port), timeout=node.timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def dicom_files(paths: Iterable[Path]) -> Iterator[Path]:

@@ -1,4 +1,5 @@
-"""The way back, first half: results fetched from the analysis server into the spool.
+"""The way back: results fetched from the analysis server into the spool, then re-identified
+and stored in PACS.
 
 `ResultsPoller.poll_once` asks the results channel (docs/protocol.md) what waits after the
 spool's cursor, fetches each result sealed to the gateway's key and keeps it durably in the
@@ -7,15 +8,37 @@ that result again, and keeping it again is one file. Nothing is acknowledged her
 is acknowledged to the server only once PACS stored it. `run` polls every
 `results.poll_seconds`, and after a failure waits longer each time (up to
 `results.max_backoff_seconds`).
+
+`ResultsDeliverer.deliver_once` takes each result from the spool, opens it with the gateway's
+key under its name, re-identifies it in memory (`reidentify.restore`) and C-STOREs it to PACS
+(`store`, given by the caller: the SCU is above this layer). Only after PACS answered Success
+(or a warning: stored) is the result acknowledged to the server and removed from the spool. A
+result that cannot be opened or tied to one original study is quarantined (its reason code);
+one PACS refuses for good (a failure status) is dead-lettered; either way the server is told
+it may forget it - the gateway holds it. PACS unreachable or out of resources: the pass stops
+and the caller waits; after `results.retry_hours` a result is dead-lettered
+(`pacs-retries-exhausted`).
 """
 
 from __future__ import annotations
 
+import io
 import threading
+import time
+from collections.abc import Callable
+from enum import StrEnum
 
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from gateway.audit import AuditLog
+from gateway.errors import SealError, Unprocessable, VaultUnavailable
 from gateway.forward.results import ResultsClient, ResultsError
 from gateway.logs import get_logger
-from gateway.spool.returns import Returns
+from gateway.reidentify.restore import Reidentifier
+from gateway.seal.envelope import Name, open_sealed
+from gateway.seal.keys import PrivateKey
+from gateway.spool.returns import Returned, Returns
 
 log = get_logger("gateway.results")
 
@@ -61,3 +84,87 @@ class ResultsPoller:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class Pacs(StrEnum):
+    """What a C-STORE status means for a result (PS3.4 B.2.3)."""
+
+    STORED = "stored"  # 0x0000 Success, 0xB000-0xBFFF warnings (stored, maybe coerced)
+    RETRY = "retry"  # no answer (PACS down), 0xA7xx out of resources, 0x0110 processing failure
+    REFUSED = "refused"  # any other failure: the same object would be refused again
+
+
+def pacs_verdict(status: int | None) -> Pacs:
+    if status is None or 0xA700 <= status <= 0xA7FF or status == 0x0110:
+        return Pacs.RETRY
+    if status == 0x0000 or 0xB000 <= status <= 0xBFFF:
+        return Pacs.STORED
+    return Pacs.REFUSED
+
+
+class ResultsDeliverer:
+    def __init__(
+        self,
+        returns: Returns,
+        client: ResultsClient,
+        reidentifier: Reidentifier,
+        key: PrivateKey,
+        store: Callable[[Dataset], int | None],
+        audit: AuditLog,
+        retry_hours: float,
+    ) -> None:
+        self.returns = returns
+        self.client = client
+        self.reidentifier = reidentifier
+        self.key = key
+        self.store = store
+        self.audit = audit
+        self.retry_seconds = retry_hours * 3600.0
+
+    def deliver_once(self) -> bool:
+        """Every waiting result once; False when PACS, the vault or the server cannot be
+        reached now (the rest waits for the next pass)."""
+        for item in self.returns.waiting():
+            try:
+                if not self._deliver(item):
+                    return False
+            except (VaultUnavailable, ResultsError) as exc:
+                log.warning("results.waiting", reason=getattr(exc, "reason", "unavailable"))
+                return False
+        return True
+
+    def _deliver(self, item: Returned) -> bool:
+        name = Name("result", self.client.site, item.study, item.result)
+        try:
+            plain = open_sealed(self.returns.body(item), name, self.key)
+            restored = self.reidentifier.restore(plain)
+        except SealError:
+            self._hold(item, "quarantine", "result-seal-does-not-open")
+            return True
+        except Unprocessable as exc:
+            self._hold(item, "quarantine", exc.reason)
+            return True
+        status = self.store(dcmread(io.BytesIO(restored.data)))
+        verdict = pacs_verdict(status)
+        if verdict is Pacs.RETRY:
+            if time.time() - item.fetched < self.retry_seconds:
+                log.warning("results.pacs_unavailable", status=status)
+                return False
+            self._hold(item, "dead", "pacs-retries-exhausted")
+            return True
+        if verdict is Pacs.REFUSED:
+            self._hold(item, "dead", f"pacs-status-{status:04x}")
+            return True
+        self.client.acknowledge(item.result)
+        self.returns.done(item)
+        self.audit.record("result.stored", result=item.result, status=status or 0)
+        log.info("results.stored", status=status)
+        return True
+
+    def _hold(self, item: Returned, kind: str, reason: str) -> None:
+        """Held by the gateway (quarantine or dead letter); the server may forget it."""
+        self.returns.hold(item, kind, reason)
+        self.audit.record(f"result.{'quarantined' if kind == 'quarantine' else 'dead-lettered'}",
+                          result=item.result, reason=reason)  # fmt: skip
+        log.warning("results.held", kind=kind, reason=reason)
+        self.client.acknowledge(item.result)

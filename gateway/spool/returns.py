@@ -36,6 +36,7 @@ class Returned:
     study: str  # the pseudonymous study
     cursor: int
     path: Path
+    fetched: float = 0.0  # Unix time
 
 
 class Returns:
@@ -50,11 +51,12 @@ class Returns:
 
     def put(self, result: str, study: str, cursor: int, body: bytes) -> Returned:
         """Keep a fetched result durably (again: the same result is one file)."""
-        header = {"study": study, "cursor": cursor, "fetched": time.time()}
+        fetched = time.time()
+        header = {"study": study, "cursor": cursor, "fetched": fetched}
         path = self.folder / f"{result}{SEALED}"
         line = json.dumps(header, sort_keys=True).encode("ascii") + b"\n"
         self._durable.write(path, [line, body])
-        return Returned(result, study, cursor, path)
+        return Returned(result, study, cursor, path, fetched)
 
     def waiting(self) -> list[Returned]:
         """The results waiting for PACS, in the order they were listed."""
@@ -109,4 +111,5 @@ class Returns:
         with path.open("rb") as file:
             header = json.loads(file.readline())
         result = path.name.removesuffix(SEALED)
-        return Returned(result, str(header["study"]), int(header["cursor"]), path)
+        study, cursor = str(header["study"]), int(header["cursor"])
+        return Returned(result, study, cursor, path, float(header.get("fetched", 0.0)))

@@ -5,24 +5,36 @@ and acknowledged idempotently."""
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from gateway import scu
+from gateway.audit import AuditLog
 from gateway.errors import SealError
 from gateway.forward.client import Forwarder
 from gateway.forward.results import ResultsClient, ResultsError
 from gateway.keyfiles import generate_key_file
-from gateway.pipeline.results import ResultsPoller
+from gateway.pipeline.results import ResultsDeliverer, ResultsPoller
 from gateway.receiver.results import Results
+from gateway.reidentify.restore import Reidentifier
 from gateway.seal import keys as seal_keys
 from gateway.seal.envelope import Name, open_sealed
 from gateway.settings import SecretSource, SpoolSettings, load
 from gateway.spool import Spool
+from gateway.vault import SqliteVault
 from tests.dicom_builders import greyscale, part10
-from tests.pipeline_site import Site
+from tests.integration.test_reidentify import JANE, ct_slices, encode, sr
+from tests.integration.test_reidentify import send as send_study
+from tests.pipeline_site import Site, free_port, wait_for
+from tests.support import dcmtk
 
 pytestmark = pytest.mark.timeout(120)
 SITE = "GW"
@@ -128,3 +140,70 @@ def test_the_poller_keeps_each_result_in_the_spool_once_and_moves_its_cursor(
         assert not list((tmp_path / "spool").rglob("*.part"))
     finally:
         spool.close()
+
+
+@contextmanager
+def storescp(folder: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """dcmtk storescp as PACS on 127.0.0.1: it keeps what it is sent in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [dcmtk("storescp"), "-aet", "PACS", "-od", str(folder), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _accepts(port), 10, "storescp listening")
+        yield process
+    finally:
+        process.terminate()  # by its PID
+        process.wait(timeout=10)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_results_go_to_pacs_re_identified_and_are_acknowledged_only_after_success(
+    channel: tuple[Site, str, Forwarder], vault: SqliteVault, tmp_path: Path
+) -> None:
+    site, key_id, forwarder = channel
+    sent = send_study(vault, ct_slices(2, **JANE))
+    offered = Results(site.root / "received")
+    stranger = offered.offer(SITE, encode(sr(sent.outputs, StudyInstanceUID=generate_uid())))
+    good = offered.offer(SITE, encode(sr(sent.outputs)))
+    client = ResultsClient(forwarder.http, str(site.config["forward"]["url"]), SITE, key_id)
+    generate_key_file(tmp_path / "master.key")
+    spool = Spool.open(
+        SpoolSettings(tmp_path / "spool", SecretSource(file=tmp_path / "master.key"))
+    )
+    audit = AuditLog(tmp_path / "audit.log", sync=False)
+    port = free_port()
+    node = scu.Node("127.0.0.1", port, "DICOM_GATEWAY", "PACS", timeout=5.0)
+    deliverer = ResultsDeliverer(
+        spool.returns, client, Reidentifier(vault, "UT"),
+        seal_keys.read_private(site.root / "keys" / "results.key"),
+        lambda ds: scu.store(node, ds), audit, retry_hours=1.0,
+    )  # fmt: skip
+    try:
+        ResultsPoller(client, spool.returns, 1.0, 2.0).poll_once()
+        assert not deliverer.deliver_once()  # PACS down: the good result waits, unacknowledged
+        assert [r.result for r in spool.returns.waiting()] == [good.result]
+        held = [(h["result"], h["reason"]) for h in spool.returns.held()]
+        assert held == [(stranger.result, "result-unknown-study")]
+        assert [w.result for w in client.waiting(0)[0]] == [good.result]  # stranger: acknowledged
+        with storescp(tmp_path / "pacs", port):
+            assert deliverer.deliver_once()
+        stored = [pydicom.dcmread(p) for p in (tmp_path / "pacs").iterdir()]
+        assert [str(ds.StudyInstanceUID) for ds in stored] == [sent.original("StudyInstanceUID")]
+        assert str(stored[0].PatientName) == JANE["PatientName"]
+        assert stored[0].SOPInstanceUID == good.result
+        assert spool.returns.waiting() == []
+        assert client.waiting(0)[0] == []  # acknowledged after PACS said Success
+    finally:
+        audit.close()
+        spool.close()
+    events = [
+        json.loads(line)["event"] for line in (tmp_path / "audit.log").read_text().splitlines()
+    ]
+    assert events == ["result.quarantined", "result.stored"]
