@@ -24,16 +24,21 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry
 
+from gateway import scu
 from gateway.audit import AuditLog
-from gateway.errors import ListenError
+from gateway.errors import GatewayError, ListenError
+from gateway.forward.results import ResultsClient
 from gateway.health import Health, HttpEndpoint
 from gateway.ingest import IngestService
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
-from gateway.pipeline import build
+from gateway.pipeline import Scheduler, build
+from gateway.pipeline.results import ResultsDeliverer, ResultsPoller, ReturnPath
+from gateway.reidentify.restore import Reidentifier
+from gateway.seal.keys import read_private
 from gateway.settings import Settings
 from gateway.spool import Spool
-from gateway.vault import open_vault
+from gateway.vault import Vault, open_vault
 
 log = get_logger("gateway.app")
 
@@ -63,6 +68,11 @@ class Gateway:
         except BaseException:
             self._files.close()
             raise
+        self.results = (
+            return_path(settings, self.spool, self.vault, self.audit, self.pipeline)
+            if self.pipeline is not None and settings.results.enabled
+            else None
+        )
         self.ingest = IngestService(settings.ingest, self.spool, self.metrics, self._audit)
         self.health = Health(settings, self.spool, self.metrics, self.pipeline, self.vault)
         self.http: HttpEndpoint | None = None
@@ -83,6 +93,8 @@ class Gateway:
         if self.pipeline is not None:
             self.pipeline.start(self._on_fatal)
             self.spool.subscribe(self.pipeline.notify)
+        if self.results is not None:
+            self.results.start()
         else:
             log.warning("gateway.forwarding_disabled")
         if self.settings.metrics.enabled:
@@ -131,6 +143,8 @@ class Gateway:
         accepted), stop health checks and the metrics endpoint, then the audit trail and spool.
         """
         aborted = self.ingest.stop()
+        if self.results is not None:
+            self.results.stop(timeout=10.0)
         finished = True
         if self.pipeline is not None:
             budget = 0.0 if drain_until is None else max(0.5, drain_until - time.monotonic())
@@ -140,3 +154,31 @@ class Gateway:
             self.http.stop()
         self._files.close()
         return aborted, finished
+
+
+def return_path(
+    settings: Settings, spool: Spool, vault: Vault, audit: AuditLog, pipeline: Scheduler
+) -> ReturnPath:
+    """The way back (`pipeline.results`): results fetched over the forwarder's connection,
+    re-identified from this gateway's vault and stored in the configured PACS."""
+    results = settings.results
+    if results.private_key is None or results.pacs is None:
+        raise GatewayError("results: private_key and pacs are required")
+    key = read_private(results.private_key)
+    pacs = results.pacs
+    tls = scu.client_tls(pacs.tls_ca, pacs.tls_certificate, pacs.tls_key) if pacs.tls_ca else None
+    node = scu.Node(pacs.host, pacs.port, pacs.calling_ae_title, pacs.ae_title, tls)
+    forwarder = pipeline.outbox.forwarder
+    site = settings.deidentify.site_code
+    client = ResultsClient(forwarder.http, forwarder.base, site, key.public.key_id)
+    deliverer = ResultsDeliverer(
+        spool.returns,
+        client,
+        Reidentifier(vault, site),
+        key,
+        lambda ds: scu.store(node, ds),
+        audit,
+        results.retry_hours,
+    )
+    poller = ResultsPoller(client, spool.returns)
+    return ReturnPath(poller, deliverer, results.poll_seconds, results.max_backoff_seconds)

@@ -668,9 +668,6 @@ def _cross_checks(settings: Settings, b: _Builder) -> None:
     _vault_checks(settings.vault, b)
     results = settings.results
     if results.enabled:
-        # the way back fetches and re-identifies results, but does not store them in PACS yet:
-        # refused rather than fetching results that would wait for ever
-        b.problem("results.enabled", "the way back to PACS is not available in this version")
         if not forward.enabled:
             b.problem("results.enabled", "needs forward.enabled = true (the same server)")
         for name in ("private_key", "public_key", "pacs"):

@@ -5,8 +5,8 @@ and stored in PACS.
 spool's cursor, fetches each result sealed to the gateway's key and keeps it durably in the
 spool (`spool.returns`) before it moves the cursor past it: a crash between the two fetches
 that result again, and keeping it again is one file. Nothing is acknowledged here - a result
-is acknowledged to the server only once PACS stored it. `run` polls every
-`results.poll_seconds`, and after a failure waits longer each time (up to
+is acknowledged to the server only once PACS stored it. `ReturnPath` runs both in one thread
+every `results.poll_seconds`, and after a failure waits longer each time (up to
 `results.max_backoff_seconds`).
 
 `ResultsDeliverer.deliver_once` takes each result from the spool, opens it with the gateway's
@@ -44,18 +44,9 @@ log = get_logger("gateway.results")
 
 
 class ResultsPoller:
-    def __init__(
-        self,
-        client: ResultsClient,
-        returns: Returns,
-        poll_seconds: float,
-        max_backoff_seconds: float,
-    ) -> None:
+    def __init__(self, client: ResultsClient, returns: Returns) -> None:
         self.client = client
         self.returns = returns
-        self.poll_seconds = poll_seconds
-        self.max_backoff_seconds = max_backoff_seconds
-        self._stop = threading.Event()
 
     def poll_once(self) -> int:
         """Fetch what waits into the spool; how many results were kept."""
@@ -70,20 +61,6 @@ class ResultsPoller:
         if listed:
             log.info("results.fetched", count=len(listed))
         return len(listed)
-
-    def run(self) -> None:
-        """Poll until `stop`."""
-        wait = self.poll_seconds
-        while not self._stop.wait(wait):
-            try:
-                self.poll_once()
-                wait = self.poll_seconds
-            except ResultsError as exc:
-                wait = min(max(wait * 2, self.poll_seconds), self.max_backoff_seconds)
-                log.warning("results.poll_failed", reason=exc.reason, retry_in=wait)
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 class Pacs(StrEnum):
@@ -168,3 +145,45 @@ class ResultsDeliverer:
                           result=item.result, reason=reason)  # fmt: skip
         log.warning("results.held", kind=kind, reason=reason)
         self.client.acknowledge(item.result)
+
+
+class ReturnPath:
+    """One thread: fetch what waits, then deliver what the spool holds; every
+    `poll_seconds`, or longer after a failure (doubling up to `max_backoff_seconds`)."""
+
+    def __init__(
+        self,
+        poller: ResultsPoller,
+        deliverer: ResultsDeliverer,
+        poll_seconds: float,
+        max_backoff_seconds: float,
+    ) -> None:
+        self.poller = poller
+        self.deliverer = deliverer
+        self.poll_seconds = poll_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="results", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        wait = 0.0
+        while not self._stop.wait(wait):
+            fetched = True
+            try:
+                self.poller.poll_once()
+            except ResultsError as exc:
+                fetched = False
+                log.warning("results.poll_failed", reason=exc.reason)
+            delivered = self.deliverer.deliver_once()
+            if fetched and delivered:
+                wait = self.poll_seconds
+            else:
+                wait = min(max(wait * 2, self.poll_seconds), self.max_backoff_seconds)

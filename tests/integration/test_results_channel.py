@@ -5,6 +5,7 @@ and acknowledged idempotently."""
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from gateway import scu
@@ -34,10 +36,11 @@ from tests.dicom_builders import greyscale, part10
 from tests.integration.test_reidentify import JANE, ct_slices, encode, sr
 from tests.integration.test_reidentify import send as send_study
 from tests.pipeline_site import Site, free_port, wait_for
-from tests.support import dcmtk
+from tests.support import cli, dcmtk, storescu
 
 pytestmark = pytest.mark.timeout(120)
 SITE = "GW"
+SITE_OF_DAEMON = "SITE"  # deidentify.site_code by default
 
 
 @pytest.fixture
@@ -118,7 +121,7 @@ def test_the_poller_keeps_each_result_in_the_spool_once_and_moves_its_cursor(
     generate_key_file(tmp_path / "master.key")
     spool = Spool.open(settings)
     try:
-        poller = ResultsPoller(client, spool.returns, poll_seconds=1.0, max_backoff_seconds=2.0)
+        poller = ResultsPoller(client, spool.returns)
         assert poller.poll_once() == 1
         assert poller.poll_once() == 0
         second = offered.offer(SITE, result(study))
@@ -186,7 +189,7 @@ def test_results_go_to_pacs_re_identified_and_are_acknowledged_only_after_succes
         lambda ds: scu.store(node, ds), audit, retry_hours=1.0,
     )  # fmt: skip
     try:
-        ResultsPoller(client, spool.returns, 1.0, 2.0).poll_once()
+        ResultsPoller(client, spool.returns).poll_once()
         assert not deliverer.deliver_once()  # PACS down: the good result waits, unacknowledged
         assert [r.result for r in spool.returns.waiting()] == [good.result]
         held = [(h["result"], h["reason"]) for h in spool.returns.held()]
@@ -207,3 +210,45 @@ def test_results_go_to_pacs_re_identified_and_are_acknowledged_only_after_succes
         json.loads(line)["event"] for line in (tmp_path / "audit.log").read_text().splitlines()
     ]
     assert events == ["result.quarantined", "result.stored"]
+
+
+def test_the_daemon_brings_a_result_back_to_pacs_under_the_original_study(site: Site) -> None:
+    """storescu -> gateway -> receiver; an SR made from what the receiver got is offered back;
+    the gateway fetches it, re-identifies it and stores it in PACS (dcmtk storescp)."""
+    port = free_port()
+    keys = site.root / "keys"
+    site.edit(lambda config: config.update(results={
+        "enabled": True, "poll_seconds": 0.5, "private_key": str(keys / "results.key"),
+        "public_key": str(keys / "results.pub"),
+        "pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": port}}))  # fmt: skip
+    site.edit(lambda config: config["receiver"].update(results_key=str(keys / "results.pub")))
+    made = cli("keys", "--config", str(site.path))
+    assert made.returncode == 0, made.stderr
+    site.receiver()
+    gateway = site.gateway()
+    originals = [part10(ds) for ds in ct_slices(2, **JANE)]
+    folder = site.root / "send"
+    folder.mkdir()
+    for i, data in enumerate(originals):
+        (folder / f"{i}.dcm").write_bytes(data)
+    assert storescu(gateway.port, sorted(folder.iterdir())).returncode == 0
+    wait_for(lambda: len(site.stored()) == 2, 60, "both instances at the receiver")
+    # an analysis server works on a study once its manifest says it is complete
+    wait_for(lambda: len(site.manifests()) == 1, 60, "the study's manifest")
+    received: list[Dataset] = [pydicom.dcmread(p) for p in site.stored()]
+    result = Results(site.root / "received").offer(SITE_OF_DAEMON, encode(sr(received)))
+    with storescp(site.root / "pacs", port):
+        wait_for(lambda: any((site.root / "pacs").iterdir()), 60, "the result in PACS")
+        wait_for(lambda: not _waiting(site, result.result), 30, "the result acknowledged")
+    stored = [pydicom.dcmread(p) for p in (site.root / "pacs").iterdir()]
+    assert len(stored) == 1
+    study = pydicom.dcmread(io.BytesIO(originals[0])).StudyInstanceUID
+    assert stored[0].StudyInstanceUID == study
+    assert str(stored[0].PatientName) == JANE["PatientName"]
+    gateway.wait_for_event("results.stored")
+    assert gateway.stop() == 0
+
+
+def _waiting(site: Site, result: str) -> bool:
+    folder = site.root / "received" / SITE_OF_DAEMON / "results"
+    return any(p.name.endswith(f"-{result}.dcm") for p in folder.iterdir())
