@@ -93,10 +93,10 @@ class Gateway:
         if self.pipeline is not None:
             self.pipeline.start(self._on_fatal)
             self.spool.subscribe(self.pipeline.notify)
-        if self.results is not None:
-            self.results.start()
         else:
             log.warning("gateway.forwarding_disabled")
+        if self.results is not None:
+            self.results.start()
         if self.settings.metrics.enabled:
             m = self.settings.metrics
             self.http = HttpEndpoint(m.host, m.port, self.registry, self.health)
