@@ -13,15 +13,14 @@ analysis (the demo, or a test) puts one there. Acknowledging twice is acknowledg
 from __future__ import annotations
 
 import io
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
 
 from gateway.keyfiles import fsync_directory
+from gateway.receiver.store import write_new
 
 _FILE = re.compile(r"(?P<cursor>[0-9]{12})-(?P<id>[0-9]+(\.[0-9]+)*)\.dcm(?P<acked>\.acked)?")
 
@@ -45,16 +44,7 @@ class Results:
         folder.mkdir(parents=True, exist_ok=True)
         cursor = 1 + max((o.cursor for o, _ in self._files(site)), default=0)
         target = folder / f"{cursor:012d}-{result}.dcm"
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.link(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        fsync_directory(folder)
+        write_new(target, data)
         return Offer(cursor, result, study)
 
     def waiting(self, site: str, after: int, limit: int) -> list[Offer]:

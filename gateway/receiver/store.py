@@ -37,17 +37,23 @@ class Store:
             same = hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(data).digest()
             return Stored.REPEAT if same else Stored.CONFLICT
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            try:
-                os.link(tmp, target)  # fails if another request stored it meanwhile
-            except FileExistsError:
-                return self.put(site, study, name, data)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        fsync_directory(folder)
+            write_new(target, data)  # fails if another request stored it meanwhile
+        except FileExistsError:
+            return self.put(site, study, name, data)
         return Stored.CREATED
+
+
+def write_new(target: Path, data: bytes) -> None:
+    """Write `target` durably under its name only when complete (a temporary file, fsynced,
+    then linked: FileExistsError if the name is taken), and fsync its folder."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    fsync_directory(target.parent)
