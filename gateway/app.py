@@ -179,6 +179,7 @@ def return_path(
         lambda ds: scu.store(node, ds),
         audit,
         results.retry_hours,
+        results.ledger_wait_seconds,
     )
     poller = ResultsPoller(client, spool.returns)
     return ReturnPath(poller, deliverer, results.poll_seconds, results.max_backoff_seconds)

@@ -426,6 +426,10 @@ class ResultsSettings:
     pacs: PacsSettings | None = None
     #: How long PACS failures are retried before a result is dead-lettered.
     retry_hours: float = field(default=72.0, metadata=_check(_positive))
+    #: A result that references images of its study the study ledger does not list yet (made
+    #: before the study was stable and its manifest sent) waits this long for them before it
+    #: is quarantined (result-reference-outside-study).
+    ledger_wait_seconds: float = field(default=900.0, metadata=_check(_positive))
     max_backoff_seconds: float = field(default=300.0, metadata=_check(_positive))
 
 

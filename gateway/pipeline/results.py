@@ -15,9 +15,11 @@ key under its name, re-identifies it in memory (`reidentify.restore`) and C-STOR
 (or a warning: stored) is the result acknowledged to the server and removed from the spool. A
 result that cannot be opened or tied to one original study is quarantined (its reason code);
 one PACS refuses for good (a failure status) is dead-lettered; either way the server is told
-it may forget it - the gateway holds it. PACS unreachable or out of resources: the pass stops
-and the caller waits; after `results.retry_hours` a result is dead-lettered
-(`pacs-retries-exhausted`).
+it may forget it - the gateway holds it. A result that references images the study ledger
+does not list yet (made before the study's manifest) waits `results.ledger_wait_seconds` for
+them first: the ledger is written when the study is stable, not per instance. PACS
+unreachable or out of resources: the pass stops and the caller waits; after
+`results.retry_hours` a result is dead-lettered (`pacs-retries-exhausted`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from gateway.seal.keys import PrivateKey
 from gateway.spool.returns import Returned, Returns
 
 log = get_logger("gateway.results")
+OUTSIDE = "result-reference-outside-study"
 
 
 class ResultsPoller:
@@ -89,6 +92,7 @@ class ResultsDeliverer:
         store: Callable[[Dataset], int | None],
         audit: AuditLog,
         retry_hours: float,
+        ledger_wait_seconds: float = 900.0,
     ) -> None:
         self.returns = returns
         self.client = client
@@ -97,6 +101,7 @@ class ResultsDeliverer:
         self.store = store
         self.audit = audit
         self.retry_seconds = retry_hours * 3600.0
+        self.ledger_wait_seconds = ledger_wait_seconds
 
     def deliver_once(self) -> bool:
         """Every waiting result once; False when PACS, the vault or the server cannot be
@@ -119,6 +124,9 @@ class ResultsDeliverer:
             self._hold(item, "quarantine", "result-seal-does-not-open")
             return True
         except Unprocessable as exc:
+            if exc.reason == OUTSIDE and time.time() - item.fetched < self.ledger_wait_seconds:
+                log.info("results.waits_for_ledger")  # the next pass tries it again
+                return True
             self._hold(item, "quarantine", exc.reason)
             return True
         status = self.store(dcmread(io.BytesIO(restored.data)))

@@ -31,9 +31,9 @@ from gateway.seal import keys as seal_keys
 from gateway.seal.envelope import Name, open_sealed
 from gateway.settings import SecretSource, SpoolSettings, load
 from gateway.spool import Spool
-from gateway.vault import SqliteVault
-from tests.dicom_builders import greyscale, part10
-from tests.integration.test_reidentify import JANE, ct_slices, encode, sr
+from gateway.vault import Entry, SqliteVault
+from tests.dicom_builders import greyscale, part10, worker
+from tests.integration.test_reidentify import JANE, OTHER, _referencing, ct_slices, encode, sr
 from tests.integration.test_reidentify import send as send_study
 from tests.pipeline_site import Site, free_port, wait_for
 from tests.support import cli, dcmtk, storescu
@@ -210,6 +210,63 @@ def test_results_go_to_pacs_re_identified_and_are_acknowledged_only_after_succes
         json.loads(line)["event"] for line in (tmp_path / "audit.log").read_text().splitlines()
     ]
     assert events == ["result.quarantined", "result.stored"]
+
+
+def test_a_result_made_before_the_study_ledger_lists_its_images_waits_for_them(
+    channel: tuple[Site, str, Forwarder], vault: SqliteVault, tmp_path: Path
+) -> None:
+    """The ledger is written when a study is stable, not per instance: a result referencing
+    an image delivered but not yet listed waits `ledger_wait_seconds`, then goes to PACS once
+    the ledger lists it; after the wait it is quarantined (result-reference-outside-study)."""
+    site, key_id, forwarder = channel
+    first, second = ct_slices(2, **JANE)
+    listed = send_study(vault, [first])
+    late = worker(vault, pixels=None).process(part10(second))
+    assert late.result is not None
+    unlisted = pydicom.dcmread(io.BytesIO(late.result.data))
+    assert unlisted.StudyInstanceUID == listed.outputs[0].StudyInstanceUID
+    offered = Results(site.root / "received")
+    early = offered.offer(SITE, encode(sr([*listed.outputs, unlisted])))
+    client = ResultsClient(forwarder.http, str(site.config["forward"]["url"]), SITE, key_id)
+    generate_key_file(tmp_path / "master.key")
+    spool = Spool.open(
+        SpoolSettings(tmp_path / "spool", SecretSource(file=tmp_path / "master.key"))
+    )
+    audit = AuditLog(tmp_path / "audit.log", sync=False)
+    port = free_port()
+    node = scu.Node("127.0.0.1", port, "DICOM_GATEWAY", "PACS", timeout=5.0)
+
+    def deliverer(wait: float) -> ResultsDeliverer:
+        return ResultsDeliverer(
+            spool.returns, client, Reidentifier(vault, "UT"),
+            seal_keys.read_private(site.root / "keys" / "results.key"),
+            lambda ds: scu.store(node, ds), audit, retry_hours=1.0, ledger_wait_seconds=wait,
+        )  # fmt: skip
+
+    try:
+        ResultsPoller(client, spool.returns).poll_once()
+        with storescp(tmp_path / "pacs", port):
+            assert deliverer(600.0).deliver_once()
+            assert [r.result for r in spool.returns.waiting()] == [early.result]
+            assert spool.returns.held() == []
+            assert not any((tmp_path / "pacs").iterdir())
+            vault.record_delivered(
+                str(unlisted.StudyInstanceUID),
+                [Entry(str(unlisted.SOPInstanceUID), str(unlisted.SeriesInstanceUID),
+                       str(unlisted.SOPClassUID), "0" * 64)],
+            )  # fmt: skip
+            assert deliverer(600.0).deliver_once()
+        assert spool.returns.waiting() == []
+        assert len(list((tmp_path / "pacs").iterdir())) == 1
+        elsewhere = send_study(vault, ct_slices(1, **OTHER)).output("SOPInstanceUID")
+        never = offered.offer(SITE, encode(_referencing(sr(listed.outputs), elsewhere)))
+        ResultsPoller(client, spool.returns).poll_once()
+        assert deliverer(0.001).deliver_once()  # waited long enough: the ledger never lists it
+        held = [(h["result"], h["reason"]) for h in spool.returns.held()]
+        assert held == [(never.result, "result-reference-outside-study")]
+    finally:
+        audit.close()
+        spool.close()
 
 
 def test_the_daemon_brings_a_result_back_to_pacs_under_the_original_study(site: Site) -> None:
