@@ -12,14 +12,16 @@ every `results.poll_seconds`, and after a failure waits longer each time (up to
 `ResultsDeliverer.deliver_once` takes each result from the spool, opens it with the gateway's
 key under its name, re-identifies it in memory (`reidentify.restore`) and C-STOREs it to PACS
 (`store`, given by the caller: the SCU is above this layer). Only after PACS answered Success
-(or a warning: stored) is the result acknowledged to the server and removed from the spool. A
-result that cannot be opened or tied to one original study is quarantined (its reason code);
-one PACS refuses for good (a failure status) is dead-lettered; either way the server is told
-it may forget it - the gateway holds it. A result that references images the study ledger
-does not list yet (made before the study's manifest) waits `results.ledger_wait_seconds` for
-them first: the ledger is written when the study is stable, not per instance. PACS
-unreachable or out of resources: the pass stops and the caller waits; after
-`results.retry_hours` a result is dead-lettered (`pacs-retries-exhausted`).
+(or a warning: stored) is the result marked stored in the spool (durably), then acknowledged
+to the server and removed: a server that cannot be reached in between costs an acknowledgement
+on a later pass, never a second C-STORE. A result that cannot be opened or tied to one
+original study is quarantined (its reason code); one PACS refuses for good (a failure status)
+is dead-lettered; either way the server is told it may forget it - the gateway holds it. A
+result that references images the study ledger does not list yet (made before the study's
+manifest) waits `results.ledger_wait_seconds` for them first: the ledger is written when the
+study is stable, not per instance. PACS unreachable or out of resources: the pass stops and
+the caller waits; after `results.retry_hours` a result is dead-lettered
+(`pacs-retries-exhausted`).
 """
 
 from __future__ import annotations
@@ -116,6 +118,9 @@ class ResultsDeliverer:
         return True
 
     def _deliver(self, item: Returned) -> bool:
+        if item.stored:  # PACS has it; the server was not told yet
+            self._acknowledged(item)
+            return True
         name = Name("result", self.client.site, item.study, item.result)
         try:
             plain = open_sealed(self.returns.body(item), name, self.key)
@@ -140,11 +145,16 @@ class ResultsDeliverer:
         if verdict is Pacs.REFUSED:
             self._hold(item, "dead", f"pacs-status-{status:04x}")
             return True
-        self.client.acknowledge(item.result)
-        self.returns.done(item)
+        item = self.returns.mark_stored(item)
         self.audit.record("result.stored", result=item.result, status=status or 0)
         log.info("results.stored", status=status)
+        self._acknowledged(item)
         return True
+
+    def _acknowledged(self, item: Returned) -> None:
+        """Tell the server (ResultsError: not now, the mark stays for the next pass)."""
+        self.client.acknowledge(item.result)
+        self.returns.done(item)
 
     def _hold(self, item: Returned, kind: str, reason: str) -> None:
         """Held by the gateway (quarantine or dead letter); the server may forget it."""

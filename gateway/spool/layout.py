@@ -55,6 +55,7 @@ REASON_SUFFIX = ".reason.json"
 RETURNS = "returns"  # results fetched, waiting for PACS (`returns`)
 RETURNS_HELD = "returns-held"  # results quarantined or dead-lettered
 RETURNS_CURSOR = "cursor"  # in returns/: the results channel's cursor
+RETURNS_STORED = ".stored"  # in returns/: beside a result PACS stored, not yet acknowledged
 PARTIAL = ".part"
 _MANIFEST = "manifest-"
 

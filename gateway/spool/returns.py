@@ -2,6 +2,7 @@
 
     <spool>/returns/<result id>.sealed                 fetched, sealed to the gateway's key
     <spool>/returns-held/<result id>.sealed (+ .reason.json)   quarantined or dead-lettered
+    <spool>/returns/<result id>.stored                 PACS stored it; not yet acknowledged
     <spool>/returns/cursor                             the results channel's cursor
 
 A result is kept as it came - sealed to the gateway's own key, naming only pseudonyms - with
@@ -9,7 +10,9 @@ one clear header line (JSON: the pseudonymous study it belongs to, the cursor it
 at, when it was fetched) before the body; it is opened and re-identified in memory only when
 it is stored in PACS, so nothing re-identified is ever written here. Names are result ids (UIDs
 the analysis server made), never values of the patient. Writes are durable before the server
-is told anything (`Durable`).
+is told anything (`Durable`). Once PACS answered Success the `.stored` mark is written before
+the server is told: a crash, or a server that cannot be reached, between the two then costs an
+acknowledgement again, never a second C-STORE.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from gateway.spool.layout import (
     RETURNS,
     RETURNS_CURSOR,
     RETURNS_HELD,
+    RETURNS_STORED,
     SEALED,
 )
 
@@ -37,6 +41,7 @@ class Returned:
     cursor: int
     path: Path
     fetched: float = 0.0  # Unix time
+    stored: bool = False  # PACS stored it (`Returns.mark_stored`); only the acknowledgement waits
 
 
 class Returns:
@@ -71,11 +76,20 @@ class Returns:
             file.readline()
             return file.read()
 
+    def mark_stored(self, item: Returned) -> Returned:
+        """PACS stored it: durably, before the server is told (`done` follows)."""
+        self._durable.write(self._mark(item.path), [b""])
+        return Returned(item.result, item.study, item.cursor, item.path, item.fetched, True)
+
     def done(self, item: Returned) -> None:
         """Stored in PACS and acknowledged: gone."""
-        with contextlib.suppress(FileNotFoundError):
-            item.path.unlink()
+        for path in (item.path, self._mark(item.path)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         self._durable.sync(self.folder)
+
+    def _mark(self, path: Path) -> Path:
+        return path.with_name(path.name.removesuffix(SEALED) + RETURNS_STORED)
 
     def hold(self, item: Returned, kind: str, reason: str) -> Path:
         """Quarantined (`kind` "quarantine": it could not be tied to one original study) or
@@ -112,4 +126,5 @@ class Returns:
             header = json.loads(file.readline())
         result = path.name.removesuffix(SEALED)
         study, cursor = str(header["study"]), int(header["cursor"])
-        return Returned(result, study, cursor, path, float(header.get("fetched", 0.0)))
+        fetched = float(header.get("fetched", 0.0))
+        return Returned(result, study, cursor, path, fetched, self._mark(path).exists())

@@ -31,6 +31,7 @@ from gateway.seal import keys as seal_keys
 from gateway.seal.envelope import Name, open_sealed
 from gateway.settings import SecretSource, SpoolSettings, load
 from gateway.spool import Spool
+from gateway.spool.returns import Returns
 from gateway.vault import Entry, SqliteVault
 from tests.dicom_builders import greyscale, part10, worker
 from tests.integration.test_reidentify import JANE, OTHER, _referencing, ct_slices, encode, sr
@@ -147,10 +148,11 @@ def test_the_poller_keeps_each_result_in_the_spool_once_and_moves_its_cursor(
 
 @contextmanager
 def storescp(folder: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """dcmtk storescp as PACS on 127.0.0.1: it keeps what it is sent in `folder`."""
+    """dcmtk storescp as PACS on 127.0.0.1: it keeps what it is sent in `folder`, each
+    C-STORE in a file of its own (`-uf`: the same instance twice is two files)."""
     folder.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [dcmtk("storescp"), "-aet", "PACS", "-od", str(folder), str(port)],
+        [dcmtk("storescp"), "-aet", "PACS", "-uf", "-od", str(folder), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -210,6 +212,53 @@ def test_results_go_to_pacs_re_identified_and_are_acknowledged_only_after_succes
         json.loads(line)["event"] for line in (tmp_path / "audit.log").read_text().splitlines()
     ]
     assert events == ["result.quarantined", "result.stored"]
+
+
+def test_a_result_pacs_stored_is_acknowledged_later_never_stored_twice(
+    channel: tuple[Site, str, Forwarder], vault: SqliteVault, tmp_path: Path
+) -> None:
+    """PACS said Success but the analysis server cannot be told: the result is marked stored
+    in the spool, and a later pass (a restart too) only acknowledges it."""
+    site, key_id, forwarder = channel
+    sent = send_study(vault, ct_slices(1, **JANE))
+    good = Results(site.root / "received").offer(SITE, encode(sr(sent.outputs)))
+    client = ResultsClient(forwarder.http, str(site.config["forward"]["url"]), SITE, key_id)
+    generate_key_file(tmp_path / "master.key")
+    settings = SpoolSettings(tmp_path / "spool", SecretSource(file=tmp_path / "master.key"))
+    spool = Spool.open(settings)
+    audit = AuditLog(tmp_path / "audit.log", sync=False)
+    port = free_port()
+    node = scu.Node("127.0.0.1", port, "DICOM_GATEWAY", "PACS", timeout=5.0)
+
+    def deliverer(returns: Returns) -> ResultsDeliverer:
+        return ResultsDeliverer(
+            returns, client, Reidentifier(vault, "UT"),
+            seal_keys.read_private(site.root / "keys" / "results.key"),
+            lambda ds: scu.store(node, ds), audit, retry_hours=1.0,
+        )  # fmt: skip
+
+    pacs = tmp_path / "pacs"
+    try:
+        ResultsPoller(client, spool.returns).poll_once()
+        with storescp(pacs, port):
+            site.processes[-1].stop()  # the analysis server goes away
+            assert not deliverer(spool.returns).deliver_once()
+            assert len(list(pacs.iterdir())) == 1
+            [waiting] = spool.returns.waiting()
+            assert waiting.stored
+            spool.close()
+            spool = Spool.open(settings)  # as after a restart
+            assert not deliverer(spool.returns).deliver_once()  # still away
+            site.receiver()
+            assert deliverer(spool.returns).deliver_once()
+            assert len(list(pacs.iterdir())) == 1  # acknowledged, not stored again
+        assert spool.returns.waiting() == []
+        assert not list((tmp_path / "spool" / "returns").glob("*.stored"))
+        assert client.waiting(0)[0] == []
+        assert good.result in (tmp_path / "audit.log").read_text()
+    finally:
+        audit.close()
+        spool.close()
 
 
 def test_a_result_made_before_the_study_ledger_lists_its_images_waits_for_them(
