@@ -149,10 +149,10 @@ def test_the_poller_keeps_each_result_in_the_spool_once_and_moves_its_cursor(
 @contextmanager
 def storescp(folder: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     """dcmtk storescp as PACS on 127.0.0.1: it keeps what it is sent in `folder`, each
-    C-STORE in a file of its own (`-uf`: the same instance twice is two files)."""
+    C-STORE in a file of its own (`+uf`: the same instance twice is two files)."""
     folder.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [dcmtk("storescp"), "-aet", "PACS", "-uf", "-od", str(folder), str(port)],
+        [dcmtk("storescp"), "-aet", "PACS", "+uf", "-od", str(folder), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
