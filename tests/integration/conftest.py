@@ -1,6 +1,26 @@
 """Fixtures for the integration tests: `site` (keys, reference receiver, gateway: see
-tests/pipeline_site.py)."""
+tests/pipeline_site.py) and `orthanc` (tests/orthanc.py)."""
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.orthanc import Orthanc, orthanc_binary
 from tests.pipeline_site import site
 
-__all__ = ["site"]
+__all__ = ["orthanc", "site"]
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    """An Orthanc to start once the gateway's port is known; stopped by PID at teardown.
+
+    Its folder is below the test's, out of `Site.check_logs`'s reach (top-level *.log only):
+    the PACS is allowed to log the patients it holds.
+    """
+    if orthanc_binary() is None:
+        pytest.skip("Orthanc is not installed (Debian package orthanc, in .ci/debian-packages)")
+    pacs = Orthanc(tmp_path / "orthanc")
+    yield pacs
+    pacs.stop()
