@@ -1,0 +1,225 @@
+"""The whole way there and back with Orthanc as PACS (issue 21): a two-series study pushed
+from Orthanc reaches the reference receiver de-identified; an SR and a SEG made from what the
+receiver got come back over the results channel and are in Orthanc within the poll interval,
+under the original patient and study, every reference pointing at Orthanc's own copy of the
+original images, no pseudonym in any byte. Results the gateway cannot tie to exactly one
+original study never reach Orthanc.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from gateway.deidentify.uids import is_standard_uid
+from gateway.receiver.results import Results
+from tests.dicom_builders import part10
+from tests.integration.test_reidentify import JANE, _referencing, ct_slices, encode, seg, sr
+from tests.orthanc import ORTHANC_AE, Orthanc, admit_orthanc
+from tests.pipeline_site import Site, wait_for
+from tests.support import cli
+
+pytestmark = pytest.mark.timeout(300)
+SITE_CODE = "SITE"  # deidentify.site_code by default
+POLL_SECONDS = 0.5
+RESULTS = ("SR", "SEG")
+#: UIDs in a result that name something of the original study
+REFERENCES = frozenset(
+    {
+        "StudyInstanceUID",
+        "ReferencedSOPInstanceUID",
+        "ReferencedSeriesInstanceUID",
+        "FrameOfReferenceUID",
+        "ReferencedFrameOfReferenceUID",
+    }
+)
+
+
+def two_series() -> list[Dataset]:
+    """One study of Jane's: a series of three CT slices and one of two, one frame of
+    reference."""
+    first, second = ct_slices(3, **JANE), ct_slices(2, **JANE)
+    for ds in second:
+        ds.StudyInstanceUID = first[0].StudyInstanceUID
+        ds.FrameOfReferenceUID = first[0].FrameOfReferenceUID
+    return first + second
+
+
+def with_results(site: Site, orthanc: Orthanc) -> None:
+    """The gateway stores results in Orthanc, as the AE title Orthanc knows it by."""
+    keys = site.root / "keys"
+    gateway_ae = site.config["ingest"]["ae_title"]
+    pacs = {"ae_title": ORTHANC_AE, "host": "127.0.0.1", "port": orthanc.dicom_port,
+            "calling_ae_title": gateway_ae}  # fmt: skip
+    site.edit(lambda c: c.update(results={
+        "enabled": True, "poll_seconds": POLL_SECONDS, "max_backoff_seconds": 2.0,
+        "private_key": str(keys / "results.key"), "public_key": str(keys / "results.pub"),
+        "pacs": pacs}))  # fmt: skip
+    site.edit(lambda c: c["receiver"].update(results_key=str(keys / "results.pub")))
+    admit_orthanc(site)
+    made = cli("keys", "--config", str(site.path))
+    assert made.returncode == 0, made.stderr
+
+
+@pytest.fixture
+def round_trip(site: Site, orthanc: Orthanc) -> Iterator[tuple[Site, Orthanc, list[Dataset]]]:
+    """Jane's study pushed from Orthanc through the gateway to the receiver, its manifest
+    there; what the receiver got."""
+    with_results(site, orthanc)
+    site.receiver()
+    gateway = site.gateway()
+    originals = two_series()
+    folder = site.root / "send"
+    folder.mkdir()
+    for i, ds in enumerate(originals):
+        (folder / f"{i}.dcm").write_bytes(part10(ds))
+    with orthanc.blamed():
+        orthanc.start(site.config["ingest"]["ae_title"], gateway.port, dicom=True)
+        ids = orthanc.upload(sorted(folder.iterdir()))
+        pushed = orthanc.post("/modalities/gateway/store", {"Resources": sorted(ids),
+                                                             "Synchronous": True})  # fmt: skip
+        assert pushed.status_code == 200, pushed.text
+    wait_for(lambda: _listed(site) == len(originals), 120, "a manifest listing the study")
+    received: list[Dataset] = [pydicom.dcmread(p) for p in site.stored()]
+    assert len(received) == len(originals)
+    yield site, orthanc, received
+    assert gateway.stop() == 0
+    audit = site.config.get("audit", {}).get("path") or site.root / "spool" / "audit.log"
+    _no_phi(Path(audit).read_text(encoding="utf-8"), originals)
+
+
+def _listed(site: Site) -> int:
+    manifests = site.manifests()
+    if not manifests:
+        return 0
+    newest = max(manifests, key=lambda p: int(p.stem.removeprefix("manifest-")))
+    return len(json.loads(newest.read_text())["instances"])
+
+
+def test_an_sr_and_a_seg_land_in_orthanc_beside_the_original_study(
+    round_trip: tuple[Site, Orthanc, list[Dataset]],
+) -> None:
+    site, orthanc, received = round_trip
+    study = _original_study(orthanc, received)
+    before = orthanc.study(study)
+    largest = max(_by_series(received), key=len)
+    offered = Results(site.root / "received")
+    made = [offered.offer(SITE_CODE, seg(largest)), offered.offer(SITE_CODE, encode(sr(received)))]
+    wait_for(lambda: len(orthanc.study(study)) == len(before) + 2, 30, "both results in Orthanc")
+    results = [(data, ds) for data, ds in _read(orthanc.study(study)) if ds.Modality in RESULTS]
+    assert sorted(str(ds.SOPInstanceUID) for _, ds in results) == sorted(r.result for r in made)
+    images = [ds for _, ds in _read(before)]
+    originals = {
+        str(ds.get(keyword))
+        for ds in images
+        for keyword in (
+            "StudyInstanceUID",
+            "SeriesInstanceUID",
+            "SOPInstanceUID",
+            "FrameOfReferenceUID",
+        )
+    }
+    pseudonyms = {
+        str(ds.get(keyword))
+        for ds in received
+        for keyword in (
+            "StudyInstanceUID",
+            "SeriesInstanceUID",
+            "SOPInstanceUID",
+            "FrameOfReferenceUID",
+            "PatientID",
+        )
+    }
+    for data, ds in results:
+        assert str(ds.PatientID) == JANE["PatientID"]
+        assert str(ds.PatientName) == JANE["PatientName"]
+        assert str(ds.AccessionNumber) == JANE["AccessionNumber"]
+        references = _references(ds)
+        assert len(references) > 3, f"{ds.Modality} references {len(references)} UIDs"
+        assert references <= originals, f"{ds.Modality} references what Orthanc does not hold"
+        assert not [p for p in pseudonyms if p.encode("ascii") in data]
+    segmentation = next(ds for _, ds in results if ds.Modality == "SEG")
+    [source] = [s for s in _by_series(images) if len(s) == len(largest)]
+    assert _references(segmentation) >= {str(ds.SOPInstanceUID) for ds in source}
+
+
+def _original_study(orthanc: Orthanc, received: list[Dataset]) -> str:
+    """The original study's UID, as Orthanc holds it (the one study there)."""
+    with orthanc.rest() as client:
+        [orthanc_id] = client.get("/studies").json()
+        tags = client.get(f"/studies/{orthanc_id}").json()["MainDicomTags"]
+    assert tags["StudyInstanceUID"] != str(received[0].StudyInstanceUID)
+    return str(tags["StudyInstanceUID"])
+
+
+def _by_series(images: list[Dataset]) -> list[list[Dataset]]:
+    series: dict[str, list[Dataset]] = {}
+    for ds in images:
+        series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
+    return list(series.values())
+
+
+def test_results_the_gateway_cannot_tie_to_one_study_never_reach_orthanc(
+    round_trip: tuple[Site, Orthanc, list[Dataset]],
+) -> None:
+    site, orthanc, received = round_trip
+    held_before = orthanc.count()
+    assert held_before == len(received)
+    own = str(received[0].PatientID)
+    other = f"{SITE_CODE}-0123456789"
+    assert other != own
+    cases = {
+        "result-unknown-study": sr(received, StudyInstanceUID=generate_uid()),
+        "result-other-patient": sr(received, PatientID=other),
+        "result-unknown-reference": _referencing(sr(received), generate_uid()),
+        "result-reuses-uid": sr(received, SOPInstanceUID=str(received[0].SOPInstanceUID)),
+    }
+    offered = Results(site.root / "received")
+    made = {offered.offer(SITE_CODE, encode(ds)).result: reason for reason, ds in cases.items()}
+    folder = site.root / "spool" / "returns-held"
+    wait_for(lambda: len(list(folder.glob("*.reason.json"))) == len(cases), 30, "all held")
+    held = {
+        p.name.removesuffix(".reason.json"): json.loads(p.read_text())["reason"]
+        for p in folder.glob("*.reason.json")
+    }
+    assert held == made
+    assert orthanc.count() == held_before
+
+
+def _read(files: list[bytes]) -> Iterator[tuple[bytes, Dataset]]:
+    for data in files:
+        yield data, pydicom.dcmread(io.BytesIO(data))
+
+
+def _references(ds: Dataset, nested: bool = False) -> set[str]:
+    """Every UID in `REFERENCES` (any depth), and Series/SOP Instance UIDs below the top."""
+    found: set[str] = set()
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value:
+                found |= _references(item, nested=True)
+        elif (
+            element.VR == "UI"
+            and element.value
+            and (
+                element.keyword in REFERENCES
+                or (nested and element.keyword in ("SeriesInstanceUID", "SOPInstanceUID"))
+            )
+        ):
+            values = element.value if element.VM > 1 else [element.value]
+            found |= {str(v) for v in values if not is_standard_uid(str(v))}
+    return found
+
+
+def _no_phi(text: str, originals: list[Dataset]) -> None:
+    values = {str(ds.get(k)) for ds in originals for k in ("PatientID", "AccessionNumber")}
+    values |= {str(originals[0].PatientName).split("^")[0]}
+    values |= {str(ds.get(k)) for ds in originals for k in ("StudyInstanceUID", "SOPInstanceUID")}
+    assert not [v for v in values if v and v in text], "the audit trail names the patient"
