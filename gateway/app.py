@@ -23,6 +23,7 @@ import time
 from types import FrameType
 
 from prometheus_client import CollectorRegistry
+from pydicom.dataset import Dataset
 
 from gateway import scu
 from gateway.audit import AuditLog
@@ -69,7 +70,7 @@ class Gateway:
             self._files.close()
             raise
         self.results = (
-            return_path(settings, self.spool, self.vault, self.audit, self.pipeline)
+            return_path(settings, self.spool, self.vault, self.audit, self.pipeline, self.metrics)
             if self.pipeline is not None and settings.results.enabled
             else None
         )
@@ -157,10 +158,16 @@ class Gateway:
 
 
 def return_path(
-    settings: Settings, spool: Spool, vault: Vault, audit: AuditLog, pipeline: Scheduler
+    settings: Settings,
+    spool: Spool,
+    vault: Vault,
+    audit: AuditLog,
+    pipeline: Scheduler,
+    metrics: Metrics,
 ) -> ReturnPath:
     """The way back (`pipeline.results`): results fetched over the forwarder's connection,
-    re-identified from this gateway's vault and stored in the configured PACS."""
+    re-identified from this gateway's vault and stored in the configured PACS. Its gauges
+    read the return queue at each scrape."""
     results = settings.results
     if results.private_key is None or results.pacs is None:
         raise GatewayError("results: private_key and pacs are required")
@@ -171,15 +178,22 @@ def return_path(
     forwarder = pipeline.outbox.forwarder
     site = settings.deidentify.site_code
     client = ResultsClient(forwarder.http, forwarder.base, site, key.public.key_id)
+
+    def store(ds: Dataset) -> int | None:
+        with metrics.results_pacs_seconds.time():
+            return scu.store(node, ds)
+
     deliverer = ResultsDeliverer(
         spool.returns,
         client,
         Reidentifier(vault, site),
         key,
-        lambda ds: scu.store(node, ds),
+        store,
         audit,
         results.retry_hours,
         results.ledger_wait_seconds,
+        metrics=metrics,
     )
-    poller = ResultsPoller(client, spool.returns)
-    return ReturnPath(poller, deliverer, results.poll_seconds, results.max_backoff_seconds)
+    poller = ResultsPoller(client, spool.returns, metrics)
+    metrics.watch_results(spool.returns.waiting_since, spool.returns.held_by_kind)
+    return ReturnPath(poller, deliverer, results.poll_seconds, results.max_backoff_seconds, metrics)

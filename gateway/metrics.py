@@ -6,6 +6,7 @@ Label values are small fixed enums: never AE titles from the wire, UIDs or ident
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -35,6 +36,10 @@ class StoreResult(enum.StrEnum):
     NO_STUDY_UID = "no_study_instance_uid"
     UNPARSEABLE = "unparseable"
     SOP_CLASS_NOT_SUPPORTED = "sop_class_not_supported"
+
+
+#: How a result can be held (`spool.returns`): `results_held_items{kind}` always has both.
+RESULT_HOLDS = ("quarantine", "dead")
 
 
 class Metrics:
@@ -180,8 +185,61 @@ class Metrics:
         self.erased = Counter(
             p + "erased",
             "Items erased by retention or an operator, by what (delivered, dead, quarantine, "
-            "study_key, study_record, study_ledger, purged)",
+            "study_key, study_record, study_ledger, result: a held result; purged)",
             ["what"],
+            registry=registry,
+        )
+        # the way back (`pipeline.results`): exported from the start; `watch_results` ties the
+        # gauges to the spool when [results] is enabled
+        self.results_fetched = Counter(
+            p + "results_fetched",
+            "Results fetched from the analysis server's results channel into the spool",
+            registry=registry,
+        )
+        self.results_stored = Counter(
+            p + "results_stored",
+            "Results re-identified, stored in PACS and acknowledged to the analysis server",
+            registry=registry,
+        )
+        self.results_held = Counter(
+            p + "results_held",
+            "Results held by the gateway in returns-held/, by kind (quarantine: not tied to one "
+            "original study; dead: PACS refused it, or its retries ran out) and reason code",
+            ["kind", "reason"],
+            registry=registry,
+        )
+        self.results_poll_failures = Counter(
+            p + "results_poll_failures",
+            "Polls of the results channel that failed, by reason (unreachable, refused-<http "
+            "status>, bad-listing, content-digest-mismatch, server-seals-to-another-key...)",
+            ["reason"],
+            registry=registry,
+        )
+        self.results_last_poll = Gauge(
+            p + "results_last_poll_success_timestamp_seconds",
+            "When the results channel last answered a poll, Unix time (the start time until then)",
+            registry=registry,
+        )
+        self.results_waiting = Gauge(
+            p + "results_waiting", "Results fetched and waiting for PACS (returns/)",
+            registry=registry,
+        )  # fmt: skip
+        self.results_oldest_age = Gauge(
+            p + "results_oldest_waiting_age_seconds",
+            "Age of the oldest result waiting for PACS, since it was fetched",
+            registry=registry,
+        )
+        self.results_held_items = Gauge(
+            p + "results_held_items",
+            "Results held in returns-held/ until an operator retries or purges them or retention "
+            "erases them, by kind (quarantine, dead)",
+            ["kind"],
+            registry=registry,
+        )
+        self.results_pacs_seconds = Histogram(
+            p + "results_pacs_store_duration_seconds",
+            "Time per C-STORE of a re-identified result to PACS (association included)",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
             registry=registry,
         )
         Info(p + "build", "Build information", registry=registry).info(
@@ -200,3 +258,36 @@ class Metrics:
 
     def watch_free_space(self, read: Callable[[], int]) -> None:
         self.spool_free_bytes.set_function(lambda: float(read()))
+
+    def watch_results(
+        self, waiting: Callable[[], list[float]], held: Callable[[], dict[str, int]]
+    ) -> None:
+        """Read the return queue at each scrape: `waiting` gives the fetch times (Unix) of the
+        results in returns/, `held` the held results per kind. A spool that cannot be read
+        counts as empty here (/readyz reports the spool)."""
+
+        def ages() -> list[float]:
+            try:
+                return waiting()
+            except OSError:
+                return []
+
+        def oldest() -> float:
+            stamps = ages()
+            return max(0.0, time.time() - min(stamps)) if stamps else 0.0
+
+        def counter(kind: str) -> Callable[[], float]:
+            def count() -> float:
+                try:
+                    return float(held().get(kind, 0))
+                except OSError:
+                    return 0.0
+
+            return count
+
+        self.results_waiting.set_function(lambda: float(len(ages())))
+        self.results_oldest_age.set_function(oldest)
+        for kind in RESULT_HOLDS:
+            self.results_held_items.labels(kind=kind).set_function(counter(kind))
+        self.results_last_poll.set(time.time())
+        self.results_poll_failures.labels(reason="unreachable")

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
+from prometheus_client import CollectorRegistry
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
@@ -39,6 +40,7 @@ from gateway.audit import AuditLog
 from gateway.errors import SealError, Unprocessable, VaultUnavailable
 from gateway.forward.results import ResultsClient, ResultsError
 from gateway.logs import get_logger
+from gateway.metrics import Metrics
 from gateway.reidentify.restore import Reidentifier
 from gateway.seal.envelope import Name, open_sealed
 from gateway.seal.keys import PrivateKey
@@ -49,9 +51,12 @@ OUTSIDE = "result-reference-outside-study"
 
 
 class ResultsPoller:
-    def __init__(self, client: ResultsClient, returns: Returns) -> None:
+    def __init__(
+        self, client: ResultsClient, returns: Returns, metrics: Metrics | None = None
+    ) -> None:
         self.client = client
         self.returns = returns
+        self.metrics = metrics or Metrics(CollectorRegistry())
 
     def poll_once(self) -> int:
         """Fetch what waits into the spool; how many results were kept."""
@@ -61,6 +66,7 @@ class ResultsPoller:
             sealed = self.client.fetch(waiting)
             self.returns.put(waiting.result, waiting.study, waiting.cursor, sealed.body)
             self.returns.set_cursor(waiting.cursor)
+            self.metrics.results_fetched.inc()
         if following > self.returns.cursor():
             self.returns.set_cursor(following)
         if listed:
@@ -95,6 +101,7 @@ class ResultsDeliverer:
         audit: AuditLog,
         retry_hours: float,
         ledger_wait_seconds: float = 900.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.returns = returns
         self.client = client
@@ -104,6 +111,7 @@ class ResultsDeliverer:
         self.audit = audit
         self.retry_seconds = retry_hours * 3600.0
         self.ledger_wait_seconds = ledger_wait_seconds
+        self.metrics = metrics or Metrics(CollectorRegistry())
 
     def deliver_once(self) -> bool:
         """Every waiting result once; False when PACS, the vault or the server cannot be
@@ -147,6 +155,7 @@ class ResultsDeliverer:
             return True
         item = self.returns.mark_stored(item)
         self.audit.record("result.stored", result=item.result, status=status or 0)
+        self.metrics.results_stored.inc()
         log.info("results.stored", status=status)
         self._acknowledged(item)
         return True
@@ -159,6 +168,7 @@ class ResultsDeliverer:
     def _hold(self, item: Returned, kind: str, reason: str) -> None:
         """Held by the gateway (quarantine or dead letter); the server may forget it."""
         self.returns.hold(item, kind, reason)
+        self.metrics.results_held.labels(kind=kind, reason=reason).inc()
         self.audit.record(f"result.{'quarantined' if kind == 'quarantine' else 'dead-lettered'}",
                           result=item.result, reason=reason)  # fmt: skip
         log.warning("results.held", kind=kind, reason=reason)
@@ -175,8 +185,10 @@ class ReturnPath:
         deliverer: ResultsDeliverer,
         poll_seconds: float,
         max_backoff_seconds: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self.poller = poller
+        self.metrics = metrics or Metrics(CollectorRegistry())
         self.deliverer = deliverer
         self.poll_seconds = poll_seconds
         self.max_backoff_seconds = max_backoff_seconds
@@ -197,8 +209,10 @@ class ReturnPath:
             fetched = True
             try:
                 self.poller.poll_once()
+                self.metrics.results_last_poll.set(time.time())
             except ResultsError as exc:
                 fetched = False
+                self.metrics.results_poll_failures.labels(reason=exc.reason).inc()
                 log.warning("results.poll_failed", reason=exc.reason)
             delivered = self.deliverer.deliver_once()
             if fetched and delivered:

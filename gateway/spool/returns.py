@@ -13,6 +13,13 @@ the analysis server made), never values of the patient. Writes are durable befor
 is told anything (`Durable`). Once PACS answered Success the `.stored` mark is written before
 the server is told: a crash, or a server that cannot be reached, between the two then costs an
 acknowledgement again, never a second C-STORE.
+
+A held result leaves by an operator (`retry`: back to returns/, where the next pass of the way
+back picks it up; `erase`) or by retention (`erase`). The move into returns-held/ writes the
+reason file first and then renames the result; the moves out rename (or unlink) the result
+first and then unlink the reason file, so a result is never in returns-held/ without its
+reason. A crash between the two steps can leave a reason file alone; it is listed like a held
+result (without its body) until it is purged or expires.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.errors import GatewayError
 from gateway.spool.durable import Durable
 from gateway.spool.layout import (
     REASON_SUFFIX,
@@ -111,6 +119,61 @@ class Returns:
                 note = json.loads(path.read_text(encoding="ascii"))
                 out.append({"result": path.name.removesuffix(REASON_SUFFIX), **note})
         return out
+
+    def waiting_since(self) -> list[float]:
+        """When each waiting result was fetched (Unix time; the file's stamp: it is written
+        once and only renamed after), without opening any."""
+        stamps = []
+        for path in self.folder.glob(f"*{SEALED}"):
+            with contextlib.suppress(FileNotFoundError):
+                stamps.append(path.stat().st_mtime)
+        return stamps
+
+    def held_by_kind(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for note in self.held():
+            kind = str(note.get("kind", "unknown"))
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
+    def find_held(self, result: str) -> dict[str, object]:
+        """The held result named `result` (its reason file), or GatewayError."""
+        for note in self.held():
+            if note["result"] == result:
+                return note
+        raise GatewayError(f"no held result {result!r}")
+
+    def held_item(self, result: str) -> Returned | None:
+        """A held result's header (None when only its reason file is left)."""
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            return self._item(self.held_path(result))
+        return None
+
+    def reason_path(self, result: str) -> Path:
+        return self.held_folder / f"{result}{REASON_SUFFIX}"
+
+    def held_path(self, result: str) -> Path:
+        return self.held_folder / f"{result}{SEALED}"
+
+    def retry(self, result: str) -> Path:
+        """A held result back among the waiting (one rename), then its reason file gone."""
+        self.find_held(result)  # only names that are held: never a path from outside
+        source, target = self.held_path(result), self.folder / f"{result}{SEALED}"
+        try:
+            source.rename(target)
+        except FileNotFoundError:
+            raise GatewayError(f"held result {result!r} has no body left to retry") from None
+        self._durable.sync(self.folder)
+        self.reason_path(result).unlink(missing_ok=True)
+        self._durable.sync(self.held_folder)
+        return target
+
+    def erase(self, result: str) -> None:
+        """A held result unlinked, then its reason file (purge, retention)."""
+        self.find_held(result)
+        self.held_path(result).unlink(missing_ok=True)
+        self.reason_path(result).unlink(missing_ok=True)
+        self._durable.sync(self.held_folder)
 
     def cursor(self) -> int:
         try:
