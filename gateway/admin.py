@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,10 @@ from gateway.audit import AuditLog, Verification, verify
 from gateway.errors import GatewayError, SpoolError, SpoolLocked
 from gateway.fate import Fate
 from gateway.pipeline import operations
-from gateway.pipeline.operations import Held, Op
+from gateway.pipeline.operations import Held, Op, ResultOp
 from gateway.settings import Settings
 from gateway.spool import HELD, STATES, Spool, State
+from gateway.spool.returns import Returned
 from gateway.vault import open_vault
 from gateway.worker import Worker
 
@@ -127,6 +128,79 @@ def act(settings: Settings, op: Op, state: State, ref: str) -> str:
     finally:
         spool.close()
     return f"{op}: {item.ref}"
+
+
+# -- results on their way back (`spool.returns`) ----------------------------------------------
+
+
+def results(settings: Settings) -> list[dict[str, Any]]:
+    """Every result waiting for PACS, then every held one (quarantine, dead)."""
+    returns = Spool.open_readonly(settings.spool).returns
+    now = time.time()
+    rows = [_result(now, "waiting", item, {}) for item in returns.waiting()]
+    for note in returns.held():
+        item = returns.held_item(str(note["result"]))
+        rows.append(_result(now, str(note.get("kind", "unknown")), item, note))
+    return rows
+
+
+def result(settings: Settings, result_id: str) -> dict[str, Any]:
+    """One result, waiting or held: its header, reason and size; its body stays sealed."""
+    returns = Spool.open_readonly(settings.spool).returns
+    now = time.time()
+    for item in returns.waiting():
+        if item.result == result_id:
+            return {**_result(now, "waiting", item, {}), **_file(item)}
+    note = returns.find_held(result_id)
+    held = returns.held_item(result_id)
+    shown = _result(now, str(note.get("kind", "unknown")), held, note)
+    return {**shown, **(_file(held) if held is not None else {"body": "missing"})}
+
+
+def _result(
+    now: float, state: str, item: Returned | None, note: dict[str, object]
+) -> dict[str, Any]:
+    fetched = item.fetched if item is not None else None
+    return {
+        "result": item.result if item is not None else note.get("result"),
+        "state": state,
+        "study": item.study if item is not None else note.get("study"),
+        "reason": note.get("reason"),
+        "fetched_at": _iso(fetched),
+        "age_hours": round((now - fetched) / 3600, 2) if fetched else None,
+        "held_at": _iso(note.get("at")),
+    }
+
+
+def _file(item: Returned) -> dict[str, Any]:
+    try:
+        size = item.path.stat().st_size
+    except FileNotFoundError:
+        return {"body": "missing"}
+    return {"cursor": item.cursor, "size": size}
+
+
+def _iso(stamp: object) -> str | None:
+    if not isinstance(stamp, (int, float)) or not stamp:
+        return None
+    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds")
+
+
+def act_result(settings: Settings, op: ResultOp, result_id: str) -> str:
+    """Retry or purge a held result: through the running gateway, or directly when none runs
+    (`pipeline.operations` says why a request)."""
+    try:
+        spool = Spool.open(settings.spool)
+    except SpoolLocked:
+        readonly = Spool.open_readonly(settings.spool)
+        return operations.request(readonly, op, operations.RESULTS, result_id)
+    try:
+        applied = operations.apply_result(spool, op, result_id)
+        with _audit(settings) as audit:
+            audit.append(applied.event, result=applied.result, kind=applied.kind)
+    finally:
+        spool.close()
+    return f"{op}: result {result_id}"
 
 
 @contextmanager

@@ -87,6 +87,9 @@ EVENTS = frozenset(
         "result.stored",  # a result of the analysis server, re-identified, in PACS
         "result.quarantined",
         "result.dead-lettered",
+        "result.retried",  # an operator put a held result back on its way to PACS
+        "result.purged",  # an operator erased a held result
+        "result.erased",  # retention erased a held result
         "gateway.started",
         "gateway.stopped",
         "audit.recovered",  # written by the log itself when it cut off a torn last line

@@ -55,6 +55,21 @@ def cmd_held_act(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_results_list(args: argparse.Namespace) -> int:
+    _print(admin.results(settings_from(args.config)), args.json)
+    return EXIT_OK
+
+
+def cmd_results_show(args: argparse.Namespace) -> int:
+    _print(admin.result(settings_from(args.config), args.result), True)
+    return EXIT_OK
+
+
+def cmd_results_act(args: argparse.Namespace) -> int:
+    print(admin.act_result(settings_from(args.config), args.op, args.result))
+    return EXIT_OK
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     settings = settings_from(args.config, files=False)
     result = admin.audit_verify(settings, args.file)
@@ -95,6 +110,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("ref", help="<study-id>/<name> or a unique <name>")
     p.add_argument("--config", type=Path, required=True)
     p.set_defaults(func=cmd_held_act, state=State.DEAD, op="retry")
+    _results_commands(verbs)
     audit = sub.add_parser("audit", help="the audit trail")
     verbs = audit.add_subparsers(dest="audit_command", required=True)
     p = verbs.add_parser("verify", help="check the audit trail's hash chain")
@@ -108,6 +124,28 @@ _OP_HELP = {
     "purge": "erase it now",
     "retry": "put a dead letter back in the outbox",
 }
+
+
+def _results_commands(verbs: Any) -> None:
+    group = verbs.add_parser(
+        "results", help="results on their way back to PACS: list, show, retry, purge"
+    )
+    actions = group.add_subparsers(dest="results_command", required=True)
+    p = actions.add_parser("list", help="results waiting for PACS, then held ones with reasons")
+    _config_json(p)
+    p.set_defaults(func=cmd_results_list)
+    p = actions.add_parser("show", help="one result: study (pseudonym), reason, times, size")
+    p.add_argument("result", help="the result id")
+    p.add_argument("--config", type=Path, required=True)
+    p.set_defaults(func=cmd_results_show)
+    for op, text in (
+        ("retry", "put a held result back on its way to PACS"),
+        ("purge", "erase a held result now"),
+    ):
+        p = actions.add_parser(op, help=text)
+        p.add_argument("result", help="the result id")
+        p.add_argument("--config", type=Path, required=True)
+        p.set_defaults(func=cmd_results_act, op=op)
 
 
 def _config_json(p: argparse.ArgumentParser) -> None:

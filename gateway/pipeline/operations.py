@@ -14,6 +14,14 @@ scheduler writes after applying it (within about a second). When no gateway runs
 the lock itself and applies the operation directly, with the same functions.
 Items are named by their spool ids (`<study-id>/<instance-id>`, or the instance id alone when
 it is unique): hashes and random ids, never patient data.
+
+Held results (`returns-held/`, the way back) take two operations by their result id (a UID the
+analysis server made): `retry` moves one back to `returns/`, where the next pass of the way back
+stores it in PACS; `purge` erases it. They reach the spool the same way, as requests of state
+`results`: the result files alone could be renamed safely beside the way back's thread (it only
+lists `returns/` and moves into `returns-held/`), but the audit trail has one writer - the
+running gateway - and retention erases held results on the scheduler's thread, so a request
+keeps every change of the spool and its record in one place.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ from gateway.errors import GatewayError
 from gateway.spool import HELD, Item, Spool, State
 
 Op = Literal["release", "purge", "retry"]
+ResultOp = Literal["retry", "purge"]
+#: the `state` of a request about a held result
+RESULTS = "results"
 _ANSWER = ".answer.json"
 
 
@@ -95,10 +106,33 @@ def apply(spool: Spool, op: Op, item: Held) -> Path | None:
     return None
 
 
+@dataclass(frozen=True)
+class ResultApplied:
+    """An operation done on a held result: what the audit trail records."""
+
+    op: ResultOp
+    result: str
+    kind: str  # quarantine or dead: where it was held
+
+    @property
+    def event(self) -> str:
+        return "result.retried" if self.op == "retry" else "result.purged"
+
+
+def apply_result(spool: Spool, op: ResultOp, result: str) -> ResultApplied:
+    """Retry (back to `returns/`) or purge a held result; GatewayError when none is held."""
+    note = spool.returns.find_held(result)
+    if op == "retry":
+        spool.returns.retry(result)
+    else:
+        spool.returns.erase(result)
+    return ResultApplied(op, result, str(note.get("kind", "unknown")))
+
+
 # -- requests to a running gateway ----------------------------------------------------------
 
 
-def request(spool: Spool, op: Op, state: State, ref: str, timeout: float = 30.0) -> str:
+def request(spool: Spool, op: Op, state: str, ref: str, timeout: float = 30.0) -> str:
     """Ask the running gateway to apply `op`; its answer, or GatewayError."""
     rid = secrets.token_hex(8)
     body = json.dumps({"op": op, "state": state, "ref": ref}).encode("ascii")
@@ -126,9 +160,9 @@ class Applied:
     path: Path | None
 
 
-def serve_requests(spool: Spool) -> list[Applied]:
+def serve_requests(spool: Spool) -> list[Applied | ResultApplied]:
     """Apply every pending request (the gateway's scheduler thread); answer each."""
-    done: list[Applied] = []
+    done: list[Applied | ResultApplied] = []
     for path in sorted(spool.requests.glob("*.json")):
         if path.name.endswith(_ANSWER):
             continue
@@ -136,7 +170,11 @@ def serve_requests(spool: Spool) -> list[Applied]:
         try:
             asked = json.loads(path.read_bytes())
             op, state, ref = asked["op"], asked["state"], str(asked["ref"])
-            if op in ("release", "purge", "retry") and state in HELD:
+            if op in ("purge", "retry") and state == RESULTS:
+                applied = apply_result(spool, op, ref)
+                done.append(applied)
+                ok, detail = True, f"{op}: result {ref}"
+            elif op in ("release", "purge", "retry") and state in HELD:
                 item = find(spool, State(state), ref)
                 moved = apply(spool, op, item)
                 done.append(Applied(op, item, moved))

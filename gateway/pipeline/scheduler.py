@@ -50,7 +50,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline.child import Job, Summary
 from gateway.pipeline.delivery import Answered, Outbox
 from gateway.pipeline.manifests import Manifests
-from gateway.pipeline.operations import serve_requests
+from gateway.pipeline.operations import ResultApplied, serve_requests
 from gateway.pipeline.pool import Lost, WorkerPool
 from gateway.pipeline.recovery import backlog
 from gateway.pipeline.retention import Retention
@@ -349,6 +349,9 @@ class Scheduler:
     def _requests(self, now: float) -> None:
         """Apply operators' requests (`dicom-gateway spool ...`) and queue what they freed."""
         for applied in serve_requests(self.spool):
+            if isinstance(applied, ResultApplied):
+                self._result_request(applied)
+                continue
             item = applied.item
             fields = {"study_id": item.study_id, "instance_id": item.name}
             if applied.op == "release" and applied.path is not None:
@@ -363,6 +366,13 @@ class Scheduler:
                 self.metrics.erased.labels(what="purged").inc()
                 self.audit.record("instance.purged", kind=item.state.value, **fields)
             log.info("operator.request", op=applied.op, state=item.state)
+
+    def _result_request(self, applied: ResultApplied) -> None:
+        """A held result retried (the way back picks it up) or purged."""
+        if applied.op == "purge":
+            self.metrics.erased.labels(what="purged").inc()
+        self.audit.record(applied.event, result=applied.result, kind=applied.kind)
+        log.info("operator.request", op=applied.op, state="results")
 
     def _assemble(self, now: float) -> None:
         for study in self.studies.stable(now):
