@@ -7,6 +7,13 @@
 - Quarantined originals: `retention.quarantine_hours` after they were received. When every
   original of a study has expired, the study key is destroyed first (crypto-erasure), then the
   files are unlinked; otherwise the expired files are unlinked one by one.
+- Held results (`returns-held/`: results of the analysis server the gateway could not tie to
+  one original study, or that PACS refused): sealed to the gateway's key and naming only
+  pseudonyms, kept for an operator like the instances held beside them - quarantined ones
+  `retention.quarantine_hours`, dead-lettered ones `retention.dead_letter_hours` after they
+  were held (the stamp of their reason file) - then unlinked, one `result.erased` record each.
+  Results still waiting for PACS are not retention's: the way back dead-letters them after
+  `results.retry_hours`.
 - Study records (the last manifest's list): once nothing of the study is left anywhere and the
   record is older than the delivered window.
 - The vault's study ledger (what each gateway delivered of a study, the manifest versions
@@ -23,6 +30,7 @@ per study.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter, defaultdict
@@ -30,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.audit import AuditLog
-from gateway.errors import VaultUnavailable
+from gateway.errors import GatewayError, VaultUnavailable
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.settings import RetentionSettings
@@ -77,6 +85,7 @@ class Retention:
                     erased[what] += 1
                     per_study[item.study_id][what] += 1
         self._quarantine(now, erased, per_study)
+        self._held_results(now, erased)
         self._records(now, busy, erased)
         self._ledger(erased)
         for study_id, counts in per_study.items():
@@ -112,6 +121,19 @@ class Retention:
                 per_study[study_id]["study_key"] += 1
             erased["quarantine"] += len(expired)
             per_study[study_id]["quarantine"] += len(expired)
+
+    def _held_results(self, now: float, erased: Counter[str]) -> None:
+        windows = {"quarantine": self.settings.quarantine_hours}
+        returns = self.spool.returns
+        for note in returns.held():
+            result, kind = str(note["result"]), str(note.get("kind", "dead"))
+            hours = windows.get(kind, self.settings.dead_letter_hours)
+            if not self._expired(returns.reason_path(result), now, hours):
+                continue
+            with contextlib.suppress(GatewayError):  # an operator acted on it meanwhile
+                returns.erase(result)
+                erased["result"] += 1
+                self.audit.record("result.erased", result=result, kind=kind)
 
     def _records(self, now: float, busy: set[str], erased: Counter[str]) -> None:
         hours = self.settings.delivered_hours

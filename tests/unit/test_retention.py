@@ -424,3 +424,37 @@ def test_the_study_ledger_forgets_what_is_older_than_the_delivered_window(
     finally:
         bench.close()
         vault.close()
+
+
+def test_held_results_go_after_the_quarantine_or_dead_letter_window_and_waiting_ones_stay(
+    site: Bench,
+) -> None:
+    """returns-held/ (results the way back could not store) on the windows of the instances
+    held beside them, from the time they were held; returns/ is not retention's."""
+    returns = site.spool.returns
+    ids = {
+        name: f"2.25.{n}" for n, name in enumerate(("old_q", "young_q", "old_d", "young_d", "w"), 1)
+    }
+    for cursor, rid in enumerate(ids.values(), 1):
+        site.aged(returns.put(rid, "2.25.99", cursor, b"sealed").path, 10 * HOUR)
+    items = {r.result: r for r in returns.waiting()}
+    ages = {"old_q": 2 * HOUR, "young_q": 1.9 * HOUR, "old_d": 3 * HOUR, "young_d": 2.5 * HOUR}
+    for name, age in ages.items():
+        kind = "quarantine" if name.endswith("_q") else "dead"
+        returns.hold(items[ids[name]], kind, "result-unknown-study")
+        site.aged(returns.reason_path(ids[name]), age)
+
+    erased = site.sweep()
+
+    assert erased == Counter(result=2)
+    assert sorted(str(n["result"]) for n in returns.held()) == [ids["young_q"], ids["young_d"]]
+    assert not returns.held_path(ids["old_q"]).exists()
+    assert not returns.held_path(ids["old_d"]).exists()
+    assert [r.result for r in returns.waiting()] == [ids["w"]]
+    sample = site.registry.get_sample_value
+    assert sample("dicom_gateway_erased_total", {"what": "result"}) == 2
+    records = [json.loads(line) for line in site.audit_path.read_text().splitlines()]
+    assert {(r["event"], r["result"], r["kind"]) for r in records} == {
+        ("result.erased", ids["old_q"], "quarantine"),
+        ("result.erased", ids["old_d"], "dead"),
+    }
