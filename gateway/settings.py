@@ -495,6 +495,9 @@ class ReceiverSettings:
     #: The gateway's public HPKE key: results are sealed to it (the results channel is off
     #: without it).
     results_key: Path | None = None
+    #: Analyse every complete study stored and offer a SEG and an SR of it as results (a
+    #: demonstration of the way back, gateway/receiver/demo.py); needs `results_key`.
+    demo_analysis: bool = False
 
 
 @dataclass(frozen=True)

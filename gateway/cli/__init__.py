@@ -40,7 +40,7 @@ def cmd_receiver(args: argparse.Namespace) -> int:
     settings = settings_from(args.config, files=False)
     configure(settings.logging)
     try:
-        receiver_server.serve(settings)
+        receiver_server.serve(settings, demo_analysis=args.demo_analysis)
     except (GatewayError, OSError) as exc:
         print(f"dicom-gateway receiver: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -112,6 +112,11 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("receiver", help="run the reference receiver (analysis server end)")
     p.add_argument("--config", type=Path, required=True)
+    p.add_argument(
+        "--demo-analysis",
+        action="store_true",
+        help="offer a SEG and an SR of every complete study as results (receiver.demo_analysis)",
+    )
     p.set_defaults(func=cmd_receiver)
     p = sub.add_parser("check-config", help="validate a configuration file")
     p.add_argument("file", type=Path)

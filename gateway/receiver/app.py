@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydicom import dcmread
@@ -62,9 +63,12 @@ def build(
     max_body_bytes: int,
     results: Results | None = None,
     results_key: PublicKey | None = None,
+    on_stored: Callable[[str, str], None] | None = None,
 ) -> Starlette:
     """The receiver application for one HPKE key and one storage folder; with `results` and
-    the gateway's `results_key`, the results channel too."""
+    the gateway's `results_key`, the results channel too. `on_stored(site, study)` is called
+    after an instance or manifest was newly stored (it must not block: the demo analysis
+    only puts the study on its queue)."""
 
     async def instance(request: Request) -> JSONResponse:
         return await _handle(request, "instance")
@@ -87,6 +91,8 @@ def build(
             Stored.CONFLICT: "stored-with-other-content",
         }[stored]
         log.info("receiver.answered", kind=kind, status=stored.value, reason=reason)
+        if on_stored is not None and stored is Stored.CREATED:
+            on_stored(name.site, name.study)
         return JSONResponse({"reason": reason}, status_code=stored.value)
 
     def _open_and_store(name: Name, body: bytes) -> Stored:

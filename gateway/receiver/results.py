@@ -7,7 +7,8 @@ results channel, docs/protocol.md).
 A result is a DICOM file naming only pseudonymous UIDs (an analysis of a study the gateway
 sent); its id is its SOP Instance UID, its cursor a number that grows with each result
 offered, so a gateway asks only for what came after the last it took. `offer` is how an
-analysis (the demo, or a test) puts one there. Acknowledging twice is acknowledging.
+analysis (the demo, or a test) puts one there; offering an id again is a repeat.
+Acknowledging twice is acknowledging.
 """
 
 from __future__ import annotations
@@ -37,12 +38,18 @@ class Results:
         self.root = root
 
     def offer(self, site: str, data: bytes) -> Offer:
-        """Put a result where the site's gateway will find it; written durably."""
+        """Put a result where the site's gateway will find it; written durably. A result
+        offered before (the same id, acknowledged or not) is not offered again: its offer is
+        returned as it was."""
         ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
         result, study = str(ds.SOPInstanceUID), str(ds.StudyInstanceUID)
         folder = self._folder(site)
         folder.mkdir(parents=True, exist_ok=True)
-        cursor = 1 + max((o.cursor for o, _ in self._files(site)), default=0)
+        files = self._files(site)
+        for before, _ in files:
+            if before.result == result:
+                return Offer(before.cursor, result, study)
+        cursor = 1 + max((o.cursor for o, _ in files), default=0)
         target = folder / f"{cursor:012d}-{result}.dcm"
         write_new(target, data)
         return Offer(cursor, result, study)

@@ -18,6 +18,7 @@ import uvicorn
 
 from gateway.errors import ConfigError
 from gateway.receiver.app import build
+from gateway.receiver.demo import DemoAnalysis
 from gateway.receiver.results import Results
 from gateway.receiver.store import Store
 from gateway.receiver.uvicorn_seam import (
@@ -51,18 +52,31 @@ def _tls_1_2_at_least(config: uvicorn.Config, make: Callable[[], ssl.SSLContext]
     return context
 
 
-def serve(settings: Settings) -> None:
-    """Run the receiver until SIGTERM/SIGINT."""
+def _demo(settings: Settings, storage: Path, demo_analysis: bool) -> DemoAnalysis | None:
+    if not (demo_analysis or settings.receiver.demo_analysis):
+        return None
+    if settings.receiver.results_key is None:
+        raise ConfigError(
+            [f"{settings.source}: receiver.results_key: is required for the demo analysis"]
+        )
+    return DemoAnalysis(storage, Results(storage))
+
+
+def serve(settings: Settings, demo_analysis: bool = False) -> None:
+    """Run the receiver until SIGTERM/SIGINT; with `demo_analysis` (or the setting), the
+    demo analysis beside it, in one thread started before the listener and stopped after."""
     certificate, private_key, client_ca, hpke_key, storage = _required(settings)
     key = read_private(hpke_key)
     storage.mkdir(parents=True, exist_ok=True)
     results_key = settings.receiver.results_key
+    demo = _demo(settings, storage, demo_analysis)
     app = build(
         key,
         Store(storage),
         MAX_BODY_BYTES,
         Results(storage) if results_key is not None else None,
         read_public(results_key) if results_key is not None else None,
+        demo.submit if demo is not None else None,
     )
     config = uvicorn.Config(
         app,
@@ -90,5 +104,12 @@ def serve(settings: Settings) -> None:
         key_id=key.public.key_id,
     )
     exit_quietly_after_signals()  # uvicorn re-raises the signal it stopped on
-    uvicorn.Server(config).run(sockets=[sock])
+    if demo is not None:
+        demo.start()
+        log.info("receiver.demo_analysis_started")
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        if demo is not None:
+            demo.stop()
     log.info("receiver.stopped")
