@@ -119,6 +119,8 @@ class DemoAnalysis:
         """Every (site, study) with a newest manifest not analysed yet: the start's catch-up."""
         found = []
         for site in sorted(p for p in self.storage.iterdir() if _SITE.fullmatch(p.name)):
+            if not site.is_dir():
+                continue
             for folder in sorted(p for p in site.iterdir() if _UID.fullmatch(p.name)):
                 newest = newest_manifest(folder)
                 if newest is not None and not (folder / f"demo-{newest[0]}.json").exists():
