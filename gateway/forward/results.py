@@ -23,10 +23,13 @@ import httpx
 
 from gateway.errors import GatewayError
 from gateway.forward.classify import HTTPX_ERRORS
+from gateway.logs import get_logger
 from gateway.seal.envelope import CONTENT_TYPE, KEY_ID_HEADER, SITE_HEADER, Name, Sealed
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _DIGEST = re.compile(r"sha-256=:([A-Za-z0-9+/=]+):")
+
+log = get_logger("gateway.results")
 
 
 class ResultsError(GatewayError):
@@ -91,8 +94,14 @@ class ResultsClient:
             )
         except HTTPX_ERRORS:
             raise ResultsError("unreachable") from None
-        if response.status_code != 204:
-            raise ResultsError(f"acknowledge-refused-{response.status_code}")
+        if response.status_code == 204:
+            return
+        if response.status_code == 404 and _reason(response) == "no-such-result":
+            # forgotten already (a server may drop what was acknowledged, or expire it): the
+            # gateway holds it or PACS has it, and there is nothing left to tell
+            log.info("results.already_forgotten")
+            return
+        raise ResultsError(f"acknowledge-refused-{response.status_code}")
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
         try:
@@ -118,3 +127,10 @@ class ResultsClient:
 
 def _is_uid(value: object) -> bool:
     return isinstance(value, str) and len(value) <= 64 and _UID.fullmatch(value) is not None
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("reason", ""))
+    except (ValueError, AttributeError):
+        return ""

@@ -88,8 +88,9 @@ def test_results_are_listed_after_a_cursor_fetched_sealed_and_acknowledged_once(
     with pytest.raises(ResultsError) as gone:
         client.fetch(listed[0])
     assert gone.value.reason == "refused-404"
+    client.acknowledge(generate_uid())  # no such result (forgotten): nothing left to tell
     with pytest.raises(ResultsError) as unknown:
-        client.acknowledge(generate_uid())
+        client.acknowledge("1.2.3.x")  # refused for another reason
     assert unknown.value.reason == "acknowledge-refused-404"
     assert ResultsClient(forwarder.http, url, "OTHER", key_id).waiting(0) == ([], 0)
     with pytest.raises(ResultsError) as wrong:
