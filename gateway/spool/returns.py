@@ -156,14 +156,21 @@ class Returns:
         return self.held_folder / f"{result}{SEALED}"
 
     def retry(self, result: str) -> Path:
-        """A held result back among the waiting (one rename), then its reason file gone."""
+        """A held result back among the waiting, its retry window (`fetched`) starting again
+        (a durable copy, then the held file and its reason file gone: a crash in between
+        leaves it held too, until it is purged or expires)."""
         self.find_held(result)  # only names that are held: never a path from outside
         source, target = self.held_path(result), self.folder / f"{result}{SEALED}"
         try:
-            source.rename(target)
+            with source.open("rb") as file:
+                header = json.loads(file.readline())
+                body = file.read()
         except FileNotFoundError:
             raise GatewayError(f"held result {result!r} has no body left to retry") from None
-        self._durable.sync(self.folder)
+        header["fetched"] = time.time()
+        line = json.dumps(header, sort_keys=True).encode("ascii") + b"\n"
+        self._durable.write(target, [line, body])
+        source.unlink(missing_ok=True)
         self.reason_path(result).unlink(missing_ok=True)
         self._durable.sync(self.held_folder)
         return target

@@ -351,3 +351,23 @@ def test_results_are_stored_over_dicom_tls_and_wait_when_pacs_is_not_trusted(
         assert stored.SOPInstanceUID == good.result
         assert spool.returns.waiting() == []
         assert client.waiting(0)[0] == []
+
+
+def test_a_retried_result_starts_its_retry_window_again(site: Site) -> None:
+    """Held after PACS refused it for hours (`pacs-retries-exhausted`), a retried result
+    would be dead-lettered again at once if it kept the time it was fetched."""
+    spool = Spool.open(load(site.path).spool)
+    try:
+        returns = spool.returns
+        rid = generate_uid()
+        kept = returns.put(rid, generate_uid(), 1, b"sealed bytes")
+        returns.hold(kept, "dead", "pacs-retries-exhausted")
+        time.sleep(0.05)
+        returns.retry(rid)
+        [again] = returns.waiting()
+        assert again.fetched >= kept.fetched + 0.05
+        assert returns.body(again) == b"sealed bytes"
+        assert (again.study, again.cursor) == (kept.study, kept.cursor)
+        assert returns.held() == []
+    finally:
+        spool.close()
