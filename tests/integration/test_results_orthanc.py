@@ -68,11 +68,25 @@ def with_results(site: Site, orthanc: Orthanc) -> None:
     assert made.returncode == 0, made.stderr
 
 
+RoundTrip = tuple[Site, Orthanc, list[Dataset]]
+
+
 @pytest.fixture
-def round_trip(site: Site, orthanc: Orthanc) -> Iterator[tuple[Site, Orthanc, list[Dataset]]]:
+def round_trip(site: Site, orthanc: Orthanc) -> Iterator[RoundTrip]:
     """Jane's study pushed from Orthanc through the gateway to the receiver, its manifest
     there; what the receiver got."""
+    yield from _pushed(site, orthanc, demo=False)
+
+
+@pytest.fixture
+def demo_round_trip(site: Site, orthanc: Orthanc) -> Iterator[RoundTrip]:
+    """The same, the receiver running its demo analysis (`receiver --demo-analysis`)."""
+    yield from _pushed(site, orthanc, demo=True)
+
+
+def _pushed(site: Site, orthanc: Orthanc, demo: bool) -> Iterator[RoundTrip]:
     with_results(site, orthanc)
+    site.edit(lambda c: c["receiver"].update(demo_analysis=demo))
     site.receiver()
     gateway = site.gateway()
     originals = two_series()
@@ -87,7 +101,9 @@ def round_trip(site: Site, orthanc: Orthanc) -> Iterator[tuple[Site, Orthanc, li
                                                              "Synchronous": True})  # fmt: skip
         assert pushed.status_code == 200, pushed.text
     wait_for(lambda: _listed(site) == len(originals), 120, "a manifest listing the study")
-    received: list[Dataset] = [pydicom.dcmread(p) for p in site.stored()]
+    received: list[Dataset] = [
+        pydicom.dcmread(p) for p in site.stored() if p.parent.name != "results"
+    ]
     assert len(received) == len(originals)
     yield site, orthanc, received
     assert gateway.stop() == 0
@@ -103,9 +119,7 @@ def _listed(site: Site) -> int:
     return len(json.loads(newest.read_text())["instances"])
 
 
-def test_an_sr_and_a_seg_land_in_orthanc_beside_the_original_study(
-    round_trip: tuple[Site, Orthanc, list[Dataset]],
-) -> None:
+def test_an_sr_and_a_seg_land_in_orthanc_beside_the_original_study(round_trip: RoundTrip) -> None:
     site, orthanc, received = round_trip
     study = _original_study(orthanc, received)
     before = orthanc.study(study)
@@ -113,9 +127,28 @@ def test_an_sr_and_a_seg_land_in_orthanc_beside_the_original_study(
     offered = Results(site.root / "received")
     made = [offered.offer(SITE_CODE, seg(largest)), offered.offer(SITE_CODE, encode(sr(received)))]
     wait_for(lambda: len(orthanc.study(study)) == len(before) + 2, 30, "both results in Orthanc")
-    results = [(data, ds) for data, ds in _read(orthanc.study(study)) if ds.Modality in RESULTS]
-    assert sorted(str(ds.SOPInstanceUID) for _, ds in results) == sorted(r.result for r in made)
-    images = [ds for _, ds in _read(before)]
+    results = _check_results(orthanc.study(study), received, len(largest))
+    assert sorted(str(ds.SOPInstanceUID) for ds in results) == sorted(r.result for r in made)
+
+
+def test_the_demo_analysis_makes_the_whole_round_trip(demo_round_trip: RoundTrip) -> None:
+    """PACS -> gateway -> analysis (the receiver's demo) -> gateway -> PACS, nobody copying
+    anything: an SR and a SEG of the largest series are in Orthanc within the poll interval
+    after the manifest."""
+    site, orthanc, received = demo_round_trip
+    study = _original_study(orthanc, received)
+    wait_for(lambda: len(orthanc.study(study)) == len(received) + 2, 60, "the demo's results")
+    results = _check_results(orthanc.study(study), received, max(map(len, _by_series(received))))
+    assert sorted(ds.Modality for ds in results) == ["SEG", "SR"]
+    assert not list((site.root / "received" / SITE_CODE / "results").glob("*.dcm"))  # acked
+
+
+def _check_results(files: list[bytes], received: list[Dataset], largest: int) -> list[Dataset]:
+    """The results among `files` (Orthanc's copy of the study): under the original patient
+    and study, every reference one of the original images, no pseudonym in any byte; a SEG
+    references every image of the series of `largest` images."""
+    results = [(data, ds) for data, ds in _read(files) if ds.Modality in RESULTS]
+    images = [ds for _, ds in _read(files) if ds.Modality not in RESULTS]
     originals = {
         str(ds.get(keyword))
         for ds in images
@@ -142,12 +175,14 @@ def test_an_sr_and_a_seg_land_in_orthanc_beside_the_original_study(
         assert str(ds.PatientName) == JANE["PatientName"]
         assert str(ds.AccessionNumber) == JANE["AccessionNumber"]
         references = _references(ds)
-        assert len(references) > 3, f"{ds.Modality} references {len(references)} UIDs"
+        assert str(ds.StudyInstanceUID) in references  # the study, and images in it
+        assert references & {str(i.SOPInstanceUID) for i in images}, f"{ds.Modality}: no image"
         assert references <= originals, f"{ds.Modality} references what Orthanc does not hold"
         assert not [p for p in pseudonyms if p.encode("ascii") in data]
     segmentation = next(ds for _, ds in results if ds.Modality == "SEG")
-    [source] = [s for s in _by_series(images) if len(s) == len(largest)]
+    [source] = [s for s in _by_series(images) if len(s) == largest]
     assert _references(segmentation) >= {str(ds.SOPInstanceUID) for ds in source}
+    return [ds for _, ds in results]
 
 
 def _original_study(orthanc: Orthanc, received: list[Dataset]) -> str:
@@ -167,7 +202,7 @@ def _by_series(images: list[Dataset]) -> list[list[Dataset]]:
 
 
 def test_results_the_gateway_cannot_tie_to_one_study_never_reach_orthanc(
-    round_trip: tuple[Site, Orthanc, list[Dataset]],
+    round_trip: RoundTrip,
 ) -> None:
     site, orthanc, received = round_trip
     held_before = orthanc.count()
