@@ -8,7 +8,6 @@ check runs before any association is requested.
 
 from __future__ import annotations
 
-import socket
 import ssl
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from gateway.errors import NetworkError
 from gateway.ingest.pynetdicom_seam import (
     check_pynetdicom,
     close_failed_transport,
+    reachable,
     stream_stored_files,
 )
 
@@ -99,10 +99,7 @@ def store(node: Node, ds: Dataset) -> int | None:
     in its file meta's transfer syntax; the DIMSE status, or None when the association or
     the request failed (PACS down, the context refused)."""
     check_pynetdicom()
-    if not _listening(node):
-        # pynetdicom 3.0.4 leaks the socket of a refused connection (its `_shutdown_socket`
-        # raises on a socket that never connected and skips the close): a PACS that is down
-        # is found here, without it
+    if not reachable(node.host, node.port, node.timeout):  # PACS down (see `reachable`)
         return None
     ae = _ae(node)
     ae.requested_contexts = [
@@ -122,14 +119,6 @@ def store(node: Node, ds: Dataset) -> int | None:
     finally:
         if assoc.is_established:
             assoc.release()
-
-
-def _listening(node: Node) -> bool:
-    try:
-        socket.create_connection((node.host, node.port), timeout=node.timeout).close()
-    except OSError:
-        return False
-    return True
 
 
 def dicom_files(paths: Iterable[Path]) -> Iterator[Path]:

@@ -110,6 +110,22 @@ def close_failed_transport(assoc: Association) -> None:
         sock.close()
 
 
+def reachable(host: str, port: int, timeout: float) -> bool:
+    """Whether a TCP connection to the peer opens - asked before requesting an association.
+
+    pynetdicom (3.0.4) leaks the socket of a connection that was refused: its
+    `_shutdown_socket` raises on a socket that never connected and skips the close, and
+    `close_failed_transport` cannot reach it (the upper layer has dropped it by then). A peer
+    that is down is found here instead, with a socket that is closed. A test
+    (`test_pynetdicom_still_leaks_a_refused_socket`) says when this is no longer needed.
+    """
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 # -- the socket pynetdicom reads from before the association is established --------------------
 
 

@@ -23,6 +23,7 @@ from gateway import devpki, scu
 from gateway.audit import AuditLog
 from gateway.forward.client import Forwarder
 from gateway.forward.results import ResultsClient
+from gateway.ingest.pynetdicom_seam import reachable
 from gateway.keyfiles import generate_key_file
 from gateway.metrics import Metrics
 from gateway.pipeline.results import ResultsDeliverer, ResultsPoller, ReturnPath
@@ -300,7 +301,7 @@ def tls_storescp(folder: Path, port: int, pki: Path) -> Iterator[subprocess.Pope
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_for(lambda: scu._listening(scu.Node("127.0.0.1", port, "X", "PACS")), 10, "storescp")
+        wait_for(lambda: reachable("127.0.0.1", port, 5.0), 10, "storescp")
         yield process
     finally:
         process.terminate()  # by its PID

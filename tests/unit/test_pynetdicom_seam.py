@@ -8,9 +8,11 @@ is what an upgrade would do, and the check must name exactly what went.
 from __future__ import annotations
 
 import ast
+import gc
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -286,3 +288,34 @@ def test_hand_off_on_a_real_association() -> None:
     [sock] = server.sockets
     assert len(sock.sizes) == 2  # before the data phase: the A-ASSOCIATE-RQ only
     assert sock.sizes[0] == 6  # its header first, then its body in one call
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_reachable_tells_a_listening_peer_from_one_that_is_down() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        assert seam.reachable("127.0.0.1", server.getsockname()[1], 5.0)
+    assert not seam.reachable("127.0.0.1", _closed_port(), 5.0)
+
+
+def test_pynetdicom_still_leaks_a_refused_socket() -> None:
+    """Why `scu.store` asks `reachable` first: an association requested of a port nobody
+    listens on leaves an unclosed socket behind. When this fails, pynetdicom closes it now
+    and the probe can go."""
+    ae = AE()
+    ae.add_requested_context(Verification)
+    ae.network_timeout = ae.acse_timeout = 5
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assoc = ae.associate("127.0.0.1", _closed_port())
+        assert not assoc.is_established
+        del assoc
+        gc.collect()
+    leaked = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert any("unclosed <socket" in str(w.message) for w in leaked), leaked
