@@ -16,6 +16,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
@@ -30,6 +31,13 @@ from gateway.ingest.pynetdicom_seam import (
 )
 
 MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context IDs are odd numbers 1-255
+#: What `store` answers when the peer accepts no proposed context for the data set: the DIMSE
+#: status "Refused: SOP Class not supported" (PS3.7 C.5.x) it would have given a C-STORE
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+
+
+class ContextsRefused(NetworkError):
+    """The peer accepted none of the proposed presentation contexts."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +79,12 @@ def _associate(ae: AE, node: Node) -> Association:
     tls_args = (node.tls, node.host) if node.tls is not None else None
     assoc = ae.associate(node.host, node.port, ae_title=node.called_ae_title, tls_args=tls_args)
     if not assoc.is_established:
-        what = "rejected" if assoc.is_rejected else "aborted or unreachable"
-        if assoc.rejected_contexts and not assoc.accepted_contexts:
-            what = "refused every proposed SOP class/transfer syntax"
         close_failed_transport(assoc)
-        raise NetworkError(f"association with {node.host}:{node.port} {what}")
+        where = f"association with {node.host}:{node.port}"
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            raise ContextsRefused(f"{where} refused every proposed SOP class/transfer syntax")
+        what = "rejected" if assoc.is_rejected else "aborted or unreachable"
+        raise NetworkError(f"{where} {what}")
     return assoc
 
 
@@ -96,22 +105,23 @@ def echo(node: Node) -> int:
 
 def store(node: Node, ds: Dataset) -> int | None:
     """C-STORE one data set held in memory (a re-identified result: never written to disk),
-    in its file meta's transfer syntax; the DIMSE status, or None when the association or
-    the request failed (PACS down, the context refused)."""
+    in its own transfer syntax or an uncompressed one the peer accepts (`_syntaxes`); the
+    DIMSE status, `SOP_CLASS_NOT_SUPPORTED` when the peer accepts no context for it, or None
+    when the association or the request failed (PACS down)."""
     check_pynetdicom()
     if not reachable(node.host, node.port, node.timeout):  # PACS down (see `reachable`)
         return None
     ae = _ae(node)
-    ae.requested_contexts = [
-        build_context(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
-    ]
+    ae.requested_contexts = [build_context(str(ds.SOPClassUID), _syntaxes(ds))]
     try:
         assoc = _associate(ae, node)
+    except ContextsRefused:
+        return SOP_CLASS_NOT_SUPPORTED
     except NetworkError:
         return None
     try:
         if not assoc.accepted_contexts:
-            return None
+            return SOP_CLASS_NOT_SUPPORTED
         rsp = assoc.send_c_store(ds)
         return int(rsp.Status) if "Status" in rsp else None
     except (AttributeError, ValueError, OSError):
@@ -119,6 +129,16 @@ def store(node: Node, ds: Dataset) -> int | None:
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def _syntaxes(ds: Dataset) -> list[str]:
+    """The data set's own transfer syntax first; a native one may also go as either
+    uncompressed little endian syntax, whichever the peer accepts (pynetdicom encodes the
+    data set in the one accepted). Encapsulated pixel data goes only as it is."""
+    own = UID(str(ds.file_meta.TransferSyntaxUID))
+    if own.is_encapsulated:
+        return [own]
+    return [own, *(ts for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if ts != own)]
 
 
 def dicom_files(paths: Iterable[Path]) -> Iterator[Path]:

@@ -16,7 +16,9 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from gateway import scu
 from gateway.audit import AuditLog
@@ -24,7 +26,7 @@ from gateway.errors import SealError
 from gateway.forward.client import Forwarder
 from gateway.forward.results import ResultsClient, ResultsError
 from gateway.keyfiles import generate_key_file
-from gateway.pipeline.results import ResultsDeliverer, ResultsPoller
+from gateway.pipeline.results import Pacs, ResultsDeliverer, ResultsPoller, pacs_verdict
 from gateway.receiver.results import Results
 from gateway.reidentify.restore import Reidentifier
 from gateway.seal import keys as seal_keys
@@ -148,12 +150,12 @@ def test_the_poller_keeps_each_result_in_the_spool_once_and_moves_its_cursor(
 
 
 @contextmanager
-def storescp(folder: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def storescp(folder: Path, port: int, *options: str) -> Iterator[subprocess.Popen[bytes]]:
     """dcmtk storescp as PACS on 127.0.0.1: it keeps what it is sent in `folder`, each
     C-STORE in a file of its own (`+uf`: the same instance twice is two files)."""
     folder.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [dcmtk("storescp"), "-aet", "PACS", "+uf", "-od", str(folder), str(port)],
+        [dcmtk("storescp"), *options, "-aet", "PACS", "+uf", "-od", str(folder), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -359,3 +361,32 @@ def test_the_daemon_brings_a_result_back_to_pacs_under_the_original_study(site: 
 def _waiting(site: Site, result: str) -> bool:
     folder = site.root / "received" / SITE_OF_DAEMON / "results"
     return any(p.name.endswith(f"-{result}.dcm") for p in folder.iterdir())
+
+
+def test_a_result_goes_in_a_syntax_pacs_accepts_and_a_class_it_lacks_is_refused_for_good(
+    vault: SqliteVault, tmp_path: Path
+) -> None:
+    """An SR in Explicit VR Little Endian reaches a PACS that accepts Implicit VR Little
+    Endian only (dcmtk storescp +xi); a PACS without the SR's SOP class (a pynetdicom SCP
+    for CT only) answers as for "SOP Class not supported", which is final (dead letter)."""
+    sent = send_study(vault, ct_slices(1, **JANE))
+    restored = Reidentifier(vault, "UT").restore(encode(sr(sent.outputs)))
+    ds = pydicom.dcmread(io.BytesIO(restored.data))
+    assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    port = free_port()
+    node = scu.Node("127.0.0.1", port, "DICOM_GATEWAY", "PACS", timeout=5.0)
+    with storescp(tmp_path / "pacs", port, "+xi"):
+        assert scu.store(node, ds) == 0x0000
+    [stored] = list((tmp_path / "pacs").iterdir())
+    assert pydicom.dcmread(stored).SOPInstanceUID == restored.sop_instance_uid
+
+    ct_only = AE(ae_title="PACS")
+    ct_only.add_supported_context(CTImageStorage)
+    server = ct_only.start_server(("127.0.0.1", port), block=False)
+    assert server is not None
+    try:
+        status = scu.store(node, ds)
+    finally:
+        server.shutdown()
+    assert status == scu.SOP_CLASS_NOT_SUPPORTED
+    assert pacs_verdict(status) is Pacs.REFUSED
