@@ -1,5 +1,6 @@
 """Fixtures for the integration tests: `site` (keys, reference receiver, gateway: see
-tests/pipeline_site.py) and `orthanc` (tests/orthanc.py)."""
+tests/pipeline_site.py), `orthanc` (tests/orthanc.py), and `channel` and `way` for the way
+back (tests/results_way.py)."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,8 +9,9 @@ import pytest
 
 from tests.orthanc import Orthanc, orthanc_binary
 from tests.pipeline_site import site
+from tests.results_way import channel, way
 
-__all__ = ["orthanc", "site"]
+__all__ = ["channel", "orthanc", "site", "way"]
 
 
 @pytest.fixture

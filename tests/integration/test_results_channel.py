@@ -6,7 +6,6 @@ and acknowledged idempotently."""
 from __future__ import annotations
 
 import io
-import json
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -21,41 +20,27 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from gateway import scu
-from gateway.audit import AuditLog
 from gateway.errors import SealError
 from gateway.forward.client import Forwarder
 from gateway.forward.results import ResultsClient, ResultsError
 from gateway.keyfiles import generate_key_file
-from gateway.pipeline.results import Pacs, ResultsDeliverer, ResultsPoller, pacs_verdict
+from gateway.pipeline.results import Pacs, ResultsPoller, pacs_verdict
 from gateway.receiver.results import Results
 from gateway.reidentify.restore import Reidentifier
 from gateway.seal import keys as seal_keys
 from gateway.seal.envelope import Name, open_sealed
 from gateway.settings import SecretSource, SpoolSettings, load
 from gateway.spool import Spool
-from gateway.spool.returns import Returns
 from gateway.vault import Entry, SqliteVault
 from tests.dicom_builders import greyscale, part10, worker
 from tests.integration.test_reidentify import JANE, OTHER, _referencing, ct_slices, encode, sr
 from tests.integration.test_reidentify import send as send_study
 from tests.pipeline_site import Site, free_port, wait_for
+from tests.results_way import SITE, Way
 from tests.support import cli, dcmtk, storescu
 
 pytestmark = pytest.mark.timeout(120)
-SITE = "GW"
 SITE_OF_DAEMON = "SITE"  # deidentify.site_code by default
-
-
-@pytest.fixture
-def channel(site: Site) -> Iterator[tuple[Site, str, Forwarder]]:
-    """The receiver offering results sealed to a gateway key made here; its key id."""
-    private, public = site.root / "keys" / "results.key", site.root / "keys" / "results.pub"
-    key_id = seal_keys.write_pair(private, public)
-    site.edit(lambda config: config["receiver"].update(results_key=str(public)))
-    site.receiver()
-    forwarder = Forwarder.for_settings(load(site.path))
-    yield site, key_id, forwarder
-    forwarder.close()
 
 
 def result(study: str) -> bytes:
@@ -173,152 +158,91 @@ def _accepts(port: int) -> bool:
 
 
 def test_results_go_to_pacs_re_identified_and_are_acknowledged_only_after_success(
-    channel: tuple[Site, str, Forwarder], vault: SqliteVault, tmp_path: Path
+    way: Way, vault: SqliteVault, tmp_path: Path
 ) -> None:
-    site, key_id, forwarder = channel
     sent = send_study(vault, ct_slices(2, **JANE))
-    offered = Results(site.root / "received")
-    stranger = offered.offer(SITE, encode(sr(sent.outputs, StudyInstanceUID=generate_uid())))
-    good = offered.offer(SITE, encode(sr(sent.outputs)))
-    client = ResultsClient(forwarder.http, str(site.config["forward"]["url"]), SITE, key_id)
-    generate_key_file(tmp_path / "master.key")
-    spool = Spool.open(
-        SpoolSettings(tmp_path / "spool", SecretSource(file=tmp_path / "master.key"))
-    )
-    audit = AuditLog(tmp_path / "audit.log", sync=False)
-    port = free_port()
-    node = scu.Node("127.0.0.1", port, "DICOM_GATEWAY", "PACS", timeout=5.0)
-    deliverer = ResultsDeliverer(
-        spool.returns, client, Reidentifier(vault, "UT"),
-        seal_keys.read_private(site.root / "keys" / "results.key"),
-        lambda ds: scu.store(node, ds), audit, retry_hours=1.0,
-    )  # fmt: skip
-    try:
-        ResultsPoller(client, spool.returns).poll_once()
-        assert not deliverer.deliver_once()  # PACS down: the good result waits, unacknowledged
-        assert [r.result for r in spool.returns.waiting()] == [good.result]
-        held = [(h["result"], h["reason"]) for h in spool.returns.held()]
-        assert held == [(stranger.result, "result-unknown-study")]
-        assert [w.result for w in client.waiting(0)[0]] == [good.result]  # stranger: acknowledged
-        with storescp(tmp_path / "pacs", port):
-            assert deliverer.deliver_once()
-        stored = [pydicom.dcmread(p) for p in (tmp_path / "pacs").iterdir()]
-        assert [str(ds.StudyInstanceUID) for ds in stored] == [sent.original("StudyInstanceUID")]
-        assert str(stored[0].PatientName) == JANE["PatientName"]
-        assert stored[0].SOPInstanceUID == good.result
-        assert spool.returns.waiting() == []
-        assert client.waiting(0)[0] == []  # acknowledged after PACS said Success
-    finally:
-        audit.close()
-        spool.close()
-    events = [
-        json.loads(line)["event"] for line in (tmp_path / "audit.log").read_text().splitlines()
-    ]
-    assert events == ["result.quarantined", "result.stored"]
+    stranger = way.offered.offer(SITE, encode(sr(sent.outputs, StudyInstanceUID=generate_uid())))
+    good = way.offered.offer(SITE, encode(sr(sent.outputs)))
+    deliverer = way.deliverer(vault)
+    way.poll()
+    assert not deliverer.deliver_once()  # PACS down: the good result waits, unacknowledged
+    assert [r.result for r in way.spool.returns.waiting()] == [good.result]
+    held = [(h["result"], h["reason"]) for h in way.spool.returns.held()]
+    assert held == [(stranger.result, "result-unknown-study")]
+    assert [w.result for w in way.client.waiting(0)[0]] == [good.result]  # stranger: acked
+    with storescp(tmp_path / "pacs", way.node.port):
+        assert deliverer.deliver_once()
+    stored = [pydicom.dcmread(p) for p in (tmp_path / "pacs").iterdir()]
+    assert [str(ds.StudyInstanceUID) for ds in stored] == [sent.original("StudyInstanceUID")]
+    assert str(stored[0].PatientName) == JANE["PatientName"]
+    assert stored[0].SOPInstanceUID == good.result
+    assert way.spool.returns.waiting() == []
+    assert way.client.waiting(0)[0] == []  # acknowledged after PACS said Success
+    assert way.audit_events() == ["result.quarantined", "result.stored"]
 
 
 def test_a_result_pacs_stored_is_acknowledged_later_never_stored_twice(
-    channel: tuple[Site, str, Forwarder], vault: SqliteVault, tmp_path: Path
+    way: Way, vault: SqliteVault, tmp_path: Path
 ) -> None:
     """PACS said Success but the analysis server cannot be told: the result is marked stored
     in the spool, and a later pass (a restart too) only acknowledges it."""
-    site, key_id, forwarder = channel
     sent = send_study(vault, ct_slices(1, **JANE))
-    good = Results(site.root / "received").offer(SITE, encode(sr(sent.outputs)))
-    client = ResultsClient(forwarder.http, str(site.config["forward"]["url"]), SITE, key_id)
-    generate_key_file(tmp_path / "master.key")
-    settings = SpoolSettings(tmp_path / "spool", SecretSource(file=tmp_path / "master.key"))
-    spool = Spool.open(settings)
-    audit = AuditLog(tmp_path / "audit.log", sync=False)
-    port = free_port()
-    node = scu.Node("127.0.0.1", port, "DICOM_GATEWAY", "PACS", timeout=5.0)
-
-    def deliverer(returns: Returns) -> ResultsDeliverer:
-        return ResultsDeliverer(
-            returns, client, Reidentifier(vault, "UT"),
-            seal_keys.read_private(site.root / "keys" / "results.key"),
-            lambda ds: scu.store(node, ds), audit, retry_hours=1.0,
-        )  # fmt: skip
-
+    good = way.offered.offer(SITE, encode(sr(sent.outputs)))
     pacs = tmp_path / "pacs"
-    try:
-        ResultsPoller(client, spool.returns).poll_once()
-        with storescp(pacs, port):
-            site.processes[-1].stop()  # the analysis server goes away
-            assert not deliverer(spool.returns).deliver_once()
-            assert len(list(pacs.iterdir())) == 1
-            [waiting] = spool.returns.waiting()
-            assert waiting.stored
-            spool.close()
-            spool = Spool.open(settings)  # as after a restart
-            assert not deliverer(spool.returns).deliver_once()  # still away
-            site.receiver()
-            assert deliverer(spool.returns).deliver_once()
-            assert len(list(pacs.iterdir())) == 1  # acknowledged, not stored again
-        assert spool.returns.waiting() == []
-        assert not list((tmp_path / "spool" / "returns").glob("*.stored"))
-        assert client.waiting(0)[0] == []
-        assert good.result in (tmp_path / "audit.log").read_text()
-    finally:
-        audit.close()
-        spool.close()
+    way.poll()
+    with storescp(pacs, way.node.port):
+        way.site.processes[-1].stop()  # the analysis server goes away
+        assert not way.deliverer(vault).deliver_once()
+        assert len(list(pacs.iterdir())) == 1
+        [waiting] = way.spool.returns.waiting()
+        assert waiting.stored
+        way.reopen()  # as after a restart
+        assert not way.deliverer(vault).deliver_once()  # still away
+        way.site.receiver()
+        assert way.deliverer(vault).deliver_once()
+        assert len(list(pacs.iterdir())) == 1  # acknowledged, not stored again
+    assert way.spool.returns.waiting() == []
+    assert not list((tmp_path / "spool" / "returns").glob("*.stored"))
+    assert way.client.waiting(0)[0] == []
+    assert way.audit_events() == ["result.stored"]
+    assert good.result in way.audit.path.read_text()
 
 
 def test_a_result_made_before_the_study_ledger_lists_its_images_waits_for_them(
-    channel: tuple[Site, str, Forwarder], vault: SqliteVault, tmp_path: Path
+    way: Way, vault: SqliteVault, tmp_path: Path
 ) -> None:
     """The ledger is written when a study is stable, not per instance: a result referencing
     an image delivered but not yet listed waits `ledger_wait_seconds`, then goes to PACS once
     the ledger lists it; after the wait it is quarantined (result-reference-outside-study)."""
-    site, key_id, forwarder = channel
     first, second = ct_slices(2, **JANE)
     listed = send_study(vault, [first])
     late = worker(vault, pixels=None).process(part10(second))
     assert late.result is not None
     unlisted = pydicom.dcmread(io.BytesIO(late.result.data))
     assert unlisted.StudyInstanceUID == listed.outputs[0].StudyInstanceUID
-    offered = Results(site.root / "received")
-    early = offered.offer(SITE, encode(sr([*listed.outputs, unlisted])))
-    client = ResultsClient(forwarder.http, str(site.config["forward"]["url"]), SITE, key_id)
-    generate_key_file(tmp_path / "master.key")
-    spool = Spool.open(
-        SpoolSettings(tmp_path / "spool", SecretSource(file=tmp_path / "master.key"))
-    )
-    audit = AuditLog(tmp_path / "audit.log", sync=False)
-    port = free_port()
-    node = scu.Node("127.0.0.1", port, "DICOM_GATEWAY", "PACS", timeout=5.0)
-
-    def deliverer(wait: float) -> ResultsDeliverer:
-        return ResultsDeliverer(
-            spool.returns, client, Reidentifier(vault, "UT"),
-            seal_keys.read_private(site.root / "keys" / "results.key"),
-            lambda ds: scu.store(node, ds), audit, retry_hours=1.0, ledger_wait_seconds=wait,
+    early = way.offered.offer(SITE, encode(sr([*listed.outputs, unlisted])))
+    pacs = tmp_path / "pacs"
+    way.poll()
+    with storescp(pacs, way.node.port):
+        assert way.deliverer(vault, ledger_wait_seconds=600.0).deliver_once()
+        assert [r.result for r in way.spool.returns.waiting()] == [early.result]
+        assert way.spool.returns.held() == []
+        assert not any(pacs.iterdir())
+        vault.record_delivered(
+            str(unlisted.StudyInstanceUID),
+            [Entry(str(unlisted.SOPInstanceUID), str(unlisted.SeriesInstanceUID),
+                   str(unlisted.SOPClassUID), "0" * 64)],
         )  # fmt: skip
-
-    try:
-        ResultsPoller(client, spool.returns).poll_once()
-        with storescp(tmp_path / "pacs", port):
-            assert deliverer(600.0).deliver_once()
-            assert [r.result for r in spool.returns.waiting()] == [early.result]
-            assert spool.returns.held() == []
-            assert not any((tmp_path / "pacs").iterdir())
-            vault.record_delivered(
-                str(unlisted.StudyInstanceUID),
-                [Entry(str(unlisted.SOPInstanceUID), str(unlisted.SeriesInstanceUID),
-                       str(unlisted.SOPClassUID), "0" * 64)],
-            )  # fmt: skip
-            assert deliverer(600.0).deliver_once()
-        assert spool.returns.waiting() == []
-        assert len(list((tmp_path / "pacs").iterdir())) == 1
-        elsewhere = send_study(vault, ct_slices(1, **OTHER)).output("SOPInstanceUID")
-        never = offered.offer(SITE, encode(_referencing(sr(listed.outputs), elsewhere)))
-        ResultsPoller(client, spool.returns).poll_once()
-        assert deliverer(0.001).deliver_once()  # waited long enough: the ledger never lists it
-        held = [(h["result"], h["reason"]) for h in spool.returns.held()]
-        assert held == [(never.result, "result-reference-outside-study")]
-    finally:
-        audit.close()
-        spool.close()
+        assert way.deliverer(vault, ledger_wait_seconds=600.0).deliver_once()
+    assert way.spool.returns.waiting() == []
+    assert len(list(pacs.iterdir())) == 1
+    elsewhere = send_study(vault, ct_slices(1, **OTHER)).output("SOPInstanceUID")
+    never = way.offered.offer(SITE, encode(_referencing(sr(listed.outputs), elsewhere)))
+    way.poll()
+    # waited long enough: the ledger never lists it
+    assert way.deliverer(vault, ledger_wait_seconds=0.001).deliver_once()
+    held = [(h["result"], h["reason"]) for h in way.spool.returns.held()]
+    assert held == [(never.result, "result-reference-outside-study")]
 
 
 def test_the_daemon_brings_a_result_back_to_pacs_under_the_original_study(site: Site) -> None:

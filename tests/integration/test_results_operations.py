@@ -35,24 +35,13 @@ from gateway.spool import Spool
 from gateway.vault import SqliteVault
 from tests.integration.test_reidentify import JANE, ct_slices, encode, sr
 from tests.integration.test_reidentify import send as send_study
-from tests.integration.test_results_channel import SITE, result, storescp
+from tests.integration.test_results_channel import result, storescp
 from tests.pipeline_site import Site, free_port, wait_for
+from tests.results_way import SITE
 from tests.support import GatewayProcess, cli, dcmtk
 
 pytestmark = pytest.mark.timeout(180)
 HOUR = 3600.0
-
-
-@pytest.fixture
-def channel(site: Site) -> Iterator[tuple[Site, str, Forwarder]]:
-    """The receiver offering results sealed to a gateway key made here; its key id."""
-    private, public = site.root / "keys" / "results.key", site.root / "keys" / "results.pub"
-    key_id = seal_keys.write_pair(private, public)
-    site.edit(lambda config: config["receiver"].update(results_key=str(public)))
-    site.receiver()
-    forwarder = Forwarder.for_settings(load(site.path))
-    yield site, key_id, forwarder
-    forwarder.close()
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
