@@ -27,6 +27,7 @@ from gateway.ingest.pynetdicom_seam import (
     check_pynetdicom,
     close_failed_transport,
     reachable,
+    send_promptly,
     stream_stored_files,
 )
 
@@ -85,6 +86,7 @@ def _associate(ae: AE, node: Node) -> Association:
             raise ContextsRefused(f"{where} refused every proposed SOP class/transfer syntax")
         what = "rejected" if assoc.is_rejected else "aborted or unreachable"
         raise NetworkError(f"{where} {what}")
+    send_promptly(assoc)
     return assoc
 
 

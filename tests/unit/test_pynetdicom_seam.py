@@ -33,6 +33,7 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
+from gateway import scu
 from gateway.errors import IncompatiblePynetdicom
 from gateway.ingest import pynetdicom_seam as seam
 
@@ -319,3 +320,24 @@ def test_pynetdicom_still_leaks_a_refused_socket() -> None:
         gc.collect()
     leaked = [w for w in caught if issubclass(w.category, ResourceWarning)]
     assert any("unclosed <socket" in str(w.message) for w in leaked), leaked
+
+
+def test_the_scu_sends_without_waiting_for_acknowledgements() -> None:
+    """An association the gateway requests (results into PACS, `dicom-gateway send`, echo) has
+    Nagle off: with it on, a PACS that delays its ACKs holds every C-STORE ~40 ms
+    (benchmarks/results.py)."""
+    scp = AE()
+    scp.add_supported_context(Verification)
+    server = scp.start_server(("127.0.0.1", 0), block=False)
+    assert server is not None
+    try:
+        node = scu.Node("127.0.0.1", server.server_address[1], "GATEWAY", "ANY-SCP", timeout=5.0)
+        ae = scu._ae(node)
+        ae.add_requested_context(Verification)
+        assoc = scu._associate(ae, node)
+        sock = seam.transport_socket(assoc)
+        assert sock is not None
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assoc.release()
+    finally:
+        server.shutdown()
