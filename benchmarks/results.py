@@ -27,10 +27,15 @@ DICOM on loopback, stopped by its PID) is the PACS throughout.
    splits the analysis from the way back. With `results.poll_seconds` at its default (30 s)
    and at 1 s.
 
+`--orthanc-nodelay` starts Orthanc with TCP_NODELAY=1 in its environment (the dcmtk inside
+it then turns Nagle off; as packaged it leaves it on, and a peer's every C-STORE waits ~40 ms
+for an ACK Orthanc delays); without it, Orthanc runs as packaged.
+
 Every figure: median (min-max) over `--runs` runs. Loopback only; every process is stopped by
 its PID; the temporary folder is removed.
 
     .venv/bin/python benchmarks/results.py [--runs 3] [--srs 50] [--segs 10] [--slices 20]
+        [--part all|deliverer|round-trip] [--orthanc-nodelay]
 """
 
 from __future__ import annotations
@@ -501,9 +506,12 @@ def main() -> int:
     parser.add_argument("--seg-slices", type=int, default=100, help="frames of the SEG")
     parser.add_argument("--slices", type=int, default=20, help="slices of the round trip")
     parser.add_argument("--part", choices=("all", "deliverer", "round-trip"), default="all")
+    parser.add_argument("--orthanc-nodelay", action="store_true", help="Orthanc without Nagle")
     args = parser.parse_args()
     if orthanc_binary() is None:
         parser.error("Orthanc is not installed (Debian package orthanc)")
+    if args.orthanc_nodelay:  # Orthanc's environment is this one's (storescu sets it anyway)
+        os.environ["TCP_NODELAY"] = "1"
     print(f"{os.cpu_count()} cores; {' '.join(sys.argv)}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-results-") as tmp:
         root = Path(tmp)
