@@ -102,7 +102,7 @@ class Reidentifier:
             out = io.BytesIO()
             ds.save_as(out, enforce_file_format=True)
             restored = out.getvalue()
-        if any(p.encode("ascii") in restored for p in {identity.patient, *pseudonyms}):
+        if contains_any(restored, {identity.patient, *pseudonyms}):
             raise Unprocessable("result-pseudonym-left")
         return Restored(
             restored,
@@ -171,6 +171,26 @@ class Reidentifier:
         meta = getattr(ds, "file_meta", None)
         if meta is not None:
             meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+
+
+def contains_any(data: bytes, needles: set[str]) -> bool:
+    """Whether any of `needles` occurs in `data`: one pass of `bytes.find` per distinct
+    leading byte run rather than per needle (a SEG names a hundred pseudonymous UIDs, all under
+    one root, and carries megabytes of frames)."""
+    encoded = sorted({n.encode("ascii") for n in needles if n}, key=len)
+    if not encoded:
+        return False
+    width = min(4, *(len(n) for n in encoded))  # UIDs under one root share their first bytes
+    by_prefix: dict[bytes, list[bytes]] = {}
+    for needle in encoded:
+        by_prefix.setdefault(needle[:width], []).append(needle)
+    for prefix, group in by_prefix.items():
+        at = data.find(prefix)
+        while at != -1:
+            if any(data.startswith(needle, at) for needle in group):
+                return True
+            at = data.find(prefix, at + 1)
+    return False
 
 
 def _walk(ds: Dataset, *, nested_only: bool = False) -> Iterator[DataElement]:
