@@ -67,18 +67,37 @@ class Renderer:
             frame = apply_color_lut(frame, self.ds)
         if frame.ndim == 3:
             return [local_contrast(cv2.cvtColor(_to_uint8(frame), cv2.COLOR_RGB2BGR))]
-        grey = frame.astype(np.float32, copy=False)
-        low, high = float(grey.min()), float(grey.max())
+        grey, low, high = self._grey(frame)
         if high <= low:
             return [np.zeros((*frame.shape, 3), np.uint8)]  # one flat value: no text
-        if self.photometric == "MONOCHROME1":
-            grey, low, high = -grey, -high, -low
         full = ((grey - low) * (255.0 / (high - low))).astype(np.uint8)
         band = (high - low) * _TOP_SHARE
         bright = np.where(grey >= high - band, np.uint8(255), np.uint8(0))
         dark = np.where(grey <= low + band, np.uint8(255), np.uint8(0))
         faint = local_contrast(full)
         return [cv2.cvtColor(v, cv2.COLOR_GRAY2BGR) for v in (full, bright, dark, faint)]
+
+    def picture(self, frame: np.ndarray) -> np.ndarray:
+        """The frame as a person sees it, nothing raised: H x W x 3 uint8 (BGR) - colour
+        scaled to 8 bits (palette colour through its table), greyscale from its minimum to
+        its maximum with MONOCHROME1 inverted (the detector's full view; a windowed frame
+        comes in already windowed). For people (`gateway.review`), not the detector."""
+        if self.palette:
+            frame = apply_color_lut(frame, self.ds)
+        if frame.ndim == 3:
+            return cv2.cvtColor(_to_uint8(frame), cv2.COLOR_RGB2BGR)
+        grey, low, high = self._grey(frame)
+        scale = 255.0 / (high - low) if high > low else 0.0
+        return cv2.cvtColor(((grey - low) * scale).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+
+    def _grey(self, frame: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """A greyscale frame as float32 with its range, negated for MONOCHROME1 (PS3.3
+        C.7.6.3.1.2: the minimum is white), so the largest value is always the lightest."""
+        grey = frame.astype(np.float32, copy=False)
+        low, high = float(grey.min()), float(grey.max())
+        if self.photometric == "MONOCHROME1":
+            return -grey, -high, -low
+        return grey, low, high
 
 
 def parts(view: np.ndarray) -> list[Region] | None:
