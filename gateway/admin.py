@@ -109,17 +109,21 @@ def check_release(settings: Settings, ref: str) -> None:
         raise GatewayError(f"not released: still {outcome.status} ({outcome.reason}{where})")
 
 
-def act(settings: Settings, op: Op, state: State, ref: str) -> str:
-    """Apply an operation: through the running gateway, or directly when none runs."""
+def act(settings: Settings, op: Op, state: State, ref: str, officer: str | None = None) -> str:
+    """Apply an operation: through the running gateway, or directly when none runs; its audit
+    record names `officer` when the console asks."""
     try:
         spool = Spool.open(settings.spool)
     except SpoolLocked:
-        return operations.request(Spool.open_readonly(settings.spool), op, state, ref)
+        readonly = Spool.open_readonly(settings.spool)
+        return operations.request(readonly, op, state, ref, officer=officer)
     try:
         item = operations.find(spool, state, ref)
         operations.apply(spool, op, item)
         with _audit(settings) as audit:
             fields: dict[str, str] = {"study_id": item.study_id, "instance_id": item.name}
+            if officer is not None:
+                fields["officer"] = officer
             event = {"release": "instance.released", "retry": "instance.retried"}.get(op)
             if event is None:
                 audit.append("instance.purged", kind=item.state, **fields)
@@ -201,6 +205,22 @@ def act_result(settings: Settings, op: ResultOp, result_id: str) -> str:
     finally:
         spool.close()
     return f"{op}: result {result_id}"
+
+
+def note(settings: Settings, event: str, **fields: str) -> None:
+    """Record a console event (`operations.NOTES`) in the audit trail: through the running
+    gateway (its one writer), or directly when none runs; GatewayError when it cannot be
+    recorded - the console then shows nothing."""
+    try:
+        spool = Spool.open(settings.spool)
+    except SpoolLocked:
+        operations.note(Spool.open_readonly(settings.spool), event, fields)
+        return
+    try:
+        with _audit(settings) as audit:
+            operations.record_note(audit, event, fields)
+    finally:
+        spool.close()
 
 
 @contextmanager

@@ -90,6 +90,10 @@ EVENTS = frozenset(
         "result.retried",  # an operator put a held result back on its way to PACS
         "result.purged",  # an operator erased a held result
         "result.erased",  # retention erased a held result
+        "console.signed-in",  # an officer signed in to the console (`officer`)
+        "console.sign-in-refused",  # a wrong name or password, or a locked name
+        "console.signed-out",
+        "console.viewed",  # an officer looked at a held original (images, header)
         "gateway.started",
         "gateway.stopped",
         "audit.recovered",  # written by the log itself when it cut off a torn last line
@@ -116,6 +120,7 @@ FIELDS: Mapping[str, Validator] = MappingProxyType(
     {
         "peer": _NAME,
         "destination": _NAME,
+        "officer": _NAME,  # a console officer's account name (staff, never a patient)
         # a fixed code, optionally with an exception class name: "decode-failed:JPEGError"
         "reason": _text(r"[a-z0-9][a-z0-9:._-]{0,63}(:[A-Za-z][A-Za-z0-9_]{0,63})?"),
         "kind": _text(r"[a-z][a-z0-9._-]{0,31}"),

@@ -22,6 +22,11 @@ stores it in PACS; `purge` erases it. They reach the spool the same way, as requ
 lists `returns/` and moves into `returns-held/`), but the audit trail has one writer - the
 running gateway - and retention erases held results on the scheduler's thread, so a request
 keeps every change of the spool and its record in one place.
+
+The officer's console (`gateway.console`) asks the same way, naming the officer (`officer`:
+the audit record of the operation names them), and records what an officer looked at as a
+`note`: a request whose only effect is its audit record (`NOTES`), written by the running
+gateway before it answers - the console shows nothing it could not record.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.audit import AuditError, AuditLog
 from gateway.errors import GatewayError
 from gateway.spool import HELD, Item, Spool, State
 
@@ -41,6 +47,11 @@ Op = Literal["release", "purge", "retry"]
 ResultOp = Literal["retry", "purge"]
 #: the `state` of a request about a held result
 RESULTS = "results"
+#: the events a `note` request may record (the console's), and the fields it may carry
+NOTES = frozenset(
+    {"console.signed-in", "console.sign-in-refused", "console.signed-out", "console.viewed"}
+)
+NOTE_FIELDS = frozenset({"officer", "study_id", "instance_id", "reason"})
 _ANSWER = ".answer.json"
 
 
@@ -132,10 +143,30 @@ def apply_result(spool: Spool, op: ResultOp, result: str) -> ResultApplied:
 # -- requests to a running gateway ----------------------------------------------------------
 
 
-def request(spool: Spool, op: Op, state: str, ref: str, timeout: float = 30.0) -> str:
-    """Ask the running gateway to apply `op`; its answer, or GatewayError."""
+def request(
+    spool: Spool,
+    op: Op,
+    state: str,
+    ref: str,
+    timeout: float = 30.0,
+    officer: str | None = None,
+) -> str:
+    """Ask the running gateway to apply `op` (for `officer`, when the console asks); its
+    answer, or GatewayError."""
+    asked: dict[str, str] = {"op": op, "state": state, "ref": ref}
+    if officer is not None:
+        asked["officer"] = officer
+    return _ask(spool, asked, timeout)
+
+
+def note(spool: Spool, event: str, fields: dict[str, str], timeout: float = 30.0) -> str:
+    """Ask the running gateway to record `event` (one of `NOTES`) in its audit trail."""
+    return _ask(spool, {"op": "note", "event": event, "fields": fields}, timeout)
+
+
+def _ask(spool: Spool, asked: dict[str, Any], timeout: float) -> str:
     rid = secrets.token_hex(8)
-    body = json.dumps({"op": op, "state": state, "ref": ref}).encode("ascii")
+    body = json.dumps(asked).encode("ascii")
     tmp = spool.requests / f".{rid}.part"
     tmp.write_bytes(body)
     os.rename(tmp, spool.requests / f"{rid}.json")
@@ -158,10 +189,22 @@ class Applied:
     op: Op
     item: Held
     path: Path | None
+    officer: str | None = None  # who asked, from the console
 
 
-def serve_requests(spool: Spool) -> list[Applied | ResultApplied]:
-    """Apply every pending request (the gateway's scheduler thread); answer each."""
+def record_note(audit: AuditLog, event: str, fields: dict[str, Any]) -> None:
+    """Write a note's audit record; GatewayError when it is not one the console may write."""
+    if event not in NOTES or not set(fields) <= NOTE_FIELDS:
+        raise GatewayError("not a note the console may record")
+    try:
+        audit.append(event, **{k: str(v) for k, v in fields.items()})
+    except AuditError as exc:
+        raise GatewayError(f"not recorded: {exc}") from None
+
+
+def serve_requests(spool: Spool, audit: AuditLog | None = None) -> list[Applied | ResultApplied]:
+    """Apply every pending request (the gateway's scheduler thread); answer each. Notes are
+    recorded in `audit` before they are answered (refused without one)."""
     done: list[Applied | ResultApplied] = []
     for path in sorted(spool.requests.glob("*.json")):
         if path.name.endswith(_ANSWER):
@@ -169,7 +212,17 @@ def serve_requests(spool: Spool) -> list[Applied | ResultApplied]:
         ok, detail = False, "bad request"
         try:
             asked = json.loads(path.read_bytes())
-            op, state, ref = asked["op"], asked["state"], str(asked["ref"])
+            op = asked["op"]
+            if op == "note":
+                if audit is None:
+                    raise GatewayError("no audit trail to record it in")
+                record_note(audit, str(asked["event"]), dict(asked["fields"]))
+                ok, detail = True, "recorded"
+                raise _Answered
+            state, ref = asked["state"], str(asked["ref"])
+            officer = asked.get("officer")
+            if officer is not None and not isinstance(officer, str):
+                raise GatewayError("bad officer")
             if op in ("purge", "retry") and state == RESULTS:
                 applied = apply_result(spool, op, ref)
                 done.append(applied)
@@ -177,8 +230,10 @@ def serve_requests(spool: Spool) -> list[Applied | ResultApplied]:
             elif op in ("release", "purge", "retry") and state in HELD:
                 item = find(spool, State(state), ref)
                 moved = apply(spool, op, item)
-                done.append(Applied(op, item, moved))
+                done.append(Applied(op, item, moved, officer))
                 ok, detail = True, f"{op}: {item.ref}"
+        except _Answered:
+            pass
         except GatewayError as exc:
             detail = str(exc)
         except (ValueError, KeyError, TypeError, OSError):
@@ -189,3 +244,7 @@ def serve_requests(spool: Spool) -> list[Applied | ResultApplied]:
         os.rename(tmp, answer)
         path.unlink(missing_ok=True)
     return done
+
+
+class _Answered(Exception):
+    """A request served without an item (a note): straight to its answer."""

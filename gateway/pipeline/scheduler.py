@@ -348,12 +348,14 @@ class Scheduler:
 
     def _requests(self, now: float) -> None:
         """Apply operators' requests (`dicom-gateway spool ...`) and queue what they freed."""
-        for applied in serve_requests(self.spool):
+        for applied in serve_requests(self.spool, self.audit):
             if isinstance(applied, ResultApplied):
                 self._result_request(applied)
                 continue
             item = applied.item
             fields = {"study_id": item.study_id, "instance_id": item.name}
+            if applied.officer is not None:
+                fields["officer"] = applied.officer
             if applied.op == "release" and applied.path is not None:
                 self.studies.received(item.study_id, now)
                 self.work.add(applied.path)
