@@ -501,6 +501,25 @@ class ReceiverSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The privacy officer's console (`dicom-gateway console run`, docs/console.md): HTTPS,
+    on loopback by default; officers sign in with a name and password (`console officer
+    add`), and with `client_ca` must also present a client certificate it issued."""
+
+    host: str = "127.0.0.1"
+    port: int = field(default=8444, metadata=_check(_port_problem))
+    certificate: Path | None = None
+    private_key: Path | None = None
+    #: Officers' names and password hashes (scrypt; written by `console officer add`).
+    officers: Path | None = None
+    #: When set, the TLS handshake also requires a client certificate from this CA.
+    client_ca: Path | None = None
+    #: A session ends after this long without a request, and after `session_max_hours`.
+    session_idle_minutes: float = field(default=15.0, metadata=_check(_positive))
+    session_max_hours: float = field(default=8.0, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -518,6 +537,7 @@ class Settings:
     forward: ForwardSettings = ForwardSettings()
     results: ResultsSettings = ResultsSettings()
     receiver: ReceiverSettings = ReceiverSettings()
+    console: ConsoleSettings = ConsoleSettings()
     workers: WorkerSettings = WorkerSettings()
     studies: StudySettings = StudySettings()
     retention: RetentionSettings = RetentionSettings()

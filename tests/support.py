@@ -153,7 +153,9 @@ def write_config(root: Path, config: Mapping[str, Any]) -> Path:
     return path
 
 
-def cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, timeout: float = 60.0, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
         capture_output=True,
@@ -161,6 +163,7 @@ def cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         timeout=timeout,
         check=False,
         cwd=REPO,
+        input=input,
     )
 
 
@@ -181,7 +184,7 @@ class GatewayProcess:
 
     def start(self, **popen: Any) -> GatewayProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", self.command, "--config", str(self.config)],
+            [sys.executable, "-m", "gateway", *self.command.split(), "--config", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

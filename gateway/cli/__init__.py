@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gateway import __version__, scu
 from gateway.app import Gateway
-from gateway.cli import spool, vault
+from gateway.cli import console, spool, vault
 from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, settings_from
 from gateway.cli.keys import cmd_keys
 from gateway.cli.offline import cmd_deidentify, cmd_describe_profile
@@ -147,6 +147,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_send)
     spool.add_commands(sub)
     vault.add_commands(sub)
+    console.add_commands(sub)
     return top
 
 

@@ -66,6 +66,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
     results = settings.results
     if results.enabled and results.private_key and results.public_key:
         _hpke_pair(results.private_key, results.public_key, "gateway results")
+    console = settings.console
+    if console.certificate and console.private_key:
+        # a CA of the console's own unless officers' certificates are required (then theirs)
+        ca = console.client_ca or console.certificate.with_name("console-ca.crt")
+        names = tuple(h for h in (console.host, "localhost", "127.0.0.1") if h)
+        pki.pair(ca, console.certificate, console.private_key, "dicom-gateway console", names)
+        if console.client_ca:
+            stem = console.client_ca.with_name(console.client_ca.stem + "-officer")
+            pki.pair(console.client_ca, stem.with_suffix(".crt"), stem.with_suffix(".key"),
+                     "dicom-gateway dev officer")  # fmt: skip
     return EXIT_OK
 
 
