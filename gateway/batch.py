@@ -4,6 +4,10 @@ Every input file gets one line in the report, whatever happens to it: "written" 
 path, and what the pixel check masked), "dropped" (policy: reason code) or "quarantined"
 (could not be made safe, or not DICOM: reason code). Outputs are named by their new SOP
 Instance UID and written atomically; a bad file never stops the run.
+
+With a `Preview` (`--preview`), each input's outcome also goes to the sign-off page
+(`review.preview`), written as `preview.html` beside the outputs: the worker runs once per file.
+That page holds PHI (the original images and header values); the command says so.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.fate import Fate
+from gateway.review.preview import Preview
 from gateway.worker import Outcome, Worker
+
+PREVIEW_NAME = "preview.html"
 
 
 @dataclass(frozen=True)
@@ -71,22 +78,31 @@ def run(
     inputs: list[Path],
     out_dir: Path,
     progress: Callable[[int, int], None] | None = None,
+    preview: Preview | None = None,
 ) -> list[Entry]:
+    """Every input through `worker`, outputs into `out_dir`; with a `preview`, its page is
+    written there too (`PREVIEW_NAME`) once all are done."""
     out_dir.mkdir(parents=True, exist_ok=True)
     entries: list[Entry] = []
     for done, path in enumerate(inputs, 1):
-        entries.append(_one(worker, path, out_dir))
+        entries.append(_one(worker, path, out_dir, preview))
         if progress is not None:
             progress(done, len(inputs))
+    if preview is not None:
+        _write_atomically(out_dir / PREVIEW_NAME, preview.html().encode())
     return entries
 
 
-def _one(worker: Worker, path: Path, out_dir: Path) -> Entry:
+def _one(worker: Worker, path: Path, out_dir: Path, preview: Preview | None) -> Entry:
     try:
         data = path.read_bytes()
     except OSError:
+        if preview is not None:
+            preview.note(Fate.QUARANTINED, "unreadable-file")
         return Entry(str(path), None, Fate.QUARANTINED, "unreadable-file", {})
     outcome: Outcome = worker.process(data)
+    if preview is not None:
+        preview.add(str(path), outcome, data)
     if outcome.result is None:
         return Entry(str(path), None, outcome.status, outcome.reason, {}, where=outcome.where)
     target = out_dir / f"{outcome.result.sop_instance_uid}.dcm"

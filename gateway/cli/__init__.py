@@ -137,6 +137,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="site options, policy and vault (default: none)")
     p.add_argument("--out", type=Path, required=True, help="folder for the outputs")
     p.add_argument("--report", type=Path, required=True, help="JSON report to write")
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="also write OUT/preview.html for sign-off: every masked image before and after, "
+        "with its header diff (holds PHI)",
+    )
     p.set_defaults(func=cmd_deidentify)
     p = sub.add_parser("echo", help="C-ECHO a DICOM node")
     _peer_options(p)

@@ -17,6 +17,7 @@ from gateway.cli.common import EXIT_CONFIG, EXIT_OK, settings_from
 from gateway.deidentify.explain import Explanation, explain
 from gateway.deidentify.profile import OPTION_COLUMNS, enabled_columns
 from gateway.logs import configure
+from gateway.review.preview import Preview
 from gateway.settings import (
     DeidentifySettings,
     LoggingSettings,
@@ -71,7 +72,8 @@ def _table_line(r: Explanation) -> str:
 
 
 def cmd_deidentify(args: argparse.Namespace) -> int:
-    """The worker's code path over files and folders: outputs plus a JSON report."""
+    """The worker's code path over files and folders: outputs plus a JSON report, and with
+    --preview the sign-off page (it holds PHI: said on stderr)."""
     configure(LoggingSettings(level="warning", format="console"))  # library records redacted
     inputs = list(batch.iter_inputs(args.inputs))
     missing = [str(p) for p in args.inputs if not p.exists()]
@@ -81,16 +83,25 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
+    preview = Preview() if args.preview else None
+    if preview is not None:
+        print(
+            f"dicom-gateway deidentify: --preview writes {args.out / batch.PREVIEW_NAME}: it "
+            "holds PHI (original images and header values); keep it on site, delete it after "
+            "sign-off, and never send that folder on as it is",
+            file=sys.stderr,
+        )
     with _offline_vault(args.config) as (settings, vault):
         worker = Worker.for_settings(settings, vault)
         progress = _progress_bar if sys.stderr.isatty() else None
-        entries = batch.run(worker, inputs, args.out, progress)
+        entries = batch.run(worker, inputs, args.out, progress, preview)
     document = batch.report(entries)
     batch.write_report(args.report, document)
     s = document["summary"]
+    shown = f"; preview: {args.out / batch.PREVIEW_NAME}" if preview is not None else ""
     print(
         f"{s['inputs']} inputs: {s['written']} written, {s['dropped']} dropped, "
-        f"{s['quarantined']} quarantined; report: {args.report}"
+        f"{s['quarantined']} quarantined; report: {args.report}{shown}"
     )
     return EXIT_OK
 
