@@ -8,13 +8,14 @@ import json
 import secrets
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from gateway import batch
 from gateway.cli.common import EXIT_CONFIG, EXIT_OK, settings_from
-from gateway.deidentify.explain import Explanation, explain
+from gateway.deidentify.explain import UNNAMED_ATTRIBUTES, Explanation, explain
 from gateway.deidentify.profile import OPTION_COLUMNS, enabled_columns
 from gateway.logs import configure
 from gateway.review.preview import Preview
@@ -42,15 +43,7 @@ def cmd_describe_profile(args: argparse.Namespace) -> int:
     on = sorted(OPTION_COLUMNS[c] for c in enabled_columns(options))
     print("PS3.15 Table E.1-1 (rev 2024b), Basic Application Level Confidentiality Profile")
     print(f"Options in force: {', '.join(on) if on else 'none'}")
-    print("Attributes the table does not name: kept if the DICOM dictionary knows them, unless")
-    print("retired, person names, URLs, or (by keyword) about a person or organisation; kept")
-    print("UIDs are mapped, dates shifted; every kept text keeps only known words (the shipped")
-    print("vocabulary and the site's), then this instance's identifiers are removed from it;")
-    print("narrative (comments, histories, reasons) goes unless kept cleaned. Everything else is")
-    print("removed (allow-lists; docs/deidentify.md). Where the IOD of an instance's SOP class")
-    print("requires an attribute (PS3.3 types): what would be removed stays empty (Type 2, 2C)")
-    print("or with a fixed dummy (Type 1); what would be emptied keeps a fixed dummy (Type 1,")
-    print("1C); a sequence the IOD does not require goes when no item is left.\n")
+    print(textwrap.fill(UNNAMED_ATTRIBUTES, width=92), end="\n\n")
     print("Gateway rules, before the table:")
     for r in rows:
         if r.source == "gateway":

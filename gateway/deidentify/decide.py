@@ -134,10 +134,17 @@ class ActionTable:
 
     def _allow_list(self, tag: int, vr: str | None) -> Action:
         """A public attribute Table E.1-1 does not name."""
-        if vr is None or vr in ("PN", "UR") or dictionary_is_retired(tag):
-            return REMOVE  # unknown, retired, person names, URLs (they carry IDs, UIDs)
+        if vr is None or dictionary_is_retired(tag):
+            return REMOVE  # unknown or retired
         if _IDENTITY.search(dictionary_keyword(tag)):
             return REMOVE  # who did, asked, owns or issued something: people and places
+        return self.unnamed(vr)
+
+    def unnamed(self, vr: str) -> Action:
+        """A known, current public attribute of `vr` that Table E.1-1 does not name and whose
+        keyword names no person or organisation (the rest of the allow-list)."""
+        if vr in ("PN", "UR"):
+            return REMOVE  # person names, URLs (they carry IDs, UIDs)
         if vr == "SQ":
             return RECURSE
         if vr == "UI":

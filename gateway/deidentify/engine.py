@@ -313,9 +313,9 @@ def _transfer_syntax(ds: Dataset) -> str:
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
-def _provenance(options: DeidentifySettings) -> list[Out]:
-    """PatientIdentityRemoved, DeidentificationMethod with its CID 7050 codes, and whether
-    dates were modified (PS3.15 E.1.1; PS3.3 C.7.1.1)."""
+def method_codes(options: DeidentifySettings) -> list[tuple[str, str]]:
+    """The CID 7050 codes (value, meaning) every output under `options` carries in its
+    DeidentificationMethodCodeSequence: the basic profile and each option in force."""
     codes = [_CID_7050["basic"]]
     for flag in (
         "retain_patient_characteristics",
@@ -331,6 +331,12 @@ def _provenance(options: DeidentifySettings) -> list[Out]:
             codes.append(_CID_7050[flag])
     if options.longitudinal_dates in ("full", "modified", "year"):
         codes.append(_CID_7050["full" if options.longitudinal_dates == "full" else "modified"])
+    return codes
+
+
+def _provenance(options: DeidentifySettings) -> list[Out]:
+    """PatientIdentityRemoved, DeidentificationMethod with its CID 7050 codes, and whether
+    dates were modified (PS3.15 E.1.1; PS3.3 C.7.1.1)."""
     items = [
         Item(
             [
@@ -340,7 +346,7 @@ def _provenance(options: DeidentifySettings) -> list[Out]:
             ],
             DEFAULT_CHARSET,
         )
-        for value, meaning in codes
+        for value, meaning in method_codes(options)
     ]
     modified = {"full": "UNMODIFIED", "off": "REMOVED"}.get(options.longitudinal_dates, "MODIFIED")
     return [

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, Protocol
 
 from gateway.deidentify.actions import DUMMY_TEXT, Action
@@ -80,6 +81,29 @@ class Explanation:
         return self.rule.reason
 
 
+#: What the allow-list does with attributes the table does not name (docs/deidentify.md, §3);
+#: `unnamed()` gives the action per VR under a site's options.
+UNNAMED_ATTRIBUTES = (
+    "Attributes the table does not name: kept if the DICOM dictionary knows them, unless "
+    "retired, person names, URLs, or (by keyword) about a person or organisation; kept UIDs "
+    "and dates are treated as the options treat the table's (mapped; shifted, cut to the "
+    "year, kept or removed); every kept text keeps only known words (the shipped vocabulary "
+    "and the site's), then this instance's identifiers are removed from it; narrative "
+    "(comments, histories, reasons) goes unless kept cleaned. Everything else is removed "
+    "(allow-lists; docs/deidentify.md). Where the IOD of an instance's SOP class requires an "
+    "attribute (PS3.3 types): what would be removed stays empty (Type 2, 2C) or with a fixed "
+    "dummy (Type 1); what would be emptied keeps a fixed dummy (Type 1, 1C); a sequence the "
+    "IOD does not require goes when no item is left."
+)
+
+#: The value representations of PS3.5 Table 6.2-1 an attribute of the dictionary may have.
+VRS = (
+    *("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD"),
+    *("OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI"),
+    *("UL", "UN", "UR", "US", "UT", "UV"),
+)
+
+
 class _NoPseudonyms:
     """The vault of an engine that only describes: steps are decided per tag, before any
     value is seen, so no pseudonym is ever drawn (`uids.PseudonymStore`)."""
@@ -88,13 +112,27 @@ class _NoPseudonyms:
         raise RuntimeError("describing the profile draws no pseudonym")
 
 
+@lru_cache(maxsize=4)
+def _engine(options: DeidentifySettings) -> Engine:
+    """An engine that only describes (it never sees an instance)."""
+    return Engine(options, _NoPseudonyms(), ae_title="DESCRIBE")
+
+
 def explain(options: DeidentifySettings) -> tuple[Explanation, ...]:
     """The gateway's rules in force, then every row of Table E.1-1, as the engine built for
     `options` treats them."""
-    engine = Engine(options, _NoPseudonyms(), ae_title="DESCRIBE")
+    engine = _engine(options)
     profile = engine.profile
     rows = [_explain(engine, "gateway", r, r) for r in profile.overrides]
     return tuple(rows + [_explain(engine, "table", r, profile.effective(r)) for r in profile])
+
+
+def unnamed(options: DeidentifySettings) -> tuple[tuple[str, Effect], ...]:
+    """What the engine built for `options` does, per VR, to a known, current attribute the
+    table does not name and whose keyword names no person or organisation
+    (`ActionTable.unnamed`)."""
+    table = _engine(options).table
+    return tuple((vr, effect(table.unnamed(vr))) for vr in VRS)
 
 
 def representative(row: Resolved) -> int | None:

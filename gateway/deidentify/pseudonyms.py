@@ -23,7 +23,7 @@ DATE_OFFSET_KIND = "date_offset"
 _CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base 32: no I, L, O, U
 _CODE_LENGTH = 10  # 50 random bits
 # Dates move back by 1 to 10 years, whole days; intervals within a patient are kept exactly.
-_MIN_SHIFT_DAYS, _MAX_SHIFT_DAYS = 365, 3652
+MIN_SHIFT_DAYS, MAX_SHIFT_DAYS = 365, 3652
 
 
 def random_code(length: int = _CODE_LENGTH) -> str:
@@ -62,7 +62,7 @@ class Pseudonyms:
         """The patient's date shift in days (negative: dates move into the past)."""
 
         def make() -> str:
-            days = _MIN_SHIFT_DAYS + secrets.randbelow(_MAX_SHIFT_DAYS - _MIN_SHIFT_DAYS + 1)
+            days = MIN_SHIFT_DAYS + secrets.randbelow(MAX_SHIFT_DAYS - MIN_SHIFT_DAYS + 1)
             # the vault wants pseudonyms unique per kind; offsets repeat, so a nonce follows
             return f"{-days}:{secrets.token_hex(8)}"
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from pydicom import dcmread
+from pydicom._dicom_dict import DicomDictionary
 from pydicom.datadict import dictionary_has_tag, dictionary_VR
 from pydicom.dataelem import DataElement
 
@@ -30,7 +31,14 @@ from gateway.deidentify.actions import (
 )
 from gateway.deidentify.decide import REWRITTEN, ActionTable
 from gateway.deidentify.engine import Engine
-from gateway.deidentify.explain import Effect, Explanation, effect, explain, representative
+from gateway.deidentify.explain import (
+    Effect,
+    Explanation,
+    effect,
+    explain,
+    representative,
+    unnamed,
+)
 from gateway.deidentify.iod import Kind
 from gateway.deidentify.profile import Profile
 from gateway.deidentify.temporal import AGGREGATE_AGE, KeepForm, ShiftDate, YearOnly
@@ -275,3 +283,22 @@ def test_what_is_described_is_what_a_run_does(name: str, vault: SqliteVault) -> 
             assert out[tag].value == "090Y", r.row.rule.tag
         else:  # text cleaned, sequences de-identified: kept, whatever cleaning leaves
             assert tag in out, (r.row.rule.tag, does)
+
+
+def test_what_is_said_of_unnamed_attributes_per_vr_is_what_the_engine_chooses(
+    engine: Engine,
+) -> None:
+    """Every current dictionary attribute Table E.1-1 does not name gets either the action
+    `unnamed()` states for its VR or, when it names a person or organisation, removal."""
+    said = dict(unnamed(engine.options))
+    checked = 0
+    for tag, (vr, _vm, _name, retired, keyword) in DicomDictionary.items():
+        vr = vr.split(" or ")[0]
+        if retired or tag >> 16 in (0x0000, 0x0002, 0xFFFE) or engine.profile.lookup(tag):
+            continue
+        if tag & 0xFFFF == 0 or vr not in said:
+            continue
+        done = effect(engine.action(tag))
+        assert done in (said[vr], effect(REMOVE)), keyword
+        checked += done == said[vr]
+    assert checked > 3000
