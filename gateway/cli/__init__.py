@@ -129,6 +129,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", type=Path, help="take the options from this config")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--conformance",
+        action="store_true",
+        help="write the de-identification section of a DICOM Conformance Statement "
+        "(PS3.2 Annex N), as Markdown, for the privacy officer to sign",
+    )
+    p.add_argument("--output", type=Path, help="with --conformance: write it to this file")
     p.set_defaults(func=cmd_describe_profile)
     p = sub.add_parser(
         "deidentify", help="de-identify files and folders offline, as the gateway would"

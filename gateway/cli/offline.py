@@ -11,12 +11,16 @@ import tempfile
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway import batch
-from gateway.cli.common import EXIT_CONFIG, EXIT_OK, settings_from
+from gateway import batch, conformance
+from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, settings_from
 from gateway.deidentify.explain import UNNAMED_ATTRIBUTES, Explanation, explain
+from gateway.deidentify.pixels.stage import rule_problems
 from gateway.deidentify.profile import OPTION_COLUMNS, enabled_columns
+from gateway.deidentify.words import settings_problems
+from gateway.errors import ConfigError
 from gateway.logs import configure
 from gateway.review.preview import Preview
 from gateway.settings import (
@@ -34,6 +38,14 @@ from gateway.worker import Worker
 def cmd_describe_profile(args: argparse.Namespace) -> int:
     """Every Table E.1-1 attribute and what the engine does to it under the configured options
     (`deidentify.explain`: from the engine's own decision for each tag, not the table's code)."""
+    if args.conformance:
+        if args.format != "text":
+            print("dicom-gateway describe-profile: --conformance writes Markdown", file=sys.stderr)
+            return EXIT_CONFIG
+        return _conformance(args.config, args.output)
+    if args.output is not None:
+        print("dicom-gateway describe-profile: --output goes with --conformance", file=sys.stderr)
+        return EXIT_CONFIG
     config = settings_from(args.config, files=False) if args.config else None
     options = config.deidentify if config is not None else DeidentifySettings()
     rows = explain(options)
@@ -54,6 +66,51 @@ def cmd_describe_profile(args: argparse.Namespace) -> int:
         if r.source == "table":
             print(_table_line(r))
     return EXIT_OK
+
+
+def _conformance(config: Path | None, output: Path | None) -> int:
+    """The de-identification section of a Conformance Statement for `config` (or for the
+    defaults), as Markdown on stdout or in `output`."""
+    text = conformance.statement(_site(config), datetime.now(UTC).date())
+    if output is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(
+            f"dicom-gateway describe-profile: cannot write {output}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    print(f"conformance statement written: {output}")
+    return EXIT_OK
+
+
+def _site(config: Path | None) -> conformance.Site:
+    """The settings a statement describes, with the configuration file and the word file and
+    pixel rule scripts it names, by SHA-256; a file that cannot be used is a ConfigError
+    naming the key and the file (and line), as for `check-config`."""
+    if config is None:
+        return conformance.Site()
+    settings = settings_from(config, files=False)
+    problems = settings_problems(settings) + rule_problems(settings)
+    if problems:
+        raise ConfigError(problems)
+    named = [("", config.resolve()), ("deidentify.vocabulary", settings.deidentify.vocabulary)]
+    named += [(f"pixels.ctp_scripts[{i}]", p) for i, p in enumerate(settings.pixels.ctp_scripts)]
+    try:
+        source, *files = (conformance.hashed(k, p) for k, p in named if p is not None)
+    except OSError as exc:  # changed since it was read
+        raise ConfigError([f"{config}: cannot read {exc.filename}: {exc.strerror}"]) from None
+    return conformance.Site(
+        deidentify=settings.deidentify,
+        pixels=settings.pixels,
+        policy=settings.policy,
+        vault_engine=settings.vault.engine,
+        config=source,
+        files=tuple(files),
+    )
 
 
 def _table_line(r: Explanation) -> str:
