@@ -27,6 +27,7 @@ from gateway.settings import (
     DeidentifySettings,
     PixelSettings,
     PolicySettings,
+    Settings,
 )
 
 
@@ -54,6 +55,23 @@ class Site:
     vault_engine: str = "sqlite"
     config: Hashed | None = None  # None: the built-in defaults
     files: tuple[Hashed, ...] = ()  # the word file and pixel rule scripts it names
+
+
+def site_of(settings: Settings, config: Path) -> Site:
+    """What a statement of `settings` (read from `config`) describes, with the configuration
+    file and the word file and pixel rule scripts it names, by SHA-256 (OSError when one cannot
+    be read)."""
+    named = [("", config.resolve()), ("deidentify.vocabulary", settings.deidentify.vocabulary)]
+    named += [(f"pixels.ctp_scripts[{i}]", p) for i, p in enumerate(settings.pixels.ctp_scripts)]
+    source, *files = (hashed(k, p) for k, p in named if p is not None)
+    return Site(
+        deidentify=settings.deidentify,
+        pixels=settings.pixels,
+        policy=settings.policy,
+        vault_engine=settings.vault.engine,
+        config=source,
+        files=tuple(files),
+    )
 
 
 def statement(site: Site, made: date) -> str:

@@ -97,20 +97,10 @@ def _site(config: Path | None) -> conformance.Site:
     problems = settings_problems(settings) + rule_problems(settings)
     if problems:
         raise ConfigError(problems)
-    named = [("", config.resolve()), ("deidentify.vocabulary", settings.deidentify.vocabulary)]
-    named += [(f"pixels.ctp_scripts[{i}]", p) for i, p in enumerate(settings.pixels.ctp_scripts)]
     try:
-        source, *files = (conformance.hashed(k, p) for k, p in named if p is not None)
+        return conformance.site_of(settings, config)
     except OSError as exc:  # changed since it was read
         raise ConfigError([f"{config}: cannot read {exc.filename}: {exc.strerror}"]) from None
-    return conformance.Site(
-        deidentify=settings.deidentify,
-        pixels=settings.pixels,
-        policy=settings.policy,
-        vault_engine=settings.vault.engine,
-        config=source,
-        files=tuple(files),
-    )
 
 
 def _table_line(r: Explanation) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -24,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from gateway import admin
+from gateway import admin, conformance
 from gateway.console import views
 from gateway.console.officers import NAME, Officers
 from gateway.console.sessions import Session, Sessions
@@ -81,6 +82,8 @@ class Console:
             Route(held + "/release", signed(self.release), methods=["POST"]),
             Route(held + "/purge", signed(self.purge), methods=["POST"]),
             Route("/profile", signed(self.profile), methods=["GET"]),
+            Route("/conformance", signed(self.conformance), methods=["GET"]),
+            Route("/conformance.md", signed(self.conformance), methods=["GET"]),
             Route("/console.css", self.stylesheet, methods=["GET"]),
         ]
         return Starlette(routes=routes)
@@ -207,6 +210,16 @@ class Console:
     async def profile(self, request: Request, session: Session) -> Response:
         rows = await run_in_threadpool(explain, self.settings.deidentify)
         return self._page("profile.html", session, rows=rows)
+
+    async def conformance(self, request: Request, session: Session) -> Response:
+        """The de-identification conformance statement of the running configuration (as
+        `describe-profile --conformance` writes it): shown, or as Markdown to sign off."""
+        site = await run_in_threadpool(conformance.site_of, self.settings, self.settings.source)
+        text = conformance.statement(site, datetime.now(UTC).date())
+        if request.url.path.endswith(".md"):
+            headers = {**HEADERS, "Content-Disposition": 'attachment; filename="statement.md"'}
+            return Response(text, media_type="text/markdown; charset=utf-8", headers=headers)
+        return self._page("conformance.html", session, text=text)
 
     async def stylesheet(self, request: Request) -> Response:
         css = self.templates.get_template("console.css").render()

@@ -4,6 +4,7 @@ gateway and its spool, with quarantined originals made by the gateway itself."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterator
 
@@ -36,7 +37,7 @@ def held(site: Site) -> Iterator[ConsoleSite]:
     yield from console_site(site, sorted(folder.iterdir()))
 
 
-PAGES = ("/", "/quarantine", "/profile")
+PAGES = ("/", "/quarantine", "/profile", "/conformance")
 
 
 def test_nothing_is_shown_before_sign_in_and_a_wrong_password_is_refused(
@@ -87,6 +88,10 @@ def test_a_signed_in_officer_sees_the_pages_escaped_and_acts_only_with_the_csrf_
             page = client.get(path)
             assert page.status_code == 200, path
             assert OFFICER in page.text
+        statement = client.get("/conformance.md")
+        assert statement.headers["content-type"].startswith("text/markdown")
+        digest = hashlib.sha256(held.site.path.read_bytes()).hexdigest()
+        assert digest in statement.text  # the statement of the very file the console runs with
         listed = client.get("/quarantine").text
         assert evil in listed
         assert plain in listed
