@@ -31,6 +31,8 @@ from tests.support import REPO, cli
 
 DEPLOY = REPO / "deploy"
 UNIT = DEPLOY / "systemd" / "dicom-gateway.service"
+CONSOLE_UNIT = DEPLOY / "systemd" / "dicom-gateway-console.service"
+UNITS = (UNIT, CONSOLE_UNIT)
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "dicom-gateway.json"
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
@@ -95,15 +97,16 @@ def systemd_root(tmp_path: Path) -> Path:
     return root
 
 
-def _verify(root: Path, unit_text: str) -> str:
-    (root / "etc/systemd/system" / UNIT.name).write_text(unit_text)
-    done = _run("systemd-analyze", "verify", "--man=no", f"--root={root}", UNIT.name)
+def _verify(root: Path, unit_text: str, unit: Path = UNIT) -> str:
+    (root / "etc/systemd/system" / unit.name).write_text(unit_text)
+    done = _run("systemd-analyze", "verify", "--man=no", f"--root={root}", unit.name)
     said = (done.stdout + done.stderr).strip()
     return said if said or done.returncode == 0 else f"exit status {done.returncode}"
 
 
-def test_systemd_unit_verifies_without_a_complaint(systemd_root: Path) -> None:
-    assert _verify(systemd_root, UNIT.read_text()) == ""
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_systemd_unit_verifies_without_a_complaint(systemd_root: Path, unit: Path) -> None:
+    assert _verify(systemd_root, unit.read_text(), unit) == ""
 
 
 def test_systemd_verify_reports_a_misspelt_directive(systemd_root: Path) -> None:
@@ -112,13 +115,14 @@ def test_systemd_verify_reports_a_misspelt_directive(systemd_root: Path) -> None
     assert "ProtectClok" in _verify(systemd_root, broken)
 
 
-def test_systemd_unit_exposure_stays_low(systemd_root: Path) -> None:
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_systemd_unit_exposure_stays_low(systemd_root: Path, unit: Path) -> None:
     """systemd's own score of what the sandbox leaves open: 1.6 of 10 ("OK") when written;
     --threshold=20 fails above 2.0."""
-    (systemd_root / "etc/systemd/system" / UNIT.name).write_text(UNIT.read_text())
+    (systemd_root / "etc/systemd/system" / unit.name).write_text(unit.read_text())
     done = _run(
         "systemd-analyze", "security", "--offline=yes", f"--root={systemd_root}",
-        "--threshold=20", "--no-pager", UNIT.name,
+        "--threshold=20", "--no-pager", unit.name,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
 
