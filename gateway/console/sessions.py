@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_FAILURES = 5
@@ -27,7 +28,13 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, idle_seconds: float, max_seconds: float) -> None:
+    def __init__(
+        self,
+        idle_seconds: float,
+        max_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
         self.idle_seconds = idle_seconds
         self.max_seconds = max_seconds
         self._sessions: dict[str, Session] = {}
@@ -36,7 +43,7 @@ class Sessions:
 
     def start(self, officer: str) -> str:
         token = secrets.token_urlsafe(32)
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             self._expire(now)
             if len(self._sessions) >= MAX_SESSIONS:  # the oldest goes
@@ -49,7 +56,7 @@ class Sessions:
     def get(self, token: str | None) -> Session | None:
         if not token:
             return None
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             self._expire(now)
             session = self._sessions.get(token)
@@ -64,7 +71,7 @@ class Sessions:
     def locked(self, name: str) -> bool:
         with self._lock:
             count, since = self._failures.get(name, (0, 0.0))
-            if count >= MAX_FAILURES and time.monotonic() - since < LOCKOUT_SECONDS:
+            if count >= MAX_FAILURES and self.clock() - since < LOCKOUT_SECONDS:
                 return True
             if count >= MAX_FAILURES:
                 del self._failures[name]
@@ -73,7 +80,7 @@ class Sessions:
     def failed(self, name: str) -> None:
         with self._lock:
             count, _ = self._failures.get(name, (0, 0.0))
-            self._failures[name] = (count + 1, time.monotonic())
+            self._failures[name] = (count + 1, self.clock())
             if len(self._failures) > 10_000:  # names tried are unbounded input
                 self._failures.clear()
 
