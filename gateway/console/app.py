@@ -98,6 +98,14 @@ class Console:
         return response
 
     async def login(self, request: Request) -> Response:
+        try:
+            return await self._login(request)
+        except GatewayError:  # the audit trail could not record it: nobody is signed in
+            log.warning("console.answered", status=503, reason="not-recorded")
+            return self._page("error.html", None, status=503,
+                              problem="The audit trail cannot record a sign-in now.")  # fmt: skip
+
+    async def _login(self, request: Request) -> Response:
         form = await _form(request)
         expected = request.cookies.get(LOGIN_COOKIE, "")
         if not expected or not secrets.compare_digest(form.get("csrf", ""), expected):
@@ -122,6 +130,9 @@ class Console:
         return response
 
     async def logout(self, request: Request, session: Session) -> Response:
+        form = await _form(request)
+        if not secrets.compare_digest(form.get("csrf", ""), session.csrf):
+            return self._refused("csrf")
         self.sessions.end(request.cookies.get(COOKIE))
         await run_in_threadpool(
             admin.note, self.settings, "console.signed-out", officer=session.officer
