@@ -108,7 +108,7 @@ class Console:
     async def _login(self, request: Request) -> Response:
         form = await _form(request)
         expected = request.cookies.get(LOGIN_COOKIE, "")
-        if not expected or not secrets.compare_digest(form.get("csrf", ""), expected):
+        if not expected or not _same(form.get("csrf", ""), expected):
             return self._refused("csrf")
         name, password = form.get("name", ""), form.get("password", "")
         named = {"officer": name} if NAME.fullmatch(name) else {}
@@ -131,7 +131,7 @@ class Console:
 
     async def logout(self, request: Request, session: Session) -> Response:
         form = await _form(request)
-        if not secrets.compare_digest(form.get("csrf", ""), session.csrf):
+        if not _same(form.get("csrf", ""), session.csrf):
             return self._refused("csrf")
         self.sessions.end(request.cookies.get(COOKIE))
         await run_in_threadpool(
@@ -199,7 +199,7 @@ class Console:
 
     async def _act(self, request: Request, session: Session, op: str) -> Response:
         form = await _form(request)
-        if not secrets.compare_digest(form.get("csrf", ""), session.csrf):
+        if not _same(form.get("csrf", ""), session.csrf):
             return self._refused("csrf")
         study, instance = _held(request)
         ref = f"{study}/{instance}"
@@ -265,6 +265,11 @@ class Console:
     def _refused(self, reason: str) -> Response:
         log.info("console.answered", status=403, reason=reason)
         return self._page("error.html", None, status=403, problem="Refused.")
+
+
+def _same(given: str, expected: str) -> bool:
+    """A token compared in constant time (as bytes: a form may hold any text)."""
+    return secrets.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
 def _held(request: Request) -> tuple[str, str]:
