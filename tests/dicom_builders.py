@@ -134,3 +134,29 @@ def worker(
         ae_title="GATEWAY_UT",
         pixels=pixels or pixel_stage(),
     )
+
+
+#: One value per VR that holds no known word, date or identifier of a synthetic patient: what
+#: an attribute of that VR carries when a test asks what the engine does to it.
+NEUTRAL: dict[str, Any] = {
+    "AE": "QXSTATION",
+    "AS": "095Y",
+    "CS": "QXCODE",
+    "DA": "20200102",
+    "DS": "1.5",
+    "DT": "20200102030405",
+    "IS": "7",
+    "LO": "QX LONG",
+    "LT": "QX long text",
+    "OB": b"QXOB",
+    "PN": "Qxfamily^Qxgiven",
+    "SH": "QXSHORT",
+    "ST": "QX short text",
+    "TM": "101010",
+    "UC": "QX unlimited",
+    "UI": "1.2.826.0.1.3680043.2.1125.77",
+    "UN": b"QXUN",
+    "UR": "http://example.org/qx",
+    "US": 5,
+    "UT": "QX text",
+}

@@ -21,32 +21,9 @@ from gateway.deidentify.explain import explain
 from gateway.release.allowed import FIXED_DUMMIES
 from gateway.settings import load
 from gateway.vault.sqlite import SqliteVault
-from tests.dicom_builders import item, part10, synthetic
+from tests.dicom_builders import NEUTRAL, item, part10, synthetic
 from tests.support import base_config, cli, shared_dir, write_config
 
-# One value per VR that holds no known word, date or identifier of the synthetic patient
-VALUES: dict[str, Any] = {
-    "AE": "QXSTATION",
-    "AS": "095Y",
-    "CS": "QXCODE",
-    "DA": "20200102",
-    "DS": "1.5",
-    "DT": "20200102030405",
-    "IS": "7",
-    "LO": "QX LONG",
-    "LT": "QX long text",
-    "OB": b"QXOB",
-    "PN": "Qxfamily^Qxgiven",
-    "SH": "QXSHORT",
-    "ST": "QX short text",
-    "TM": "101010",
-    "UC": "QX unlimited",
-    "UI": "1.2.826.0.1.3680043.2.1125.77",
-    "UN": b"QXUN",
-    "UR": "http://example.org/qx",
-    "US": 5,
-    "UT": "QX text",
-}
 RETAINED = {
     "retain_device_identity": True,
     "retain_institution_identity": True,
@@ -159,8 +136,8 @@ def _deidentified(
         if not vr or row["retired_pydicom"] == "Y" or row["tag"][1:5] in ("0000", "0002"):
             continue
         tag = int(row["tag"][1:5] + row["tag"][6:10], 16)
-        if tag not in ds and (vr in VALUES or vr == "SQ"):
-            ds.add_new(tag, vr, [item(CodeValue="QX1")] if vr == "SQ" else VALUES[vr])
+        if tag not in ds and (vr in NEUTRAL or vr == "SQ"):
+            ds.add_new(tag, vr, [item(CodeValue="QX1")] if vr == "SQ" else NEUTRAL[vr])
     given = {int(elem.tag): elem.value for elem in ds if _text(int(elem.tag)) in _tags(reference)}
     out = dcmread(io.BytesIO(engine.run(part10(ds)).data))
     return given, out

@@ -7,7 +7,6 @@ import dataclasses
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydicom import dcmread
@@ -45,7 +44,7 @@ from gateway.deidentify.temporal import AGGREGATE_AGE, KeepForm, ShiftDate, Year
 from gateway.release.allowed import FIXED_DUMMIES
 from gateway.settings import DeidentifySettings
 from gateway.vault.sqlite import SqliteVault
-from tests.dicom_builders import item, part10, synthetic
+from tests.dicom_builders import NEUTRAL, item, part10, synthetic
 
 DEFAULTS = DeidentifySettings()
 NOTHING = DeidentifySettings(
@@ -203,29 +202,6 @@ def test_describe_rows_the_engine_writes_afresh() -> None:
 
 # -- what a run does ---------------------------------------------------------------------------
 
-_VALUES: dict[str, Any] = {
-    "AE": "QXSTATION",
-    "AS": "095Y",
-    "CS": "QXCODE",
-    "DA": "20200102",
-    "DS": "1.5",
-    "DT": "20200102030405",
-    "IS": "7",
-    "LO": "QX LONG",
-    "LT": "QX long text",
-    "OB": b"QXOB",
-    "PN": "Qxfamily^Qxgiven",
-    "SH": "QXSHORT",
-    "ST": "QX short text",
-    "TM": "101010",
-    "UC": "QX unlimited",
-    "UI": "1.2.826.0.1.3680043.2.1125.77",
-    "UN": b"QXUN",
-    "UR": "http://example.org/qx",
-    "US": 5,
-    "UT": "QX text",
-}
-
 
 def _sample(options: DeidentifySettings) -> dict[int, Explanation]:
     """One table row per description and VR, for public tags a data set can hold, and the
@@ -239,7 +215,7 @@ def _sample(options: DeidentifySettings) -> dict[int, Explanation]:
         if not dictionary_has_tag(tag) or tag in present:
             continue
         vr = dictionary_VR(tag).split(" or ")[0]
-        if vr in _VALUES or vr == "SQ":
+        if vr in NEUTRAL or vr == "SQ":
             kind = r.row.rule.tag if r.row.rule.tag in SEQUENCES_REMOVED else vr
             chosen.setdefault((r.effect, r.required, kind), (tag, r))
     return dict(chosen.values())
@@ -258,7 +234,7 @@ def test_what_is_described_is_what_a_run_does(name: str, vault: SqliteVault) -> 
     ds = synthetic()
     for tag in sample:
         vr = dictionary_VR(tag).split(" or ")[0]
-        ds.add_new(tag, vr, [item(CodeValue="QX1")] if vr == "SQ" else _VALUES[vr])
+        ds.add_new(tag, vr, [item(CodeValue="QX1")] if vr == "SQ" else NEUTRAL[vr])
     engine = Engine(options, vault, ae_title="GATEWAY_UT")
     out = dcmread(io.BytesIO(engine.run(part10(ds)).data))
     replaced = {effect(Dummy("PN")), RANDOM_ID, effect(MAP_UID), effect(ShiftDate("DA"))}
