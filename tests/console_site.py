@@ -88,7 +88,7 @@ def quarantine(site: Site, files: list[Path]) -> None:
 def console_site(site: Site, files: list[Path], client_ca: bool = False) -> Iterator[ConsoleSite]:
     pki, keys = site.root / "pki", site.root / "keys"
     console = {
-        "port": free_port(),
+        "port": 0,  # the console says where it listens (console.listening)
         "certificate": str(pki / "console.crt"),
         "private_key": str(pki / "console.key"),
         "officers": str(keys / "officers.json"),
