@@ -206,16 +206,29 @@ class ReturnPath:
     def _run(self) -> None:
         wait = 0.0
         while not self._stop.wait(wait):
-            fetched = True
             try:
-                self.poller.poll_once()
-                self.metrics.results_last_poll.set(time.time())
-            except ResultsError as exc:
-                fetched = False
-                self.metrics.results_poll_failures.labels(reason=exc.reason).inc()
-                log.warning("results.poll_failed", reason=exc.reason)
-            delivered = self.deliverer.deliver_once()
-            if fetched and delivered:
+                ok = self._pass()
+            except Exception as exc:  # noqa: BLE001 - the one guard of the return path's thread
+                # a bug or a spool/audit failure: what waits stays in spool/returns (every
+                # step there is a rename), so log, count, back off and go on
+                ok = False
+                reason = f"error:{exc.__class__.__name__}"
+                self.metrics.results_poll_failures.labels(reason=reason).inc()
+                log.error("results.pass_failed", error=exc.__class__.__name__)
+            if ok:
                 wait = self.poll_seconds
             else:
                 wait = min(max(wait * 2, self.poll_seconds), self.max_backoff_seconds)
+
+    def _pass(self) -> bool:
+        """Fetch what waits, then deliver what the spool holds; True when both went well."""
+        fetched = True
+        try:
+            self.poller.poll_once()
+            self.metrics.results_last_poll.set(time.time())
+        except ResultsError as exc:
+            fetched = False
+            self.metrics.results_poll_failures.labels(reason=exc.reason).inc()
+            log.warning("results.poll_failed", reason=exc.reason)
+        delivered = self.deliverer.deliver_once()
+        return fetched and delivered
