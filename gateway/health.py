@@ -16,7 +16,10 @@ Checks, each also the gauge `dicom_gateway_readiness_check{check}`:
   knows; the reason says which failed); while it does not, instances wait in `incoming/`;
 - `workers` (forwarding on): the worker pool started and at least one worker is alive;
 - `destination` (forwarding on): a mutual-TLS handshake with the analysis server succeeds
-  (CA, host name, pin), and requests to it are not failing (the outbox is not backing off).
+  (CA, host name, pin), and requests to it are not failing (the outbox is not backing off);
+- `forwarding` (forwarding off, `forward.enabled = false`): always fails with `disabled`.
+  Receive-only is a legitimate mode, but nothing leaves the spool in it; an operator who did
+  not mean it must see it, not a gateway that looks healthy while `incoming/` grows.
 
 Not ready is a signal for operations, not a gate: while the destination is down, C-STOREs are
 still acknowledged and wait in the spool. Only an unwritable spool or a disk below the reserve
@@ -49,7 +52,7 @@ from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.pipeline import Scheduler
 from gateway.settings import Settings
-from gateway.spool import HELD, Spool
+from gateway.spool import HELD, Spool, State
 from gateway.vault import Vault
 
 log = get_logger("gateway.health")
@@ -87,6 +90,8 @@ class Health:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health", daemon=True)
         metrics.spool_reserve_bytes.set(spool.reserve)
+        if scheduler is None:  # no scheduler keeps the incoming gauges: read them at each scrape
+            metrics.watch_incoming(lambda: spool.stamps(State.INCOMING))
         for name, when in certificate_expiries(settings).items():
             metrics.certificate_expiry.labels(certificate=name).set(when)
 
@@ -122,6 +127,8 @@ class Health:
         if self.scheduler is not None:
             checks["workers"] = _check(self.scheduler.workers_ready(), "no-worker-alive")
             checks["destination"] = self._destination(self.scheduler)
+        else:
+            checks["forwarding"] = Check(False, "disabled")
         self._checked_at = self._clock()
         changed = {n: c for n, c in checks.items() if self._checks.get(n) != c}
         self._checks = checks

@@ -259,6 +259,25 @@ class Metrics:
     def watch_free_space(self, read: Callable[[], int]) -> None:
         self.spool_free_bytes.set_function(lambda: float(read()))
 
+    def watch_incoming(self, stamps: Callable[[], list[float]]) -> None:
+        """Read `incoming/` at each scrape when no scheduler keeps its gauges (forwarding
+        off): its depth and oldest age are exported from the first scrape, so the backlog
+        alert sees a receive-only gateway's queue grow. `stamps` gives the items' receive
+        times (Unix); a spool that cannot be read counts as empty (/readyz reports it)."""
+
+        def read() -> list[float]:
+            try:
+                return stamps()
+            except OSError:
+                return []
+
+        def oldest() -> float:
+            found = read()
+            return max(0.0, time.time() - min(found)) if found else 0.0
+
+        self.queue_depth.labels(state="incoming").set_function(lambda: float(len(read())))
+        self.oldest_age.labels(state="incoming").set_function(oldest)
+
     def watch_results(
         self, waiting: Callable[[], list[float]], held: Callable[[], dict[str, int]]
     ) -> None:

@@ -152,6 +152,7 @@ class Scheduler:
             partial_writes=recovered.partial_writes,
             originals_already_sealed=recovered.originals_already_sealed,
         )
+        self._gauges()  # the queues are known now: exported from the first scrape
 
     def stop(self, timeout: float) -> bool:
         """Stop taking new work, let workers finish what they hold (up to `timeout`), stop

@@ -363,6 +363,10 @@ class Spool:
                 stamps.append(item.reason_path.stat().st_mtime)
         return stamps
 
+    def stamps(self, state: State) -> list[float]:
+        """When each item in a state got there (its file's time: received, sealed...)."""
+        return [t for t in (item.stamp() for item in self.items(state)) if t is not None]
+
     def files(self, state: State) -> list[Path]:
         """The paths of the items in one state (all studies), in order."""
         return [i.path for i in self.items(state)]

@@ -125,7 +125,9 @@ def test_image_runs_non_root_on_a_read_only_root_filesystem(
         port = docker("port", name, "9108").stdout.split()[0].rsplit(":", 1)[1]
         base = f"http://127.0.0.1:{port}"
         assert "dicom_gateway_build_info" in httpx.get(f"{base}/metrics", timeout=5).text
-        assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+        ready = httpx.get(f"{base}/readyz", timeout=5)  # CONFIG receives only: not ready
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["forwarding"] == {"ok": False, "reason": "disabled"}
 
         # 4. SIGTERM: drains and exits 0 well within the stop timeout
         stopped = docker("stop", "--time", "60", name, timeout=90)

@@ -346,6 +346,39 @@ def test_compose_keys_service_makes_everything_the_gateway_needs(tmp_path: Path)
     assert "receiver" in names.get_values_for_type(x509.DNSName)
 
 
+def test_image_config_without_the_forwarding_secrets_refuses_to_start(tmp_path: Path) -> None:
+    """The image's own config, its paths moved under a temporary folder, with the spool and
+    vault keys but none of the analysis server's files mounted: check-config and run both
+    exit 2 naming each missing forward key and its file, instead of a gateway that
+    acknowledges studies which would never leave the spool."""
+    text = (DEPLOY / "container" / "gateway.toml").read_text()
+    config = tmp_path / "gateway.toml"
+    secrets = tmp_path / "secrets"
+    config.write_text(
+        text.replace('"/run/secrets/', f'"{secrets}/').replace(
+            '"/var/lib/dicom-gateway/', f'"{tmp_path}/state/'
+        )
+    )
+    made = cli("keys", "--config", str(config))
+    assert made.returncode == 0, made.stderr
+    for path in secrets.iterdir():  # keys also makes a development CA and client certificate
+        if path.name not in ("spool-master.key", "vault.key"):
+            path.unlink()
+    expected = [
+        f"{config}: forward.{key}: no such file {secrets / name}"
+        for key, name in (
+            ("ca_bundle", "analysis-ca.crt"),
+            ("client_certificate", "gateway-client.crt"),
+            ("client_key", "gateway-client.key"),
+            ("receiver_key", "receiver-hpke.pub"),
+        )
+    ]
+    for command in (["check-config", str(config)], ["run", "--config", str(config)]):
+        refused = cli(*command)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert [line for line in expected if line not in refused.stderr] == [], refused.stderr
+
+
 def test_compose_wiring_matches_the_demo_config() -> None:
     """Orthanc's modality, Prometheus's target and the published ports name what
     deploy/compose/gateway.toml configures."""
