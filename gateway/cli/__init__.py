@@ -15,19 +15,23 @@ from pathlib import Path
 from gateway import __version__, scu
 from gateway.app import Gateway
 from gateway.cli import console, spool, vault
-from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, settings_from
+from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, settings_from, trust_warnings
 from gateway.cli.keys import cmd_keys
 from gateway.cli.offline import cmd_deidentify, cmd_describe_profile
 from gateway.deidentify.pixels.stage import PixelStage
 from gateway.errors import ConfigError, GatewayError
-from gateway.logs import configure
+from gateway.logs import configure, get_logger
 from gateway.receiver import server as receiver_server
 from gateway.settings import LoggingSettings
+
+log = get_logger("gateway.cli")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from(args.config)
     configure(settings.logging)
+    for reason, _ in trust_warnings(settings):
+        log.warning("config.ca_shared", reason=reason)
     try:
         return Gateway(settings).serve()
     except GatewayError as exc:
@@ -50,6 +54,8 @@ def cmd_receiver(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = settings_from(args.file)
     PixelStage.for_settings(settings)  # pixel rules readable, detector models present
+    for _, warning in trust_warnings(settings):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.file.resolve()}: ok")
     return EXIT_OK
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
 from gateway.deidentify.pixels.stage import rule_problems
 from gateway.deidentify.words import settings_problems
 from gateway.errors import ConfigError, KeyFileError, TlsSetupError
@@ -44,3 +47,55 @@ def settings_from(path: Path, *, files: bool = True) -> Settings:
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def trust_warnings(settings: Settings) -> list[tuple[str, str]]:
+    """Configurations that work but should not be used in production: the forwarder's client
+    certificate would be admitted as a PACS on the DICOM TLS port, because ingest trusts the
+    CA that issued it (the development setup has one CA for everything). Warnings, not
+    errors: `check-config` prints them and `run` logs them (deploy/README.md, "One CA per
+    trust"). Each is (a reason code for the log, the sentence for the operator)."""
+    tls, forward = settings.ingest.tls, settings.forward
+    if not (tls.enabled and forward.enabled and tls.client_ca and forward.client_certificate):
+        return []
+    try:
+        cas = x509.load_pem_x509_certificates(tls.client_ca.read_bytes())
+        chain = x509.load_pem_x509_certificates(forward.client_certificate.read_bytes())
+    except (OSError, ValueError):
+        return []  # file_problems and the TLS setup name an unreadable file
+    warnings = []
+    if any(_issued_by(cert, ca) for cert in chain for ca in cas):
+        warnings.append(
+            (
+                "forward-client-certificate-trusted-by-ingest",
+                f"{settings.source}: forward.client_certificate is issued by a CA in "
+                "ingest.tls.client_ca: the forwarder's certificate would be admitted as a PACS "
+                "on the DICOM TLS port; give PACS clients and the analysis server separate CAs",
+            )
+        )
+    if forward.ca_bundle is not None and _same_bytes(tls.client_ca, forward.ca_bundle):
+        warnings.append(
+            (
+                "ingest-client-ca-is-forward-ca",
+                f"{settings.source}: ingest.tls.client_ca and forward.ca_bundle are the same CA: "
+                "whatever that CA issued for the analysis server's side is admitted as a PACS",
+            )
+        )
+    return warnings
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    if cert == ca:
+        return True
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    try:
+        return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False

@@ -73,6 +73,53 @@ def test_keys_makes_the_forwarding_pki_and_the_receiver_hpke_pair(example: Path)
     assert read_private(var / "keys" / "receiver-hpke.key").public.key_id == private.public.key_id
 
 
+def test_one_ca_for_pacs_clients_and_the_forwarder_is_warned_about(example: Path) -> None:
+    """The example's development PKI has one CA for everything: with inbound TLS on, ingest
+    would admit the forwarder's client certificate as a PACS. check-config says so (and still
+    passes: a warning), run logs it at start; a separate CA for PACS clients silences it."""
+    text = example.read_text()
+    tls_off = 'enabled = false                            # default false\ncertificate = "../var'
+    assert tls_off in text
+    example.write_text(text.replace(tls_off, tls_off.replace("false ", "true  ", 1)))
+    assert cli("keys", "--config", str(example)).returncode == 0
+
+    # 1. check-config: both warnings, exit 0
+    checked = cli("check-config", str(example))
+    assert checked.returncode == 0, checked.stderr
+    assert (
+        f"warning: {example}: forward.client_certificate is issued by a CA in "
+        "ingest.tls.client_ca" in checked.stderr
+    )
+    assert (
+        f"warning: {example}: ingest.tls.client_ca and forward.ca_bundle are the same CA"
+        in checked.stderr
+    )
+
+    # 2. run: logged before anything starts (here the spool cannot be made, so it stops at once)
+    blocked = example.parent / "blocked.toml"
+    blocked.write_text(
+        example.read_text().replace('directory = "../var/spool"', 'directory = "/dev/null/spool"')
+    )
+    ran = cli("run", "--config", str(blocked))
+    assert ran.returncode == 1, ran.stderr
+    events = [json.loads(line) for line in ran.stderr.splitlines() if line.startswith("{")]
+    shared = [e["reason"] for e in events if e["event"] == "config.ca_shared"]
+    assert shared == [
+        "forward-client-certificate-trusted-by-ingest",
+        "ingest-client-ca-is-forward-ca",
+    ]
+
+    # 3. PACS clients from a CA of their own: no warning
+    separate = example.read_text().replace(
+        'client_ca = "../var/pki/dev-ca.crt"', 'client_ca = "../var/pki/pacs-ca.crt"', 1
+    )
+    example.write_text(separate)
+    assert cli("keys", "--config", str(example)).returncode == 0
+    again = cli("check-config", str(example))
+    assert again.returncode == 0, again.stderr
+    assert "warning" not in again.stderr
+
+
 def test_keys_never_overwrites_a_key(example: Path) -> None:
     assert cli("keys", "--config", str(example)).returncode == 0
     key = example.parent.parent / "var" / "keys" / "spool-master.key"
