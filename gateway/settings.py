@@ -747,11 +747,46 @@ def load(path: Path) -> Settings:
     return typing.cast(Settings, settings)
 
 
+_TABLE = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+_ASSIGN = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+
+
+def key_line(text: str, key: str) -> int | None:
+    """The 1-based line of TOML `text` that sets `key` (dotted; a secret's `key.file` is on
+    the line of `key = { file = ... }`), or None: not set there (a default), or an array
+    entry. For messages only: the file was parsed by tomllib, which keeps no positions."""
+    table = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        if header := _TABLE.match(line):
+            table = header.group(1)
+        elif assign := _ASSIGN.match(line):
+            full = f"{table}.{assign.group(1)}" if table else assign.group(1)
+            if key == full or key.startswith(full + "."):
+                return number
+    return None
+
+
 def file_problems(settings: Settings) -> list[str]:
-    """Problems with the files the settings point at: missing secrets, unreadable TLS files.
+    """Problems with the files the settings point at: missing secrets, unreadable TLS files,
+    each naming the file, the key and the line that sets it.
 
     Separate from `load()` so `dicom-gateway keys` can load a config whose keys do not exist yet.
     """
+    problems = _file_problems(settings)
+    try:
+        text = settings.source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return problems
+    prefix = f"{settings.source}: "
+    located = []
+    for problem in problems:
+        key = problem.removeprefix(prefix).split(":", 1)[0]
+        line = key_line(text, key) if problem.startswith(prefix) else None
+        located.append(problem if line is None else f"{problem} (line {line})")
+    return located
+
+
+def _file_problems(settings: Settings) -> list[str]:
     problems: list[str] = []
     for key, secret in (
         ("spool.master_key", settings.spool.master_key),

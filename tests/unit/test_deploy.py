@@ -349,7 +349,7 @@ def test_compose_keys_service_makes_everything_the_gateway_needs(tmp_path: Path)
 def test_image_config_without_the_forwarding_secrets_refuses_to_start(tmp_path: Path) -> None:
     """The image's own config, its paths moved under a temporary folder, with the spool and
     vault keys but none of the analysis server's files mounted: check-config and run both
-    exit 2 naming each missing forward key and its file, instead of a gateway that
+    exit 2 naming the file, each missing forward key and its line, instead of a gateway that
     acknowledges studies which would never leave the spool."""
     text = (DEPLOY / "container" / "gateway.toml").read_text()
     config = tmp_path / "gateway.toml"
@@ -364,8 +364,10 @@ def test_image_config_without_the_forwarding_secrets_refuses_to_start(tmp_path: 
     for path in secrets.iterdir():  # keys also makes a development CA and client certificate
         if path.name not in ("spool-master.key", "vault.key"):
             path.unlink()
+    lines = config.read_text().splitlines()
     expected = [
-        f"{config}: forward.{key}: no such file {secrets / name}"
+        f"{config}: forward.{key}: no such file {secrets / name} "
+        f"(line {next(n for n, line in enumerate(lines, 1) if line.startswith(f'{key} ='))})"
         for key, name in (
             ("ca_bundle", "analysis-ca.crt"),
             ("client_certificate", "gateway-client.crt"),

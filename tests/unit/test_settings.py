@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.settings import ae_title_problem, file_problems, load
+from gateway.settings import ae_title_problem, file_problems, key_line, load
 from tests.support import REPO, base_config, write_config
 
 
@@ -199,3 +199,16 @@ def test_forward_keys_are_checked_and_named(tmp_path: Path) -> None:
         "forward.client_key",
         "forward.receiver_key",
     ]
+
+
+def test_key_line_finds_where_a_key_is_set() -> None:
+    """For messages about files the settings name: tomllib keeps no positions."""
+    text = (
+        "[ingest]\nport = 11112\n\n[[ingest.peers]]\nname = 'a'\n\n[ingest.tls]\n"
+        "client_ca = 'ca.crt'\n[spool]\nmaster_key = { file = 'k' }\n"
+    )
+    assert key_line(text, "ingest.port") == 2
+    assert key_line(text, "ingest.tls.client_ca") == 8
+    assert key_line(text, "spool.master_key.file") == 10
+    assert key_line(text, "spool.directory") is None  # not set: no line
+    assert key_line(text, "tls.client_ca") is None  # only the full key
