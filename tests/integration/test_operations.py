@@ -137,6 +137,10 @@ def test_metrics_after_an_end_to_end_run_count_it_and_carry_nothing_from_the_wir
 def test_healthz_and_readyz_with_everything_up(site: Site) -> None:
     site.receiver()
     gateway = site.gateway()
+    first = get(gateway, "/metrics").text  # the queues are exported before the workers are up
+    for state in ("incoming", "outbox"):
+        assert f'dicom_gateway_queue_depth{{state="{state}"}}' in first
+        assert f'dicom_gateway_queue_oldest_age_seconds{{state="{state}"}}' in first
     assert get(gateway, "/healthz").json() == {"status": "alive"}
     body = wait_ready(gateway, True, "ready")
     checks = {"spool_writable", "disk_reserve", "vault", "workers", "destination"}
