@@ -173,6 +173,9 @@ class IngestSettings:
     max_instance_mib: int = field(default=4096, metadata=_check(_between(1, 1 << 20)))
     max_associations: int = field(default=8, metadata=_check(_between(1, 1000)))
     max_pending_connections: int = field(default=32, metadata=_check(_between(1, 1000)))
+    #: the listening socket's queue of connections the kernel completed and we have not yet
+    #: accepted (listen(2) backlog; the kernel caps it at net.core.somaxconn)
+    listen_backlog: int = field(default=128, metadata=_check(_between(1, 65535)))
     association_request_timeout: float = field(default=10.0, metadata=_check(_positive))
     network_timeout: float = field(default=60.0, metadata=_check(_positive))
     drain_seconds: float = field(default=30.0, metadata=_check(_positive))

@@ -122,6 +122,9 @@ class GatewayServer(ThreadedAssociationServer):
 
     def __init__(self, *args: Any, admission: AdmissionControl, **kwargs: Any) -> None:
         self.admission = admission
+        # socketserver's listen() backlog, 5 unless set before it binds: a burst of connects
+        # beyond it has its SYNs dropped and retried a second later
+        self.request_queue_size = admission.settings.listen_backlog
         kwargs["request_handler"] = GatewayRequestHandler
         super().__init__(*args, **kwargs)
 

@@ -212,3 +212,11 @@ def test_key_line_finds_where_a_key_is_set() -> None:
     assert key_line(text, "spool.master_key.file") == 10
     assert key_line(text, "spool.directory") is None  # not set: no line
     assert key_line(text, "tls.client_ca") is None  # only the full key
+
+
+def test_listen_backlog_is_checked_and_named(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    config["ingest"]["listen_backlog"] = 0
+    assert "ingest.listen_backlog: must be between 1 and 65535" in _problems(tmp_path, config)
+    config["ingest"]["listen_backlog"] = 512
+    assert load(write_config(tmp_path, config)).ingest.listen_backlog == 512
