@@ -32,6 +32,7 @@ from gateway.ingest.pynetdicom_seam import (
     hand_back_ended,
     silence_identifier_logging,
     stop_accepting,
+    stop_waiting_for_request,
     take_over_data_phase,
     transport_socket,
 )
@@ -159,6 +160,12 @@ _REJECTION_STATUS = {
 }
 
 
+def _stop_waiting(event: Event) -> None:
+    """EVT_CONN_CLOSE: a connection closed before it asked for an association frees its thread
+    (and its pending-connection slot) now, not after `association_request_timeout`."""
+    stop_waiting_for_request(event.assoc)
+
+
 class IngestService:
     """Builds the pynetdicom AE once; `start()` listens, `stop()` drains."""
 
@@ -200,6 +207,7 @@ class IngestService:
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_ABORTED, self.admission.on_ended),
             (evt.EVT_CONN_CLOSE, self.admission.on_ended),
+            (evt.EVT_CONN_CLOSE, _stop_waiting),
         ]
         server = self.ae.make_server(
             (s.host, s.port),

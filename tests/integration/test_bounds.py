@@ -78,3 +78,15 @@ def test_50_simultaneous_connects_are_all_accepted_without_a_syn_retry(
             client.join()
     assert len(took) == 50
     assert max(took) < 1.0, sorted(took)[-5:]
+
+
+def test_threads_drain_at_once_after_200_connect_close_cycles(gw: GatewayProcess) -> None:
+    """A connection closed before its A-ASSOCIATE-RQ held its association thread (and a
+    pending-connection slot) for `association_request_timeout`; now it is freed at once."""
+    assert echo_ok(gw)
+    before = threads(gw)
+    for _ in range(200):
+        socket.create_connection(("127.0.0.1", gw.port), timeout=10).close()
+    for _ in range(3):
+        assert echo_ok(gw)
+    assert wait_until(lambda: threads(gw) <= before + 2, timeout=5.0), (before, threads(gw))

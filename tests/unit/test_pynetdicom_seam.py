@@ -88,6 +88,9 @@ BREAKERS: dict[str, Breaker] = {
     "DULServiceProvider.state_machine.current_state": _wrap_init(
         fsm.StateMachine, _rename("current_state")
     ),
+    "DULServiceProvider.to_user_queue": lambda mp: mp.setattr(
+        DULServiceProvider, "receive_pdu", lambda self, wait=False, timeout=None: None
+    ),
     "Association.dul": lambda mp: mp.delattr(DULServiceProvider, "kill_dul"),
     "DULServiceProvider.socket": _wrap_init(DULServiceProvider, _rename("socket")),
     "AssociationSocket.socket": _wrap_init(AssociationSocket, _rename("socket")),
