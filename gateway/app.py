@@ -100,7 +100,7 @@ class Gateway:
             self.results.start()
         if self.settings.metrics.enabled:
             m = self.settings.metrics
-            self.http = HttpEndpoint(m.host, m.port, self.registry, self.health)
+            self.http = HttpEndpoint(m, self.registry, self.health)
             self.http.start()
             log.info("metrics.listening", host=m.host, port=self.http.port)
         self.health.start()

@@ -34,24 +34,22 @@ of the quarantine and dead-letter states.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from cryptography import x509
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from gateway.errors import VaultError, VaultUnavailable
+from gateway.httpserver import HttpServer
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.pipeline import Scheduler
-from gateway.settings import Settings
+from gateway.settings import MetricsSettings, Settings
 from gateway.spool import HELD, Spool, State
 from gateway.vault import Vault
 
@@ -211,36 +209,29 @@ def certificate_expiries(settings: Settings) -> dict[str, float]:
     return found
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """No access log: scrapes every few seconds would drown the gateway's own events."""
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
 class HttpEndpoint:
-    """/metrics, /healthz and /readyz on one listening socket."""
+    """/metrics, /healthz and /readyz on one listening socket, bounded in threads, connections
+    and time (`gateway.httpserver`); /healthz is answered without waiting for a worker."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Health):
+    def __init__(self, settings: MetricsSettings, registry: CollectorRegistry, health: Health):
         self.health = health
         self._metrics = make_wsgi_app(registry)
-        server_class = _Server6 if ":" in host else _Server
-        self.server = make_server(host, port, self._app, server_class, handler_class=_Quiet)
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+        self.server = HttpServer(
+            settings.host,
+            settings.port,
+            self._app,
+            max_connections=settings.max_connections,
+            request_timeout=settings.request_timeout,
+            inline=frozenset({"/healthz"}),
+            on_closed=lambda reason: health.metrics.http_closed.labels(reason=reason).inc(),
+        )
+        self.port = self.server.port
 
     def start(self) -> None:
-        self._thread.start()
+        self.server.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
     def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")

@@ -28,6 +28,14 @@ class Refusal(enum.StrEnum):
     INSTANCE_TOO_LARGE = "instance_too_large"
 
 
+class HttpClosed(enum.StrEnum):
+    """Why the metrics endpoint closed a connection without the answer it asked for."""
+
+    TIMEOUT = "timeout"  # the request not complete, or the answer not taken, in time
+    OVER_LIMIT = "over_limit"  # closed to stay within metrics.max_connections
+    BAD_REQUEST = "bad_request"  # not a GET/HEAD of HTTP/1.x, or a head over 8 KiB
+
+
 class StoreResult(enum.StrEnum):
     """Outcome of one C-STORE request."""
 
@@ -93,6 +101,14 @@ class Metrics:
             "1 when the readiness check passes, 0 when it fails (spool_writable, disk_reserve, "
             "workers, destination)",
             ["check"],
+            registry=registry,
+        )
+        self.http_closed = Counter(
+            p + "http_connections_closed",
+            "Connections to this endpoint closed unanswered, by reason (timeout: the request or "
+            "the taking of the answer exceeded metrics.request_timeout; over_limit: closed to "
+            "stay within metrics.max_connections; bad_request)",
+            ["reason"],
             registry=registry,
         )
         self.instances_processed = Counter(
@@ -247,6 +263,8 @@ class Metrics:
         )
         for reason in Refusal:
             self.associations_refused.labels(reason=reason)
+        for closed in HttpClosed:
+            self.http_closed.labels(reason=closed)
         # series that alerts compare over time exist from the start (a counter born at its
         # first increment hides that increment from increase())
         for result in StoreResult:

@@ -242,6 +242,10 @@ class MetricsSettings:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = field(default=9108, metadata=_check(_port_problem))
+    #: connections held at once; one more closes the one waiting longest for its request
+    max_connections: int = field(default=64, metadata=_check(_between(1, 10000)))
+    #: seconds from connect for the request line and headers, and to take the answer
+    request_timeout: float = field(default=5.0, metadata=_check(_positive))
 
 
 def _site_code_problem(value: str) -> str | None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gateway import scu
@@ -20,6 +21,8 @@ pytestmark = pytest.mark.timeout(120)
 
 #: far above what any test here waits: a thread still held on it shows as a failure
 ASSOCIATION_REQUEST_TIMEOUT = 60.0
+MAX_CONNECTIONS = 100  # [metrics]
+REQUEST_TIMEOUT = 1.0  # [metrics]
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +32,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     config["ingest"].update(
         association_request_timeout=ASSOCIATION_REQUEST_TIMEOUT, max_pending_connections=64
     )
+    config["metrics"].update(max_connections=MAX_CONNECTIONS, request_timeout=REQUEST_TIMEOUT)
     path = write_config(root, config)
     keys = cli("keys", "--config", str(path))
     assert keys.returncode == 0, keys.stderr
@@ -90,3 +94,73 @@ def test_threads_drain_at_once_after_200_connect_close_cycles(gw: GatewayProcess
     for _ in range(3):
         assert echo_ok(gw)
     assert wait_until(lambda: threads(gw) <= before + 2, timeout=5.0), (before, threads(gw))
+
+
+def closed_by_server(sock: socket.socket, deadline: float) -> bool:
+    sock.settimeout(max(0.01, deadline - time.monotonic()))
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_500_idle_connections_to_the_metrics_port_hold_no_thread_and_lock_nobody_out(
+    gw: GatewayProcess,
+) -> None:
+    """wsgiref's threading server: one thread per connection, no read timeout (9 -> 509
+    threads, held until the client let go)."""
+    before = threads(gw)
+    base = f"http://127.0.0.1:{gw.metrics_port}"
+    with ExitStack() as stack:
+        idle = [
+            stack.enter_context(socket.create_connection(("127.0.0.1", gw.metrics_port), 10))
+            for _ in range(500)
+        ]
+        assert threads(gw) <= before + 2
+        started = time.monotonic()
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+        assert time.monotonic() - started < 1.0
+        closed = sum(
+            gw.metric("dicom_gateway_http_connections_closed_total", reason=reason)
+            for reason in ("over_limit", "timeout")
+        )
+        assert closed >= 500 - MAX_CONNECTIONS  # timeout too: a loaded machine opens them slowly
+        assert threads(gw) <= before + 2
+        deadline = time.monotonic() + REQUEST_TIMEOUT + 5.0
+        assert all(closed_by_server(sock, deadline) for sock in idle)
+
+
+def test_a_slowloris_is_cut_off_after_the_request_timeout(gw: GatewayProcess) -> None:
+    with socket.create_connection(("127.0.0.1", gw.metrics_port), timeout=10) as sock:
+        started = time.monotonic()
+        for byte in b"GET /metrics HTTP/1.1\r\nHost: x\r\n":
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.1)
+        assert closed_by_server(sock, started + REQUEST_TIMEOUT + 5.0)
+        assert time.monotonic() - started < REQUEST_TIMEOUT + 5.0
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        (b"POST /healthz HTTP/1.1\r\n\r\n", b"405"),
+        (b"hello\r\n\r\n", b"400"),
+        (b"GET /healthz HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n", b"431"),
+        (b"HEAD /healthz HTTP/1.1\r\n\r\n", b"200"),
+    ],
+)
+def test_what_the_metrics_port_answers_to_odd_requests(
+    gw: GatewayProcess, request_head: bytes, status: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", gw.metrics_port), timeout=10) as sock:
+        sock.sendall(request_head)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.split(b" ")[1] == status
+    assert answer.endswith(b"\r\n\r\n") == request_head.startswith(b"HEAD")

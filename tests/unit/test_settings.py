@@ -220,3 +220,14 @@ def test_listen_backlog_is_checked_and_named(tmp_path: Path) -> None:
     assert "ingest.listen_backlog: must be between 1 and 65535" in _problems(tmp_path, config)
     config["ingest"]["listen_backlog"] = 512
     assert load(write_config(tmp_path, config)).ingest.listen_backlog == 512
+
+
+def test_metrics_bounds_are_checked_and_named(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    config["metrics"].update(max_connections=0, request_timeout=0.0)
+    text = _problems(tmp_path, config)
+    assert "metrics.max_connections: must be between 1 and 10000" in text
+    assert "metrics.request_timeout: must be a finite number above zero" in text
+    config["metrics"].update(max_connections=8, request_timeout=2.5)
+    metrics = load(write_config(tmp_path, config)).metrics
+    assert (metrics.max_connections, metrics.request_timeout) == (8, 2.5)
