@@ -93,7 +93,8 @@ def test_threads_drain_at_once_after_200_connect_close_cycles(gw: GatewayProcess
         socket.create_connection(("127.0.0.1", gw.port), timeout=10).close()
     for _ in range(3):
         assert echo_ok(gw)
-    assert wait_until(lambda: threads(gw) <= before + 2, timeout=5.0), (before, threads(gw))
+    # generous for a loaded machine, and a quarter of the timeout that held them before
+    assert wait_until(lambda: threads(gw) <= before + 2, timeout=15.0), (before, threads(gw))
 
 
 def closed_by_server(sock: socket.socket, deadline: float) -> bool:
