@@ -86,6 +86,9 @@ def test_metrics_after_an_end_to_end_run_count_it_and_carry_nothing_from_the_wir
     wait_for(lambda: len(site.manifests()) >= 2, 90, "two manifests")
     wait_for(lambda: gauge(gateway, "dicom_gateway_queue_depth", state="quarantine") == 1, 30,
              "the quarantine gauge")  # fmt: skip
+    # the scheduler sets the outbox gauge at its next step after the last delivery
+    wait_for(lambda: gauge(gateway, "dicom_gateway_queue_depth", state="outbox") == 0, 30,
+             "the outbox gauge")  # fmt: skip
 
     text = get(gateway, "/metrics").text
     found = samples(text)
