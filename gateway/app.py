@@ -100,11 +100,18 @@ class Gateway:
             self.results.start()
         if self.settings.metrics.enabled:
             m = self.settings.metrics
-            self.http = HttpEndpoint(m, self.registry, self.health)
+            try:
+                self.http = HttpEndpoint(m, self.registry, self.health)
+            except OSError as exc:
+                raise ListenError.binding(exc, "metrics.port", m.host, m.port) from None
             self.http.start()
             log.info("metrics.listening", host=m.host, port=self.http.port)
         self.health.start()
-        self.ingest.start()
+        try:
+            self.ingest.start()
+        except OSError as exc:
+            i = self.settings.ingest
+            raise ListenError.binding(exc, "ingest.port", i.host, i.port) from None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # No logging here: the signal may interrupt this thread while it holds the log
@@ -122,8 +129,10 @@ class Gateway:
             signal.signal(signum, self._on_signal)
         try:
             self._listen()
-        except OSError as exc:
+        except (ListenError, OSError) as exc:
             self._shut_down(drain_until=None)
+            if isinstance(exc, ListenError):
+                raise
             raise ListenError(f"cannot listen: {exc.strerror or exc.__class__.__name__}") from None
         log.info("gateway.started", spool=str(self.spool.root))
         self.audit.append("gateway.started")

@@ -26,6 +26,8 @@ socket layer treats it as the broken connection it ends in; the reference receiv
 `Refused` is an HTTP answer, not an error of the gateway.
 """
 
+from __future__ import annotations
+
 
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose."""
@@ -65,6 +67,14 @@ class TlsSetupError(GatewayError):
 
 class ListenError(GatewayError):
     """A configured address and port cannot be bound (in use, not ours, no permission)."""
+
+    @classmethod
+    def binding(cls, exc: OSError, key: str, host: str, port: int) -> ListenError:
+        """The error for a failed bind, naming the address, the port and the setting to change:
+        `cannot listen on 127.0.0.1:11112 (ingest.port): address already in use`."""
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        why = exc.strerror or exc.__class__.__name__
+        return cls(f"cannot listen on {address} ({key}): {why[:1].lower()}{why[1:]}")
 
 
 class VaultError(GatewayError):

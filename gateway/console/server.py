@@ -17,7 +17,7 @@ import uvicorn
 from gateway.console.app import Console
 from gateway.console.officers import Officers
 from gateway.console.views import Reviewing
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ListenError
 from gateway.logs import get_logger
 from gateway.receiver.uvicorn_seam import (
     check_uvicorn,
@@ -76,7 +76,11 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=5,
     )
     check_uvicorn()
-    sock = listening_socket(settings.console.host, settings.console.port)
+    where = settings.console
+    try:
+        sock = listening_socket(where.host, where.port)
+    except OSError as exc:
+        raise ListenError.binding(exc, "console.port", where.host, where.port) from None
     log.info("console.listening", host=settings.console.host, port=sock.getsockname()[1],
              client_certificates=client_ca is not None)  # fmt: skip
     exit_quietly_after_signals()

@@ -16,7 +16,7 @@ from pathlib import Path
 import structlog
 import uvicorn
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ListenError
 from gateway.receiver.app import build
 from gateway.receiver.demo import DemoAnalysis
 from gateway.receiver.results import Results
@@ -96,7 +96,11 @@ def serve(settings: Settings, demo_analysis: bool = False) -> None:
     )
     check_uvicorn()  # an incompatible upgrade fails here, naming what changed
     # bound before uvicorn starts: port 0 works, and a client reading the log may connect at once
-    sock = listening_socket(settings.receiver.host, settings.receiver.port)
+    where = settings.receiver
+    try:
+        sock = listening_socket(where.host, where.port)
+    except OSError as exc:
+        raise ListenError.binding(exc, "receiver.port", where.host, where.port) from None
     log.info(
         "receiver.listening",
         host=settings.receiver.host,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import shutil
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.support import (
     base_config,
     cli,
     read_spool,
+    receiver_config,
     shared_dir,
     write_config,
 )
@@ -227,15 +229,33 @@ def test_echo_to_nobody_is_a_clear_error() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_a_port_in_use_is_a_clear_error(gateway: GatewayProcess, tmp_path: Path) -> None:
-    other = tmp_path / "other"
-    config = base_config(other)
-    config["ingest"]["port"] = gateway.port
-    path = write_config(other, config)
-    assert cli("keys", "--config", str(path)).returncode == 0
-    result = cli("run", "--config", str(path))
-    assert result.returncode == 1
-    assert "cannot start: cannot listen: Address already in use" in result.stderr
+@pytest.mark.parametrize(
+    ("command", "section"),
+    [("run", "ingest"), ("run", "metrics"), ("receiver", "receiver"), ("console run", "console")],
+)
+def test_a_port_in_use_is_named_with_its_address_and_setting(
+    tmp_path: Path, command: str, section: str
+) -> None:
+    """Each listener's bind failing names the address, the port and the key to change
+    (issue 23): a real socket holds the port."""
+    config = receiver_config(tmp_path)
+    # `run` without workers (only its two listeners); `keys` makes the receiver's files
+    config["forward"]["enabled"] = command == "receiver"
+    pki = tmp_path / "pki"
+    config["console"] = {
+        "certificate": str(pki / "console.crt"),
+        "private_key": str(pki / "console.key"),
+        "officers": str(tmp_path / "keys" / "officers.json"),
+    }
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        config[section]["port"] = port
+        path = write_config(tmp_path, config)
+        assert cli("keys", "--config", str(path)).returncode == 0
+        result = cli(*command.split(), "--config", str(path))
+    assert result.returncode == 1, result.stderr
+    expected = f"cannot listen on 127.0.0.1:{port} ({section}.port): address already in use"
+    assert expected in result.stderr
     assert "Traceback" not in result.stderr
 
 
