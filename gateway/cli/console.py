@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,14 @@ def cmd_officer_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_officer_list(args: argparse.Namespace) -> int:
-    for name in sorted(_officers(args).read()):
+    names = sorted(_officers(args).read())
+    if args.json:
+        print(json.dumps([{"name": name} for name in names], indent=1))
+        return EXIT_OK
+    for name in names:
         print(name)
+    if not names:
+        print("(none)")
     return EXIT_OK
 
 
@@ -87,4 +94,5 @@ def add_commands(sub: Any) -> None:
     remove.set_defaults(func=cmd_officer_remove)
     listed = what.add_parser("list", help="the officers' names")
     listed.add_argument("--config", type=Path, required=True)
+    listed.add_argument("--json", action="store_true", help="machine-readable output")
     listed.set_defaults(func=cmd_officer_list)

@@ -32,8 +32,30 @@ def _short(value: Any) -> str:
 
 
 def cmd_spool_list(args: argparse.Namespace) -> int:
-    _print(admin.overview(settings_from(args.config)), args.json)
+    overview = admin.overview(settings_from(args.config))
+    if args.json:
+        _print(overview, True)
+        return EXIT_OK
+    print(f"{'state':<12}{'items':>7}  oldest")
+    for state, row in overview["states"].items():
+        print(f"{state:<12}{row['items']:>7}  {_age(row['oldest_age_seconds'])}")
+    held = [
+        (s, r, n) for s, reasons in overview["held_by_reason"].items() for r, n in reasons.items()
+    ]
+    print("\nheld, by reason:" if held else "\nheld, by reason: (none)")
+    for state, reason, n in held:
+        print(f"{state:<12}{n:>7}  {reason}")
     return EXIT_OK
+
+
+def _age(seconds: float | None) -> str:
+    """An age for people: seconds, minutes, hours or days ("-": nothing in that state)."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def cmd_held_list(args: argparse.Namespace) -> int:

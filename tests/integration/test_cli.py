@@ -259,6 +259,22 @@ def test_a_port_in_use_is_named_with_its_address_and_setting(
     assert "Traceback" not in result.stderr
 
 
+def test_officer_accounts_are_listed_as_a_table_or_as_json(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    config["console"] = {  # the certificate is named, not read, to manage accounts
+        "officers": str(tmp_path / "officers.json"),
+        **{key: str(tmp_path / f"console.{key}") for key in ("certificate", "private_key")},
+    }
+    path = str(write_config(tmp_path, config))
+    for name in ("b.smit", "a.jansen"):
+        added = cli("console", "officer", "add", name, "--password-stdin", "--config", path,
+                    input="a long enough passphrase\n")  # fmt: skip
+        assert added.returncode == 0, added.stderr
+    assert cli("console", "officer", "list", "--config", path).stdout == "a.jansen\nb.smit\n"
+    listed = cli("console", "officer", "list", "--json", "--config", path)
+    assert json.loads(listed.stdout) == [{"name": "a.jansen"}, {"name": "b.smit"}]
+
+
 def test_unloadable_tls_files_are_named(tmp_path: Path) -> None:
     config = base_config(tmp_path)
     pki = tmp_path / "pki"

@@ -93,6 +93,15 @@ def test_release_check_quarantines_a_planted_leak_and_the_operator_acts_on_it(
     assert (held["reason"], held["peer"]) == (reason, "dcmtk")
     assert held["where"] == ["(7053,1000)"]
     assert "73915824" not in listed.stdout  # tag paths, never values
+    overview = admin(site, "spool", "list", "--json")
+    assert overview.returncode == 0, overview.stderr
+    counts = json.loads(overview.stdout)
+    assert counts["states"]["quarantine"]["items"] == 1
+    assert counts["held_by_reason"]["quarantine"] == {reason: 1}
+    table = admin(site, "spool", "list").stdout.splitlines()
+    assert table[0].split() == ["state", "items", "oldest"]
+    assert table[1 + list(counts["states"]).index("quarantine")].split()[:2] == ["quarantine", "1"]
+    assert table[-1].split() == ["quarantine", "1", reason]
     refused = admin(site, "spool", "quarantine", "release", held["ref"])
     assert refused.returncode == 1
     assert "not released" in refused.stderr
