@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.pixels.encoders.base import get_encoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
@@ -73,6 +75,21 @@ def part10(ds: Dataset) -> bytes:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
+
+
+def implicit_in_explicit(ds: Dataset) -> bytes:
+    """`ds` as a Part 10 file whose meta says Explicit VR Little Endian but whose data set is
+    encoded Implicit VR (a writer's bug seen in the wild: pydicom warns, then reads it)."""
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    head, body = DicomBytesIO(), DicomBytesIO()
+    head.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(head, meta)
+    body.is_little_endian, body.is_implicit_VR = True, True
+    write_dataset(body, ds)
+    return head.getvalue() + body.getvalue()
 
 
 def encapsulated(ds: Dataset, frames: list[bytes], syntax: str) -> bytes:

@@ -9,10 +9,12 @@ import secrets
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from gateway import batch, conformance
 from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, settings_from
@@ -133,7 +135,7 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
         )
     with _offline_vault(args.config) as (settings, vault):
         worker = Worker.for_settings(settings, vault)
-        progress = _progress_bar if sys.stderr.isatty() else None
+        progress = _Progress() if sys.stderr.isatty() else None
         entries = batch.run(worker, inputs, args.out, progress, preview)
     document = batch.report(entries)
     batch.write_report(args.report, document)
@@ -143,7 +145,30 @@ def cmd_deidentify(args: argparse.Namespace) -> int:
         f"{s['inputs']} inputs: {s['written']} written, {s['dropped']} dropped, "
         f"{s['quarantined']} quarantined; report: {args.report}{shown}"
     )
+    _explain(s)
     return EXIT_OK
+
+
+def _explain(summary: dict[str, Any]) -> None:
+    """What the count line leaves open: inputs that were the same instance as an earlier one
+    (their paths: the user's own files), and what pydicom warned about (kinds, no values)."""
+    same = summary["same_sop_instance"]
+    if same:
+        print(
+            f"{len(same)} inputs not written: the same SOP Instance UID as an earlier input, "
+            "whose output stands (report: summary.same_sop_instance):"
+        )
+        for pair in same[:_SHOWN]:
+            print(f"  {pair['input']}  (same instance as {pair['same_as']})")
+        if len(same) > _SHOWN:
+            print(f"  ... and {len(same) - _SHOWN} more")
+    warned = summary["pydicom_warnings"]
+    if warned:
+        kinds = ", ".join(f"{kind} ({n})" for kind, n in warned.items())
+        print(f"pydicom warnings, by kind (inputs): {kinds}; per input in the report")
+
+
+_SHOWN = 10
 
 
 @contextmanager
@@ -175,11 +200,19 @@ def _offline_vault(config: Path | None) -> Iterator[tuple[Settings, Vault]]:
             vault.close()
 
 
-def _progress_bar(done: int, total: int) -> None:
-    width = 40
-    filled = width * done // max(total, 1)
-    end = "\n" if done == total else ""
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr)
+class _Progress:
+    """One line on stderr (a terminal only), rewritten after each input: done/total, rate."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        rate = done / max(time.monotonic() - self.start, 1e-6)
+        end = "\n" if done == total else ""
+        bar = f"[{'#' * filled}{'.' * (width - filled)}]"
+        print(f"\r{bar} {done}/{total} files, {rate:.1f} files/s", end=end, file=sys.stderr)
 
 
 def _profile_row(r: Explanation) -> dict[str, str]:

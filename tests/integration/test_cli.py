@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import re
+import select
 import shutil
 import socket
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pydicom
@@ -15,7 +19,7 @@ import pytest
 from cryptography import x509
 
 from gateway.seal.keys import read_private, read_public
-from tests.dicom_builders import part10, synthetic
+from tests.dicom_builders import implicit_in_explicit, part10, synthetic
 from tests.support import (
     REPO,
     GatewayProcess,
@@ -434,6 +438,81 @@ def test_deidentify_reports_every_input_and_refuses_bad_usage(tmp_path: Path) ->
     assert bad.returncode == 2
     assert "deidentify.site_code: must be 1-8 capital letters or digits" in bad.stderr
     assert "Traceback" not in bad.stderr + missing.stderr
+
+
+@pytest.fixture(scope="module")
+def odd_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two files of one instance, one encoded Implicit VR under an Explicit VR header, one in
+    a character set pydicom does not know."""
+    folder = tmp_path_factory.mktemp("odd")
+    one = part10(synthetic())
+    (folder / "a-first.dcm").write_bytes(one)
+    (folder / "b-copy.dcm").write_bytes(one)
+    (folder / "c-implicit.dcm").write_bytes(implicit_in_explicit(synthetic()))
+    charset = part10(synthetic(SpecificCharacterSet="ISO_IR 100"))
+    (folder / "d-charset.dcm").write_bytes(charset.replace(b"ISO_IR 100", b"ISO_IR 999"))
+    return folder
+
+
+def test_deidentify_explains_a_shared_instance_and_counts_pydicom_warnings(
+    odd_inputs: Path, tmp_path: Path
+) -> None:
+    """The second file of one SOP Instance UID is not written over the first: the summary
+    names both paths (never the UID); pydicom's warnings are counted by kind in the report,
+    not printed; stderr is no terminal, so there is no progress line."""
+    report = tmp_path / "report.json"
+    done = cli("deidentify", str(odd_inputs), "--out", str(tmp_path / "out"), "--report",
+               str(report))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    document = json.loads(report.read_text())
+    files = {Path(f["input"]).name: f for f in document["files"]}
+    first, copy = str(odd_inputs / "a-first.dcm"), str(odd_inputs / "b-copy.dcm")
+    assert (files["b-copy.dcm"]["status"], files["b-copy.dcm"]["reason"]) == (
+        "dropped",
+        "same-sop-instance",
+    )
+    assert files["b-copy.dcm"]["output"] is None
+    assert document["summary"]["same_sop_instance"] == [{"input": copy, "same_as": first}]
+    assert f"{copy}  (same instance as {first})" in done.stdout
+    uid = pydicom.dcmread(odd_inputs / "a-first.dcm").SOPInstanceUID
+    assert uid not in done.stdout + report.read_text()
+    assert set(files["c-implicit.dcm"]["warnings"]) == {"implicit-vr-in-explicit-file"}
+    assert set(files["d-charset.dcm"]["warnings"]) == {"unknown-character-set"}
+    assert document["summary"]["pydicom_warnings"] == {
+        "implicit-vr-in-explicit-file": 1,
+        "unknown-character-set": 1,
+    }
+    assert "ISO_IR 999" not in report.read_text()
+    assert "pydicom warnings, by kind (inputs): implicit-vr-in-explicit-file (1)" in done.stdout
+    assert "library.log" not in done.stderr
+    assert "files/s" not in done.stderr
+
+
+def test_deidentify_shows_progress_on_a_terminal(odd_inputs: Path, tmp_path: Path) -> None:
+    """On a terminal stderr gets one line, rewritten (carriage returns) after each input."""
+    master, terminal = os.openpty()
+    command = [sys.executable, "-m", "gateway", "deidentify", str(odd_inputs), "--out",
+               str(tmp_path / "out"), "--report", str(tmp_path / "report.json")]  # fmt: skip
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+    shown = b""
+    try:
+        while select.select([master], [], [], 60)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the command closed its end
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+        assert proc.wait(timeout=60) == 0
+    text = shown.decode()
+    assert "\r[" in text
+    assert "1/4 files" in text
+    line = [shown for shown in text.split("\r") if "files/s" in shown][-1]
+    assert re.search(r"\] 4/4 files, \d+\.\d files/s", line), line
 
 
 def test_deidentify_lists_masked_regions_and_rejects_bad_pixel_rules(
