@@ -9,13 +9,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway import __version__, scu
 from gateway.app import Gateway
 from gateway.cli import console, spool, vault
-from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, settings_from, trust_warnings
+from gateway.cli.common import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    command,
+    commands,
+    config_option,
+    settings_from,
+    trust_warnings,
+)
 from gateway.cli.keys import cmd_keys
 from gateway.cli.offline import cmd_deidentify, cmd_describe_profile
 from gateway.deidentify.pixels.stage import PixelStage
@@ -99,69 +109,206 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def _peer_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="take host, port and AE titles from this config")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--aet", help="our (calling) AE title")
-    p.add_argument("--aec", help="the peer's (called) AE title")
-    p.add_argument("--tls-ca", type=Path, help="CA bundle to verify the peer; turns TLS on")
-    p.add_argument("--tls-cert", type=Path, help="client certificate for mutual TLS")
-    p.add_argument("--tls-key", type=Path, help="client private key for mutual TLS")
+    config_option(
+        p,
+        required=False,
+        help="take the host, port and AE titles from this configuration's [ingest] section "
+        "(the gateway's own listener); the options below override it",
+    )
+    p.add_argument("--host", help="the node's host name or address (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, help="the node's DICOM port (default: 11112)")
+    p.add_argument(
+        "--aet",
+        metavar="AE_TITLE",
+        help="our (calling) AE title: the node must know it (default: the config's first peer, "
+        "else ECHOSCU or STORESCU)",
+    )
+    p.add_argument(
+        "--aec",
+        metavar="AE_TITLE",
+        help="the node's (called) AE title (default: DICOM_GATEWAY)",
+    )
+    p.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="use DICOM TLS and verify the node's certificate against this CA bundle (PEM)",
+    )
+    p.add_argument("--tls-cert", type=Path, metavar="FILE", help="our client certificate (PEM), "
+                   "when the node asks for one")  # fmt: skip
+    p.add_argument("--tls-key", type=Path, metavar="FILE", help="the private key of --tls-cert")
+
+
+DESCRIPTION = (
+    "A DICOM gateway at the hospital's edge: it receives studies from PACS, removes what "
+    "identifies patients (header and burned-in text), encrypts them for the analysis server "
+    "and sends them there, then stores the results it gets back in PACS. These commands run "
+    "it, check its configuration, look after its spool and vault, and try de-identification "
+    "offline."
+)
+EPILOG = """exit codes: 0 success, 1 the operation failed, 2 the configuration or the command line
+is wrong.
+
+start here:
+  dicom-gateway keys --config gateway.toml          # make the keys it needs
+  dicom-gateway check-config gateway.toml
+  dicom-gateway run --config gateway.toml"""
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="dicom-gateway", description=__doc__.splitlines()[0])
+    top = argparse.ArgumentParser(
+        prog="dicom-gateway",
+        description=textwrap.fill(DESCRIPTION, 88),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     top.add_argument("--version", action="version", version=__version__)
-    sub = top.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run the gateway")
-    p.add_argument("--config", type=Path, required=True)
+    sub = commands(top, "command")
+    p = command(
+        sub,
+        "run",
+        "run the gateway (until SIGTERM or Ctrl-C)",
+        "Run the gateway: receive DICOM, de-identify, send on, bring results back; it logs "
+        "JSON lines on stderr and stops cleanly on SIGTERM or Ctrl-C (a second one stops at "
+        "once; nothing acknowledged is lost).",
+        "dicom-gateway run --config /etc/dicom-gateway/gateway.toml",
+    )
+    config_option(p)
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("receiver", help="run the reference receiver (analysis server end)")
-    p.add_argument("--config", type=Path, required=True)
+    p = command(
+        sub,
+        "receiver",
+        "run the reference receiver: a stand-in for the analysis server",
+        "Run the reference receiver, the analysis server's end of the gateway's protocol "
+        "([receiver] in the configuration): for testing and for vendors to compare against.",
+        "dicom-gateway receiver --config gateway.toml --demo-analysis",
+    )
+    config_option(p)
     p.add_argument(
         "--demo-analysis",
         action="store_true",
-        help="offer a SEG and an SR of every complete study as results (receiver.demo_analysis)",
+        help="offer a segmentation (SEG) and a report (SR) of every complete study as results, "
+        "to try the way back to PACS (also: receiver.demo_analysis = true)",
     )
     p.set_defaults(func=cmd_receiver)
-    p = sub.add_parser("check-config", help="validate a configuration file")
-    p.add_argument("file", type=Path)
-    p.set_defaults(func=cmd_check_config)
-    p = sub.add_parser("keys", help="create the keys and dev certificates a config needs")
-    p.add_argument("--config", type=Path, required=True)
-    p.set_defaults(func=cmd_keys)
-    p = sub.add_parser(
-        "describe-profile", help="print what de-identification does to every attribute"
+    p = command(
+        sub,
+        "check-config",
+        "check a configuration file and every file it names, then say ok",
+        "Check a configuration file and every file it names (keys, certificates, pixel rule "
+        "scripts, word file, text detector models) without starting anything; each problem "
+        "is named with its key and file. Run it after every edit.",
+        "dicom-gateway check-config /etc/dicom-gateway/gateway.toml",
     )
-    p.add_argument("--config", type=Path, help="take the options from this config")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("file", type=Path, metavar="FILE", help="the configuration file (TOML)")
+    p.set_defaults(func=cmd_check_config)
+    p = command(
+        sub,
+        "keys",
+        "create the keys (and development certificates) a configuration needs",
+        "Create the keys a configuration names and lacks: the spool and vault keys, and with "
+        "TLS or forwarding on, a development CA with certificates and the HPKE key pairs. "
+        "Nothing that exists is overwritten; for production, put your own certificates there "
+        "first.",
+        "dicom-gateway keys --config gateway.toml",
+    )
+    config_option(p)
+    p.set_defaults(func=cmd_keys)
+    p = command(
+        sub,
+        "describe-profile",
+        "print what de-identification does to every attribute",
+        "Print what de-identification does to every attribute of the DICOM standard's "
+        "confidentiality profile (PS3.15 Table E.1-1) under the configured options; or write "
+        "the de-identification section of a conformance statement for the privacy officer.",
+        "dicom-gateway describe-profile --config gateway.toml --conformance --output statement.md",
+    )
+    config_option(
+        p, required=False, help="take the [deidentify] options from this configuration "
+        "(default: the defaults)"
+    )  # fmt: skip
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text for people, json (one list) for scripts (default: text)",
+    )
     p.add_argument(
         "--conformance",
         action="store_true",
         help="write the de-identification section of a DICOM Conformance Statement "
         "(PS3.2 Annex N), as Markdown, for the privacy officer to sign",
     )
-    p.add_argument("--output", type=Path, help="with --conformance: write it to this file")
-    p.set_defaults(func=cmd_describe_profile)
-    p = sub.add_parser(
-        "deidentify", help="de-identify files and folders offline, as the gateway would"
+    p.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="with --conformance: write it to this file (default: standard output)",
     )
-    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="files or folders")
-    p.add_argument("--config", type=Path, help="site options, policy and vault (default: none)")
-    p.add_argument("--out", type=Path, required=True, help="folder for the outputs")
-    p.add_argument("--report", type=Path, required=True, help="JSON report to write")
+    p.set_defaults(func=cmd_describe_profile)
+    p = command(
+        sub,
+        "deidentify",
+        "de-identify files and folders offline, as the gateway would",
+        "De-identify DICOM files and folders offline, exactly as the gateway would, and write "
+        "a JSON report of what happened to every input (written, dropped or quarantined, and "
+        "why). Use it on sample data before go-live. Nothing is sent anywhere.",
+        "dicom-gateway deidentify /data/sample --config gateway.toml --out review/out "
+        "--report review/report.json",
+    )
+    p.add_argument(
+        "inputs",
+        type=Path,
+        nargs="+",
+        metavar="INPUT",
+        help="DICOM files, or folders to walk (every file in them, in name order)",
+    )
+    config_option(
+        p, required=False, help="the site's options, policy and vault, so pseudonyms match the "
+        "gateway's (default: the defaults, and pseudonyms that are not kept)"
+    )  # fmt: skip
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder for the de-identified files (made if missing)",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the JSON report to write; it names your input files, so keep it on site",
+    )
     p.add_argument(
         "--preview",
         action="store_true",
-        help="also write OUT/preview.html for sign-off: every masked image before and after, "
-        "with its header diff (holds PHI)",
+        help="also write DIR/preview.html for sign-off: every masked image before and after, "
+        "with its header changes (it holds PHI: keep it on site)",
     )
     p.set_defaults(func=cmd_deidentify)
-    p = sub.add_parser("echo", help="C-ECHO a DICOM node")
+    p = command(
+        sub,
+        "echo",
+        "check that a DICOM node answers (C-ECHO)",
+        "Check that a DICOM node (the gateway, a PACS) accepts an association from us and "
+        "answers a C-ECHO; exits 1 if not.",
+        "dicom-gateway echo --host pacs.example --port 104 --aec PACS --aet DICOM_GATEWAY",
+    )
     _peer_options(p)
     p.set_defaults(func=cmd_echo)
-    p = sub.add_parser("send", help="C-STORE files or folders to a DICOM node")
-    p.add_argument("paths", type=Path, nargs="+")
+    p = command(
+        sub,
+        "send",
+        "send DICOM files or folders to a DICOM node (C-STORE)",
+        "Send DICOM files or folders to a DICOM node with C-STORE, one association, and say "
+        "what happened to each file; exits 1 if any was refused.",
+        "dicom-gateway send /data/sample --config gateway.toml",
+    )
+    p.add_argument(
+        "paths", type=Path, nargs="+", metavar="PATH", help="DICOM files, or folders to walk"
+    )
     _peer_options(p)
     p.set_defaults(func=cmd_send)
     spool.add_commands(sub)

@@ -1,8 +1,12 @@
-"""What every `dicom-gateway` command shares: exit codes and a configuration read in full."""
+"""What every `dicom-gateway` command shares: exit codes, a configuration read in full, and
+the way a command and its --help are declared (`command`: written for its user)."""
 
 from __future__ import annotations
 
+import argparse
+import textwrap
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -99,3 +103,36 @@ def _same_bytes(a: Path, b: Path) -> bool:
         return a.read_bytes() == b.read_bytes()
     except OSError:
         return False
+
+
+CONFIG_HELP = "the gateway's configuration file (TOML; config/gateway.example.toml explains it)"
+
+
+def command(
+    sub: Any, name: str, summary: str, about: str = "", example: str = ""
+) -> argparse.ArgumentParser:
+    """A command: `summary` is its line in the list of commands; its own --help starts with
+    `about` (default: the summary as a sentence) and ends with `example`."""
+    text = about or f"{summary[:1].upper()}{summary[1:]}."
+    description = "\n\n".join(textwrap.fill(p, 88) for p in text.split("\n\n"))
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=f"example:\n  {example}" if example else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def commands(parser: argparse.ArgumentParser, dest: str) -> Any:
+    """The sub-commands of `parser` (one is required)."""
+    return parser.add_subparsers(
+        dest=dest, required=True, metavar="COMMAND", help="one of these; COMMAND --help for more"
+    )
+
+
+def config_option(parser: argparse.ArgumentParser, required: bool = True, help: str = "") -> None:
+    parser.add_argument(
+        "--config", type=Path, required=required, metavar="FILE", help=help or CONFIG_HELP
+    )

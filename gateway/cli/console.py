@@ -7,10 +7,17 @@ import argparse
 import getpass
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, settings_from
+from gateway.cli.common import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    command,
+    commands,
+    config_option,
+    settings_from,
+)
 from gateway.console import server
 from gateway.console.officers import OfficerError, Officers
 from gateway.errors import GatewayError
@@ -76,23 +83,58 @@ def cmd_officer_list(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    p = sub.add_parser("console", help="the privacy officer's console (web, HTTPS)")
-    verbs = p.add_subparsers(dest="verb", required=True)
-    run = verbs.add_parser("run", help="serve the console")
-    run.add_argument("--config", type=Path, required=True)
+    p = command(
+        sub,
+        "console",
+        "the privacy officer's console (web, HTTPS) and its accounts",
+        "The privacy officer's console: a web page (HTTPS) to see what the gateway holds and "
+        "why, compare images before and after, and release or purge under the officer's name.",
+    )
+    verbs = commands(p, "verb")
+    run = command(
+        verbs,
+        "run",
+        "serve the console (until SIGTERM or Ctrl-C)",
+        "Serve the console on [console] host and port (HTTPS), beside the gateway.",
+        "dicom-gateway console run --config gateway.toml",
+    )
+    config_option(run)
     run.set_defaults(func=cmd_console_run)
-    officer = verbs.add_parser("officer", help="officers' accounts")
-    what = officer.add_subparsers(dest="what", required=True)
-    add = what.add_parser("add", help="add an officer or set a new password")
-    add.add_argument("name")
-    add.add_argument("--config", type=Path, required=True)
-    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    officer = command(
+        verbs,
+        "officer",
+        "the officers' accounts: add, remove, list",
+        "The officers' accounts (a name and a password, stored hashed in [console] officers).",
+    )
+    what = commands(officer, "what")
+    add = command(
+        what,
+        "add",
+        "add an officer, or set a new password",
+        "Add an officer, or set a new password for one: asked twice on the terminal, or read "
+        "as one line from standard input with --password-stdin. At least 12 characters.",
+        "dicom-gateway console officer add a.jansen --config gateway.toml",
+    )
+    add.add_argument("name", metavar="NAME", help="the officer's sign-in name")
+    config_option(add)
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (one line), for scripts",
+    )
     add.set_defaults(func=cmd_officer_add)
-    remove = what.add_parser("remove", help="remove an officer")
-    remove.add_argument("name")
-    remove.add_argument("--config", type=Path, required=True)
+    remove = command(
+        what,
+        "remove",
+        "remove an officer",
+        "Remove an officer's account; a signed-in session ends when the console restarts.",
+    )
+    remove.add_argument("name", metavar="NAME", help="the officer's sign-in name")
+    config_option(remove)
     remove.set_defaults(func=cmd_officer_remove)
-    listed = what.add_parser("list", help="the officers' names")
-    listed.add_argument("--config", type=Path, required=True)
-    listed.add_argument("--json", action="store_true", help="machine-readable output")
+    listed = command(what, "list", "the officers' names")
+    config_option(listed)
+    listed.add_argument(
+        "--json", action="store_true", help="print one JSON document with the same fields"
+    )
     listed.set_defaults(func=cmd_officer_list)

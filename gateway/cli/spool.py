@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import admin
-from gateway.cli.common import EXIT_FAILED, EXIT_OK, settings_from
+from gateway.cli.common import EXIT_FAILED, EXIT_OK, command, commands, config_option, settings_from
 from gateway.logs import configure
 from gateway.settings import LoggingSettings
 from gateway.spool import State
@@ -106,70 +106,146 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
-def add_commands(sub: Any) -> None:
-    spool = sub.add_parser("spool", help="see and act on what the spool holds")
-    verbs = spool.add_subparsers(dest="spool_command", required=True)
-    p = verbs.add_parser("list", help="items and oldest age per state; held items by reason")
-    _config_json(p)
-    p.set_defaults(func=cmd_spool_list)
-    for state, title in ((State.QUARANTINE, "quarantined instances"), (State.DEAD, "dead letters")):
-        group = verbs.add_parser(state, help=f"{title}: list, show, act")
-        actions = group.add_subparsers(dest="held_command", required=True)
-        p = actions.add_parser("list", help=f"every one of the {title}, with its reason")
-        _config_json(p)
-        p.set_defaults(func=cmd_held_list, state=state)
-        p = actions.add_parser("show", help="one item: reason, tag paths, sender, times")
-        p.add_argument("ref", help="<study-id>/<name> or a unique <name>")
-        p.add_argument("--config", type=Path, required=True)
-        p.set_defaults(func=cmd_held_show, state=state)
-        ops = ("release", "purge") if state == State.QUARANTINE else ("retry", "purge")
-        for op in ops:
-            p = actions.add_parser(op, help=_OP_HELP[op])
-            p.add_argument("ref", help="<study-id>/<name> or a unique <name>")
-            p.add_argument("--config", type=Path, required=True)
-            p.set_defaults(func=cmd_held_act, state=state, op=op)
-    p = verbs.add_parser("retry", help=_OP_HELP["retry"])
-    p.add_argument("ref", help="<study-id>/<name> or a unique <name>")
-    p.add_argument("--config", type=Path, required=True)
-    p.set_defaults(func=cmd_held_act, state=State.DEAD, op="retry")
-    _results_commands(verbs)
-    audit = sub.add_parser("audit", help="the audit trail")
-    verbs = audit.add_subparsers(dest="audit_command", required=True)
-    p = verbs.add_parser("verify", help="check the audit trail's hash chain")
-    p.add_argument("--config", type=Path, required=True)
-    p.add_argument("--file", type=Path, help="another audit file (default: the configured one)")
-    p.set_defaults(func=cmd_audit_verify)
-
-
+_REF = "the item: STUDY/NAME as list shows it, or a NAME that is unique"
+_HELD = {
+    State.QUARANTINE: (
+        "quarantined instances: not proven clean, held for a person to judge",
+        "Quarantined instances: what de-identification or the release check could not make "
+        "safe, held with a reason until someone releases or purges them (or retention erases "
+        "them).",
+    ),
+    State.DEAD: (
+        "dead letters: instances that could not be delivered",
+        "Dead letters: sealed instances that could not be delivered (refused for good, or "
+        "retried too long), kept with a reason until someone retries or purges them.",
+    ),
+}
 _OP_HELP = {
-    "release": "re-run the worker path and the release check; if clean, send it",
-    "purge": "erase it now",
-    "retry": "put a dead letter back in the outbox",
+    "release": (
+        "send a quarantined instance on, if it now passes",
+        "Run a quarantined instance through de-identification and the release check again "
+        "(after a rule or option was changed) and send it on if it is now clean; refused, and "
+        "left where it is, if not. Works beside a running gateway.",
+    ),
+    "purge": (
+        "erase a held item now",
+        "Erase a held item now, instead of when retention would (the audit trail records it). "
+        "Works beside a running gateway.",
+    ),
+    "retry": (
+        "put a dead letter back in the outbox, to be sent again",
+        "Put a dead letter back in the outbox to be sent again (after the analysis server was "
+        "fixed). Works beside a running gateway.",
+    ),
 }
 
 
-def _results_commands(verbs: Any) -> None:
-    group = verbs.add_parser(
-        "results", help="results on their way back to PACS: list, show, retry, purge"
+def add_commands(sub: Any) -> None:
+    spool = command(
+        sub,
+        "spool",
+        "see and act on what the spool holds",
+        "See what the spool holds (waiting, sent, held) and act on held items: release, retry, "
+        "purge. Every command works beside a running gateway.",
+        "dicom-gateway spool list --config gateway.toml",
     )
-    actions = group.add_subparsers(dest="results_command", required=True)
-    p = actions.add_parser("list", help="results waiting for PACS, then held ones with reasons")
+    verbs = commands(spool, "spool_command")
+    p = command(
+        verbs,
+        "list",
+        "items and oldest age per state, then held items by reason",
+        "A table of how many items each spool state holds and how old the oldest is, then the "
+        "held ones (quarantine, dead) counted by reason. No patient data is shown.",
+        "dicom-gateway spool list --config gateway.toml --json",
+    )
+    _config_json(p)
+    p.set_defaults(func=cmd_spool_list)
+    for state, (summary, about) in _HELD.items():
+        group = command(verbs, state, summary, about)
+        actions = commands(group, "held_command")
+        p = command(
+            actions,
+            "list",
+            f"every one of the {state} items, with its reason",
+            f"Every {state} item: its reference (for show and the actions), reason, tag paths "
+            "(never values), sender and times.",
+        )
+        _config_json(p)
+        p.set_defaults(func=cmd_held_list, state=state)
+        p = command(actions, "show", "one item: reason, tag paths, sender, times (as JSON)")
+        _ref_and_config(p)
+        p.set_defaults(func=cmd_held_show, state=state)
+        ops = ("release", "purge") if state == State.QUARANTINE else ("retry", "purge")
+        for op in ops:
+            p = command(actions, op, *_OP_HELP[op])
+            _ref_and_config(p)
+            p.set_defaults(func=cmd_held_act, state=state, op=op)
+    p = command(verbs, "retry", *_OP_HELP["retry"])
+    _ref_and_config(p)
+    p.set_defaults(func=cmd_held_act, state=State.DEAD, op="retry")
+    _results_commands(verbs)
+    audit = command(
+        sub,
+        "audit",
+        "check the audit trail",
+        "The audit trail: a hash-chained record of what the gateway received, sent, held and "
+        "erased, and who acted on it.",
+    )
+    verbs = commands(audit, "audit_command")
+    p = command(
+        verbs,
+        "verify",
+        "check that no audit record was changed, removed or inserted",
+        "Check the audit trail's hash chain: exits 0 if every record is as written, 1 naming "
+        "the first line that is not.",
+        "dicom-gateway audit verify --config gateway.toml",
+    )
+    config_option(p)
+    p.add_argument(
+        "--file",
+        type=Path,
+        metavar="FILE",
+        help="check this audit file instead (a copy, a rotated one; default: the spool's)",
+    )
+    p.set_defaults(func=cmd_audit_verify)
+
+
+def _results_commands(verbs: Any) -> None:
+    group = command(
+        verbs,
+        "results",
+        "results on their way back to PACS: list, show, retry, purge",
+        "Results from the analysis server on their way back to PACS: the ones waiting, and "
+        "the ones held because PACS refused them or they failed a check.",
+    )
+    actions = commands(group, "results_command")
+    p = command(actions, "list", "results waiting for PACS, then held ones with reasons")
     _config_json(p)
     p.set_defaults(func=cmd_results_list)
-    p = actions.add_parser("show", help="one result: study (pseudonym), reason, times, size")
-    p.add_argument("result", help="the result id")
-    p.add_argument("--config", type=Path, required=True)
+    p = command(actions, "show", "one result: study (pseudonym), reason, times, size (as JSON)")
+    p.add_argument("result", help="the result id, as list shows it")
+    config_option(p)
     p.set_defaults(func=cmd_results_show)
     for op, text in (
         ("retry", "put a held result back on its way to PACS"),
         ("purge", "erase a held result now"),
     ):
-        p = actions.add_parser(op, help=text)
-        p.add_argument("result", help="the result id")
-        p.add_argument("--config", type=Path, required=True)
+        p = command(actions, op, text, f"{text[:1].upper()}{text[1:]}; works beside a running "
+                    "gateway.")  # fmt: skip
+        p.add_argument("result", help="the result id, as list shows it")
+        config_option(p)
         p.set_defaults(func=cmd_results_act, op=op)
 
 
+def _ref_and_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", metavar="REF", help=_REF)
+    config_option(p)
+
+
 def _config_json(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, required=True)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    config_option(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document with the same fields, for scripts",
+    )

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.common import EXIT_FAILED, EXIT_OK, settings_from
+from gateway.cli.common import EXIT_FAILED, EXIT_OK, command, commands, config_option, settings_from
 from gateway.keyfiles import read_key
 from gateway.vault import SqliteVault, open_vault
 
@@ -63,19 +63,39 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    vault = sub.add_parser("vault", help="the vault: schema and moving a site's mappings")
-    verbs = vault.add_subparsers(dest="vault_command", required=True)
-    p = verbs.add_parser(
-        "migrate", help="create or bring up to date the vault's schema (safe to run again)"
+    vault = command(
+        sub,
+        "vault",
+        "the vault: its schema, and moving a site's mappings",
+        "The vault keeps the mapping from real identifiers to pseudonyms (encrypted): bring "
+        "its schema up to date, or move a site's SQLite vault into PostgreSQL.",
     )
-    p.add_argument("--config", type=Path, required=True)
+    verbs = commands(vault, "vault_command")
+    p = command(
+        verbs,
+        "migrate",
+        "create or bring up to date the vault's schema (safe to run again)",
+        "Create the vault's tables, or bring them up to date after an upgrade; running it "
+        "again changes nothing.",
+        "dicom-gateway vault migrate --config gateway.toml",
+    )
+    config_option(p)
     p.set_defaults(func=cmd_migrate)
-    p = verbs.add_parser(
+    p = command(
+        verbs,
         "copy",
-        help="copy every mapping of a SQLite vault into the configured vault (same key)",
+        "copy every mapping of a SQLite vault into the configured vault (same key)",
+        "Copy every mapping and the study ledger of a SQLite vault into the configured vault "
+        "(PostgreSQL, when one box is outgrown); both must use the same vault key. Nothing in "
+        "the target is changed; running it again adds nothing.",
+        "dicom-gateway vault copy --config gateway.toml --from-sqlite var/vault/vault.sqlite3",
     )
-    p.add_argument("--config", type=Path, required=True, help="the target vault's config")
+    config_option(p, help="the configuration naming the target vault and the vault key")
     p.add_argument(
-        "--from-sqlite", type=Path, required=True, metavar="FILE", help="the SQLite vault file"
+        "--from-sqlite",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the SQLite vault file to copy from",
     )
     p.set_defaults(func=cmd_copy)
