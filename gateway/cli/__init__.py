@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (shell completion: argcomplete looks for this line)
 """`dicom-gateway`: entry point. Errors become clear messages and exit codes, not tracebacks.
 
 Exit codes: 0 success; 1 the operation failed (a peer refused, a send failed, the gateway could
@@ -318,7 +319,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    top = parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions; only then imported
+        import argcomplete
+
+        argcomplete.autocomplete(top)  # prints them and exits
+    args = top.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -279,6 +279,25 @@ def test_officer_accounts_are_listed_as_a_table_or_as_json(tmp_path: Path) -> No
     assert json.loads(listed.stdout) == [{"name": "a.jansen"}, {"name": "b.smit"}]
 
 
+def test_the_shell_completes_commands_and_start_up_does_not_import_argcomplete(
+    tmp_path: Path,
+) -> None:
+    """What bash's completion hook (`register-python-argcomplete dicom-gateway`) asks: the
+    words that complete the line; argcomplete is imported only then."""
+    line, answer = "dicom-gateway spool q", tmp_path / "completions"
+    env = {**os.environ, "_ARGCOMPLETE": "1", "COMP_LINE": line, "COMP_POINT": str(len(line)),
+           "_ARGCOMPLETE_STDOUT_FILENAME": str(answer)}  # fmt: skip
+    asked = subprocess.run([sys.executable, "-m", "gateway"], env=env, cwd=REPO, timeout=60,
+                           capture_output=True, check=False)  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    assert answer.read_text().split() == ["quarantine"]
+    probe = "import sys; from gateway.cli import main; main(['--version'])"
+    loaded = "import atexit, sys; atexit.register(lambda: print('argcomplete' in sys.modules)); "
+    started = subprocess.run([sys.executable, "-c", loaded + probe], cwd=REPO, timeout=60,
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert started.stdout.split()[-1] == "False", started.stdout + started.stderr
+
+
 def test_unloadable_tls_files_are_named(tmp_path: Path) -> None:
     config = base_config(tmp_path)
     pki = tmp_path / "pki"
