@@ -135,8 +135,12 @@ def _peer_options(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="use DICOM TLS and verify the node's certificate against this CA bundle (PEM)",
     )
-    p.add_argument("--tls-cert", type=Path, metavar="FILE", help="our client certificate (PEM), "
-                   "when the node asks for one")  # fmt: skip
+    p.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="our client certificate (PEM), when the node asks for one",
+    )
     p.add_argument("--tls-key", type=Path, metavar="FILE", help="the private key of --tls-cert")
 
 
@@ -225,9 +229,10 @@ def parser() -> argparse.ArgumentParser:
         "dicom-gateway describe-profile --config gateway.toml --conformance --output statement.md",
     )
     config_option(
-        p, required=False, help="take the [deidentify] options from this configuration "
-        "(default: the defaults)"
-    )  # fmt: skip
+        p,
+        required=False,
+        help="take the [deidentify] options from this configuration (default: the defaults)",
+    )
     p.add_argument(
         "--format",
         choices=("text", "json"),
@@ -265,9 +270,11 @@ def parser() -> argparse.ArgumentParser:
         help="DICOM files, or folders to walk (every file in them, in name order)",
     )
     config_option(
-        p, required=False, help="the site's options, policy and vault, so pseudonyms match the "
-        "gateway's (default: the defaults, and pseudonyms that are not kept)"
-    )  # fmt: skip
+        p,
+        required=False,
+        help="the site's options, policy and vault, so pseudonyms match the "
+        "gateway's (default: the defaults, and pseudonyms that are not kept)",
+    )
     p.add_argument(
         "--out",
         type=Path,

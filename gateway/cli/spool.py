@@ -230,8 +230,9 @@ def _results_commands(verbs: Any) -> None:
         ("retry", "put a held result back on its way to PACS"),
         ("purge", "erase a held result now"),
     ):
-        p = command(actions, op, text, f"{text[:1].upper()}{text[1:]}; works beside a running "
-                    "gateway.")  # fmt: skip
+        p = command(
+            actions, op, text, f"{text[:1].upper()}{text[1:]}; works beside a running gateway."
+        )
         p.add_argument("result", help="the result id, as list shows it")
         config_option(p)
         p.set_defaults(func=cmd_results_act, op=op)

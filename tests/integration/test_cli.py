@@ -271,8 +271,16 @@ def test_officer_accounts_are_listed_as_a_table_or_as_json(tmp_path: Path) -> No
     }
     path = str(write_config(tmp_path, config))
     for name in ("b.smit", "a.jansen"):
-        added = cli("console", "officer", "add", name, "--password-stdin", "--config", path,
-                    input="a long enough passphrase\n")  # fmt: skip
+        added = cli(
+            "console",
+            "officer",
+            "add",
+            name,
+            "--password-stdin",
+            "--config",
+            path,
+            input="a long enough passphrase\n",
+        )
         assert added.returncode == 0, added.stderr
     assert cli("console", "officer", "list", "--config", path).stdout == "a.jansen\nb.smit\n"
     listed = cli("console", "officer", "list", "--json", "--config", path)
@@ -285,16 +293,33 @@ def test_the_shell_completes_commands_and_start_up_does_not_import_argcomplete(
     """What bash's completion hook (`register-python-argcomplete dicom-gateway`) asks: the
     words that complete the line; argcomplete is imported only then."""
     line, answer = "dicom-gateway spool q", tmp_path / "completions"
-    env = {**os.environ, "_ARGCOMPLETE": "1", "COMP_LINE": line, "COMP_POINT": str(len(line)),
-           "_ARGCOMPLETE_STDOUT_FILENAME": str(answer)}  # fmt: skip
-    asked = subprocess.run([sys.executable, "-m", "gateway"], env=env, cwd=REPO, timeout=60,
-                           capture_output=True, check=False)  # fmt: skip
+    env = {
+        **os.environ,
+        "_ARGCOMPLETE": "1",
+        "COMP_LINE": line,
+        "COMP_POINT": str(len(line)),
+        "_ARGCOMPLETE_STDOUT_FILENAME": str(answer),
+    }
+    asked = subprocess.run(
+        [sys.executable, "-m", "gateway"],
+        env=env,
+        cwd=REPO,
+        timeout=60,
+        capture_output=True,
+        check=False,
+    )
     assert asked.returncode == 0, asked.stderr
     assert answer.read_text().split() == ["quarantine"]
     probe = "import sys; from gateway.cli import main; main(['--version'])"
     loaded = "import atexit, sys; atexit.register(lambda: print('argcomplete' in sys.modules)); "
-    started = subprocess.run([sys.executable, "-c", loaded + probe], cwd=REPO, timeout=60,
-                             capture_output=True, text=True, check=False)  # fmt: skip
+    started = subprocess.run(
+        [sys.executable, "-c", loaded + probe],
+        cwd=REPO,
+        timeout=60,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert started.stdout.split()[-1] == "False", started.stdout + started.stderr
 
 
@@ -480,8 +505,9 @@ def test_deidentify_explains_a_shared_instance_and_counts_pydicom_warnings(
     names both paths (never the UID); pydicom's warnings are counted by kind in the report,
     not printed; stderr is no terminal, so there is no progress line."""
     report = tmp_path / "report.json"
-    done = cli("deidentify", str(odd_inputs), "--out", str(tmp_path / "out"), "--report",
-               str(report))  # fmt: skip
+    done = cli(
+        "deidentify", str(odd_inputs), "--out", str(tmp_path / "out"), "--report", str(report)
+    )
     assert done.returncode == 0, done.stderr
     document = json.loads(report.read_text())
     files = {Path(f["input"]).name: f for f in document["files"]}
@@ -510,8 +536,17 @@ def test_deidentify_explains_a_shared_instance_and_counts_pydicom_warnings(
 def test_deidentify_shows_progress_on_a_terminal(odd_inputs: Path, tmp_path: Path) -> None:
     """On a terminal stderr gets one line, rewritten (carriage returns) after each input."""
     master, terminal = os.openpty()
-    command = [sys.executable, "-m", "gateway", "deidentify", str(odd_inputs), "--out",
-               str(tmp_path / "out"), "--report", str(tmp_path / "report.json")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "gateway",
+        "deidentify",
+        str(odd_inputs),
+        "--out",
+        str(tmp_path / "out"),
+        "--report",
+        str(tmp_path / "report.json"),
+    ]
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=terminal)
     os.close(terminal)
     shown = b""

@@ -33,13 +33,17 @@ def test_pydicom_warnings_are_counted_by_kind_once_each_without_values(
 @pytest.mark.parametrize(
     ("message", "kind"),
     [
-        ("Expected explicit VR, but found implicit VR - using implicit VR for reading",
-         "implicit-vr-in-explicit-file"),
+        (
+            "Expected explicit VR, but found implicit VR - using implicit VR for reading",
+            "implicit-vr-in-explicit-file",
+        ),
         ("Invalid value for VR XX: 'Smith'.", "invalid-value:unknown"),
-        ("Failed to decode byte string with encodings: iso8859 - using replacement characters",
-         "undecodable-text"),
+        (
+            "Failed to decode byte string with encodings: iso8859 - using replacement characters",
+            "undecodable-text",
+        ),
         ("'Smith^John' is not what pydicom usually says", "other"),
     ],
-)  # fmt: skip
+)
 def test_a_warning_text_maps_to_a_kind_from_the_allow_list(message: str, kind: str) -> None:
     assert batch.warning_kind(message) == kind
