@@ -11,6 +11,12 @@ every later step is a rename.
 
 With `forward.enabled = false` there is no pipeline: instances are received and stay in the
 spool until forwarding is configured.
+
+SIGHUP reloads the configuration file (`_reload`): read and checked in full as at start; an
+invalid file is refused and the running configuration stays. A valid one is applied where that
+drops nothing (`settings.RUNTIME_KEYS`: peers and admission limits from the next association,
+the workers' rules from their next instance, log level, retention); a changed key that needs a
+restart is named and left as it was.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from prometheus_client import CollectorRegistry
@@ -27,17 +33,17 @@ from pydicom.dataset import Dataset
 
 from gateway import scu
 from gateway.audit import AuditLog
-from gateway.errors import GatewayError, ListenError
+from gateway.errors import ConfigError, GatewayError, ListenError
 from gateway.forward.results import ResultsClient
 from gateway.health import Health, HttpEndpoint
 from gateway.ingest import IngestService
-from gateway.logs import get_logger
+from gateway.logs import configure, get_logger
 from gateway.metrics import Metrics
 from gateway.pipeline import Scheduler, build
 from gateway.pipeline.results import ResultsDeliverer, ResultsPoller, ReturnPath
 from gateway.reidentify.restore import Reidentifier
 from gateway.seal.keys import read_private
-from gateway.settings import Settings
+from gateway.settings import Settings, reloadable
 from gateway.spool import Spool
 from gateway.vault import Vault, open_vault
 
@@ -45,8 +51,12 @@ log = get_logger("gateway.app")
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, load: Callable[[], Settings]) -> None:
+        """`load` reads and checks the configuration file again (SIGHUP); ConfigError when
+        it cannot be used."""
         self.settings = settings
+        self._load = load
+        self._generation = 0
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         # closed last, in reverse: the "gateway.stopped" record (once started), the audit
@@ -77,7 +87,10 @@ class Gateway:
         self.ingest = IngestService(settings.ingest, self.spool, self.metrics, self._audit)
         self.health = Health(settings, self.spool, self.metrics, self.pipeline, self.vault)
         self.http: HttpEndpoint | None = None
-        self._stop = threading.Event()
+        # the main thread sleeps on this pipe; signal handlers and a failing scheduler write
+        # one byte to it (os.write takes no lock): STOP, FATAL or RELOAD
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         self._signals = 0
         self._signal: int = signal.SIGTERM
         self._fatal: str | None = None
@@ -88,7 +101,11 @@ class Gateway:
 
     def _on_fatal(self, reason: str) -> None:
         self._fatal = reason
-        self._stop.set()
+        self._wake(_FATAL)
+
+    def _wake(self, why: bytes) -> None:
+        with contextlib.suppress(BlockingIOError):  # a full pipe: the main thread is awake
+            os.write(self._wake_w, why)
 
     def _listen(self) -> None:
         if self.pipeline is not None:
@@ -121,12 +138,16 @@ class Gateway:
             os.write(2, b'{"event": "gateway.forced_exit", "level": "warning"}\n')
             os._exit(128 + signum)
         self._signal = signum
-        self._stop.set()
+        self._wake(_STOP)
+
+    def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
+        self._wake(_RELOAD)  # no logging here either; the main thread reloads
 
     def serve(self) -> int:
-        """Run until SIGTERM or SIGINT; returns the process exit code."""
+        """Run until SIGTERM or SIGINT, reloading on SIGHUP; returns the process exit code."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_hangup)
         try:
             self._listen()
         except (ListenError, OSError) as exc:
@@ -137,13 +158,52 @@ class Gateway:
         log.info("gateway.started", spool=str(self.spool.root))
         self.audit.append("gateway.started")
         self._files.callback(self.audit.append, "gateway.stopped")
-        self._stop.wait()
+        self._wait_for_stop()
         log.info("gateway.stopping", signal=signal.Signals(self._signal).name)
         # one drain budget for all: associations, then the workers and requests in flight
         deadline = time.monotonic() + self.settings.ingest.drain_seconds
         aborted, finished = self._shut_down(drain_until=deadline)
         log.info("gateway.stopped", aborted_associations=aborted, workers_drained=finished)
         return 0 if self._fatal is None else 1
+
+    def _wait_for_stop(self) -> None:
+        """Sleep until a stop signal or a fatal error; reload on every SIGHUP meanwhile (several
+        at once: one reload)."""
+        while True:
+            why = os.read(self._wake_r, 64)
+            if _STOP in why or _FATAL in why:
+                return
+            try:
+                self._reload()
+            except Exception as exc:  # noqa: BLE001 - the main thread must go on serving
+                self.metrics.config_reloads.labels(result="refused").inc()
+                log.error("config.reload_failed", error=exc.__class__.__name__)
+
+    def _reload(self) -> None:
+        """Read the file again; refuse it whole when invalid, else apply what can change
+        without dropping an association and name the keys that need a restart."""
+        try:
+            new = self._load()
+        except ConfigError as exc:
+            self.metrics.config_reloads.labels(result="refused").inc()
+            log.error("config.reload_refused", problems=exc.problems)
+            self.audit.record("config.reload-refused", count=len(exc.problems))
+            return
+        settings, restart = reloadable(self.settings, new)
+        self.settings = settings
+        configure(settings.logging)
+        self.ingest.reconfigure(settings.ingest)
+        if self.pipeline is not None:
+            self.pipeline.reconfigure(settings)
+        self._generation += 1
+        self.metrics.config_generation.set(self._generation)
+        self.metrics.config_loaded.set_to_current_time()
+        self.metrics.config_reloads.labels(result="partial" if restart else "applied").inc()
+        if restart:
+            log.warning("config.reload_partial", generation=self._generation, restart=restart)
+        else:
+            log.info("config.reloaded", generation=self._generation)
+        self.audit.record("config.reloaded", version=self._generation, count=len(restart))
 
     def _shut_down(self, drain_until: float | None) -> tuple[int, bool]:
         """The one stop sequence; returns (associations cut off, workers drained).
@@ -164,6 +224,9 @@ class Gateway:
             self.http.stop()
         self._files.close()
         return aborted, finished
+
+
+_STOP, _FATAL, _RELOAD = b"s", b"f", b"r"
 
 
 def return_path(

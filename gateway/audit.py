@@ -96,6 +96,9 @@ EVENTS = frozenset(
         "console.viewed",  # an officer looked at a held original (images, header)
         "gateway.started",
         "gateway.stopped",
+        "config.reloaded",  # SIGHUP: `version` the generation now in force, `count` the keys
+        # that changed but need a restart
+        "config.reload-refused",  # SIGHUP: the file is invalid (`count` problems); old kept
         "audit.recovered",  # written by the log itself when it cut off a torn last line
     }
 )

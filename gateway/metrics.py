@@ -46,6 +46,9 @@ class StoreResult(enum.StrEnum):
     SOP_CLASS_NOT_SUPPORTED = "sop_class_not_supported"
 
 
+#: What became of a reload (`config_reloads_total{result}` has each from the start).
+RELOAD_RESULTS = ("applied", "partial", "refused")
+
 #: How a result can be held (`spool.returns`): `results_held_items{kind}` always has both.
 RESULT_HOLDS = ("quarantine", "dead")
 
@@ -258,6 +261,25 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
             registry=registry,
         )
+        self.config_reloads = Counter(
+            p + "config_reloads",
+            "Configuration reloads (SIGHUP), by result: applied; partial (applied, but keys "
+            "that need a restart changed); refused (the file is invalid: the old one stays)",
+            ["result"],
+            registry=registry,
+        )
+        self.config_generation = Gauge(
+            p + "config_generation",
+            "The configuration in force: 0 as started, one more per applied reload",
+            registry=registry,
+        )
+        self.config_loaded = Gauge(
+            p + "config_loaded_timestamp_seconds",
+            "When the configuration in force was read (start, or the last applied reload), "
+            "Unix time",
+            registry=registry,
+        )
+        self.config_loaded.set_to_current_time()
         Info(p + "build", "Build information", registry=registry).info(
             {"version": gateway.__version__}
         )
@@ -267,6 +289,8 @@ class Metrics:
             self.http_closed.labels(reason=closed)
         # series that alerts compare over time exist from the start (a counter born at its
         # first increment hides that increment from increase())
+        for outcome in RELOAD_RESULTS:
+            self.config_reloads.labels(result=outcome)
         for result in StoreResult:
             self.store_requests.labels(result=result)
         for processed in PROCESSED:

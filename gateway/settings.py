@@ -834,3 +834,57 @@ def _file_problems(settings: Settings) -> list[str]:
             if value is not None and not value.is_file():
                 problems.append(f"{settings.source}: forward.{name}: no such file {value}")
     return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Reloading (SIGHUP): which keys a running gateway takes from a new file.
+
+#: Keys `dicom-gateway run` applies on SIGHUP without dropping an association: who may send
+#: and how much is admitted, the worker's rules (policy, pixels, de-identification options
+#: but the site code, which names pseudonyms the spool and vault already hold), the log level,
+#: retention windows and the worker time limit. Every other key needs a restart (an
+#: allow-list: a key added later needs a restart until it is listed here).
+RUNTIME_KEYS = frozenset(
+    {
+        "ingest.peers",
+        "ingest.max_associations",
+        "ingest.max_pending_connections",
+        "ingest.max_instance_mib",
+        "ingest.drain_seconds",
+        "policy",
+        "pixels",
+        *(f"deidentify.{f.name}" for f in dataclasses.fields(DeidentifySettings)),
+        "logging.level",
+        "retention",
+        "workers.instance_timeout_seconds",
+    }
+    - {"deidentify.site_code"}
+)
+#: Sections `run` does not use (the receiver's and the console's own processes read them).
+_OTHER_PROCESSES = frozenset({"receiver", "console", "source"})
+
+
+def reloadable(running: Settings, new: Settings) -> tuple[Settings, tuple[str, ...]]:
+    """The settings a running gateway moves to: `new` where a key is in `RUNTIME_KEYS`,
+    `running` elsewhere; and the keys (names only, never values) that differ but need a
+    restart."""
+    merged, restart = _merge(running, new, "")
+    return typing.cast(Settings, merged), tuple(restart)
+
+
+def _merge(running: Any, new: Any, key: str) -> tuple[Any, list[str]]:
+    if key in RUNTIME_KEYS or key in _OTHER_PROCESSES:
+        return new, []
+    if dataclasses.is_dataclass(running) and not isinstance(running, type):
+        if type(running) is not type(new):  # a table set in one file, absent in the other
+            return running, [key]
+        values: dict[str, Any] = {}
+        restart: list[str] = []
+        for fld in dataclasses.fields(running):
+            value, changed = _merge(
+                getattr(running, fld.name), getattr(new, fld.name), _join(key, fld.name)
+            )
+            values[fld.name] = value
+            restart += changed
+        return dataclasses.replace(running, **values), restart
+    return running, ([] if running == new else [key])

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 
 from gateway.deidentify.engine import Deidentified, Engine, Replacement
+from gateway.deidentify.pixels.reading import TextFinder
 from gateway.deidentify.pixels.stage import PixelOutcome, PixelStage
 from gateway.deidentify.policy import Policy
 from gateway.errors import Unprocessable
@@ -62,15 +63,18 @@ class Worker:
         self._identified: set[str] = set()  # studies whose identity this process recorded
 
     @classmethod
-    def for_settings(cls, settings: Settings, vault: Vault) -> Worker:
-        """A worker for a site's settings; raises ConfigError when its pixel rules or the text
-        detector's models cannot be loaded."""
+    def for_settings(
+        cls, settings: Settings, vault: Vault, finder: TextFinder | None = None
+    ) -> Worker:
+        """A worker for a site's settings (with `finder`: the text detector another worker of
+        this process loaded); raises ConfigError when its pixel rules or the text detector's
+        models cannot be loaded."""
         return cls(
             settings.deidentify,
             settings.policy,
             vault,
             ae_title=settings.ingest.ae_title,
-            pixels=PixelStage.for_settings(settings),
+            pixels=PixelStage.for_settings(settings, finder),
         )
 
     def _mixed(self, result: Deidentified) -> bool:

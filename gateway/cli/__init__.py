@@ -44,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for reason, _ in trust_warnings(settings):
         log.warning("config.ca_shared", reason=reason)
     try:
-        return Gateway(settings).serve()
+        return Gateway(settings, lambda: settings_from(args.config)).serve()
     except GatewayError as exc:
         print(f"dicom-gateway: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILED

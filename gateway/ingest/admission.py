@@ -54,6 +54,8 @@ class AdmissionControl:
     def __init__(
         self, settings: IngestSettings, metrics: Metrics, audit: AuditHook | None = None
     ) -> None:
+        #: replaced whole on reload (SIGHUP); each decision reads it once, so an association
+        #: is judged by one configuration, the old or the new
         self.settings = settings
         self.metrics = metrics
         self.audit = audit or (lambda event, **fields: None)
@@ -123,18 +125,19 @@ class AdmissionControl:
     def _decide(
         self, assoc: Association, address: str
     ) -> Session | tuple[Refusal, AssociateReject, PeerSettings | None]:
+        settings = self.settings  # once: a reload may replace it meanwhile
         rq = assoc.requestor.primitive
         assert rq is not None, "EVT_REQUESTED fires after the A-ASSOCIATE-RQ arrived"
-        if str(rq.called_ae_title).strip(" ") != self.settings.ae_title.strip(" "):
+        if str(rq.called_ae_title).strip(" ") != settings.ae_title.strip(" "):
             return Refusal.CALLED_AE_WRONG, AssociateReject.CALLED_AE_NOT_RECOGNISED, None
-        peer = self.settings.peer_for(str(rq.calling_ae_title))
+        peer = settings.peer_for(str(rq.calling_ae_title))
         if peer is None:
             return Refusal.CALLING_AE_UNKNOWN, AssociateReject.CALLING_AE_NOT_RECOGNISED, None
         if not peer.allows_address(address):
             return Refusal.PEER_ADDRESS_NOT_ALLOWED, AssociateReject.NO_REASON_GIVEN, peer
         with self._lock:
             live = sum(1 for a in self._sessions if a.is_alive())
-            if live >= self.settings.max_associations:
+            if live >= settings.max_associations:
                 return Refusal.TOO_MANY_ASSOCIATIONS, AssociateReject.LOCAL_LIMIT_EXCEEDED, peer
             session = self._sessions[assoc] = Session(peer, address)
         return session

@@ -153,6 +153,12 @@ def tls_context(tls: TlsSettings) -> ssl.SSLContext:
     return ctx
 
 
+def _pynetdicom_limit(settings: IngestSettings) -> int:
+    """AdmissionControl counts admitted associations and pending connections apart;
+    pynetdicom's own limit, which counts both together, must never be the one that bites."""
+    return settings.max_associations + settings.max_pending_connections + 1
+
+
 _REJECTION_STATUS = {
     StoreResult.UNPARSEABLE: StoreStatus.CANNOT_UNDERSTAND,
     StoreResult.NO_STUDY_UID: StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
@@ -191,13 +197,19 @@ class IngestService:
         s = self.settings
         ae = AE(ae_title=s.ae_title)
         ae.maximum_pdu_size = s.max_pdu_size
-        # AdmissionControl counts admitted associations and pending connections apart;
-        # pynetdicom's own limit, which counts both together, must never be the one that bites.
-        ae.maximum_associations = s.max_associations + s.max_pending_connections + 1
+        ae.maximum_associations = _pynetdicom_limit(s)
         ae.acse_timeout = s.association_request_timeout
         ae.network_timeout = s.network_timeout
         ae.require_called_aet = False  # checked by AdmissionControl, with logging and metrics
         return ae
+
+    def reconfigure(self, settings: IngestSettings) -> None:
+        """Take new peers and limits (a reload): associations from the next A-ASSOCIATE-RQ on
+        are judged by them; those admitted already go on. The caller keeps the keys that need a
+        new listener (host, port, TLS, AE title, PDU size, timeouts) as they were."""
+        self.settings = settings
+        self.admission.settings = settings
+        self.ae.maximum_associations = _pynetdicom_limit(settings)
 
     def start(self) -> tuple[str, int]:
         """Listen; returns the bound (host, port), so port 0 picks a free one."""

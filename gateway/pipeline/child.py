@@ -58,6 +58,15 @@ class Summary:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Reconfigure:
+    """Between two jobs: rebuild the worker for reloaded settings (SIGHUP), then answer
+    ("reconfigured", generation); or ("failed", reason) and exit, to be replaced."""
+
+    settings: Settings
+    generation: int
+
+
 class Child:
     """The objects one worker process builds once; `handle` runs one job."""
 
@@ -69,6 +78,15 @@ class Child:
         self.spool = Spool.open_readonly(settings.spool)
         self.worker = Worker.for_settings(settings, self.vault)
         self.key: PublicKey = read_public(settings.forward.receiver_key)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Policy, pixel rules, de-identification options and log level from reloaded
+        settings; the vault, spool, key and the text detector's models are kept (the keys
+        behind them need a restart). Raises ConfigError and keeps the old worker when the
+        new one cannot be built."""
+        worker = Worker.for_settings(settings, self.vault, self.worker.pixels.finder)
+        configure(settings.logging)
+        self.worker = worker
 
     def handle(self, job: Job) -> Summary:
         log.debug("worker.job_started", pid=os.getpid())
@@ -145,7 +163,9 @@ class Child:
 def serve(settings: Settings, conn: Connection) -> None:
     """The child's main loop (multiprocessing target). Sends ("ready", pid) once set up, or
     ("failed", reason) and exits; then one Summary per Job until it receives None."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    # the parent decides when workers stop; a hang-up (a closed terminal) is the parent's too
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent()
     configure(settings.logging)
     limit = settings.workers.max_memory_mib * 1024 * 1024
@@ -158,6 +178,10 @@ def serve(settings: Settings, conn: Connection) -> None:
     conn.send(("ready", os.getpid()))
     try:
         while (job := conn.recv()) is not None:
+            if isinstance(job, Reconfigure):
+                if not _reconfigure(child, job, conn):
+                    return
+                continue
             try:
                 summary = child.handle(job)
             except Exception as exc:  # noqa: BLE001 - one bad instance must not end the worker
@@ -168,6 +192,20 @@ def serve(settings: Settings, conn: Connection) -> None:
         pass  # the parent went away
     finally:
         child.close()
+
+
+def _reconfigure(child: Child, message: Reconfigure, conn: Connection) -> bool:
+    """Rebuild for reloaded settings; False when that failed and this worker must end (the
+    pool starts a fresh one under the new settings: no instance is processed under rules the
+    operator replaced)."""
+    try:
+        child.reconfigure(message.settings)
+    except (GatewayError, OSError, MemoryError) as exc:
+        log.error("worker.reconfigure_failed", error=str(exc), generation=message.generation)
+        conn.send(("failed", exc.__class__.__name__))
+        return False
+    conn.send(("reconfigured", message.generation))
+    return True
 
 
 def _die_with_parent() -> None:

@@ -7,6 +7,11 @@ driven from a single thread (the scheduler's): `submit` when `free()`, then `pol
 finished. A worker that dies is reported as `Lost(job, "worker-crashed")`, one that overruns
 its deadline is killed (by its PID) and reported as `Lost(job, "worker-timeout")`; either way a
 fresh worker takes its place and the pool keeps serving.
+
+`reconfigure` (a reload) sends reloaded settings down every pipe: a worker reads them after
+the job it holds, before its next one, so an instance dispatched after the reload is
+processed under them and none twice. A worker that cannot rebuild exits and is replaced by a
+fresh one under the new settings (fail closed: never the replaced rules).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 from gateway.errors import GatewayError
 from gateway.logs import get_logger
-from gateway.pipeline.child import Job, Summary, serve
+from gateway.pipeline.child import Job, Reconfigure, Summary, serve
 from gateway.settings import Settings
 
 log = get_logger("gateway.pool")
@@ -46,6 +51,7 @@ class _Slot:
     job: Job | None = None
     deadline: float = 0.0
     started: float = 0.0
+    generation: int = 0  # of the settings it runs under (0: those the gateway started with)
 
 
 class WorkerPool:
@@ -64,6 +70,8 @@ class WorkerPool:
         self._on_restart = on_restart
         self._context = multiprocessing.get_context("spawn")
         self._slots: list[_Slot] = []
+        self.generation = 0
+        self._reconfiguring: float | None = None  # since when, until every worker took them
 
     def start(self) -> None:
         """Start every worker and wait until each has loaded its models; GatewayError if one
@@ -92,7 +100,19 @@ class WorkerPool:
         process.daemon = True
         process.start()
         child.close()
-        return _Slot(process, parent, started=time.monotonic())
+        return _Slot(process, parent, started=time.monotonic(), generation=self.generation)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Hand reloaded settings to every worker, to take between jobs (the pipe keeps the
+        order: the job after them runs under them); replacements start under them."""
+        self.settings = settings
+        self.timeout = settings.workers.instance_timeout_seconds
+        self.generation += 1
+        self._reconfiguring = time.monotonic()
+        message = Reconfigure(settings, self.generation)
+        for slot in self._slots:
+            with contextlib.suppress(OSError, ValueError):  # a dead one is replaced under them
+                slot.conn.send(message)
 
     def free(self) -> int:
         return sum(1 for s in self._slots if s.ready and s.job is None)
@@ -131,7 +151,9 @@ class WorkerPool:
                         message = slot.conn.recv()
                         if isinstance(message, tuple) and message[0] == "ready":
                             slot.ready = True
-                        elif isinstance(message, tuple):  # a replacement could not start
+                        elif isinstance(message, tuple) and message[0] == "reconfigured":
+                            slot.generation = message[1]
+                        elif isinstance(message, tuple):  # could not start, or rebuild
                             slot.process.join(1)
                         elif slot.job is not None and isinstance(message, Summary):
                             finished.append((slot.job, message))
@@ -147,7 +169,17 @@ class WorkerPool:
                 slot.process.kill()  # by PID; a worker may be stuck in native code
                 slot.process.join(5)
                 self._replace(i, "worker-timeout", finished)
+        self._check_reconfigured()
         return finished
+
+    def _check_reconfigured(self) -> None:
+        """Log once every worker runs under the latest settings, and how long that took."""
+        if self._reconfiguring is None:
+            return
+        if all(s.ready and s.generation == self.generation for s in self._slots):
+            seconds = round(time.monotonic() - self._reconfiguring, 3)
+            log.info("workers.reconfigured", generation=self.generation, seconds=seconds)
+            self._reconfiguring = None
 
     def _replace(self, index: int, reason: str, finished: list[tuple[Job, Summary | Lost]]) -> None:
         slot = self._slots[index]

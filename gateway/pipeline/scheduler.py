@@ -90,8 +90,9 @@ class Scheduler:
         self.studies = Studies(settings.studies.stable_seconds, spool.busy)
         self.retention = Retention(settings.retention, spool, metrics, audit, vault)
         self.manifests = Manifests(spool, key, self.site, metrics, vault, self._mark_mixed)
-        #: from other threads: an instance stored (ingest) or a sealed item answered (senders)
-        self._events: queue.SimpleQueue[InstanceHeader | Answered] = queue.SimpleQueue()
+        #: from other threads: an instance stored (ingest), a sealed item answered (senders),
+        #: reloaded settings (the main thread, on SIGHUP)
+        self._events: queue.SimpleQueue[InstanceHeader | Answered | Settings] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -115,6 +116,12 @@ class Scheduler:
     def answered(self, answered: Answered) -> None:
         """The analysis server took or refused a sealed item for good (sender thread)."""
         self._events.put(answered)
+        self._wake()
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Reloaded settings (main thread): the workers take them between jobs, retention
+        from its next sweep."""
+        self._events.put(settings)
         self._wake()
 
     def _wake(self) -> None:
@@ -212,6 +219,8 @@ class Scheduler:
                 break
             if isinstance(event, InstanceHeader):
                 self._stored(event)
+            elif isinstance(event, Settings):
+                self._reconfigured(event)
             else:
                 self._answered(event)
         now = time.monotonic()
@@ -247,6 +256,11 @@ class Scheduler:
             job = Job(str(path), path.stem)
             self.work.dispatched(job.instance_id, now)
             self.pool.submit(job)
+
+    def _reconfigured(self, settings: Settings) -> None:
+        self.settings = settings
+        self.retention.settings = settings.retention
+        self.pool.reconfigure(settings)
 
     def _stored(self, header: InstanceHeader) -> None:
         path = self.spool.path(State.INCOMING, header.study_id, header.instance_id)

@@ -5,13 +5,22 @@ from __future__ import annotations
 import base64
 import dataclasses
 import ipaddress
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.settings import ae_title_problem, file_problems, key_line, load
+from gateway.settings import (
+    RUNTIME_KEYS,
+    Settings,
+    ae_title_problem,
+    file_problems,
+    key_line,
+    load,
+    reloadable,
+)
 from tests.support import REPO, base_config, write_config
 
 
@@ -231,3 +240,38 @@ def test_metrics_bounds_are_checked_and_named(tmp_path: Path) -> None:
     config["metrics"].update(max_connections=8, request_timeout=2.5)
     metrics = load(write_config(tmp_path, config)).metrics
     assert (metrics.max_connections, metrics.request_timeout) == (8, 2.5)
+
+
+def _keys(cls: type[Any], prefix: str = "") -> set[str]:
+    """Every key of the schema, tables included, as `section.key`."""
+    keys = set()
+    hints = typing.get_type_hints(cls)
+    for fld in dataclasses.fields(cls):
+        keys.add(prefix + fld.name)
+        if isinstance(hints[fld.name], type) and dataclasses.is_dataclass(hints[fld.name]):
+            keys |= _keys(hints[fld.name], f"{prefix}{fld.name}.")
+    return keys
+
+
+def test_every_key_a_reload_applies_is_a_key_of_the_schema() -> None:
+    """A misspelt entry would silently turn a runtime key into one that needs a restart."""
+    assert sorted(RUNTIME_KEYS - _keys(Settings)) == []
+
+
+def test_a_reload_takes_runtime_keys_and_names_the_others_without_values(tmp_path: Path) -> None:
+    running = load(write_config(tmp_path, base_config(tmp_path)))
+    config = base_config(tmp_path)
+    config["ingest"]["peers"].append({"name": "ct-2", "ae_title": "CT2"})
+    config["ingest"]["port"] = 4242
+    config["pixels"] = {"margin": 9}
+    config["deidentify"] = {"site_code": "OTHER", "retain_uids": True}
+    config["console"] = {"port": 9999}  # another process's section: not compared
+    new = load(write_config(tmp_path, config))
+    merged, restart = reloadable(running, new)
+    assert sorted(restart) == ["deidentify.site_code", "ingest.port"]
+    assert [p.name for p in merged.ingest.peers] == ["test-pacs", "dcmtk", "ct-2"]
+    assert merged.ingest.port == running.ingest.port
+    assert merged.pixels.margin == 9
+    assert merged.deidentify.retain_uids is True
+    assert merged.deidentify.site_code == running.deidentify.site_code
+    assert reloadable(running, running) == (running, ())

@@ -129,23 +129,25 @@ class PixelStage:
     def __init__(self, settings: PixelSettings, rules: tuple[Rule, ...], finder: TextFinder):
         self.settings = settings
         self.rules = rules
+        self.finder = finder
         self.reader = WindowReader(
             finder, settings.margin, {m.upper() for m in settings.keep_markers}
         )
         self._series: OrderedDict[tuple[object, ...], _Seen] = OrderedDict()
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> PixelStage:
-        """The stage for a site: its CTP scripts read and the detector's models loaded; raises
-        ConfigError naming the key and file when one cannot be used."""
+    def for_settings(cls, settings: Settings, finder: TextFinder | None = None) -> PixelStage:
+        """The stage for a site: its CTP scripts read and the detector's models loaded (or
+        `finder` reused: a worker taking a reloaded configuration); raises ConfigError naming
+        the key and file when one cannot be used."""
         rules, problems = read_rules(settings)
         try:
-            finder = load_finder()
+            found = finder or load_finder()
         except ModelError as exc:
             problems.append(f"{settings.source}: pixels: text detector: {exc}")
         if problems:
             raise ConfigError(problems)
-        return cls(settings.pixels, rules, finder)
+        return cls(settings.pixels, rules, found)
 
     def clean(self, ds: Dataset, transfer_syntax: str) -> PixelOutcome:
         """Check one image (pixel data already loaded) and mask what carries text; raises

@@ -1,0 +1,219 @@
+"""SIGHUP reloads the configuration of a running gateway (docs/operations.md, "Reloading").
+
+One gateway (no forwarding) serves the admission tests of this module; each test first applies
+the configuration it starts from, so the order of the tests does not matter. The policy test
+runs the whole pipeline (`site`: reference receiver and one worker).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+from gateway import scu
+from tests.dicom_builders import greyscale, part10
+from tests.pipeline_site import Site, wait_for
+from tests.support import (
+    GatewayProcess,
+    base_config,
+    cli,
+    read_spool,
+    toml,
+    write_config,
+)
+
+CT = "transfer_syntaxes/pydicom_wheel__CT_small.dcm"
+NEWCOMER = {"name": "new-modality", "ae_title": "NEWCOMER"}
+
+
+@dataclass
+class Reloading:
+    root: Path
+    gw: GatewayProcess
+
+    def config(self, *peers: dict[str, Any]) -> dict[str, Any]:
+        """The module's base configuration, with `peers` after the two usual ones."""
+        config = base_config(self.root)
+        config["ingest"]["peers"] += list(peers)
+        return config
+
+    def hang_up(self, text: str) -> dict[str, Any]:
+        """Write the file, send SIGHUP, and return the event that answers it."""
+        answers = ("config.reloaded", "config.reload_partial", "config.reload_refused")
+        before = sum(len(self.gw.events(name)) for name in answers)
+        self.gw.config.write_text(text, encoding="utf-8")
+        os.kill(self.gw.pid, signal.SIGHUP)
+        wait_for(
+            lambda: sum(len(self.gw.events(name)) for name in answers) > before,
+            10.0,
+            "an answer to SIGHUP",
+        )
+        return [e for e in self.gw.events() if e["event"] in answers][-1]
+
+    def apply(self, config: dict[str, Any]) -> dict[str, Any]:
+        event = self.hang_up(toml(config))
+        assert event["event"] == "config.reloaded", event
+        return event
+
+    def reloads(self, result: str) -> float:
+        return self.gw.metric("dicom_gateway_config_reloads_total", result=result)
+
+    def audited(self, event: str) -> list[dict[str, Any]]:
+        lines = (self.root / "spool" / "audit.log").read_text(encoding="utf-8").splitlines()
+        return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+@pytest.fixture(scope="module")
+def reloading(
+    tmp_path_factory: pytest.TempPathFactory, phi_values: frozenset[str]
+) -> Iterator[Reloading]:
+    root = tmp_path_factory.mktemp("reload")
+    path = write_config(root, base_config(root))
+    keys = cli("keys", "--config", str(path))
+    assert keys.returncode == 0, keys.stderr
+    gw = GatewayProcess(path, root / "gateway.log").start()
+    yield Reloading(root, gw)
+    assert gw.stop() == 0
+    logged = "\n".join(gw.lines)
+    leaked = sorted(value for value in phi_values if value in logged)
+    assert not leaked, f"patient names or IDs in gateway logs: {leaked}"
+
+
+def send_as(gw: GatewayProcess, path: Path, aet: str) -> scu.SendResult:
+    [result] = scu.send(scu.Node("127.0.0.1", gw.port, aet, "GATEWAY_UT", timeout=10), [path])
+    return result
+
+
+def test_a_new_peer_is_admitted_a_removed_one_refused_and_an_open_association_completes(
+    reloading: Reloading, testdata: Path
+) -> None:
+    gw = reloading.gw
+    reloading.apply(reloading.config())
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(CTImageStorage)
+    held = ae.associate("127.0.0.1", gw.port, ae_title="GATEWAY_UT")  # opened before
+    try:
+        assert held.is_established
+        edited = reloading.config(NEWCOMER)
+        edited["ingest"]["peers"] = [
+            p for p in edited["ingest"]["peers"] if p["ae_title"] != "PACS"
+        ]
+        applied = reloading.apply(edited)
+        status = held.send_c_store(pydicom.dcmread(testdata / CT))  # C-STORE after
+        assert status.Status == 0x0000
+    finally:
+        held.release()
+    assert send_as(gw, testdata / CT, "NEWCOMER").ok
+    refused_before = gw.metric(
+        "dicom_gateway_associations_refused_total", reason="calling_ae_unknown"
+    )
+    assert send_as(gw, testdata / CT, "PACS").status is None
+    gw.wait_for_event("association.refused", reason="calling_ae_unknown")
+    after = gw.metric("dicom_gateway_associations_refused_total", reason="calling_ae_unknown")
+    assert after == refused_before + 1
+    peers = [s.header.peer for s in read_spool(gw.config)]
+    assert "test-pacs" in peers
+    assert "new-modality" in peers
+    assert gw.metric("dicom_gateway_config_generation") == applied["generation"]
+    assert reloading.audited("config.reloaded")[-1]["version"] == applied["generation"]
+
+
+def syntax_error(config: dict[str, Any]) -> str:
+    return toml(config).replace("[ingest]", "[ingest", 1)
+
+
+def invalid_value(config: dict[str, Any]) -> str:
+    config["ingest"]["max_associations"] = 0
+    return toml(config)
+
+
+@pytest.mark.parametrize(
+    ("broken", "named"),
+    [(syntax_error, "not valid TOML"), (invalid_value, "ingest.max_associations: must be")],
+    ids=["syntax", "value"],
+)
+def test_an_invalid_file_is_refused_and_the_running_configuration_stays(
+    reloading: Reloading,
+    testdata: Path,
+    broken: Callable[[dict[str, Any]], str],
+    named: str,
+) -> None:
+    gw = reloading.gw
+    reloading.apply(reloading.config(NEWCOMER))
+    refused = reloading.reloads("refused")
+    audited = len(reloading.audited("config.reload-refused"))
+    event = reloading.hang_up(broken(reloading.config()))  # NEWCOMER removed, if it applied
+    assert event["event"] == "config.reload_refused"
+    [problem] = event["problems"]
+    assert problem.startswith(f"{gw.config}: ")
+    assert named in problem
+    if broken is syntax_error:
+        assert "(at line " in problem  # tomllib's line and column
+    assert reloading.reloads("refused") == refused + 1
+    assert len(reloading.audited("config.reload-refused")) == audited + 1
+    assert gw.proc is not None
+    assert gw.proc.poll() is None
+    assert send_as(gw, testdata / CT, "NEWCOMER").ok  # the peer of the running configuration
+
+
+def test_keys_that_need_a_restart_are_named_and_the_rest_is_applied(
+    reloading: Reloading, testdata: Path
+) -> None:
+    gw = reloading.gw
+    reloading.apply(reloading.config())
+    partial = reloading.reloads("partial")
+    edited = reloading.config(NEWCOMER)
+    edited["ingest"]["network_timeout"] = 45.0
+    edited["spool"]["min_free_mib"] = 7
+    event = reloading.hang_up(toml(edited))
+    assert event["event"] == "config.reload_partial"
+    assert sorted(event["restart"]) == ["ingest.network_timeout", "spool.min_free_mib"]
+    assert set(event) == {"event", "level", "timestamp", "generation", "restart"}  # no values
+    assert reloading.reloads("partial") == partial + 1
+    assert send_as(gw, testdata / CT, "NEWCOMER").ok  # the peer, same listener
+    assert gw.metric("dicom_gateway_spool_reserve_bytes") == 1024 * 1024  # as started
+
+
+def test_a_policy_rule_added_by_reload_applies_to_the_next_instance(
+    site: Site, tmp_path: Path
+) -> None:
+    site.receiver()
+    gw = site.gateway()
+    gw.wait_for_event("workers.started", timeout=60)
+    pixels = bytes(range(64)) * 64
+    files = []
+    for i in range(2):
+        path = tmp_path / "send" / f"{i}.dcm"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(
+            part10(greyscale(64, 64, pixels, PatientName="Doe^Jane", InstanceNumber=i))
+        )
+        files.append(path)
+
+    def processed(result: str) -> float:
+        return gw.metric("dicom_gateway_instances_processed_total", result=result)
+
+    assert send_as(gw, files[0], "PACS").ok
+    wait_for(lambda: processed("sealed") == 1, 60, "the first instance sealed")
+    site.edit(
+        lambda c: c.update(
+            policy={"rules": [{"action": "drop", "reason": "no-ot", "modalities": ["OT"]}]}
+        )
+    )
+    os.kill(gw.pid, signal.SIGHUP)
+    gw.wait_for_event("config.reloaded", generation=1)
+    gw.wait_for_event("workers.reconfigured", generation=1, timeout=30)
+    assert send_as(gw, files[1], "PACS").ok
+    wait_for(lambda: processed("dropped") == 1, 60, "the second instance dropped")
+    assert gw.metric("dicom_gateway_instances_dropped_total", reason="no-ot") == 1
+    assert processed("sealed") == 1
