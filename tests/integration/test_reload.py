@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from gateway import scu
 from tests.dicom_builders import greyscale, part10
 from tests.pipeline_site import Site, wait_for
 from tests.support import (
+    REPO,
     GatewayProcess,
     base_config,
     cli,
@@ -32,6 +36,7 @@ from tests.support import (
     write_config,
 )
 
+UNIT = REPO / "deploy" / "systemd" / "dicom-gateway.service"
 CT = "transfer_syntaxes/pydicom_wheel__CT_small.dcm"
 NEWCOMER = {"name": "new-modality", "ae_title": "NEWCOMER"}
 
@@ -47,12 +52,15 @@ class Reloading:
         config["ingest"]["peers"] += list(peers)
         return config
 
-    def hang_up(self, text: str) -> dict[str, Any]:
-        """Write the file, send SIGHUP, and return the event that answers it."""
+    def hang_up(self, text: str, send: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Write the file, send SIGHUP (or `send(pid)`), and return the event that answers."""
         answers = ("config.reloaded", "config.reload_partial", "config.reload_refused")
         before = sum(len(self.gw.events(name)) for name in answers)
         self.gw.config.write_text(text, encoding="utf-8")
-        os.kill(self.gw.pid, signal.SIGHUP)
+        if send is None:
+            os.kill(self.gw.pid, signal.SIGHUP)
+        else:
+            send(self.gw.pid)
         wait_for(
             lambda: sum(len(self.gw.events(name)) for name in answers) > before,
             10.0,
@@ -184,6 +192,24 @@ def test_keys_that_need_a_restart_are_named_and_the_rest_is_applied(
     assert gw.metric("dicom_gateway_spool_reserve_bytes") == 1024 * 1024  # as started
 
 
+def test_systemctl_reload_runs_the_units_exec_reload_which_reloads(
+    reloading: Reloading, testdata: Path
+) -> None:
+    """deploy/systemd/dicom-gateway.service's ExecReload, run as systemd would ($MAINPID)."""
+    [line] = re.findall(r"^ExecReload=(.+)$", UNIT.read_text(encoding="utf-8"), re.MULTILINE)
+
+    def exec_reload(pid: int) -> None:
+        done = subprocess.run(
+            shlex.split(line.replace("$MAINPID", str(pid))), timeout=10, check=False
+        )
+        assert done.returncode == 0
+
+    reloading.apply(reloading.config())
+    event = reloading.hang_up(toml(reloading.config(NEWCOMER)), send=exec_reload)
+    assert event["event"] == "config.reloaded"
+    assert send_as(reloading.gw, testdata / CT, "NEWCOMER").ok
+
+
 def test_a_policy_rule_added_by_reload_applies_to_the_next_instance(
     site: Site, tmp_path: Path
 ) -> None:
@@ -204,7 +230,7 @@ def test_a_policy_rule_added_by_reload_applies_to_the_next_instance(
         return gw.metric("dicom_gateway_instances_processed_total", result=result)
 
     assert send_as(gw, files[0], "PACS").ok
-    wait_for(lambda: processed("sealed") == 1, 60, "the first instance sealed")
+    wait_for(lambda: len(site.stored()) == 1, 60, "the first instance at the receiver")
     site.edit(
         lambda c: c.update(
             policy={"rules": [{"action": "drop", "reason": "no-ot", "modalities": ["OT"]}]}

@@ -78,8 +78,8 @@ def _run(*args: str, cwd: Path = REPO, timeout: float = 60.0) -> subprocess.Comp
 @pytest.fixture
 def systemd_root(tmp_path: Path) -> Path:
     """A root for `systemd-analyze --root`: the distribution's units (for the targets the unit
-    depends on), a stand-in for /opt/dicom-gateway/bin/dicom-gateway, and /etc/systemd/system
-    for the unit."""
+    depends on), stand-ins for /opt/dicom-gateway/bin/dicom-gateway and /bin/kill (ExecReload),
+    and /etc/systemd/system for the unit."""
     _tool("systemd-analyze")
     units = next(
         (p for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")) if p.is_dir()),
@@ -89,10 +89,10 @@ def systemd_root(tmp_path: Path) -> Path:
         pytest.skip("no systemd unit directory on this machine")
     root = tmp_path / "root"
     shutil.copytree(units, root / "usr/lib/systemd/system", symlinks=True)
-    binary = root / "opt/dicom-gateway/bin/dicom-gateway"
-    binary.parent.mkdir(parents=True)
-    binary.write_text("#!/bin/sh\n")
-    binary.chmod(0o755)
+    for binary in (root / "opt/dicom-gateway/bin/dicom-gateway", root / "bin/kill"):
+        binary.parent.mkdir(parents=True)
+        binary.write_text("#!/bin/sh\n")
+        binary.chmod(0o755)
     (root / "etc/systemd/system").mkdir(parents=True)
     return root
 
