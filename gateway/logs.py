@@ -8,10 +8,14 @@ keeps the logger name, level and exception type and drops the message text.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
 import sys
 import threading
 from collections.abc import MutableMapping
+from types import FrameType
 from typing import Any, TextIO
 
 import structlog
@@ -78,6 +82,18 @@ def configure(settings: LoggingSettings, stream: TextIO = sys.stderr) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_LibraryHandler()]
     root.setLevel(logging.WARNING)
+
+
+def ignore_hangups(event: str) -> None:
+    """SIGHUP (`kill -HUP`, a closed terminal) must not end a process that has nothing to
+    reload: it writes the one line `event` to stderr and goes on. Written with os.write, not
+    through structlog: a signal may interrupt a thread that holds the log writer's lock."""
+    line = json.dumps({"event": event, "level": "info"}).encode() + b"\n"
+
+    def noted(signum: int, frame: FrameType | None) -> None:
+        os.write(2, line)
+
+    signal.signal(signal.SIGHUP, noted)
 
 
 def get_logger(name: str) -> Any:

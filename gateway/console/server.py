@@ -18,7 +18,7 @@ from gateway.console.app import Console
 from gateway.console.officers import Officers
 from gateway.console.views import Reviewing
 from gateway.errors import ConfigError, ListenError
-from gateway.logs import get_logger
+from gateway.logs import get_logger, ignore_hangups
 from gateway.receiver.uvicorn_seam import (
     check_uvicorn,
     exit_quietly_after_signals,
@@ -84,6 +84,8 @@ def serve(settings: Settings) -> None:
     log.info("console.listening", host=settings.console.host, port=sock.getsockname()[1],
              client_certificates=client_ca is not None)  # fmt: skip
     exit_quietly_after_signals()
+    # nothing to reload: officers are read at every sign-in, the other keys need a restart
+    ignore_hangups("console.hangup_ignored")
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -17,6 +17,7 @@ import structlog
 import uvicorn
 
 from gateway.errors import ConfigError, ListenError
+from gateway.logs import ignore_hangups
 from gateway.receiver.app import build
 from gateway.receiver.demo import DemoAnalysis
 from gateway.receiver.results import Results
@@ -108,6 +109,7 @@ def serve(settings: Settings, demo_analysis: bool = False) -> None:
         key_id=key.public.key_id,
     )
     exit_quietly_after_signals()  # uvicorn re-raises the signal it stopped on
+    ignore_hangups("receiver.hangup_ignored")  # a closed terminal must not end it
     if demo is not None:
         demo.start()
         log.info("receiver.demo_analysis_started")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import signal
 from collections.abc import Iterator
 
 import httpx
@@ -74,12 +76,16 @@ def test_nothing_is_shown_before_sign_in_and_a_wrong_password_is_refused(
     ]
 
 
-def test_five_wrong_passwords_lock_the_name(empty: ConsoleSite) -> None:
+def test_five_wrong_passwords_lock_the_name_and_a_hang_up_keeps_the_lock(
+    empty: ConsoleSite,
+) -> None:
     held = empty
     with held.client() as client:
         for _ in range(5):
             csrf = hidden(client.get("/login").text, "csrf")
             client.post("/login", data={"csrf": csrf, "name": OFFICER, "password": "wrong"})
+        os.kill(held.console.pid, signal.SIGHUP)  # a closed terminal: the console goes on
+        held.console.wait_for_event("console.hangup_ignored")
         csrf = hidden(client.get("/login").text, "csrf")
         right = client.post("/login", data={"csrf": csrf, "name": OFFICER, "password": PASSWORD})
         assert right.status_code == 401  # locked, although right

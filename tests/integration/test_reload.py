@@ -213,7 +213,9 @@ def test_systemctl_reload_runs_the_units_exec_reload_which_reloads(
 def test_a_policy_rule_added_by_reload_applies_to_the_next_instance(
     site: Site, tmp_path: Path
 ) -> None:
-    site.receiver()
+    receiver = site.receiver()
+    os.kill(receiver.pid, signal.SIGHUP)  # a closed terminal: the receiver goes on
+    receiver.wait_for_event("receiver.hangup_ignored")
     gw = site.gateway()
     gw.wait_for_event("workers.started", timeout=60)
     pixels = bytes(range(64)) * 64
