@@ -8,9 +8,11 @@ finished. A worker that dies is reported as `Lost(job, "worker-crashed")`, one t
 its deadline is killed (by its PID) and reported as `Lost(job, "worker-timeout")`; either way a
 fresh worker takes its place and the pool keeps serving.
 
-`reconfigure` (a reload) sends reloaded settings down every pipe: a worker reads them after
-the job it holds, before its next one, so an instance dispatched after the reload is
-processed under them and none twice. A worker that cannot rebuild exits and is replaced by a
+`reconfigure` (a reload) hands reloaded settings to each worker when it is free (at once, or
+when it returns the job it holds), before its next job: an instance dispatched after the
+reload is processed under them, one in flight finishes under the old ones, none twice. (Not
+sent to a busy worker: it does not read its pipe, and a large configuration could fill it and
+block the scheduler until the job ends.) A worker that cannot rebuild exits and is replaced by a
 fresh one under the new settings (fail closed: never the replaced rules).
 """
 
@@ -52,6 +54,7 @@ class _Slot:
     deadline: float = 0.0
     started: float = 0.0
     generation: int = 0  # of the settings it runs under (0: those the gateway started with)
+    offered: int = 0  # the latest generation sent to it
 
 
 class WorkerPool:
@@ -100,19 +103,27 @@ class WorkerPool:
         process.daemon = True
         process.start()
         child.close()
-        return _Slot(process, parent, started=time.monotonic(), generation=self.generation)
+        now, generation = time.monotonic(), self.generation
+        return _Slot(process, parent, started=now, generation=generation, offered=generation)
 
     def reconfigure(self, settings: Settings) -> None:
-        """Hand reloaded settings to every worker, to take between jobs (the pipe keeps the
-        order: the job after them runs under them); replacements start under them."""
+        """Reloaded settings: each free worker gets them now, a busy one when it returns its
+        job; replacements start under them."""
         self.settings = settings
         self.timeout = settings.workers.instance_timeout_seconds
         self.generation += 1
         self._reconfiguring = time.monotonic()
-        message = Reconfigure(settings, self.generation)
         for slot in self._slots:
-            with contextlib.suppress(OSError, ValueError):  # a dead one is replaced under them
-                slot.conn.send(message)
+            self._offer(slot)
+
+    def _offer(self, slot: _Slot) -> None:
+        """Send the latest settings to a free worker that has not had them (the pipe keeps the
+        order: a job sent after them runs under them)."""
+        if not slot.ready or slot.job is not None or slot.offered == self.generation:
+            return
+        slot.offered = self.generation
+        with contextlib.suppress(OSError, ValueError):  # a dead one is replaced under them
+            slot.conn.send(Reconfigure(self.settings, self.generation))
 
     def free(self) -> int:
         return sum(1 for s in self._slots if s.ready and s.job is None)
@@ -160,6 +171,7 @@ class WorkerPool:
                             slot.job = None
                 except (EOFError, OSError):
                     pass
+            self._offer(slot)
             if not slot.process.is_alive():
                 # one that died while starting (models gone?) is retried every few seconds,
                 # not in a tight loop
