@@ -145,10 +145,21 @@ def invalid_value(config: dict[str, Any]) -> str:
     return toml(config)
 
 
+def missing_pixel_rules(config: dict[str, Any]) -> str:
+    """Valid TOML and values, but a worker could not be built: refused before any worker is
+    asked (the same check as check-config), so no worker is left without rules."""
+    config["pixels"] = {"ctp_scripts": ["no-such-script.txt"]}
+    return toml(config)
+
+
 @pytest.mark.parametrize(
     ("broken", "named"),
-    [(syntax_error, "not valid TOML"), (invalid_value, "ingest.max_associations: must be")],
-    ids=["syntax", "value"],
+    [
+        (syntax_error, "not valid TOML"),
+        (invalid_value, "ingest.max_associations: must be"),
+        (missing_pixel_rules, "pixels.ctp_scripts[0]: cannot read"),
+    ],
+    ids=["syntax", "value", "pixel-rules"],
 )
 def test_an_invalid_file_is_refused_and_the_running_configuration_stays(
     reloading: Reloading,
