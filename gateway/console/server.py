@@ -81,11 +81,12 @@ def serve(settings: Settings) -> None:
         sock = listening_socket(where.host, where.port)
     except OSError as exc:
         raise ListenError.binding(exc, "console.port", where.host, where.port) from None
+    # nothing to reload: officers are read at every sign-in, the other keys need a restart;
+    # before the "listening" line, which tells a supervisor (or a test) it may signal
+    ignore_hangups("console.hangup_ignored")
     log.info("console.listening", host=settings.console.host, port=sock.getsockname()[1],
              client_certificates=client_ca is not None)  # fmt: skip
     exit_quietly_after_signals()
-    # nothing to reload: officers are read at every sign-in, the other keys need a restart
-    ignore_hangups("console.hangup_ignored")
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

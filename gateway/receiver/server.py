@@ -102,6 +102,9 @@ def serve(settings: Settings, demo_analysis: bool = False) -> None:
         sock = listening_socket(where.host, where.port)
     except OSError as exc:
         raise ListenError.binding(exc, "receiver.port", where.host, where.port) from None
+    # a closed terminal must not end it; set before the "listening" line, which tells a
+    # supervisor (or a test) it may signal
+    ignore_hangups("receiver.hangup_ignored")
     log.info(
         "receiver.listening",
         host=settings.receiver.host,
@@ -109,7 +112,6 @@ def serve(settings: Settings, demo_analysis: bool = False) -> None:
         key_id=key.public.key_id,
     )
     exit_quietly_after_signals()  # uvicorn re-raises the signal it stopped on
-    ignore_hangups("receiver.hangup_ignored")  # a closed terminal must not end it
     if demo is not None:
         demo.start()
         log.info("receiver.demo_analysis_started")
