@@ -190,9 +190,10 @@ class Gateway:
             self.audit.record("config.reload-refused", count=len(exc.problems))
             return
         settings, restart = reloadable(self.settings, new)
+        self.ingest.reconfigure(settings.ingest)  # first: it may fail (TLS), changing nothing
+        self.health.watch_certificates(settings, only="ingest_")
         self.settings = settings
         configure(settings.logging)
-        self.ingest.reconfigure(settings.ingest)
         if self.pipeline is not None:
             self.pipeline.reconfigure(settings)
         self._generation += 1

@@ -90,8 +90,14 @@ class Health:
         metrics.spool_reserve_bytes.set(spool.reserve)
         if scheduler is None:  # no scheduler keeps the incoming gauges: read them at each scrape
             metrics.watch_incoming(lambda: spool.stamps(State.INCOMING))
+        self.watch_certificates(settings)
+
+    def watch_certificates(self, settings: Settings, only: str = "") -> None:
+        """The expiry gauges of the configured certificates (`only`: those whose name starts
+        with it: after a reload, the listener's, the one certificate read again)."""
         for name, when in certificate_expiries(settings).items():
-            metrics.certificate_expiry.labels(certificate=name).set(when)
+            if name.startswith(only):
+                self.metrics.certificate_expiry.labels(certificate=name).set(when)
 
     def start(self) -> None:
         self._thread.start()

@@ -840,10 +840,11 @@ def _file_problems(settings: Settings) -> list[str]:
 # Reloading (SIGHUP): which keys a running gateway takes from a new file.
 
 #: Keys `dicom-gateway run` applies on SIGHUP without dropping an association: who may send
-#: and how much is admitted, the worker's rules (policy, pixels, de-identification options
-#: but the site code, which names pseudonyms the spool and vault already hold), the log level,
-#: retention windows and the worker time limit. Every other key needs a restart (an
-#: allow-list: a key added later needs a restart until it is listed here).
+#: and how much is admitted, the listener's TLS files (read again even when the paths stay:
+#: a renewed certificate; whether TLS is on needs a restart), the worker's rules (policy,
+#: pixels, de-identification options but the site code, which names pseudonyms the spool and
+#: vault already hold), the log level, retention windows and the worker time limit. Every
+#: other key needs a restart (an allow-list: a key added later needs one until listed here).
 RUNTIME_KEYS = frozenset(
     {
         "ingest.peers",
@@ -851,6 +852,10 @@ RUNTIME_KEYS = frozenset(
         "ingest.max_pending_connections",
         "ingest.max_instance_mib",
         "ingest.drain_seconds",
+        "ingest.tls.certificate",
+        "ingest.tls.private_key",
+        "ingest.tls.client_ca",
+        "ingest.tls.handshake_timeout",
         "policy",
         "pixels",
         *(f"deidentify.{f.name}" for f in dataclasses.fields(DeidentifySettings)),

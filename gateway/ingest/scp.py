@@ -204,12 +204,18 @@ class IngestService:
         return ae
 
     def reconfigure(self, settings: IngestSettings) -> None:
-        """Take new peers and limits (a reload): associations from the next A-ASSOCIATE-RQ on
-        are judged by them; those admitted already go on. The caller keeps the keys that need a
-        new listener (host, port, TLS, AE title, PDU size, timeouts) as they were."""
+        """Take new peers, limits and TLS files (a reload): associations from the next
+        A-ASSOCIATE-RQ on are judged by them, connections from the next accept get the
+        certificate read now; those admitted already go on. The caller keeps the keys that need
+        a new listener (host, port, TLS on or off, AE title, PDU size, timeouts) as they were.
+        TlsSetupError, with nothing changed, when the TLS files cannot be used."""
+        tls = tls_context(settings.tls) if settings.tls.enabled else None
         self.settings = settings
         self.admission.settings = settings
         self.ae.maximum_associations = _pynetdicom_limit(settings)
+        self._tls = tls
+        if self.server is not None:
+            self.server.ssl_context = tls  # read once per accepted connection
 
     def start(self) -> tuple[str, int]:
         """Listen; returns the bound (host, port), so port 0 picks a free one."""

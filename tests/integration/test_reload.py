@@ -12,19 +12,24 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
+from cryptography import x509
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from gateway import scu
+from gateway import devpki, scu
+from tests.conftest import GatewayFactory
 from tests.dicom_builders import greyscale, part10
+from tests.integration.test_hardening import client_context, echo_ok, tls_on
 from tests.pipeline_site import Site, wait_for
 from tests.support import (
     REPO,
@@ -219,6 +224,38 @@ def test_systemctl_reload_runs_the_units_exec_reload_which_reloads(
     event = reloading.hang_up(toml(reloading.config(NEWCOMER)), send=exec_reload)
     assert event["event"] == "config.reloaded"
     assert send_as(reloading.gw, testdata / CT, "NEWCOMER").ok
+
+
+def presented_serial(gw: GatewayProcess) -> int:
+    """The serial number of the certificate the listener presents now."""
+    raw = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    with client_context(gw).wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return int(x509.load_der_x509_certificate(der).serial_number)
+
+
+def test_a_renewed_listener_certificate_is_served_after_a_reload(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """The same paths, new contents (a certificate renewed in place): read again on SIGHUP,
+    presented from the next connection, its expiry exported."""
+    gw = gateway_factory(tls_on)
+    pki = gw.config.parent / "pki"
+    old = presented_serial(gw)
+    ca = devpki.load(pki / "ca.crt", pki / "ca.key")
+    earlier = datetime.now(UTC) - timedelta(days=1)  # valid now, its expiry a day apart
+    renewed = devpki.issue(ca, "dicom-gateway", server=True, hosts=("127.0.0.1",), now=earlier)
+    (pki / "server.crt").write_bytes(devpki.certificate_pem(renewed))
+    (pki / "server.key").write_bytes(devpki.key_pem(renewed))
+    os.kill(gw.pid, signal.SIGHUP)
+    gw.wait_for_event("config.reloaded", generation=1)
+    assert presented_serial(gw) == renewed.certificate.serial_number != old
+    assert echo_ok(gw, client_context(gw))
+    expiry = gw.metric(
+        "dicom_gateway_certificate_expiry_timestamp_seconds", certificate="ingest_server"
+    )
+    assert expiry == renewed.certificate.not_valid_after_utc.timestamp()
 
 
 def test_a_policy_rule_added_by_reload_applies_to_the_next_instance(
