@@ -193,7 +193,6 @@ class Gateway:
         self.ingest.reconfigure(settings.ingest)  # first: it may fail (TLS), changing nothing
         self.health.watch_certificates(settings, only="ingest_")
         self.settings = settings
-        configure(settings.logging)
         if self.pipeline is not None:
             self.pipeline.reconfigure(settings)
         self._generation += 1
@@ -205,6 +204,7 @@ class Gateway:
         else:
             log.info("config.reloaded", generation=self._generation)
         self.audit.record("config.reloaded", version=self._generation, count=len(restart))
+        configure(settings.logging)  # last: the line above is written at the level it replaces
 
     def _shut_down(self, drain_until: float | None) -> tuple[int, bool]:
         """The one stop sequence; returns (associations cut off, workers drained).

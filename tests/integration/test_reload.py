@@ -141,6 +141,22 @@ def test_a_new_peer_is_admitted_a_removed_one_refused_and_an_open_association_co
     assert reloading.audited("config.reloaded")[-1]["version"] == applied["generation"]
 
 
+def test_the_log_level_changes_with_a_reload(reloading: Reloading, testdata: Path) -> None:
+    gw = reloading.gw
+    quiet = reloading.config(NEWCOMER)
+    quiet["logging"] = {"level": "warning"}
+    generation = reloading.apply(quiet)["generation"]  # written at the level it replaces
+    admitted = len(gw.events("association.admitted"))
+    assert send_as(gw, testdata / CT, "NEWCOMER").ok
+    gw.config.write_text(toml(reloading.config(NEWCOMER)), encoding="utf-8")  # debug again
+    os.kill(gw.pid, signal.SIGHUP)  # its answer is written at warning: not seen, counted
+    wait_for(lambda: gw.metric("dicom_gateway_config_generation") == generation + 1, 10, "reload")
+    assert len(gw.events("association.admitted")) == admitted  # an info line, not written
+    assert send_as(gw, testdata / CT, "NEWCOMER").ok
+    gw.wait_for_event("association.admitted", peer="new-modality")
+    assert len(gw.events("association.admitted")) == admitted + 1
+
+
 def syntax_error(config: dict[str, Any]) -> str:
     return toml(config).replace("[ingest]", "[ingest", 1)
 
