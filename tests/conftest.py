@@ -18,8 +18,8 @@ from tests.postgres import PostgresServer, binaries
 from tests.support import (
     GatewayProcess,
     base_config,
-    cli,
     iter_phi_values,
+    make_keys,
     shared_dir,
     write_config,
 )
@@ -65,8 +65,7 @@ def gateway_factory(tmp_path: Path, phi_values: frozenset[str]) -> Iterator[Gate
         if edit is not None:
             edit(config)
         path = write_config(tmp_path, config)
-        keys = cli("keys", "--config", str(path))
-        assert keys.returncode == 0, keys.stderr
+        make_keys(path)
         gw = GatewayProcess(path, tmp_path / f"gateway-{len(started)}.log")
         started.append(gw)
         return gw.start(**popen)

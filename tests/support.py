@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import queue
@@ -11,7 +13,8 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +168,25 @@ def cli(
         cwd=REPO,
         input=input,
     )
+
+
+def clis(*commands: Sequence[str], timeout: float = 60.0) -> list[subprocess.CompletedProcess[str]]:
+    """`cli(*command)` for each command, side by side; the results in the order given. Only for
+    commands that neither write what another reads nor depend on each other's order: a process
+    start is mostly CPU (imports), so two run in the time of one on two cores."""
+    with ThreadPoolExecutor(len(commands)) as pool:
+        return list(pool.map(lambda command: cli(*command, timeout=timeout), commands))
+
+
+def make_keys(config: Path) -> None:
+    """What `dicom-gateway keys --config <config>` makes, by the same code in this process:
+    for tests whose subject is another command, the keys only its setup (a process start costs
+    a second or two). Tests of `keys` itself use `cli("keys", ...)`."""
+    from gateway.cli import main  # imported here: most tests never need the parser
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        status = main(["keys", "--config", str(config)])
+    assert status == 0, f"keys --config {config}: exit status {status}"
 
 
 @dataclass

@@ -25,6 +25,8 @@ from tests.support import (
     GatewayProcess,
     base_config,
     cli,
+    clis,
+    make_keys,
     read_spool,
     receiver_config,
     shared_dir,
@@ -87,7 +89,7 @@ def test_one_ca_for_pacs_clients_and_the_forwarder_is_warned_about(example: Path
     tls_off = 'enabled = false                            # default false\ncertificate = "../var'
     assert tls_off in text
     example.write_text(text.replace(tls_off, tls_off.replace("false ", "true  ", 1)))
-    assert cli("keys", "--config", str(example)).returncode == 0
+    make_keys(example)
 
     # 1. check-config: both warnings, exit 0
     checked = cli("check-config", str(example))
@@ -120,7 +122,7 @@ def test_one_ca_for_pacs_clients_and_the_forwarder_is_warned_about(example: Path
         'client_ca = "../var/pki/dev-ca.crt"', 'client_ca = "../var/pki/pacs-ca.crt"', 1
     )
     example.write_text(separate)
-    assert cli("keys", "--config", str(example)).returncode == 0
+    make_keys(example)
     again = cli("check-config", str(example))
     assert again.returncode == 0, again.stderr
     assert "warning" not in again.stderr
@@ -184,7 +186,7 @@ def test_missing_key_file_stops_the_gateway_naming_key_and_file(tmp_path: Path) 
 
 def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     path = write_config(tmp_path, base_config(tmp_path))
-    assert cli("keys", "--config", str(path)).returncode == 0
+    make_keys(path)
     key = tmp_path / "keys" / "master.key"
     key.chmod(0o644)
     result = cli("run", "--config", str(path))
@@ -193,12 +195,13 @@ def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_or_broken_config_file(tmp_path: Path) -> None:
-    missing = cli("check-config", str(tmp_path / "nope.toml"))
-    assert missing.returncode == 2
-    assert "nope.toml: configuration file not found" in missing.stderr
     broken = tmp_path / "broken.toml"
     broken.write_text("[ingest\n")
-    result = cli("check-config", str(broken))
+    missing, result = clis(
+        ["check-config", str(tmp_path / "nope.toml")], ["check-config", str(broken)]
+    )
+    assert missing.returncode == 2
+    assert "nope.toml: configuration file not found" in missing.stderr
     assert result.returncode == 2
     assert "broken.toml: not valid TOML" in result.stderr
 
@@ -255,7 +258,7 @@ def test_a_port_in_use_is_named_with_its_address_and_setting(
         port = held.getsockname()[1]
         config[section]["port"] = port
         path = write_config(tmp_path, config)
-        assert cli("keys", "--config", str(path)).returncode == 0
+        make_keys(path)
         result = cli(*command.split(), "--config", str(path))
     assert result.returncode == 1, result.stderr
     expected = f"cannot listen on 127.0.0.1:{port} ({section}.port): address already in use"
@@ -282,8 +285,11 @@ def test_officer_accounts_are_listed_as_a_table_or_as_json(tmp_path: Path) -> No
             input="a long enough passphrase\n",
         )
         assert added.returncode == 0, added.stderr
-    assert cli("console", "officer", "list", "--config", path).stdout == "a.jansen\nb.smit\n"
-    listed = cli("console", "officer", "list", "--json", "--config", path)
+    table, listed = clis(
+        ["console", "officer", "list", "--config", path],
+        ["console", "officer", "list", "--json", "--config", path],
+    )
+    assert table.stdout == "a.jansen\nb.smit\n"
     assert json.loads(listed.stdout) == [{"name": "a.jansen"}, {"name": "b.smit"}]
 
 
@@ -333,7 +339,7 @@ def test_unloadable_tls_files_are_named(tmp_path: Path) -> None:
         "client_ca": str(pki / "ca.crt"),
     }
     path = write_config(tmp_path, config)
-    assert cli("keys", "--config", str(path)).returncode == 0
+    make_keys(path)
     (pki / "server.key").write_text("not a key\n")
     result = cli("check-config", str(path))
     assert result.returncode == 2
@@ -346,7 +352,7 @@ def test_a_spool_directory_that_cannot_be_made_is_named(tmp_path: Path) -> None:
     blocker.write_text("")
     config["spool"]["directory"] = str(blocker / "spool")
     path = write_config(tmp_path, config)
-    assert cli("keys", "--config", str(path)).returncode == 0
+    make_keys(path)
     result = cli("run", "--config", str(path))
     assert result.returncode == 1
     assert f"spool.directory {blocker / 'spool'}: cannot prepare (ENOTDIR)" in result.stderr
@@ -356,7 +362,12 @@ def test_a_spool_directory_that_cannot_be_made_is_named(tmp_path: Path) -> None:
 def test_describe_profile_lists_every_attribute_under_the_configured_options(
     tmp_path: Path,
 ) -> None:
-    default = cli("describe-profile", "--format", "json")
+    config = base_config(tmp_path)
+    config["deidentify"] = {"retain_uids": True, "retain_patient_characteristics": False}
+    default, custom = clis(
+        ["describe-profile", "--format", "json"],
+        ["describe-profile", "--config", str(write_config(tmp_path, config))],
+    )
     assert default.returncode == 0, default.stderr
     listed = json.loads(default.stdout)
     rows = {row["tag"]: row for row in listed if row["source"] == "table"}
@@ -381,9 +392,6 @@ def test_describe_profile_lists_every_attribute_under_the_configured_options(
         action, does = rows[tag]["action"], rows[tag]["does"]
         assert (action, does.split("; ")[0]) == ("X", "remove"), tag  # unless the IOD needs it
         assert rows[tag]["reason"] == "Basic Profile"
-    config = base_config(tmp_path)
-    config["deidentify"] = {"retain_uids": True, "retain_patient_characteristics": False}
-    custom = cli("describe-profile", "--config", str(write_config(tmp_path, config)))
     assert custom.returncode == 0, custom.stderr
     assert "Retain UIDs Option" in custom.stdout.splitlines()[1]
     study_uid = next(line for line in custom.stdout.splitlines() if "Study Instance UID" in line)
@@ -466,19 +474,21 @@ def test_deidentify_reports_every_input_and_refuses_bad_usage(tmp_path: Path) ->
     (folder / "notes.txt").write_text("not DICOM")
     (folder / "empty.dcm").write_bytes(b"")
     report = tmp_path / "report.json"
-    done = cli("deidentify", str(folder), "--out", str(tmp_path / "out"), "--report", str(report))
+    config = base_config(tmp_path)
+    config["deidentify"] = {"site_code": "lower"}
+    done, missing, bad = clis(
+        ["deidentify", str(folder), "--out", str(tmp_path / "out"), "--report", str(report)],
+        ["deidentify", str(tmp_path / "nowhere"), "--out", "o", "--report", "r.json"],
+        _deidentify_argv(write_config(tmp_path, config), folder, Path("o"), Path("r.json")),
+    )
     assert done.returncode == 0, done.stderr
     files = {Path(f["input"]).name: f for f in json.loads(report.read_text())["files"]}
     assert {name: (f["status"], f["reason"]) for name, f in files.items()} == {
         "empty.dcm": ("quarantined", "not-dicom"),
         "notes.txt": ("quarantined", "not-dicom"),
     }
-    missing = cli("deidentify", str(tmp_path / "nowhere"), "--out", "o", "--report", "r.json")
     assert missing.returncode == 2
     assert "no such file or folder" in missing.stderr
-    config = base_config(tmp_path)
-    config["deidentify"] = {"site_code": "lower"}
-    bad = _deidentify(write_config(tmp_path, config), folder, Path("o"), Path("r.json"))
     assert bad.returncode == 2
     assert "deidentify.site_code: must be 1-8 capital letters or digits" in bad.stderr
     assert "Traceback" not in bad.stderr + missing.stderr
@@ -577,8 +587,7 @@ def test_deidentify_lists_masked_regions_and_rejects_bad_pixel_rules(
     script.write_text('{ Modality.equals("US") }\n(0,0,40,20)\n')
     config = base_config(tmp_path)
     config["pixels"] = {"ctp_scripts": [str(script)]}
-    keys = cli("keys", "--config", str(write_config(tmp_path, config)))
-    assert keys.returncode == 0, keys.stderr
+    make_keys(write_config(tmp_path, config))
     report = tmp_path / "report.json"
     done = _deidentify(write_config(tmp_path, config), source, tmp_path / "out", report)
     assert done.returncode == 0, done.stderr
@@ -593,14 +602,15 @@ def test_deidentify_lists_masked_regions_and_rejects_bad_pixel_rules(
     assert entry["changes"]["frames_checked"] == 1
 
     script.write_text('{ Modality.equals("US") }\n(0,0,40,20)\n{ Rows.nonsense("1") }\n(0,0,1,1)\n')
-    bad = _deidentify(
-        write_config(tmp_path, config), source, tmp_path / "out2", tmp_path / "r2.json"
+    path = write_config(tmp_path, config)
+    bad, checked = clis(
+        _deidentify_argv(path, source, tmp_path / "out2", tmp_path / "r2.json"),
+        ["check-config", str(path)],
     )
     assert bad.returncode == 2
     where = f"pixels.ctp_scripts[0]: {script}:3:8: unknown method 'nonsense'"
     assert where in bad.stderr
     assert "Traceback" not in bad.stderr
-    checked = cli("check-config", str(write_config(tmp_path, config)))
     assert checked.returncode == 2
     assert where in checked.stderr
 
@@ -616,10 +626,9 @@ def test_a_malformed_ctp_script_stops_check_config_and_run_at_file_line_and_colu
     config = base_config(tmp_path)
     config["pixels"] = {"ctp_scripts": [str(script)]}
     path = write_config(tmp_path, config)
-    assert cli("keys", "--config", str(path)).returncode == 0
+    make_keys(path)
     expected = f"{path}: pixels.ctp_scripts[0]: {script}:3:13: a comma after a rectangle"
-    for command in (["check-config", str(path)], ["run", "--config", str(path)]):
-        result = cli(*command, timeout=30)
+    for result in clis(["check-config", str(path)], ["run", "--config", str(path)], timeout=30):
         assert result.returncode == 2, result.stderr
         assert expected in result.stderr
         assert "ok" not in result.stdout
@@ -629,7 +638,11 @@ def test_a_malformed_ctp_script_stops_check_config_and_run_at_file_line_and_colu
 def _deidentify(
     config: Path, source: Path, out: Path, report: Path
 ) -> subprocess.CompletedProcess[str]:
-    return cli(
+    return cli(*_deidentify_argv(config, source, out, report))
+
+
+def _deidentify_argv(config: Path, source: Path, out: Path, report: Path) -> list[str]:
+    return [
         "deidentify",
         str(source),
         "--config",
@@ -638,7 +651,7 @@ def _deidentify(
         str(out),
         "--report",
         str(report),
-    )
+    ]
 
 
 def test_site_words_are_kept_and_a_bad_word_file_names_its_line(tmp_path: Path) -> None:
@@ -654,10 +667,12 @@ def test_site_words_are_kept_and_a_bad_word_file_names_its_line(tmp_path: Path) 
     config = base_config(tmp_path)
     config["deidentify"] = {"vocabulary": str(words), "keep_cleaned": ["PatientComments"]}
     path = write_config(tmp_path, config)
-    assert cli("keys", "--config", str(path)).returncode == 0
-    assert cli("check-config", str(path)).returncode == 0
+    make_keys(path)
     report = tmp_path / "report.json"
-    done = _deidentify(path, source.parent, tmp_path / "out", report)
+    checked, done = clis(
+        ["check-config", str(path)], _deidentify_argv(path, source.parent, tmp_path / "out", report)
+    )
+    assert checked.returncode == 0
     assert done.returncode == 0, done.stderr
     (entry,) = json.loads(report.read_text())["files"]
     out = pydicom.dcmread(entry["output"])
@@ -678,16 +693,20 @@ def test_site_words_are_kept_and_a_bad_word_file_names_its_line(tmp_path: Path) 
 def test_describe_profile_shows_narrative_removed_or_kept_cleaned(tmp_path: Path) -> None:
     """Free narrative is a gateway rule: removed by default, kept cleaned when the site lists it
     in keep_cleaned; the engine does what the description says (tests/unit/test_explain.py)."""
-    default = json.loads(cli("describe-profile", "--format", "json").stdout)
+    config = base_config(tmp_path)
+    config["deidentify"] = {"keep_cleaned": ["AdditionalPatientHistory"]}
+    path = write_config(tmp_path, config)
+    default_shown, kept_shown = clis(
+        ["describe-profile", "--format", "json"],
+        ["describe-profile", "--config", str(path), "--format", "json"],
+    )
+    default = json.loads(default_shown.stdout)
     rules = {row["tag"]: row for row in default if row["source"] == "gateway"}
     history = rules["(0010,21B0)"]  # Additional Patient History
     assert history["action"] == "X"
     assert "free narrative" in history["reason"]
     assert rules["(0010,2180)"]["action"] == "X"  # Occupation
-    config = base_config(tmp_path)
-    config["deidentify"] = {"keep_cleaned": ["AdditionalPatientHistory"]}
-    path = write_config(tmp_path, config)
-    kept = json.loads(cli("describe-profile", "--config", str(path), "--format", "json").stdout)
+    kept = json.loads(kept_shown.stdout)
     history = next(r for r in kept if r["source"] == "gateway" and r["tag"] == "(0010,21B0)")
     assert history["action"] == "C"
     assert "keep_cleaned" in history["reason"]
