@@ -1,17 +1,19 @@
 """Fixtures for the integration tests: `site` (keys, reference receiver, gateway: see
 tests/pipeline_site.py), `orthanc` (tests/orthanc.py), and `channel` and `way` for the way
-back (tests/results_way.py)."""
+back (tests/results_way.py), and `deidentified_corpus`: one `dicom-gateway deidentify` run
+over the shared material for the session (tests/deidentified_corpus.py)."""
 
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.deidentified_corpus import deidentified_corpus
 from tests.orthanc import Orthanc, orthanc_binary
 from tests.pipeline_site import site
 from tests.results_way import channel, way
 
-__all__ = ["channel", "orthanc", "site", "way"]
+__all__ = ["channel", "deidentified_corpus", "orthanc", "site", "way"]
 
 
 @pytest.fixture

@@ -1,19 +1,18 @@
 """`dicom-gateway deidentify` over every file of the shared test material (issue 4 acceptance).
 
-One run of the real command on the whole folder, with a site config and vault; the outputs are
+One run of the real command on the whole folder, with a site config and vault (made once per
+session and shared with test_valid_dicom.py: tests/deidentified_corpus.py); the outputs are
 then searched byte by byte for what must not survive, read back with pydicom and dcmtk, and
 compared with their inputs.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import warnings
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from pydicom.pixels.utils import iter_pixels
 
 from gateway.deidentify.engine import IMPLEMENTATION_CLASS_UID
 from gateway.deidentify.uids import is_standard_uid
-from tests.support import base_config, cli, write_config
+from tests.deidentified_corpus import AE_TITLE, Run, deidentify, read, site
 from tests.support import dcmtk as dcmtk_tool
 
 # What must not survive anywhere in an output (acceptance list of issue 4).
@@ -70,77 +69,12 @@ EXPECTED_REASONS = {
         "same-sop-instance",  # the shared material holds some files twice
     },
 }
-AE_TITLE = "GATEWAY_UT"
 
 
-@dataclass(frozen=True)
-class Run:
-    config: Path
-    report: dict[str, Any]
-
-    def written(self) -> Iterator[tuple[Path, Path]]:
-        for f in self.report["files"]:
-            if f["status"] == "written":
-                yield Path(f["input"]), Path(f["output"])
-
-    def unique(self) -> Iterator[tuple[Path, Path]]:
-        """Written pairs whose output no other input wrote too (inputs that share a SOP
-        Instance UID are one instance: the first one read is written, later ones not)."""
-        pairs = list(self.written())
-        outputs = Counter(o for _, o in pairs)
-        return ((i, o) for i, o in pairs if outputs[o] == 1)
-
-    def output_of(self, name: str) -> Dataset:
-        found = [o for i, o in self.written() if i.name == name]
-        assert len(found) == 1, f"{name} was not written exactly once"
-        return read(found[0])
-
-
-def read(path: Path) -> Dataset:
-    """Read and decode every value (the shared material has files with odd values: their
-    warnings are not what these tests are about)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(path, force=True)
-        for elem in ds.iterall():
-            _ = elem.value
-    return ds
-
-
-def site(root: Path) -> Path:
-    config = base_config(root)
-    config["ingest"]["ae_title"] = AE_TITLE
-    config["deidentify"] = {"site_code": "UT"}
-    path = write_config(root, config)
-    keys = cli("keys", "--config", str(path))
-    assert keys.returncode == 0, keys.stderr
-    return path
-
-
-def deidentify(config: Path, inputs: Path, out: Path) -> dict[str, Any]:
-    report = out / "report.json"
-    done = cli(
-        "deidentify",
-        str(inputs),
-        "--config",
-        str(config),
-        "--out",
-        str(out / "files"),
-        "--report",
-        str(report),
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr
-    loaded: dict[str, Any] = json.loads(report.read_text())
-    return loaded
-
-
-@pytest.fixture(scope="module")
-def run(testdata: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
-    root = tmp_path_factory.mktemp("deidentify")
-    config = site(root)
-    return Run(config, deidentify(config, testdata, root / "out"))
+@pytest.fixture
+def run(deidentified_corpus: Run) -> Run:
+    """The session's one run over the shared material (tests/deidentified_corpus.py)."""
+    return deidentified_corpus
 
 
 def test_the_report_lists_every_input_once_with_a_status(run: Run, testdata: Path) -> None:
@@ -355,9 +289,13 @@ def test_same_vault_same_pseudonyms_fresh_vault_different(
         name: (str(run.output_of(name).PatientID), str(run.output_of(name).SOPInstanceUID))
         for name in (p.name for p in folder.iterdir())
     }
-    again = pseudonyms(deidentify(run.config, folder, tmp_path / "again"))
+    # the two runs share nothing (own vault, own outputs): side by side, one per core
+    fresh_config = site(tmp_path / "fresh")
+    with ThreadPoolExecutor(2) as pool:
+        again_run = pool.submit(deidentify, run.config, folder, tmp_path / "again")
+        fresh_run = pool.submit(deidentify, fresh_config, folder, tmp_path / "fresh-out")
+        again, fresh = pseudonyms(again_run.result()), pseudonyms(fresh_run.result())
     assert again == first
-    fresh = pseudonyms(deidentify(site(tmp_path / "fresh"), folder, tmp_path / "fresh-out"))
     assert fresh.keys() == first.keys()
     for name, (patient, uid) in fresh.items():
         assert patient != first[name][0]

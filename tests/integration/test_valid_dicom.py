@@ -3,7 +3,8 @@
 dicom3tools' `dciodvfy` (D. Clunie) checks a file against the IOD of its SOP Class: each module's
 attributes by type (PS3.3 C; Type 1/1C present with a value, 2/2C present, 3 optional, PS3.5 7.4)
 and each value against its VR (PS3.5 6.2). It runs over the input and the output of every file
-that one `dicom-gateway deidentify` run over the shared test material writes. An error of an
+that one `dicom-gateway deidentify` run over the shared test material writes (the session's
+run, shared with test_deidentify.py: tests/deidentified_corpus.py). An error of an
 output is new when its key — the message with values taken out, keeping kind, attribute and
 module — is not among its input's keys. The shared material is full of broken files: only what
 de-identification adds counts.
@@ -22,12 +23,12 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from tests.integration import test_deidentify as deid
+from tests.deidentified_corpus import Run
 from tests.support import dcmtk as dcmtk_tool
 
 pytestmark = pytest.mark.timeout(
     600
-)  # one deidentify over the corpus (~1 min alone), then dciodvfy
+)  # one deidentify over the corpus (~1 min, unless test_deidentify.py made it), dciodvfy
 
 DCIODVFY_TIMEOUT = 60.0
 
@@ -114,11 +115,11 @@ def dciodvfy() -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def run(testdata: Path, tmp_path_factory: pytest.TempPathFactory) -> deid.Run:
-    root = tmp_path_factory.mktemp("valid-dicom")
-    config = deid.site(root)
-    return deid.Run(config, deid.deidentify(config, testdata, root / "out"))
+@pytest.fixture
+def run(deidentified_corpus: Run) -> Run:
+    """The session's one run over the shared material, which test_deidentify.py checks too
+    (tests/deidentified_corpus.py)."""
+    return deidentified_corpus
 
 
 @pytest.mark.parametrize(
@@ -193,7 +194,7 @@ def test_an_error_key_keeps_kind_attribute_and_module_but_no_value(
 
 @pytest.mark.usefixtures("dcmtk")
 def test_deidentify_adds_no_iod_error_its_input_did_not_have(
-    run: deid.Run, testdata: Path, dciodvfy: str, tmp_path: Path
+    run: Run, testdata: Path, dciodvfy: str, tmp_path: Path
 ) -> None:
     """Inputs that share a SOP Instance UID write one output (the last read wins): it is held
     to the errors of any of them."""
