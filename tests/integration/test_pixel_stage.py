@@ -77,14 +77,25 @@ def _sample_frames(ds: Dataset) -> set[int]:
     return {0, count // 2, count - 1}
 
 
-def test_no_burned_in_name_of_the_ultrasound_files_is_readable(
-    testdata: Path, vault: SqliteVault
-) -> None:
+@pytest.fixture(scope="module")
+def ultrasound(testdata: Path, vault: SqliteVault) -> dict[str, Outcome]:
+    """Every file of the shared ultrasound folder through one worker with the default pixel
+    stage, once for the module, by name: the banner test reads every outcome, the colour cine
+    test the cine's (a pass over its 120 frames takes seconds). Outcomes are only read."""
     w = worker(vault)
+    paths = sorted((testdata / "ultrasound").glob("*.dcm"))
+    return {path.name: w.process(path.read_bytes()) for path in paths}
+
+
+def test_no_burned_in_name_of_the_ultrasound_files_is_readable(
+    testdata: Path, ultrasound: dict[str, Outcome]
+) -> None:
     found_before: set[str] = set()
-    for path in sorted((testdata / "ultrasound").glob("*.dcm")):
+    paths = sorted((testdata / "ultrasound").glob("*.dcm"))
+    assert [path.name for path in paths] == list(ultrasound)
+    for path in paths:
         data = path.read_bytes()
-        outcome = w.process(data)
+        outcome = ultrasound[path.name]
         if outcome.status == "quarantined":
             continue
         assert outcome.result is not None, (path.name, outcome.status, outcome.reason)
@@ -119,9 +130,8 @@ def test_an_image_without_text_keeps_its_pixel_bytes(testdata: Path, vault: Sqli
     assert checked == 2
 
 
-def test_every_frame_of_the_colour_cine_is_masked(testdata: Path, vault: SqliteVault) -> None:
-    path = testdata / "ultrasound" / "pydicom_data__color3d_jpeg_baseline.dcm"
-    outcome = worker(vault).process(path.read_bytes())
+def test_every_frame_of_the_colour_cine_is_masked(ultrasound: dict[str, Outcome]) -> None:
+    outcome = ultrasound["pydicom_data__color3d_jpeg_baseline.dcm"]
     assert outcome.result is not None, outcome.reason
     assert outcome.pixels is not None
     ds = dcmread(io.BytesIO(outcome.result.data))
