@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from tests.pipeline_site import Site, free_port, wait_for
-from tests.support import GatewayProcess, cli, storescu
+from tests.support import GatewayProcess, cli, make_keys, storescu
 
 OFFICER = "a.jansen"
 PASSWORD = "correct horse battery staple"
@@ -97,8 +97,7 @@ def console_site(site: Site, files: list[Path], client_ca: bool = False) -> Iter
         console["client_ca"] = str(pki / "officer-ca.crt")
     site.edit(lambda c: c.update(console=console, metrics={"host": "127.0.0.1",
                                                              "port": free_port()}))  # fmt: skip
-    made = cli("keys", "--config", str(site.path))
-    assert made.returncode == 0, made.stderr
+    make_keys(site.path)
     added = cli("console", "officer", "add", OFFICER, "--password-stdin", "--config",
                 str(site.path), input=PASSWORD + "\n")  # fmt: skip
     assert added.returncode == 0, added.stderr

@@ -24,7 +24,7 @@ from tests.dicom_builders import part10
 from tests.integration.test_reidentify import JANE, _referencing, ct_slices, encode, seg, sr
 from tests.orthanc import ORTHANC_AE, Orthanc, admit_orthanc
 from tests.pipeline_site import Site, wait_for
-from tests.support import cli
+from tests.support import make_keys
 
 pytestmark = pytest.mark.timeout(300)
 SITE_CODE = "SITE"  # deidentify.site_code by default
@@ -64,8 +64,7 @@ def with_results(site: Site, orthanc: Orthanc) -> None:
         "pacs": pacs}))  # fmt: skip
     site.edit(lambda c: c["receiver"].update(results_key=str(keys / "results.pub")))
     admit_orthanc(site)
-    made = cli("keys", "--config", str(site.path))
-    assert made.returncode == 0, made.stderr
+    make_keys(site.path)
 
 
 RoundTrip = tuple[Site, Orthanc, list[Dataset]]
