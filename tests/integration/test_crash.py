@@ -290,7 +290,7 @@ class CrashRun:
         while time.monotonic() < deadline:
             if not sending.is_alive() and self._idle() and not self.outcome().lost:
                 break
-            time.sleep(0.5)
+            time.sleep(0.2)
         stop.set()
         sending.join(4 * NETWORK_TIMEOUT)
         return gateway
@@ -379,6 +379,11 @@ def figures(run: CrashRun, outcome: Outcome) -> dict[str, object]:
 # -- the test -------------------------------------------------------------------------------
 
 SEED = 7
+# Kills: at least MIN_KILLS, then on until every window of PHASES has been hit (by at most
+# ITERATIONS kills). The windows, not the count, are what the kills must cover: 30 kills at
+# once spent ~15 of them on windows already hit several times over (seed 7: association 13,
+# processing 19, starting 11, forwarding 4); which windows each kill hit is printed.
+MIN_KILLS = 12
 ITERATIONS = 30
 INSTANCES = 200
 GAP = 0.04  # seconds between C-STOREs: sending 200 takes ~8 s, so kills land during it
@@ -398,8 +403,12 @@ def test_kill_9_at_random_moments_loses_and_duplicates_no_acknowledged_instance(
         assert kill.exit_code == -signal.SIGKILL, "the gateway had ended before the kill"
         assert kill.survivors == (), "a process of the killed gateway outlived it"
         assert not kill.sender_stuck, "the sender did not notice the gateway was gone"
+        every_window = {p for k in run.kills for p in k.phases} == set(PHASES)
+        if len(run.kills) >= MIN_KILLS and every_window:
+            break
     gateway = run.finish(timeout=120)
     outcome = run.outcome()
+    print("windows of each kill:", [sorted(k.phases) for k in run.kills])
     print(figures(run, outcome), f"{time.monotonic() - started:.0f} s")
     assert outcome.acknowledged == set(range(INSTANCES)), "the sender never got every ack"
     assert outcome.lost == []
