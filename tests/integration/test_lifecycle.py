@@ -86,8 +86,9 @@ def test_sigterm_with_work_in_flight_exits_within_the_drain_time_and_restart_fin
     site.edit(lambda c: c["ingest"].update(drain_seconds=drain))
     site.receiver()
     gateway = site.gateway()
-    files = [slow_instance(site.root / "send", seed) for seed in range(3, 6)]
-    files += studies(site.root / "send", 5)
+    # one slow instance keeps the single worker busy for seconds, the ten behind it queued
+    # (three slow ones only made the restart take ~5 s longer: one worker takes one at a time)
+    files = [slow_instance(site.root / "send", 3), *studies(site.root / "send", 5)]
     assert storescu(gateway.port, files, aec="GATEWAY_UT").returncode == 0
     started = time.monotonic()
     assert gateway.stop(signal.SIGTERM, timeout=drain + 20) == 0
