@@ -24,7 +24,7 @@ from tests.dicom_builders import part10
 from tests.integration.test_reidentify import JANE, ct_slices, encode, sr
 from tests.integration.test_results_channel import storescp
 from tests.pipeline_site import Site, free_port, wait_for
-from tests.support import GatewayProcess, cli, storescu
+from tests.support import GatewayProcess, make_keys, storescu
 
 pytestmark = pytest.mark.timeout(240)
 SITE_CODE = "SITE"  # deidentify.site_code by default
@@ -41,8 +41,7 @@ def returning(site: Site, pacs_port: int) -> GatewayProcess:
         "private_key": str(keys / "results.key"), "public_key": str(keys / "results.pub"),
         "pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": pacs_port}}))  # fmt: skip
     site.edit(lambda c: c["receiver"].update(results_key=str(keys / "results.pub")))
-    made = cli("keys", "--config", str(site.path))
-    assert made.returncode == 0, made.stderr
+    make_keys(site.path)
     site.receiver()
     gateway = site.gateway()
     folder = site.root / "send"
