@@ -213,13 +213,15 @@ class GatewayProcess:
             cwd=REPO,
             **popen,
         )
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        pump = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
+        pump.start()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             try:
                 event = json.loads(self._ready.get(timeout=0.2))
             except queue.Empty:
                 if self.proc.poll() is not None:
+                    pump.join(5.0)  # its last lines (the reason it exited) may still be unread
                     raise RuntimeError("gateway exited:\n" + "\n".join(self.lines)) from None
                 continue
             if event["event"] == "metrics.listening":
