@@ -19,9 +19,19 @@ from gateway.errors import NetworkError
 from tests.conftest import GatewayFactory
 from tests.support import GatewayProcess, ingest, read_spool
 
+# A connection refused before its A-ASSOCIATE-RQ can stay among the server's associations until
+# association_request_timeout (5 s in the test config), and SIGTERM at teardown would wait for
+# it for up to drain_seconds (30 s by default). No test here is about the drain: stop quickly.
+QUICK_STOP = ingest(drain_seconds=0.5)
+
 ABORT_INVALID_PDU_PARAMETER = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06))
 HUGE = 0xFFFFFFF0
 MIB = 1024 * 1024
+
+
+@pytest.fixture
+def gateway(gateway_factory: GatewayFactory) -> GatewayProcess:
+    return gateway_factory(QUICK_STOP)
 
 
 def echo_ok(gw: GatewayProcess, tls: ssl.SSLContext | None = None) -> bool:
@@ -83,7 +93,7 @@ def test_huge_pdu_on_an_established_association_aborts_it(gateway: GatewayProces
 def test_idle_connections_do_not_lock_out_pacs(gateway_factory: GatewayFactory) -> None:
     """pynetdicom alone: 11 silent TCP connections fill its 10 slots for acse_timeout (30 s)."""
 
-    gw = gateway_factory(ingest(max_associations=4))
+    gw = gateway_factory(ingest(max_associations=4, drain_seconds=0.5))
     with ExitStack() as stack:
         for _ in range(12):
             stack.enter_context(socket.create_connection(("127.0.0.1", gw.port), timeout=10))
@@ -95,7 +105,7 @@ def test_idle_connections_do_not_lock_out_pacs(gateway_factory: GatewayFactory) 
 def test_connections_beyond_the_pending_limit_are_closed_at_once(
     gateway_factory: GatewayFactory,
 ) -> None:
-    gw = gateway_factory(ingest(max_pending_connections=3))
+    gw = gateway_factory(ingest(max_pending_connections=3, drain_seconds=0.5))
     with ExitStack() as stack:
         for _ in range(3):
             stack.enter_context(socket.create_connection(("127.0.0.1", gw.port), timeout=10))
@@ -116,6 +126,7 @@ def tls_on(config: dict[str, Any]) -> None:
         "client_ca": str(pki / "ca.crt"),
         "handshake_timeout": 5.0,
     }
+    QUICK_STOP(config)
 
 
 def client_context(gw: GatewayProcess, *, with_certificate: bool = True) -> ssl.SSLContext:
@@ -175,12 +186,13 @@ def test_an_unknown_pdu_type_cannot_slip_a_huge_pdu_past_the_guard(
     assert echo_ok(gateway)
 
 
-def test_a_peer_that_stalls_mid_pdu_is_dropped(gateway: GatewayProcess) -> None:
-    """association_request_timeout is 5 s in the test config: the read times out, the slot frees."""
+def test_a_peer_that_stalls_mid_pdu_is_dropped(gateway_factory: GatewayFactory) -> None:
+    """association_request_timeout is 1.5 s here: the read times out, the slot frees."""
+    gateway = gateway_factory(ingest(association_request_timeout=1.5, drain_seconds=0.5))
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as sock:
         sock.sendall(bytes((0x01, 0)) + (1000).to_bytes(4, "big") + b"\0" * 10)  # 990 missing
         started = time.monotonic()
         while sock.recv(1024):  # drain whatever comes until the gateway closes
             pass
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 3.0  # twice the timeout, as 10 s was for 5 s
     assert echo_ok(gateway)
