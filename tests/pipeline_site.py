@@ -63,6 +63,24 @@ class Site:
         self.processes.append(process)
         return process
 
+    def receiver_and_gateway(self) -> tuple[GatewayProcess, GatewayProcess]:
+        """`receiver()` and `gateway()`, started at the same time; the gateway is still
+        stopped first."""
+        receiver = GatewayProcess(
+            self.path, self.root / "receiver.log", command="receiver", ready="receiver.listening"
+        )
+        gateway = GatewayProcess(self.path, self.root / "gateway.log")
+        self.start_together(receiver, gateway)
+        return receiver, gateway
+
+    def start_together(self, *processes: GatewayProcess) -> None:
+        """Start `processes` at the same time (none needs another to be up to start), each
+        ready when this returns; stopped at teardown in reverse order."""
+        for process in processes:
+            self.processes.append(process.launch())
+        for process in processes:
+            process.wait_ready()
+
     def stored(self) -> list[Path]:
         return sorted((self.root / "received").rglob("*.dcm"))
 

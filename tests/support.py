@@ -203,8 +203,13 @@ class GatewayProcess:
     metrics_port: int = 0
     lines: list[str] = field(default_factory=list)
     _ready: queue.Queue[str] = field(default_factory=queue.Queue)
+    _reader: threading.Thread | None = None
 
     def start(self, **popen: Any) -> GatewayProcess:
+        return self.launch(**popen).wait_ready()
+
+    def launch(self, **popen: Any) -> GatewayProcess:
+        """Start the process without waiting for it to listen (`wait_ready` does)."""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", *self.command.split(), "--config", str(self.config)],
             stdout=subprocess.DEVNULL,
@@ -213,15 +218,21 @@ class GatewayProcess:
             cwd=REPO,
             **popen,
         )
-        pump = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
-        pump.start()
+        self._reader = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
+        self._reader.start()
+        return self
+
+    def wait_ready(self) -> GatewayProcess:
+        """Wait until the `<ready>` event names the port; RuntimeError if it exits first."""
+        assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             try:
                 event = json.loads(self._ready.get(timeout=0.2))
             except queue.Empty:
                 if self.proc.poll() is not None:
-                    pump.join(5.0)  # its last lines (the reason it exited) may still be unread
+                    if self._reader is not None:  # its last lines (why it exited) may be unread
+                        self._reader.join(5.0)
                     raise RuntimeError("gateway exited:\n" + "\n".join(self.lines)) from None
                 continue
             if event["event"] == "metrics.listening":
