@@ -20,7 +20,13 @@ import pydicom
 import pytest
 
 from tests.dicom_builders import greyscale, part10
-from tests.support import GatewayProcess, cli, iter_phi_values, receiver_config, write_config
+from tests.support import (
+    GatewayProcess,
+    iter_phi_values,
+    make_keys,
+    receiver_config,
+    write_config,
+)
 
 
 def free_port() -> int:
@@ -43,8 +49,7 @@ class Site:
         self.config["workers"] = {"count": 1}
         self.config["logging"] = {"level": "info"}
         self.path = write_config(root, self.config)
-        made = cli("keys", "--config", str(self.path))
-        assert made.returncode == 0, made.stderr
+        make_keys(self.path)
         self.processes: list[GatewayProcess] = []
 
     def edit(self, change: Callable[[dict[str, Any]], None]) -> None:

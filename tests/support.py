@@ -172,21 +172,24 @@ def cli(
 
 def clis(*commands: Sequence[str], timeout: float = 60.0) -> list[subprocess.CompletedProcess[str]]:
     """`cli(*command)` for each command, side by side; the results in the order given. Only for
-    commands that neither write what another reads nor depend on each other's order: a process
-    start is mostly CPU (imports), so two run in the time of one on two cores."""
+    commands that neither write what another reads nor depend on each other's order (listings,
+    `show`, `audit verify`; those that change the spool take its lock): a process start is
+    mostly CPU (imports), so two run in the time of one on two cores."""
     with ThreadPoolExecutor(len(commands)) as pool:
         return list(pool.map(lambda command: cli(*command, timeout=timeout), commands))
 
 
 def make_keys(config: Path) -> None:
-    """What `dicom-gateway keys --config <config>` makes, by the same code in this process:
-    for tests whose subject is another command, the keys only its setup (a process start costs
-    a second or two). Tests of `keys` itself use `cli("keys", ...)`."""
+    """What `dicom-gateway keys --config <config>` makes, by the same entry point
+    (`gateway.cli.main`) in this process: for tests whose subject is another command, the keys
+    are only setup (a process start costs a second or two). Tests of `keys` itself use
+    `cli("keys", ...)`. AssertionError with its messages if it fails."""
     from gateway.cli import main  # imported here: most tests never need the parser
 
-    with contextlib.redirect_stdout(io.StringIO()):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         status = main(["keys", "--config", str(config)])
-    assert status == 0, f"keys --config {config}: exit status {status}"
+    assert status == 0, f"keys exit status {status}: {out.getvalue()}{err.getvalue()}"
 
 
 @dataclass
