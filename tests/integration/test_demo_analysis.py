@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pydicom
@@ -39,6 +39,7 @@ class Demo:
     site: Site
     results: ResultsClient
     key: seal_keys.PrivateKey
+    connect: Callable[[], ResultsClient]
     receiver: GatewayProcess | None = None
 
     def start(self, demo: bool = True) -> GatewayProcess:
@@ -48,6 +49,10 @@ class Demo:
 
     def stop(self) -> None:
         assert self.receiver is not None
+        # the results client's idle keep-alive connection would hold the receiver's graceful
+        # stop for up to its 5 s: closed first, and a new client for what follows
+        self.results.http.close()
+        self.results = self.connect()
         assert self.receiver.stop() == 0
 
     def put_instances(self, files: list[bytes]) -> None:
@@ -97,12 +102,16 @@ def demo(site: Site) -> Iterator[Demo]:
     private, public = site.root / "keys" / "results.key", site.root / "keys" / "results.pub"
     key_id = seal_keys.write_pair(private, public)
     site.edit(lambda config: config["receiver"].update(results_key=str(public)))
-    forwarder = Forwarder.for_settings(load(site.path))
     url = str(site.config["forward"]["url"])
-    yield Demo(
-        site, ResultsClient(forwarder.http, url, SITE, key_id), seal_keys.read_private(private)
-    )
-    forwarder.close()
+    forwarders: list[Forwarder] = []
+
+    def connect() -> ResultsClient:
+        forwarders.append(Forwarder.for_settings(load(site.path)))
+        return ResultsClient(forwarders[-1].http, url, SITE, key_id)
+
+    yield Demo(site, connect(), seal_keys.read_private(private), connect)
+    for forwarder in forwarders:
+        forwarder.close()
 
 
 def study(vault: SqliteVault, count: int = 3) -> tuple[Sent, list[bytes]]:
