@@ -38,7 +38,7 @@ from tests.integration.test_reidentify import send as send_study
 from tests.integration.test_results_channel import result, storescp
 from tests.pipeline_site import Site, free_port, wait_for
 from tests.results_way import SITE
-from tests.support import GatewayProcess, cli, dcmtk, make_keys
+from tests.support import GatewayProcess, cli, cli_together, dcmtk, make_keys
 
 pytestmark = pytest.mark.timeout(180)
 HOUR = 3600.0
@@ -168,8 +168,15 @@ def held_results(site: Site) -> tuple[str, str, str, str]:
     return study, ids[0], ids[1], ids[2]
 
 
-def listing(site: Site) -> dict[str, dict[str, object]]:
-    done = cli("spool", "results", "list", "--json", "--config", str(site.path))
+LIST = ("spool", "results", "list", "--json")
+
+
+def listing(
+    site: Site, done: subprocess.CompletedProcess[str] | None = None
+) -> dict[str, dict[str, object]]:
+    """`spool results list --json` by result id (`done`: its output, run already)."""
+    if done is None:
+        done = cli(*LIST, "--config", str(site.path))
     assert done.returncode == 0, done.stderr
     return {row["result"]: row for row in json.loads(done.stdout)}
 
@@ -181,7 +188,10 @@ def audit_events(site: Site) -> list[dict[str, object]]:
 
 def test_spool_results_list_show_retry_and_purge_without_a_running_gateway(site: Site) -> None:
     study, waiting, quarantined, dead = held_results(site)
-    rows = listing(site)
+    config = ("--config", str(site.path))
+    # read-only commands (no spool lock taken) run at the same time
+    listed, shown = cli_together((*LIST, *config), ("spool", "results", "show", dead, *config))
+    rows = listing(site, listed)
     assert {r: rows[r]["state"] for r in rows} == {
         waiting: "waiting",
         quarantined: "quarantine",
@@ -191,7 +201,6 @@ def test_spool_results_list_show_retry_and_purge_without_a_running_gateway(site:
     assert rows[quarantined]["study"] == study
     assert rows[waiting]["age_hours"] == 0.0
     assert rows[waiting]["fetched_at"]
-    shown = cli("spool", "results", "show", dead, "--config", str(site.path))
     assert shown.returncode == 0, shown.stderr
     detail = json.loads(shown.stdout)
     assert (detail["state"], detail["cursor"], detail["held_at"] is not None) == ("dead", 3, True)
@@ -209,11 +218,12 @@ def test_spool_results_list_show_retry_and_purge_without_a_running_gateway(site:
         done = cli("spool", "results", *refused, "--config", str(site.path))
         assert done.returncode != 0
         assert "no held result" in done.stderr
-    assert len(listing(site)) == 2
+    listed, verified = cli_together((*LIST, *config), ("audit", "verify", *config))
+    assert len(listing(site, listed)) == 2
     records = [(e["event"], e.get("result"), e.get("kind")) for e in audit_events(site)]
     assert ("result.retried", quarantined, "quarantine") in records
     assert ("result.purged", dead, "dead") in records
-    assert cli("audit", "verify", "--config", str(site.path)).returncode == 0
+    assert verified.returncode == 0
 
 
 def test_a_running_gateway_exports_its_return_queue_and_applies_result_requests(
