@@ -38,7 +38,7 @@ from tests.integration.test_reidentify import send as send_study
 from tests.integration.test_results_channel import result, storescp
 from tests.pipeline_site import Site, free_port, wait_for
 from tests.results_way import SITE
-from tests.support import GatewayProcess, cli, cli_together, dcmtk, make_keys
+from tests.support import GatewayProcess, cli, clis, dcmtk, make_keys
 
 pytestmark = pytest.mark.timeout(180)
 HOUR = 3600.0
@@ -190,7 +190,7 @@ def test_spool_results_list_show_retry_and_purge_without_a_running_gateway(site:
     study, waiting, quarantined, dead = held_results(site)
     config = ("--config", str(site.path))
     # read-only commands (no spool lock taken) run at the same time
-    listed, shown = cli_together((*LIST, *config), ("spool", "results", "show", dead, *config))
+    listed, shown = clis((*LIST, *config), ("spool", "results", "show", dead, *config))
     rows = listing(site, listed)
     assert {r: rows[r]["state"] for r in rows} == {
         waiting: "waiting",
@@ -218,7 +218,7 @@ def test_spool_results_list_show_retry_and_purge_without_a_running_gateway(site:
         done = cli("spool", "results", *refused, "--config", str(site.path))
         assert done.returncode != 0
         assert "no held result" in done.stderr
-    listed, verified = cli_together((*LIST, *config), ("audit", "verify", *config))
+    listed, verified = clis((*LIST, *config), ("audit", "verify", *config))
     assert len(listing(site, listed)) == 2
     records = [(e["event"], e.get("result"), e.get("kind")) for e in audit_events(site)]
     assert ("result.retried", quarantined, "quarantine") in records
