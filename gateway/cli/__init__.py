@@ -13,9 +13,9 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gateway import __version__, scu
-from gateway.app import Gateway
+from gateway import __version__
 from gateway.cli import console, spool, vault
 from gateway.cli.common import (
     EXIT_CONFIG,
@@ -29,16 +29,23 @@ from gateway.cli.common import (
 )
 from gateway.cli.keys import cmd_keys
 from gateway.cli.offline import cmd_deidentify, cmd_describe_profile
-from gateway.deidentify.pixels.stage import PixelStage
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import configure, get_logger
-from gateway.receiver import server as receiver_server
 from gateway.settings import LoggingSettings
+
+if TYPE_CHECKING:
+    from gateway import scu
+
+# What a command runs is imported when it runs: a process pays only for its own command (the
+# gateway's run no longer loads the console and the receiver, `keys` not the pipeline); worker
+# processes, which start from this module too, are spared the same.
 
 log = get_logger("gateway.cli")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.app import Gateway
+
     settings = settings_from(args.config)
     configure(settings.logging)
     for reason, _ in trust_warnings(settings):
@@ -52,6 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_receiver(args: argparse.Namespace) -> int:
     """The reference receiver (the analysis server's end of protocol v1)."""
+    from gateway.receiver import server as receiver_server
+
     settings = settings_from(args.config, files=False)
     configure(settings.logging)
     try:
@@ -63,6 +72,8 @@ def cmd_receiver(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.deidentify.pixels.stage import PixelStage
+
     settings = settings_from(args.file)
     PixelStage.for_settings(settings)  # pixel rules readable, detector models present
     for _, warning in trust_warnings(settings):
@@ -72,6 +83,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _node(args: argparse.Namespace, default_calling: str) -> scu.Node:
+    from gateway import scu
+
     configure(LoggingSettings(level="warning", format="console"))
     host, port, called, calling = "127.0.0.1", 11112, "DICOM_GATEWAY", default_calling
     if args.config is not None:
@@ -91,6 +104,8 @@ def _node(args: argparse.Namespace, default_calling: str) -> scu.Node:
 
 
 def cmd_echo(args: argparse.Namespace) -> int:
+    from gateway import scu
+
     node = _node(args, "ECHOSCU")
     status = scu.echo(node)
     print(f"C-ECHO {node.host}:{node.port} {node.called_ae_title}: status 0x{status:04X}")
@@ -98,6 +113,8 @@ def cmd_echo(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    from gateway import scu
+
     node = _node(args, "STORESCU")
     results = scu.send(node, args.paths)
     for r in results:

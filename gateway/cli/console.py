@@ -7,7 +7,7 @@ import argparse
 import getpass
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli.common import (
     EXIT_CONFIG,
@@ -18,13 +18,16 @@ from gateway.cli.common import (
     config_option,
     settings_from,
 )
-from gateway.console import server
-from gateway.console.officers import OfficerError, Officers
 from gateway.errors import GatewayError
 from gateway.logs import configure
 
+if TYPE_CHECKING:  # imported when a command runs (the console's server is not light)
+    from gateway.console.officers import Officers
+
 
 def cmd_console_run(args: argparse.Namespace) -> int:
+    from gateway.console import server
+
     settings = settings_from(args.config)
     configure(settings.logging)
     try:
@@ -36,6 +39,9 @@ def cmd_console_run(args: argparse.Namespace) -> int:
 
 
 def _officers(args: argparse.Namespace) -> Officers:
+    from gateway.console import server
+    from gateway.console.officers import Officers
+
     settings = settings_from(args.config, files=False)
     _, _, path = server.required(settings)
     return Officers(path)
@@ -44,6 +50,8 @@ def _officers(args: argparse.Namespace) -> Officers:
 def cmd_officer_add(args: argparse.Namespace) -> int:
     """Add an officer, or set a new password: read from stdin with --password-stdin (one
     line), otherwise asked twice on the terminal."""
+    from gateway.console.officers import OfficerError
+
     officers = _officers(args)
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")

@@ -14,17 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway import batch, conformance
 from gateway.cli.common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, settings_from
-from gateway.deidentify.explain import UNNAMED_ATTRIBUTES, Explanation, explain
 from gateway.deidentify.pixels.stage import rule_problems
-from gateway.deidentify.profile import OPTION_COLUMNS, enabled_columns
 from gateway.deidentify.words import settings_problems
 from gateway.errors import ConfigError
 from gateway.logs import configure
-from gateway.review.preview import Preview
 from gateway.settings import (
     DeidentifySettings,
     LoggingSettings,
@@ -36,10 +32,17 @@ from gateway.settings import (
 from gateway.vault import SqliteVault, Vault, open_vault
 from gateway.worker import Worker
 
+if TYPE_CHECKING:  # for annotations; imported where used (a command pays only for itself)
+    from gateway import conformance
+    from gateway.deidentify.explain import Explanation
+
 
 def cmd_describe_profile(args: argparse.Namespace) -> int:
     """Every Table E.1-1 attribute and what the engine does to it under the configured options
     (`deidentify.explain`: from the engine's own decision for each tag, not the table's code)."""
+    from gateway.deidentify.explain import UNNAMED_ATTRIBUTES, explain
+    from gateway.deidentify.profile import OPTION_COLUMNS, enabled_columns
+
     if args.conformance:
         if args.format != "text":
             print("dicom-gateway describe-profile: --conformance writes Markdown", file=sys.stderr)
@@ -73,6 +76,8 @@ def cmd_describe_profile(args: argparse.Namespace) -> int:
 def _conformance(config: Path | None, output: Path | None) -> int:
     """The de-identification section of a Conformance Statement for `config` (or for the
     defaults), as Markdown on stdout or in `output`."""
+    from gateway import conformance
+
     text = conformance.statement(_site(config), datetime.now(UTC).date())
     if output is None:
         sys.stdout.write(text)
@@ -93,6 +98,8 @@ def _site(config: Path | None) -> conformance.Site:
     """The settings a statement describes, with the configuration file and the word file and
     pixel rule scripts it names, by SHA-256; a file that cannot be used is a ConfigError
     naming the key and the file (and line), as for `check-config`."""
+    from gateway import conformance
+
     if config is None:
         return conformance.Site()
     settings = settings_from(config, files=False)
@@ -116,6 +123,9 @@ def _table_line(r: Explanation) -> str:
 def cmd_deidentify(args: argparse.Namespace) -> int:
     """The worker's code path over files and folders: outputs plus a JSON report, and with
     --preview the sign-off page (it holds PHI: said on stderr)."""
+    from gateway import batch
+    from gateway.review.preview import Preview
+
     configure(LoggingSettings(level="warning", format="console"))  # library records redacted
     inputs = list(batch.iter_inputs(args.inputs))
     missing = [str(p) for p in args.inputs if not p.exists()]

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway import admin
 from gateway.cli.common import EXIT_FAILED, EXIT_OK, command, commands, config_option, settings_from
 from gateway.logs import configure
 from gateway.settings import LoggingSettings
@@ -32,6 +31,8 @@ def _short(value: Any) -> str:
 
 
 def cmd_spool_list(args: argparse.Namespace) -> int:
+    from gateway import admin
+
     overview = admin.overview(settings_from(args.config))
     if args.json:
         _print(overview, True)
@@ -59,16 +60,22 @@ def _age(seconds: float | None) -> str:
 
 
 def cmd_held_list(args: argparse.Namespace) -> int:
+    from gateway import admin
+
     _print(admin.listing(settings_from(args.config), args.state), args.json)
     return EXIT_OK
 
 
 def cmd_held_show(args: argparse.Namespace) -> int:
+    from gateway import admin
+
     _print(admin.show(settings_from(args.config), args.state, args.ref), True)
     return EXIT_OK
 
 
 def cmd_held_act(args: argparse.Namespace) -> int:
+    from gateway import admin
+
     settings = settings_from(args.config)
     if args.op == "release":
         configure(LoggingSettings(level="error"))  # the check below logs like a worker
@@ -78,21 +85,29 @@ def cmd_held_act(args: argparse.Namespace) -> int:
 
 
 def cmd_results_list(args: argparse.Namespace) -> int:
+    from gateway import admin
+
     _print(admin.results(settings_from(args.config)), args.json)
     return EXIT_OK
 
 
 def cmd_results_show(args: argparse.Namespace) -> int:
+    from gateway import admin
+
     _print(admin.result(settings_from(args.config), args.result), True)
     return EXIT_OK
 
 
 def cmd_results_act(args: argparse.Namespace) -> int:
+    from gateway import admin
+
     print(admin.act_result(settings_from(args.config), args.op, args.result))
     return EXIT_OK
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from gateway import admin
+
     settings = settings_from(args.config, files=False)
     result = admin.audit_verify(settings, args.file)
     if result.ok:

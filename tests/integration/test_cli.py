@@ -711,3 +711,21 @@ def test_describe_profile_shows_narrative_removed_or_kept_cleaned(tmp_path: Path
     assert history["action"] == "C"
     assert "keep_cleaned" in history["reason"]
     assert "known words" in history["does"]
+
+
+def test_a_command_imports_only_what_it_runs() -> None:
+    """Every `dicom-gateway` process (and the test suite's hundreds of them) paid ~0.6 s for
+    modules its command never used: the gateway's pipeline, the console's and the receiver's
+    web servers, highdicom. The parser imports none of them; `run` loads its own."""
+    heavy = ("gateway.app", "gateway.console.server", "gateway.receiver.server", "highdicom",
+             "gateway.batch", "gateway.admin", "gateway.scu")  # fmt: skip
+    probe = (
+        "import sys; from gateway.cli import parser; parser().parse_args(['keys', '--config', "
+        f"'x.toml']); print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, timeout=60, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
