@@ -196,8 +196,8 @@ def test_an_error_key_keeps_kind_attribute_and_module_but_no_value(
 def test_deidentify_adds_no_iod_error_its_input_did_not_have(
     run: Run, testdata: Path, dciodvfy: str, tmp_path: Path
 ) -> None:
-    """Inputs that share a SOP Instance UID write one output (the last read wins): it is held
-    to the errors of any of them."""
+    """Each output is held to its input's errors (of inputs that share a SOP Instance UID, the
+    first read is written, the others are reported as same-sop-instance)."""
     allowed: dict[Path, set[str]] = defaultdict(set)
     sources: dict[Path, list[str]] = defaultdict(list)
     for source, output in run.written():
