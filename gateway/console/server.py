@@ -17,7 +17,7 @@ import uvicorn
 from gateway.console.app import Console
 from gateway.console.officers import Officers
 from gateway.console.views import Reviewing
-from gateway.errors import ConfigError, ListenError
+from gateway.errors import ConfigError
 from gateway.logs import get_logger, ignore_hangups
 from gateway.receiver.uvicorn_seam import (
     check_uvicorn,
@@ -76,11 +76,7 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=5,
     )
     check_uvicorn()
-    where = settings.console
-    try:
-        sock = listening_socket(where.host, where.port)
-    except OSError as exc:
-        raise ListenError.binding(exc, "console.port", where.host, where.port) from None
+    sock = listening_socket(settings.console.host, settings.console.port, "console.port")
     # nothing to reload: officers are read at every sign-in, the other keys need a restart;
     # before the "listening" line, which tells a supervisor (or a test) it may signal
     ignore_hangups("console.hangup_ignored")

@@ -16,7 +16,7 @@ from pathlib import Path
 import structlog
 import uvicorn
 
-from gateway.errors import ConfigError, ListenError
+from gateway.errors import ConfigError
 from gateway.logs import ignore_hangups
 from gateway.receiver.app import build
 from gateway.receiver.demo import DemoAnalysis
@@ -97,11 +97,7 @@ def serve(settings: Settings, demo_analysis: bool = False) -> None:
     )
     check_uvicorn()  # an incompatible upgrade fails here, naming what changed
     # bound before uvicorn starts: port 0 works, and a client reading the log may connect at once
-    where = settings.receiver
-    try:
-        sock = listening_socket(where.host, where.port)
-    except OSError as exc:
-        raise ListenError.binding(exc, "receiver.port", where.host, where.port) from None
+    sock = listening_socket(settings.receiver.host, settings.receiver.port, "receiver.port")
     # a closed terminal must not end it; set before the "listening" line, which tells a
     # supervisor (or a test) it may signal
     ignore_hangups("receiver.hangup_ignored")

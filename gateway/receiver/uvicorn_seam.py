@@ -29,7 +29,7 @@ from typing import Any
 
 import uvicorn
 
-from gateway.errors import IncompatibleUvicorn
+from gateway.errors import IncompatibleUvicorn, ListenError
 
 #: uvicorn and Python versions every reliance below was read and tested against.
 CHECKED_WITH: dict[str, tuple[str, ...]] = {"uvicorn": ("0.55.0",), "python": ("3.11",)}
@@ -38,14 +38,19 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _BACKLOG = 128
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int, key: str = "port") -> socket.socket:
     """A TCP socket bound to (host, port) and listening, made so that asyncio sets TCP_NODELAY
-    on every connection it accepts: its protocol is given as `IPPROTO_TCP`, not left 0."""
+    on every connection it accepts: its protocol is given as `IPPROTO_TCP`, not left 0.
+    ListenError naming the address and the setting `key` when it cannot be bound."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(_BACKLOG)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise ListenError.binding(exc, key, host, port) from None
     return sock
 
 
