@@ -44,7 +44,7 @@ from gateway.deidentify.pixels.ctp import Region  # noqa: E402
 from gateway.deidentify.pixels.frames import iter_frames  # noqa: E402
 from gateway.deidentify.pixels.models import DETECTOR, locate  # noqa: E402
 from gateway.deidentify.pixels.ocr import DetectorOptions, OnnxText, check_model  # noqa: E402
-from gateway.deidentify.pixels.reading import widen  # noqa: E402
+from gateway.deidentify.pixels.regions import widen  # noqa: E402
 from gateway.deidentify.pixels.render import Renderer  # noqa: E402
 from tests.dicom_builders import part10  # noqa: E402
 from tests.pixel_truth import COVERED  # noqa: E402

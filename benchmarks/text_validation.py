@@ -78,7 +78,8 @@ if str(REPO) not in sys.path:
 
 from gateway.deidentify.pixels.ctp import Region  # noqa: E402
 from gateway.deidentify.pixels.ocr import OnnxText  # noqa: E402
-from gateway.deidentify.pixels.reading import WindowReader, widen  # noqa: E402
+from gateway.deidentify.pixels.reading import WindowReader  # noqa: E402
+from gateway.deidentify.pixels.regions import widen  # noqa: E402
 from gateway.deidentify.pixels.stage import PixelStage  # noqa: E402
 from gateway.settings import PixelSettings  # noqa: E402
 from gateway.vault.sqlite import SqliteVault  # noqa: E402
@@ -127,7 +128,7 @@ EXCLUDED_FOLDERS = {"burned_in_text_gt": "ground truth: burned-in text"}
 MIN_SIDE = 64
 
 #: (family, Debian package, font files). Hershey fonts are OpenCV's own (family "hershey").
-FONTS = (
+FONTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "dejavu",
         "fonts-dejavu-core",
@@ -825,10 +826,11 @@ class Recording:
     def __init__(self, finder: OnnxText) -> None:
         self.finder = finder
         self.boxes: list[Region] = []
-        self.seconds = self.cpu = 0.0
+        self.seconds = self.cpu = self.map_seconds = self.map_cpu = 0.0
 
     def reset(self) -> None:
         self.boxes, self.seconds, self.cpu = [], 0.0, 0.0
+        self.map_seconds = self.map_cpu = 0.0
 
     def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]:
         start, cpu = time.perf_counter(), time.process_time()
@@ -839,6 +841,13 @@ class Recording:
 
     def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]:
         return self.finder.read_many(image, boxes)
+
+    def candidates(self, frame: np.ndarray, photometric: str) -> list[Region]:
+        start, cpu = time.perf_counter(), time.process_time()
+        found = self.finder.candidates(frame, photometric)
+        self.map_seconds += time.perf_counter() - start
+        self.map_cpu += time.process_time() - cpu
+        return found
 
 
 class RecordingReader(WindowReader):

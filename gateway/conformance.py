@@ -424,6 +424,7 @@ def _pixels(pixels: PixelSettings) -> Iterator[str]:
             else "ultrasound regions not used (`ultrasound_regions = false`)"
         )
         + "; a text detector (PP-OCR on onnxruntime, pinned model files) on every frame, "
+        "and a text map of the gateway's own whose regions the recogniser reads as text, "
         f"masks grown by {pixels.margin} pixels; detected text read as one of "
         f"{', '.join(pixels.keep_markers) or '(none)'} stays."
     )

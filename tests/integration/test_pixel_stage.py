@@ -279,6 +279,9 @@ class _Sideways:
     def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]:
         return [self._read(image[b.y : b.y + b.height, b.x : b.x + b.width]) for b in boxes]
 
+    def candidates(self, frame: np.ndarray, photometric: str) -> list[Region]:
+        return []  # no text map
+
     def _read(self, crop: np.ndarray) -> tuple[str, float]:
         if crop.shape[1] > crop.shape[0]:  # the character's box turned a quarter
             return (self.turned, 0.95)
@@ -324,6 +327,81 @@ def test_the_faint_view_is_read_turned_a_quarter_as_well(vault: SqliteVault) -> 
     assert int(frame[60:260, 100:112].max()) < 250
     assert int(frame[0:40, 0:256].min()) == 40  # the rest is left as it was
     assert int(frame[280:320, 0:256].min()) == 40
+
+
+class _MapOnly:
+    """The gateway's recogniser behind a detector that finds nothing and a text map that
+    returns `regions` (in frame pixels); counts the recogniser's calls."""
+
+    def __init__(self, regions: list[Region]) -> None:
+        self.finder = text_finder()
+        self.regions = regions
+        self.reads = 0
+
+    def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]:
+        return []
+
+    def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]:
+        self.reads += len(boxes)
+        return self.finder.read_many(image, boxes)
+
+    def candidates(self, frame: np.ndarray, photometric: str) -> list[Region]:
+        return self.regions
+
+
+def _written_downwards(text: str) -> np.ndarray:
+    """`text` in white on black, turned a quarter clockwise (read from top to bottom)."""
+    line = np.zeros((30, 16 * len(text)), np.uint8)
+    cv2.putText(line, text, (4, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.7, 255, 2)
+    return np.ascontiguousarray(np.rot90(line, 3))
+
+
+def test_text_the_map_finds_and_the_recogniser_reads_is_masked(vault: SqliteVault) -> None:
+    """A name written downwards that the detector misses: the map's region is read turned,
+    legible, and masked. A map region over texture reads as nothing and stays; so does one
+    holding a single character (a marker, a lead letter: the detector's rules decide those)."""
+    image = np.full((320, 320), 40, np.uint8)
+    name = _written_downwards("KOWALSKI 1957")
+    image[20 : 20 + name.shape[0], 30 : 30 + name.shape[1]] = name
+    rng = np.random.default_rng(3)
+    image[40:120, 150:230] = rng.integers(30, 220, (80, 80))  # texture
+    cv2.putText(image, "K", (260, 280), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 255, 2)
+    text = Region(22, 12, name.shape[1] + 16, name.shape[0] + 16)
+    texture, single = Region(146, 36, 88, 88), Region(252, 256, 30, 32)
+    finder = _MapOnly([text, texture, single])
+    stage = PixelStage(PixelSettings(), (), finder)
+    outcome = worker(vault, pixels=stage).process(part10(greyscale(320, 320, image.tobytes())))
+    assert outcome.result is not None, outcome.reason
+    (frame,) = _frames(outcome.result.data)
+    assert frame[20 : 20 + name.shape[0], 30 : 30 + name.shape[1]].max() == 0
+    assert np.array_equal(frame[40:120, 150:230], image[40:120, 150:230])
+    assert np.array_equal(frame[256:288, 252:282], image[256:288, 252:282])
+    assert finder.reads > 0
+
+
+class _Counting(_MapOnly):
+    """The gateway's detector and recogniser, the map's `regions`, the recogniser's calls
+    counted."""
+
+    def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]:
+        return self.finder.find(image, whole)
+
+
+def test_map_regions_the_detector_covered_are_not_read_again(vault: SqliteVault) -> None:
+    """The map adds to the detector's boxes: a region they cover costs no reading."""
+    image = np.full((256, 320), 40, np.uint8)
+    cv2.putText(image, "KOWALSKI ANNA", (20, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 255, 2)
+    reads = []
+    for regions in ([], [Region(24, 12, 150, 16)]):
+        finder = _Counting(regions)
+        stage = PixelStage(PixelSettings(), (), finder)
+        data = part10(greyscale(256, 320, image.tobytes()))
+        outcome = worker(vault, pixels=stage).process(data)
+        assert outcome.result is not None, outcome.reason
+        (frame,) = _frames(outcome.result.data)
+        assert frame[10:35, 20:200].max() == 0
+        reads.append(finder.reads)
+    assert reads[1] == reads[0]
 
 
 def test_text_that_appears_mid_cine_is_masked_from_that_frame(vault: SqliteVault) -> None:
@@ -384,6 +462,9 @@ class _Reading:
 
     def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]:
         return self.finder.read_many(image, boxes)
+
+    def candidates(self, frame: np.ndarray, photometric: str) -> list[Region]:
+        return self.finder.candidates(frame, photometric)
 
 
 def _slice(series: Dataset, shift: int, second_line: bool = False) -> Dataset:

@@ -12,7 +12,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.deidentify.pixels.ocr import DetectorOptions, OnnxText, check_model
+from gateway.deidentify.pixels.ocr import DetectorOptions, OnnxText, check_model, session
+from gateway.deidentify.pixels.textmap import TextMap
 from gateway.errors import ModelError
 
 __all__ = ["ModelError", "load_finder"]
@@ -46,6 +47,14 @@ CHARACTERS = ModelFile(
     "1ea29636956177e400af712d9782e7693f3fb25f98617bed10479d2965a836fd",
 )
 OPTIONS = DetectorOptions()
+#: Our own text map (benchmarks/text_map.py trains it; the file is in this package) and the
+#: probability above which a cell holds text: docs/benchmarks.md, "Text map".
+TEXT_MAP = ModelFile(
+    "gateway.deidentify.pixels",
+    "data/textmap.onnx",
+    "821eefd8475121f8b16df57a2dba89a75a97941d42e6e9ba30fa4fa5d699382d",
+)
+TEXT_MAP_THRESHOLD = 0.7
 
 
 def locate(model: ModelFile) -> Path:
@@ -61,4 +70,5 @@ def load_finder() -> OnnxText:
     detector = check_model(locate(DETECTOR), DETECTOR.sha256)
     recogniser = check_model(locate(RECOGNISER), RECOGNISER.sha256)
     characters = check_model(locate(CHARACTERS), CHARACTERS.sha256).decode("utf-8")
-    return OnnxText(detector, (recogniser, characters), OPTIONS)
+    textmap = TextMap(session(check_model(locate(TEXT_MAP), TEXT_MAP.sha256)), TEXT_MAP_THRESHOLD)
+    return OnnxText(detector, (recogniser, characters), OPTIONS, textmap)

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from gateway.deidentify.pixels.ctp import Region
+from gateway.deidentify.pixels.textmap import TextMap
 from gateway.errors import ModelError
 
 _MAX_CANDIDATES = 1000
@@ -60,7 +61,7 @@ def check_model(path: Path, sha256: str) -> bytes:
     return data
 
 
-def _session(model: bytes):  # type: ignore[no-untyped-def]
+def session(model: bytes):  # type: ignore[no-untyped-def]
     import onnxruntime as ort  # heavy: loaded by the workers that need it
 
     options = ort.SessionOptions()
@@ -81,10 +82,12 @@ class OnnxText:
         detector: bytes,
         recogniser: tuple[bytes, str] | None,
         options: DetectorOptions,
+        textmap: TextMap | None = None,
     ) -> None:
         cv2.setNumThreads(1)
         self.options = options
-        self._det = _session(detector)
+        self.textmap = textmap
+        self._det = session(detector)
         self._det_input = self._det.get_inputs()[0].name
         self._mean = tuple(255.0 * m for m in options.mean)  # of the 8-bit picture
         self._scale = [1.0 / (255.0 * s) for s in options.std]  # per channel
@@ -92,11 +95,16 @@ class OnnxText:
         self._characters: list[str] = []
         if recogniser is not None:
             model, characters = recogniser
-            self._rec = _session(model)
+            self._rec = session(model)
             self._characters = ["", *characters.splitlines(), " "]  # CTC blank first, space last
             self._rec_input = self._rec.get_inputs()[0].name
 
     # -- detection ---------------------------------------------------------------------------
+
+    def candidates(self, frame: np.ndarray, photometric: str) -> list[Region]:
+        """Where the text map (`textmap.TextMap`) takes `frame` (decoded values) for text;
+        [] without a map."""
+        return [] if self.textmap is None else self.textmap.find(frame, photometric)
 
     def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]:
         """Text boxes in `image`; `whole` is the (rows, columns) of the frame it was cut from,

@@ -87,3 +87,10 @@ def mask_outside(frame: np.ndarray, keep: Iterable[Region], value: int | float) 
     outside = ~inside
     frame[outside] = value
     return int(outside.sum())
+
+
+def widen(box: Region, margin: int, rows: int, columns: int) -> Region:
+    """`box` grown by `margin` on every side, inside the frame."""
+    x0, y0 = max(box.x - margin, 0), max(box.y - margin, 0)
+    x1, y1 = min(box.x + box.width + margin, columns), min(box.y + box.height + margin, rows)
+    return Region(x0, y0, x1 - x0, y1 - y0)

@@ -77,6 +77,10 @@ class Renderer:
         faint = local_contrast(full)
         return [cv2.cvtColor(v, cv2.COLOR_GRAY2BGR) for v in (full, bright, dark, faint)]
 
+    def values(self, frame: np.ndarray) -> np.ndarray:
+        """The frame's values as shown: palette colour through its lookup table."""
+        return apply_color_lut(frame, self.ds) if self.palette else frame
+
     def picture(self, frame: np.ndarray) -> np.ndarray:
         """The frame as a person sees it, nothing raised: H x W x 3 uint8 (BGR) - colour
         scaled to 8 bits (palette colour through its table), greyscale from its minimum to

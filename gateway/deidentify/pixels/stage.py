@@ -35,9 +35,9 @@ from gateway.deidentify.failures import guard
 from gateway.deidentify.pixels.ctp import Region, Rule, parse_script, regions_for
 from gateway.deidentify.pixels.frames import PIXEL_DATA, iter_frames
 from gateway.deidentify.pixels.models import ModelError, load_finder
-from gateway.deidentify.pixels.reading import Readings, TextFinder, WindowReader, widen
+from gateway.deidentify.pixels.reading import Readings, TextFinder, WindowReader
 from gateway.deidentify.pixels.reencode import Rewriter
-from gateway.deidentify.pixels.regions import black, mask, mask_outside, ultrasound_keep
+from gateway.deidentify.pixels.regions import black, mask, mask_outside, ultrasound_keep, widen
 from gateway.deidentify.pixels.render import Renderer
 from gateway.deidentify.pixels.sanitise import check_layout, sanitise
 from gateway.deidentify.pixels.screening import check_reason
