@@ -225,6 +225,11 @@ class GatewayProcess:
         self._reader.start()
         return self
 
+    def threads(self) -> int:
+        """The gateway process's thread count (Linux /proc)."""
+        status = Path(f"/proc/{self.pid}/status").read_text(encoding="ascii")
+        return int(next(x for x in status.splitlines() if x.startswith("Threads:")).split()[1])
+
     def wait_ready(self) -> GatewayProcess:
         """Wait until the `<ready>` event names the port; RuntimeError if it exits first."""
         assert self.proc is not None

@@ -48,7 +48,7 @@ CHARACTERS = ModelFile(
 )
 OPTIONS = DetectorOptions()
 #: Our own text map (benchmarks/text_map.py trains it; the file is in this package) and the
-#: probability above which a cell holds text: docs/benchmarks.md, "Text map".
+#: probability above which a cell holds text: docs/benchmarks.md, "a text map of our own".
 TEXT_MAP = ModelFile(
     "gateway.deidentify.pixels",
     "data/textmap.onnx",
