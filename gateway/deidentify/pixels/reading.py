@@ -81,7 +81,7 @@ class WindowReader:
         known = {} if known is None else known
         line = max(_LINE_PIXELS, round(_LINE_SHARE * min(frame.shape[:2])))
         found = self._read_window(renderer, frame, window, keep, known, line)
-        return found + self._confirmed(renderer, frame, window, keep, known, found)
+        return found + self._confirmed(renderer, frame, window, keep, known, found, line)
 
     def _confirmed(
         self,
@@ -91,6 +91,7 @@ class WindowReader:
         keep: list[Region] | None,
         known: Readings,
         found: list[Region],
+        line: int,
     ) -> list[Region]:
         """The text map's regions (`TextFinder.candidates`) that the detector's boxes do not
         cover and the recogniser reads as text (`_reads_as_text`), with the margin. The map
@@ -99,7 +100,6 @@ class WindowReader:
         addition to the detector's boxes, and only when it reads as text."""
         x, y, w, h = window.x, window.y, window.width, window.height
         rows, columns = frame.shape[:2]
-        line = max(_LINE_PIXELS, round(_LINE_SHARE * min(rows, columns)))
         part = frame[y : y + h, x : x + w]
         candidates = self.finder.candidates(renderer.values(part), renderer.photometric)
         if not candidates:
