@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from xdist.remote import Producer
+from xdist.scheduler import LoadScopeScheduling
 
 from gateway.vault.sqlite import SqliteVault
 from tests.postgres import PostgresServer, binaries
@@ -26,6 +28,42 @@ from tests.support import (
 from tests.support import dcmtk as dcmtk_tool
 
 DICOM = shared_dir() / "testdata" / "dicom"
+
+# `./dev check` runs the whole suite as two pytest-xdist workers (`-n 2`), one group each.
+# "in-process": tests that run the gateway's code inside the test process or as one short
+# command - unit tests, and the pixel, text and offline de-identification tests, CPU-bound on
+# one core (onnxruntime runs one thread). "daemons": everything else - gateways, receivers,
+# Orthanc, PostgreSQL, a browser, kills and timeouts - in file order on the other worker, as
+# when the suite ran alone, so no two of those run at once. A new integration file goes with
+# the daemons unless it is listed here.
+IN_PROCESS = (
+    "tests/unit/",
+    "tests/integration/test_conformance.py",
+    "tests/integration/test_deidentify.py",
+    "tests/integration/test_deidentify_objects.py",
+    "tests/integration/test_pixel_frames.py",
+    "tests/integration/test_pixel_orientation.py",
+    "tests/integration/test_pixel_regions.py",
+    "tests/integration/test_pixel_stage.py",
+    "tests/integration/test_pixel_text.py",
+    "tests/integration/test_reidentify.py",
+    "tests/integration/test_review_preview.py",
+    "tests/integration/test_text_validation.py",
+    "tests/integration/test_valid_dicom.py",
+)
+
+
+class TwoGroups(LoadScopeScheduling):
+    """Each worker gets one of the two groups whole (pytest-xdist gives every worker one unit
+    of work first; there are two units). Its `xdist_group` mark would do the same, but
+    xdist 3.8 cannot rename test ids under pytest 9.2, which `--dist loadgroup` relies on."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return "in-process" if nodeid.startswith(IN_PROCESS) else "daemons"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> TwoGroups:
+    return TwoGroups(config, log)
 
 
 @pytest.fixture(scope="session")
