@@ -165,9 +165,13 @@ def _profiles(site: Site) -> Iterator[str]:
         "| Basic Application Level Confidentiality Profile | Yes | always | "
         f"{basic} {codes[basic]} |"
     )
+    clean = next(
+        code for code in method_codes(options, pixels_checked=True) if code[0] not in codes
+    )
     yield (
         f"| Clean Pixel Data | {_pixels_in_force(site.pixels)} | `[pixels]` (section 5) | "
-        "not recorded; BurnedInAnnotation NO only on images checked |"
+        f"{clean[0]} {clean[1]} on each image whose every frame was checked (with "
+        "BurnedInAnnotation NO); not on an image of a category the site skips |"
     )
     yield (
         "| Clean Recognizable Visual Features | No | - | photographs are dropped, not "

@@ -111,7 +111,9 @@ class Worker:
             pixels = self.pixels.clean(ds, syntax)
             replace = None
             if pixels.elements:
-                replace = Replacement(pixels.transfer_syntax or syntax, pixels.elements)
+                replace = Replacement(
+                    pixels.transfer_syntax or syntax, pixels.elements, pixels.checked
+                )
             result = self.engine.deidentify(ds, data, replace, loaded=syntax)
         except Unprocessable as exc:
             return Outcome(Fate.QUARANTINED, exc.reason)

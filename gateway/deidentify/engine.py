@@ -96,6 +96,7 @@ _NAMING_UIDS = _INSTANCE_UIDS | {SERIES_INSTANCE_UID}  # what names the output d
 # CID 7050 De-identification Method (PS3.16), scheme DCM.
 _CID_7050 = {
     "basic": ("113100", "Basic Application Confidentiality Profile"),
+    "clean_pixel_data": ("113101", "Clean Pixel Data Option"),
     "clean_graphics": ("113103", "Clean Graphics Option"),
     "clean_structured_content": ("113104", "Clean Structured Content Option"),
     "clean_descriptors": ("113105", "Clean Descriptors Option"),
@@ -112,10 +113,13 @@ _CID_7050 = {
 @dataclass(frozen=True)
 class Replacement:
     """Top-level elements written instead of the received ones (the pixel stage's new pixel
-    data and the header that describes it), and the transfer syntax they are encoded in."""
+    data and the header that describes it), and the transfer syntax they are encoded in.
+    `pixels_checked`: every frame was checked for burned-in text and what was found masked
+    (the output then records the Clean Pixel Data Option)."""
 
     transfer_syntax: str
     elements: Mapping[int, RawDataElement | DataElement]
+    pixels_checked: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,7 @@ class Engine:
         self.walker = Walker(
             options, self.table, self.private, self.uids, self.pseudonyms, self.words
         )
-        self._provenance = _provenance(options)
+        self._provenance = {cleaned: _provenance(options, cleaned) for cleaned in (False, True)}
 
     def action(self, tag: int) -> Action:
         """The action for a public tag, at any depth (at the top level, `decide.TOP_LEVEL`
@@ -243,7 +247,7 @@ class Engine:
         elements += [
             ascii_element(PATIENT_NAME, "PN", patient),
             ascii_element(PATIENT_ID, "LO", patient),
-            *self._provenance,
+            *self._provenance[replace is not None and replace.pixels_checked],
         ]
         uids = {int(e.tag): ascii_text(e) or "" for e in elements if e.tag in _NAMING_UIDS}
         if not all(_UID_CHARS.fullmatch(uids.get(tag, "")) for tag in _INSTANCE_UIDS):
@@ -313,10 +317,15 @@ def _transfer_syntax(ds: Dataset) -> str:
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
-def method_codes(options: DeidentifySettings) -> list[tuple[str, str]]:
-    """The CID 7050 codes (value, meaning) every output under `options` carries in its
-    DeidentificationMethodCodeSequence: the basic profile and each option in force."""
+def method_codes(
+    options: DeidentifySettings, *, pixels_checked: bool = False
+) -> list[tuple[str, str]]:
+    """The CID 7050 codes (value, meaning) an output under `options` carries in its
+    DeidentificationMethodCodeSequence: the basic profile, Clean Pixel Data on an image whose
+    every frame the pixel stage checked (`pixels_checked`), and each option in force."""
     codes = [_CID_7050["basic"]]
+    if pixels_checked:
+        codes.append(_CID_7050["clean_pixel_data"])
     for flag in (
         "retain_patient_characteristics",
         "retain_device_identity",
@@ -334,7 +343,7 @@ def method_codes(options: DeidentifySettings) -> list[tuple[str, str]]:
     return codes
 
 
-def _provenance(options: DeidentifySettings) -> list[Out]:
+def _provenance(options: DeidentifySettings, pixels_checked: bool) -> list[Out]:
     """PatientIdentityRemoved, DeidentificationMethod with its CID 7050 codes, and whether
     dates were modified (PS3.15 E.1.1; PS3.3 C.7.1.1)."""
     items = [
@@ -346,7 +355,7 @@ def _provenance(options: DeidentifySettings) -> list[Out]:
             ],
             DEFAULT_CHARSET,
         )
-        for value, meaning in method_codes(options)
+        for value, meaning in method_codes(options, pixels_checked=pixels_checked)
     ]
     modified = {"full": "UNMODIFIED", "off": "REMOVED"}.get(options.longitudinal_dates, "MODIFIED")
     return [

@@ -88,6 +88,7 @@ PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # Pixel, Float, Do
 BURNED_IN_ANNOTATION = 0x00280301
 PATIENT_IDENTITY_REMOVED = 0x00120062
 DEIDENTIFICATION_METHOD, DEIDENTIFICATION_METHOD_CODES = 0x00120063, 0x00120064
+CLEAN_PIXEL_DATA = "113101"  # CID 7050
 _TEXT = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 _NUMBERS = frozenset({"DS", "IS"})
 _DATES = frozenset({"DA", "DT"})
@@ -432,8 +433,9 @@ def _is_empty(ds: Dataset, elem: Element, tag: int, vr: str | None) -> bool:
 
 
 def _pixel_findings(ds: Dataset, pixels: PixelEvidence) -> list[Finding]:
-    """BurnedInAnnotation NO only with proof that detection ran; no unchecked image unless
-    the site chose to skip its category; never an image the header says carries text."""
+    """BurnedInAnnotation NO, or the Clean Pixel Data Option recorded, only with proof that
+    detection ran; no unchecked image unless the site chose to skip its category; never an
+    image the header says carries text."""
     present = [tag for tag in sorted(PIXEL_TAGS) if tag in ds]
     if not present:
         return []
@@ -445,7 +447,14 @@ def _pixel_findings(ds: Dataset, pixels: PixelEvidence) -> list[Finding]:
     if not proven and not pixels.skipped_by_site:
         tag = present[-1]
         out.append(Finding(BURNED_IN, f"({tag >> 16:04X},{tag & 0xFFFF:04X})"))
+    if not proven and CLEAN_PIXEL_DATA in _method_codes(ds):
+        out.append(Finding(BURNED_IN, "(0012,0064)"))  # Clean Pixel Data claimed, not done
     return out
+
+
+def _method_codes(ds: Dataset) -> set[str]:
+    items = ds[DEIDENTIFICATION_METHOD_CODES].value if DEIDENTIFICATION_METHOD_CODES in ds else ()
+    return {str(item.get("CodeValue", "")).strip() for item in items or ()}
 
 
 def _provenance_findings(ds: Dataset) -> list[Finding]:

@@ -233,7 +233,13 @@ def test_file_meta_is_rebuilt_and_provenance_is_written(run: Run) -> None:
         assert output.name == f"{after.SOPInstanceUID}.dcm"
         assert after.PatientIdentityRemoved == "YES"
         codes = {item.CodeValue for item in after.DeidentificationMethodCodeSequence}
-        assert codes == {"113100", "113105", "113107", "113108"}  # basic + default options
+        # basic + default options, and Clean Pixel Data on every image: by default the pixel
+        # stage checks each one (and then says BurnedInAnnotation NO); never on an object
+        # without pixels
+        assert codes - {"113101"} == {"113100", "113105", "113107", "113108"}
+        image = any(k in after for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+        assert ("113101" in codes) == image, source.name
+        assert not image or after.BurnedInAnnotation == "NO", source.name
         assert after.LongitudinalTemporalInformationModified == "MODIFIED"
         assert str(after.PatientID).startswith("UT-")
         assert "PatientBirthDate" not in after or not after.PatientBirthDate

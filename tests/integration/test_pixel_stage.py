@@ -567,6 +567,14 @@ def test_a_site_may_leave_cross_sectional_images_unchecked(
     checked = relaxed.process(part10(us))
     assert checked.pixels is not None
     assert checked.pixels.checked
+    # only the checked image records the Clean Pixel Data Option (CID 7050 113101)
+    assert checked.result is not None
+    assert _methods(outcome.result.data) == {"113100", "113105", "113107", "113108"}
+    assert _methods(checked.result.data) == {"113100", "113101", "113105", "113107", "113108"}
+
+
+def _methods(data: bytes) -> set[str]:
+    return {i.CodeValue for i in dcmread(io.BytesIO(data)).DeidentificationMethodCodeSequence}
 
 
 def test_implicit_vr_native_images_stay_implicit(vault: SqliteVault) -> None:

@@ -30,6 +30,7 @@ def test_each_option_in_force_names_the_code_every_output_records() -> None:
     options = text[text.index("## 1.") : text.index("## 2.")]
     in_force = [line for line in options.splitlines() if "| Yes |" in line]
     assert len(in_force) == 11  # basic, pixels, 9 of the 10 Table E.1-1 columns (not Full Dates)
-    recorded = [line for line in in_force if "Clean Pixel Data" not in line]
-    assert all(line.rstrip(" |").split("| ")[-1][:6].isdigit() for line in recorded), recorded
+    assert all(line.rstrip(" |").split("| ")[-1][:6].isdigit() for line in in_force), in_force
+    pixels = next(line for line in in_force if line.startswith("| Clean Pixel Data |"))
+    assert "113101 Clean Pixel Data Option on each image whose every frame was checked" in pixels
     assert "| Retain Longitudinal Temporal Information with Full Dates | No |" in options

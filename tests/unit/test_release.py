@@ -453,6 +453,13 @@ def test_burned_in_annotation_no_needs_detection(image: Case) -> None:
     assert image.findings(no, pixels=SKIPPED) == {"release-burned-in-unproven (0028,0301)"}
 
 
+def test_clean_pixel_data_is_claimed_only_where_detection_ran(image: Case) -> None:
+    clean = item(CodeValue="113101", CodingSchemeDesignator="DCM", CodeMeaning="Clean Pixel Data")
+    claims = setting(DeidentificationMethodCodeSequence=[clean])
+    assert image.findings(claims, pixels=CHECKED) == set()
+    assert image.findings(claims, pixels=SKIPPED) == {"release-burned-in-unproven (0012,0064)"}
+
+
 def test_burned_in_annotation_yes_is_quarantined(image: Case) -> None:
     found = image.findings(setting(BurnedInAnnotation="YES"), pixels=CHECKED)
     assert found == {"release-burned-in-unproven (0028,0301)"}
