@@ -62,6 +62,7 @@ class TwoGroups(LoadScopeScheduling):
         return "in-process" if nodeid.startswith(IN_PROCESS) else "daemons"
 
 
+@pytest.hookimpl(optionalhook=True)  # a run with -p no:xdist has no such hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> TwoGroups:
     return TwoGroups(config, log)
 
