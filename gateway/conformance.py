@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 
 from gateway import __version__
-from gateway.deidentify.engine import method_codes
+from gateway.deidentify.engine import CLEAN_PIXEL_DATA, method_codes
 from gateway.deidentify.explain import UNNAMED_ATTRIBUTES, Explanation, explain, unnamed
 from gateway.deidentify.profile import OPTION_COLUMNS, enabled_columns
 from gateway.deidentify.pseudonyms import MAX_SHIFT_DAYS, MIN_SHIFT_DAYS
@@ -165,12 +165,10 @@ def _profiles(site: Site) -> Iterator[str]:
         "| Basic Application Level Confidentiality Profile | Yes | always | "
         f"{basic} {codes[basic]} |"
     )
-    clean = next(
-        code for code in method_codes(options, pixels_checked=True) if code[0] not in codes
-    )
+    clean_value, clean_meaning = CLEAN_PIXEL_DATA
     yield (
         f"| Clean Pixel Data | {_pixels_in_force(site.pixels)} | `[pixels]` (section 5) | "
-        f"{clean[0]} {clean[1]} on each image whose every frame was checked (with "
+        f"{clean_value} {clean_meaning} on each image whose every frame was checked (with "
         "BurnedInAnnotation NO); not on an image of a category the site skips |"
     )
     yield (

@@ -96,7 +96,6 @@ _NAMING_UIDS = _INSTANCE_UIDS | {SERIES_INSTANCE_UID}  # what names the output d
 # CID 7050 De-identification Method (PS3.16), scheme DCM.
 _CID_7050 = {
     "basic": ("113100", "Basic Application Confidentiality Profile"),
-    "clean_pixel_data": ("113101", "Clean Pixel Data Option"),
     "clean_graphics": ("113103", "Clean Graphics Option"),
     "clean_structured_content": ("113104", "Clean Structured Content Option"),
     "clean_descriptors": ("113105", "Clean Descriptors Option"),
@@ -317,6 +316,10 @@ def _transfer_syntax(ds: Dataset) -> str:
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
+#: CID 7050, recorded on an image whose every frame the pixel stage checked (`method_codes`)
+CLEAN_PIXEL_DATA = ("113101", "Clean Pixel Data Option")
+
+
 def method_codes(
     options: DeidentifySettings, *, pixels_checked: bool = False
 ) -> list[tuple[str, str]]:
@@ -325,7 +328,7 @@ def method_codes(
     every frame the pixel stage checked (`pixels_checked`), and each option in force."""
     codes = [_CID_7050["basic"]]
     if pixels_checked:
-        codes.append(_CID_7050["clean_pixel_data"])
+        codes.append(CLEAN_PIXEL_DATA)
     for flag in (
         "retain_patient_characteristics",
         "retain_device_identity",

@@ -461,9 +461,7 @@ def _provenance_findings(ds: Dataset) -> list[Finding]:
     out = []
     if _top_text(ds, PATIENT_IDENTITY_REMOVED).upper() != "YES":
         out.append(Finding(PROVENANCE, "(0012,0062)"))
-    method = _top_text(ds, DEIDENTIFICATION_METHOD)
-    codes = ds[DEIDENTIFICATION_METHOD_CODES].value if DEIDENTIFICATION_METHOD_CODES in ds else ()
-    if not method and not codes:
+    if not _top_text(ds, DEIDENTIFICATION_METHOD) and not _method_codes(ds):
         out.append(Finding(PROVENANCE, "(0012,0063)"))
     return out
 

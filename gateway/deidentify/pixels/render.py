@@ -63,8 +63,7 @@ class Renderer:
 
     def views(self, frame: np.ndarray) -> list[np.ndarray]:
         """The frame as one or two H x W x 3 uint8 pictures (BGR, the detector's order)."""
-        if self.palette:
-            frame = apply_color_lut(frame, self.ds)
+        frame = self.values(frame)
         if frame.ndim == 3:
             return [local_contrast(cv2.cvtColor(_to_uint8(frame), cv2.COLOR_RGB2BGR))]
         grey, low, high = self._grey(frame)
@@ -86,8 +85,7 @@ class Renderer:
         scaled to 8 bits (palette colour through its table), greyscale from its minimum to
         its maximum with MONOCHROME1 inverted (the detector's full view; a windowed frame
         comes in already windowed). For people (`gateway.review`), not the detector."""
-        if self.palette:
-            frame = apply_color_lut(frame, self.ds)
+        frame = self.values(frame)
         if frame.ndim == 3:
             return cv2.cvtColor(_to_uint8(frame), cv2.COLOR_RGB2BGR)
         grey, low, high = self._grey(frame)
@@ -95,13 +93,17 @@ class Renderer:
         return cv2.cvtColor(((grey - low) * scale).astype(np.uint8), cv2.COLOR_GRAY2BGR)
 
     def _grey(self, frame: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """A greyscale frame as float32 with its range, negated for MONOCHROME1 (PS3.3
-        C.7.6.3.1.2: the minimum is white), so the largest value is always the lightest."""
-        grey = frame.astype(np.float32, copy=False)
-        low, high = float(grey.min()), float(grey.max())
-        if self.photometric == "MONOCHROME1":
-            return -grey, -high, -low
-        return grey, low, high
+        return lightness(frame, self.photometric)
+
+
+def lightness(frame: np.ndarray, photometric: str) -> tuple[np.ndarray, float, float]:
+    """A greyscale frame as float32 with its range, negated for MONOCHROME1 (PS3.3
+    C.7.6.3.1.2: the minimum is white), so the largest value is always the lightest."""
+    grey = frame.astype(np.float32, copy=False)
+    low, high = float(grey.min()), float(grey.max())
+    if photometric == "MONOCHROME1":
+        return -grey, -high, -low
+    return grey, low, high
 
 
 def parts(view: np.ndarray) -> list[Region] | None:

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from gateway.deidentify.pixels.ctp import Region
+from gateway.deidentify.pixels.render import lightness
 
 CELL = 8  # the network's output stride
 MAX_SIDE = 2048
@@ -39,10 +40,7 @@ def planes(frame: np.ndarray, photometric: str) -> tuple[np.ndarray, float]:
         full = grey
         robust = rgb.max(axis=2) / top
     else:
-        grey = frame.astype(np.float32, copy=False)
-        if photometric == "MONOCHROME1":
-            grey = -grey
-        low, high = float(grey.min()), float(grey.max())
+        grey, low, high = lightness(frame, photometric)
         full = (grey - low) * (1.0 / (high - low) if high > low else 0.0)
         sample = full[::_SAMPLE, ::_SAMPLE]
         a, b = (float(v) for v in np.percentile(sample, _ROBUST))
