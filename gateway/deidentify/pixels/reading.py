@@ -8,6 +8,7 @@ knows nothing of frames, series or masking.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
@@ -32,11 +33,11 @@ _LEGIBLE = 0.5  # a character or two read with less confidence than this is no t
 #: heights without ink ends the line.
 _LINE_EXTENSION = 4.0
 _GAP = 1.0
-#: The text map's regions (`WindowReader._confirmed`): the first this many of a window are
-#: considered; one the detector's boxes cover this share of is not read; it is text when the
-#: recogniser reads this many letters or digits in it with `_CONFIDENT` confidence (the map
-#: alone on 150 text-free images of the validation set: one character at 0.5 masks anatomy in
-#: 15 of them, one at 0.7 in 9, two at 0.8 in none).
+#: The text map's regions (`WindowReader._confirmed`): at most this many of a window are
+#: read, the map's likeliest first; one the detector's boxes cover this share of is not read
+#: (nor counted); it is text when the recogniser reads this many letters or digits in it with
+#: `_CONFIDENT` confidence (the map alone on 150 text-free images of the validation set: one
+#: character at 0.5 masks anatomy in 15 of them, one at 0.7 in 9, two at 0.8 in none).
 _MAX_CANDIDATES = 32
 _COVERED = 0.9
 _CONFIRM_CHARACTERS = 2
@@ -45,6 +46,15 @@ _INK = 64
 
 
 Readings = dict[tuple[int, Region, bytes], tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class Before:
+    """What the frame before showed: where this frame differs from it (rows x columns, True:
+    changed beyond noise) and the boxes masked in it (frame pixels, margin added)."""
+
+    moved: np.ndarray
+    boxes: list[Region]
 
 
 class TextFinder(Protocol):
@@ -73,15 +83,18 @@ class WindowReader:
         window: Region,
         keep: list[Region] | None,
         known: Readings | None = None,
+        before: Before | None = None,
     ) -> list[Region]:
         """The boxes to mask in `window` of `frame`: the detector's, read in every view, and
         the text map's that the detector missed and the recogniser reads as text
         (`_confirmed`). `known`: what boxes of earlier frames read as, by view, place and exact
-        pixels (a cine's labels are read once)."""
+        pixels (a cine's labels are read once); `before`: the frame before, when `window` is
+        where this one differs from it."""
         known = {} if known is None else known
         line = max(_LINE_PIXELS, round(_LINE_SHARE * min(frame.shape[:2])))
         found = self._read_window(renderer, frame, window, keep, known, line)
-        return found + self._confirmed(renderer, frame, window, keep, known, found, line)
+        confirmed = self._confirmed(renderer, frame, window, keep, known, found, line, before)
+        return found + confirmed
 
     def _confirmed(
         self,
@@ -92,12 +105,18 @@ class WindowReader:
         known: Readings,
         found: list[Region],
         line: int,
+        before: Before | None = None,
     ) -> list[Region]:
         """The text map's regions (`TextFinder.candidates`) that the detector's boxes do not
         cover and the recogniser reads as text (`_reads_as_text`), with the margin. The map
         finds faint text and lines written downwards or upwards that the detector misses, but
         on its own it also takes anatomy for text: what it finds is only ever masked in
-        addition to the detector's boxes, and only when it reads as text."""
+        addition to the detector's boxes, and only when it reads as text.
+
+        A region whose every pixel is as in the frame before (`before`), where nothing of it
+        was masked, is not read: those pixels were read in the frame where they last changed
+        (a cine's first frame is read whole) and stayed unmasked; reading them again costs a
+        recogniser call per turn in every frame of a cine (labels beside a moving picture)."""
         x, y, w, h = window.x, window.y, window.width, window.height
         rows, columns = frame.shape[:2]
         part = frame[y : y + h, x : x + w]
@@ -110,7 +129,8 @@ class WindowReader:
             covered[y0 : max(r.y - y + r.height, y0), x0 : max(r.x - x + r.width, x0)] = True
         raised: np.ndarray | None = None
         out = []
-        for box in candidates[:_MAX_CANDIDATES]:
+        read = 0
+        for box in candidates:  # the map's likeliest text first
             placed = widen(
                 Region(box.x + x, box.y + y, box.width, box.height), self.margin, rows, columns
             )
@@ -120,6 +140,11 @@ class WindowReader:
                 continue
             if min(box.width, box.height) > 2 * line:
                 continue  # no line of text, and lines run together read as nothing
+            if before is not None and _unchanged(before, placed):
+                continue
+            if read == _MAX_CANDIDATES:
+                break
+            read += 1
             if raised is None:
                 raised = local_contrast(renderer.picture(part))
             if self._reads_as_text(raised, box, placed, known):
@@ -344,6 +369,15 @@ def _run(inked: np.ndarray, gap: int) -> int:
             break
         last = int(column) + 1
     return last
+
+
+def _unchanged(before: Before, region: Region) -> bool:
+    """Whether no pixel of `region` changed since the frame before and no box masked in it
+    touches `region`."""
+    y, x = region.y, region.x
+    if before.moved[y : y + region.height, x : x + region.width].any():
+        return False
+    return not any(_overlaps(region, b) for b in before.boxes)
 
 
 def _overlaps(a: Region, b: Region) -> bool:

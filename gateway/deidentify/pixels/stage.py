@@ -21,6 +21,7 @@ unchecked.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
@@ -35,7 +36,7 @@ from gateway.deidentify.failures import guard
 from gateway.deidentify.pixels.ctp import Region, Rule, parse_script, regions_for
 from gateway.deidentify.pixels.frames import PIXEL_DATA, iter_frames
 from gateway.deidentify.pixels.models import ModelError, load_finder
-from gateway.deidentify.pixels.reading import Readings, TextFinder, WindowReader
+from gateway.deidentify.pixels.reading import Before, Readings, TextFinder, WindowReader
 from gateway.deidentify.pixels.reencode import Rewriter
 from gateway.deidentify.pixels.regions import black, mask, mask_outside, ultrasound_keep, widen
 from gateway.deidentify.pixels.render import Renderer
@@ -246,10 +247,11 @@ class PixelStage:
             elif decoded:
                 decoded.clear()
             fresh = index % _READ_WHOLE_EVERY == 0
-            window = _changed(None if fresh else previous, frame)
+            window, moved = _changed(None if fresh else previous, frame)
             if window is not None:
                 stale = [b for b in boxes if not fresh and not _inside(b, window)]
-                boxes = stale + self.reader.boxes(renderer, frame, window, keep, readings)
+                before = Before(moved, boxes) if moved is not None else None
+                boxes = stale + self.reader.boxes(renderer, frame, window, keep, readings, before)
             previous, index = frame, index + 1
             yield boxes
         if series is not None and previous is not None and previous.nbytes <= _SERIES_FRAME_BYTES:
@@ -260,25 +262,29 @@ class PixelStage:
                 self._series.popitem(last=False)
 
 
-def _changed(previous: np.ndarray | None, frame: np.ndarray) -> Region | None:
+def _changed(
+    previous: np.ndarray | None, frame: np.ndarray
+) -> tuple[Region | None, np.ndarray | None]:
     """The window of `frame` to read: all of it first, then where it differs from the
     previous frame by more than `_TOLERANCE` of the values that frame uses (noise does not
-    count), widened by a text line's context; None when nothing changed."""
+    count), widened by a text line's context; None when nothing changed. With it, where
+    the frame differs (rows x columns, True: changed; None when read whole)."""
     rows, columns = frame.shape[:2]
     if previous is None or previous.shape != frame.shape or previous.dtype != frame.dtype:
-        return Region(0, 0, columns, rows)
+        return Region(0, 0, columns, rows), None
     used = float(previous.max()) - float(previous.min())
     tolerance = _TOLERANCE * used
-    samples = frame.shape[2] if frame.ndim == 3 else 1
-    # the largest difference per row and per column, samples side by side (contiguous axes)
-    difference = np.asarray(cv2.absdiff(previous, frame)).reshape(rows, columns * samples)
-    changed_rows = np.flatnonzero(difference.max(axis=1) > tolerance)
+    difference = np.asarray(cv2.absdiff(previous, frame))
+    if difference.ndim == 3:  # the largest of the samples (OpenCV: 10x numpy's max(axis=2))
+        difference = functools.reduce(cv2.max, cv2.split(difference))
+    moved = difference > tolerance
+    changed_rows = np.flatnonzero(moved.any(axis=1))
     if changed_rows.size == 0:
-        return None
-    changed_columns = np.flatnonzero(difference.max(axis=0) > tolerance) // samples
+        return None, None
+    changed_columns = np.flatnonzero(moved.any(axis=0))
     y0, y1 = int(changed_rows[0]), int(changed_rows[-1]) + 1
     x0, x1 = int(changed_columns[0]), int(changed_columns[-1]) + 1
-    return widen(Region(x0, y0, x1 - x0, y1 - y0), _CONTEXT, rows, columns)
+    return widen(Region(x0, y0, x1 - x0, y1 - y0), _CONTEXT, rows, columns), moved
 
 
 def _series_key(ds: Dataset, keep: list[Region] | None) -> tuple[object, ...] | None:
