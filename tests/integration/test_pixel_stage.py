@@ -379,6 +379,56 @@ def test_text_the_map_finds_and_the_recogniser_reads_is_masked(vault: SqliteVaul
     assert finder.reads > 0
 
 
+class _Sizes(_MapOnly):
+    """`_MapOnly`, the shape of every picture the recogniser reads kept."""
+
+    def __init__(self, regions: list[Region]) -> None:
+        super().__init__(regions)
+        self.shapes: list[tuple[int, int]] = []
+
+    def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]:
+        self.shapes += [(b.height, b.width) for b in boxes]
+        return super().read_many(image, boxes)
+
+
+def test_map_regions_a_cine_left_as_they_were_are_not_read_again(vault: SqliteVault) -> None:
+    """In a cine whose every frame differs a little from the one before (compression noise)
+    and a lot at two corners (so each frame is read whole): a map region over texture that
+    stayed within the noise and was not masked is read in the first frame only; a name
+    written downwards, masked in the frame before, is read again and masked in every frame."""
+    frames, size = 4, 320
+    image = np.full((size, size), 40, np.uint8)
+    name = _written_downwards("KOWALSKI 1957")
+    image[20 : 20 + name.shape[0], 30 : 30 + name.shape[1]] = name
+    rng = np.random.default_rng(3)
+    image[40:120, 150:230] = rng.integers(30, 220, (80, 80))  # texture
+    stack = np.empty((frames, size, size), np.uint8)
+    for index in range(frames):
+        noise = rng.integers(-2, 3, (size, size))
+        stack[index] = np.clip(image.astype(int) + noise, 0, 255)
+        stack[index, :6, :6] = stack[index, -6:, -6:] = 250 if index % 2 else 40
+    text = Region(22, 12, name.shape[1] + 16, name.shape[0] + 16)
+    texture = Region(146, 36, 88, 88)
+    finder = _Sizes([text, texture])
+    ds = greyscale(size, size, stack.tobytes())
+    ds.NumberOfFrames = frames
+    outcome = worker(vault, pixels=PixelStage(PixelSettings(), (), finder)).process(part10(ds))
+    assert outcome.result is not None, outcome.reason
+    out = _frames(outcome.result.data)
+    assert len(out) == frames
+    for frame in out:
+        assert frame[20 : 20 + name.shape[0], 30 : 30 + name.shape[1]].max() == 0
+
+    def reads(region: Region) -> int:  # upright or turned
+        return sum(
+            s in {(region.height, region.width), (region.width, region.height)}
+            for s in finder.shapes
+        )
+
+    assert reads(texture) == 4  # a square region is read every way round, in frame 0 only
+    assert reads(text) >= frames
+
+
 class _Counting(_MapOnly):
     """The gateway's detector and recogniser, the map's `regions`, the recogniser's calls
     counted."""

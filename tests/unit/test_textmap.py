@@ -79,6 +79,17 @@ def test_cells_above_the_threshold_become_rectangles_grown_by_a_cell() -> None:
     assert textmap.boxes(cells, 3.0, 1.0, 60, 60) == []
 
 
+def test_the_likeliest_text_comes_first() -> None:
+    """Regions are ranked by their most certain cell, not by where they are: the stage reads
+    only the first few of a frame."""
+    cells = np.full((12, 12), -5.0, np.float32)
+    cells[1, 1:3] = 0.5  # top left, less certain
+    cells[9, 8:11] = 4.0  # bottom right, most certain
+    cells[5, 5] = 2.0
+    found = textmap.boxes(cells, 0.0, 1.0, 96, 96)
+    assert found == [Region(56, 64, 40, 24), Region(32, 32, 24, 24), Region(0, 0, 32, 24)]
+
+
 def test_the_map_is_the_pinned_one_and_a_changed_file_is_refused(tmp_path: Path) -> None:
     """The map ships in the package and is checked like the detector's files: other bytes
     are another model, whose recall was never measured."""
