@@ -113,10 +113,12 @@ class WindowReader:
         on its own it also takes anatomy for text: what it finds is only ever masked in
         addition to the detector's boxes, and only when it reads as text.
 
-        A region whose every pixel is as in the frame before (`before`), where nothing of it
-        was masked, is not read: those pixels were read in the frame where they last changed
-        (a cine's first frame is read whole) and stayed unmasked; reading them again costs a
-        recogniser call per turn in every frame of a cine (labels beside a moving picture)."""
+        A region whose every pixel is as in the frame before (`before`) is not read again:
+        what was masked over it in that frame is masked again, and nothing more. Those
+        pixels were read in the frame where they last changed (a cine's first frame is read
+        whole), as the stage keeps the boxes outside the changed window; reading them again
+        costs a recogniser call per turn in every frame of a cine (labels beside a moving
+        picture, in compression noise that makes no two frames' pixels equal)."""
         x, y, w, h = window.x, window.y, window.width, window.height
         rows, columns = frame.shape[:2]
         part = frame[y : y + h, x : x + w]
@@ -140,7 +142,8 @@ class WindowReader:
                 continue
             if min(box.width, box.height) > 2 * line:
                 continue  # no line of text, and lines run together read as nothing
-            if before is not None and _unchanged(before, placed):
+            if before is not None and not _moved(before, placed):
+                out += [b for b in before.boxes if _overlaps(placed, b)]  # as masked before
                 continue
             if read == _MAX_CANDIDATES:
                 break
@@ -149,7 +152,7 @@ class WindowReader:
                 raised = local_contrast(renderer.picture(part))
             if self._reads_as_text(raised, box, placed, known):
                 out.append(placed)
-        return out
+        return list(dict.fromkeys(out))
 
     def _reads_as_text(
         self, picture: np.ndarray, box: Region, placed: Region, known: Readings
@@ -371,13 +374,10 @@ def _run(inked: np.ndarray, gap: int) -> int:
     return last
 
 
-def _unchanged(before: Before, region: Region) -> bool:
-    """Whether no pixel of `region` changed since the frame before and no box masked in it
-    touches `region`."""
+def _moved(before: Before, region: Region) -> bool:
+    """Whether any pixel of `region` changed since the frame before."""
     y, x = region.y, region.x
-    if before.moved[y : y + region.height, x : x + region.width].any():
-        return False
-    return not any(_overlaps(region, b) for b in before.boxes)
+    return bool(before.moved[y : y + region.height, x : x + region.width].any())
 
 
 def _overlaps(a: Region, b: Region) -> bool:
