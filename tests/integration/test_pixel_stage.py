@@ -260,6 +260,52 @@ def test_a_marker_stays_and_a_name_goes(vault: SqliteVault) -> None:
     assert frame[10:35, 20:200].max() == 0  # the name is black
 
 
+class _Reads:
+    """The gateway's detector, recogniser and text map; the recogniser's calls counted."""
+
+    def __init__(self) -> None:
+        self.finder = text_finder()
+        self.reads = 0
+
+    def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]:
+        return self.finder.find(image, whole)
+
+    def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]:
+        self.reads += len(boxes)
+        return self.finder.read_many(image, boxes)
+
+    def candidates(self, frame: np.ndarray, photometric: str) -> list[Region]:
+        return self.finder.candidates(frame, photometric)
+
+
+def test_a_noisy_cine_is_read_in_its_first_frame_where_it_stays_within_the_noise(
+    vault: SqliteVault,
+) -> None:
+    """Frames that differ from the one before only by noise (and at two corner pixels, so
+    each frame's window is all of it): every recogniser call is made in the first frame,
+    as for that frame alone; the marker read there stays and the name goes in every frame."""
+    first = np.frombuffer(_text_image().PixelData, np.uint8).reshape(256, 320)
+    rng = np.random.default_rng(5)
+    stack = np.empty((4, 256, 320), np.uint8)
+    for index in range(len(stack)):
+        noise = rng.integers(-2, 3, first.shape) if index else 0
+        stack[index] = np.clip(first.astype(int) + noise, 0, 255)
+        stack[index, 0, 0] = stack[index, -1, -1] = 100 if index % 2 else 0
+    reads = []
+    for frames in (stack[:1], stack):
+        finder = _Reads()
+        ds = greyscale(256, 320, frames.tobytes())
+        ds.NumberOfFrames = len(frames)
+        outcome = worker(vault, pixels=PixelStage(PixelSettings(), (), finder)).process(part10(ds))
+        assert outcome.result is not None, outcome.reason
+        out = _frames(outcome.result.data)
+        assert all(f[225:245, 288:312].max() >= 250 for f in out)  # the R is still there
+        assert all(f[10:35, 20:200].max() == 0 for f in out)  # the name is black
+        reads.append(finder.reads)
+    assert reads[0] > 0
+    assert reads[1] == reads[0]
+
+
 class _Sideways:
     """A detector that finds the one mark in the picture (whatever differs from its corner) as
     a character-sized box, and a recogniser that reads it only when it is turned a quarter (a

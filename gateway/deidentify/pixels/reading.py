@@ -92,7 +92,7 @@ class WindowReader:
         where this one differs from it."""
         known = {} if known is None else known
         line = max(_LINE_PIXELS, round(_LINE_SHARE * min(frame.shape[:2])))
-        found = self._read_window(renderer, frame, window, keep, known, line)
+        found = self._read_window(renderer, frame, window, keep, known, line, before)
         confirmed = self._confirmed(renderer, frame, window, keep, known, found, line, before)
         return found + confirmed
 
@@ -182,6 +182,7 @@ class WindowReader:
         keep: list[Region] | None,
         known: Readings,
         line: int,
+        before: Before | None = None,
     ) -> list[Region]:
         """The detector's boxes to mask in `window` of `frame`, read in every view."""
         x, y, w, h = window.x, window.y, window.width, window.height
@@ -205,12 +206,22 @@ class WindowReader:
                 if not _vertical(b, line)
                 and (b.height > line or b.width <= _MARKER_ASPECT * b.height)
             ]
-            readings = self._read(view, number, Region(x, y, w, h), doubtful, known, line)
-            found += [
-                widened
+            # a doubtful box whose pixels stayed as in the frame before keeps its decision
+            # there: masked if anything masked then touches it, unread (`_confirmed`)
+            carried = {
+                box: any(_overlaps(widened, b) for b in before.boxes)
                 for box, widened in boxes
-                if box not in readings or not self._harmless(box, *readings[box], line)
-            ]
+                if before is not None and box in doubtful and not _moved(before, widened)
+            }
+            unread = [b for b in doubtful if b not in carried]
+            readings = self._read(view, number, Region(x, y, w, h), unread, known, line)
+            for box, widened in boxes:
+                if box in carried:
+                    masked = carried[box]
+                else:
+                    masked = box not in readings or not self._harmless(box, *readings[box], line)
+                if masked:
+                    found.append(widened)
         return found
 
     def _find(
