@@ -425,6 +425,22 @@ def test_text_the_map_finds_and_the_recogniser_reads_is_masked(vault: SqliteVaul
     assert finder.reads > 0
 
 
+def test_a_map_region_read_as_text_is_masked_along_its_whole_line(vault: SqliteVault) -> None:
+    """The map often finds part of a line: what reads as text is grown along the line while
+    its ink goes on, as the detector's boxes are."""
+    image = np.full((320, 320), 40, np.uint8)
+    name = _written_downwards("KOWALSKI 1957")
+    image[20 : 20 + name.shape[0], 30 : 30 + name.shape[1]] = name
+    top = Region(22, 12, name.shape[1] + 16, 110)  # the first letters only
+    finder = _MapOnly([top])
+    stage = PixelStage(PixelSettings(), (), finder)
+    outcome = worker(vault, pixels=stage).process(part10(greyscale(320, 320, image.tobytes())))
+    assert outcome.result is not None, outcome.reason
+    (frame,) = _frames(outcome.result.data)
+    assert frame[20 : 20 + name.shape[0], 30 : 30 + name.shape[1]].max() == 0
+    assert frame[20 + name.shape[0] + 40 :, :].min() == 40  # below the line: not masked
+
+
 class _Sizes(_MapOnly):
     """`_MapOnly`, the shape of every picture the recogniser reads kept."""
 
