@@ -405,23 +405,30 @@ def _written_downwards(text: str) -> np.ndarray:
 def test_text_the_map_finds_and_the_recogniser_reads_is_masked(vault: SqliteVault) -> None:
     """A name written downwards that the detector misses: the map's region is read turned,
     legible, and masked. A map region over texture reads as nothing and stays; so does one
-    holding a single character (a marker, a lead letter: the detector's rules decide those)."""
+    holding one of the site's markers. A single letter read with near certainty is masked
+    (an initial, a character of an identifier written apart)."""
     image = np.full((320, 320), 40, np.uint8)
     name = _written_downwards("KOWALSKI 1957")
     image[20 : 20 + name.shape[0], 30 : 30 + name.shape[1]] = name
     rng = np.random.default_rng(3)
     image[40:120, 150:230] = rng.integers(30, 220, (80, 80))  # texture
     cv2.putText(image, "K", (260, 280), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 255, 2)
+    cv2.putText(image, "R", (260, 200), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 255, 2)
     text = Region(22, 12, name.shape[1] + 16, name.shape[0] + 16)
-    texture, single = Region(146, 36, 88, 88), Region(252, 256, 30, 32)
-    finder = _MapOnly([text, texture, single])
+    texture, single, marker = (
+        Region(146, 36, 88, 88),
+        Region(252, 256, 30, 32),
+        Region(252, 176, 30, 32),
+    )
+    finder = _MapOnly([text, texture, single, marker])
     stage = PixelStage(PixelSettings(), (), finder)
     outcome = worker(vault, pixels=stage).process(part10(greyscale(320, 320, image.tobytes())))
     assert outcome.result is not None, outcome.reason
     (frame,) = _frames(outcome.result.data)
     assert frame[20 : 20 + name.shape[0], 30 : 30 + name.shape[1]].max() == 0
     assert np.array_equal(frame[40:120, 150:230], image[40:120, 150:230])
-    assert np.array_equal(frame[256:288, 252:282], image[256:288, 252:282])
+    assert frame[256:288, 252:282].max() == 0  # the K
+    assert np.array_equal(frame[176:208, 252:282], image[176:208, 252:282])  # the R
     assert finder.reads > 0
 
 

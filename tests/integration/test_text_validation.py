@@ -46,9 +46,11 @@ SEED = 18
 # 60); outside the text 0.117. Then a map region read as text grown along its line (its
 # strokes, while ink goes on): recall 0.839; 0: 0.871, 90: 0.837, 180: 0.882, 270: 0.786;
 # faint-16 0.667 to white 0.925; false alarms unchanged (3 of 60); outside the text 0.117.
+# Then a map region read as one letter or digit with confidence 0.97 masked as well (not a
+# site's marker): recall 0.849 (0: 0.886, 180: 0.941), false alarms unchanged, outside 0.117.
 # Issue 18's targets are recall >= 0.995 in every cell and no text-free image over 0.5 %.
 #: Share of ground-truth boxes masked: overall, and in every orientation and contrast.
-MIN_RECALL_OVERALL = 0.83
+MIN_RECALL_OVERALL = 0.84
 MIN_RECALL = 0.6  # faint-16: 12 of 18 boxes; one may flip on another CPU
 #: Text-free images with more than 0.5 % of their area masked, at most this share of them.
 MAX_FALSE_ALARMS = 0.07
