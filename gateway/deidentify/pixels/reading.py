@@ -176,10 +176,10 @@ class WindowReader:
     def _reads_as_text(
         self, picture: np.ndarray, box: Region, placed: Region, known: Readings
     ) -> bool:
-        """Whether `box` of `picture` (the window as shown, small differences raised) holds at
-        least `_CONFIRM_CHARACTERS` letters or digits read with confidence `_CONFIDENT`,
-        turned the ways a line of its shape can be written (`_turns`); the first legible
-        reading ends the search, and a place with the same pixels is not read again."""
+        """Whether `box` of `picture` (the window as shown, small differences raised) reads
+        as text (`_is_text`), turned the ways a line of its shape can be written (`_turns`);
+        the first such reading ends the search, and a place with the same pixels is not read
+        again."""
         crop = picture[box.y : box.y + box.height, box.x : box.x + box.width]
         key = (-1, placed, crop.tobytes())
         if key not in known:
