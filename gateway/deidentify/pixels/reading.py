@@ -16,7 +16,13 @@ import numpy as np
 
 from gateway.deidentify.pixels.ctp import Region
 from gateway.deidentify.pixels.regions import widen
-from gateway.deidentify.pixels.render import TURNED_VIEW, Renderer, local_contrast, parts
+from gateway.deidentify.pixels.render import (
+    TURNED_VIEW,
+    Renderer,
+    brightest_channel,
+    local_contrast,
+    parts,
+)
 
 _MARKER_ASPECT = 2.0  # boxes wider than this many heights hold more than a marker (LAT)
 _SQUAT = 1.5  # boxes narrower than this many heights hold a character or two at most
@@ -352,7 +358,7 @@ def _ink(views: list[np.ndarray]) -> np.ndarray:
     kernel = np.ones((3, 3), np.uint8)
     found = np.zeros(views[0].shape[:2], bool)
     for view in views:
-        grey = view if view.ndim == 2 else _brightest_channel(view)
+        grey = view if view.ndim == 2 else brightest_channel(view)
         found |= cv2.morphologyEx(grey, cv2.MORPH_GRADIENT, kernel) >= _INK
     return found
 
@@ -366,15 +372,6 @@ def _turns(box: Region) -> tuple[int, ...]:
     if box.height >= _MARKER_ASPECT * box.width:
         return (1, 3)
     return (0, 1, 3, 2)
-
-
-def _brightest_channel(view: np.ndarray) -> np.ndarray:
-    """Per pixel, the largest of the view's channels (OpenCV: 10x numpy's max(axis=2))."""
-    channels = cv2.split(view)
-    out = channels[0]
-    for channel in channels[1:]:
-        out = cv2.max(out, channel)
-    return out
 
 
 def _vertical(box: Region, line: int) -> bool:

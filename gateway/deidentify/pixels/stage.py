@@ -21,7 +21,6 @@ unchecked.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
@@ -39,7 +38,7 @@ from gateway.deidentify.pixels.models import ModelError, load_finder
 from gateway.deidentify.pixels.reading import Before, Readings, TextFinder, WindowReader
 from gateway.deidentify.pixels.reencode import Rewriter
 from gateway.deidentify.pixels.regions import black, mask, mask_outside, ultrasound_keep, widen
-from gateway.deidentify.pixels.render import Renderer
+from gateway.deidentify.pixels.render import Renderer, brightest_channel
 from gateway.deidentify.pixels.sanitise import check_layout, sanitise
 from gateway.deidentify.pixels.screening import check_reason
 from gateway.errors import ConfigError, RuleError, Unprocessable
@@ -275,8 +274,8 @@ def _changed(
     used = float(previous.max()) - float(previous.min())
     tolerance = _TOLERANCE * used
     difference = np.asarray(cv2.absdiff(previous, frame))
-    if difference.ndim == 3:  # the largest of the samples (OpenCV: 10x numpy's max(axis=2))
-        difference = functools.reduce(cv2.max, cv2.split(difference))
+    if difference.ndim == 3:  # the largest of the samples
+        difference = brightest_channel(difference)
     moved = difference > tolerance
     changed_rows = np.flatnonzero(moved.any(axis=1))
     if changed_rows.size == 0:

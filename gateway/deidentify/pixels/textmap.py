@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from gateway.deidentify.pixels.ctp import Region
-from gateway.deidentify.pixels.render import lightness
+from gateway.deidentify.pixels.render import brightest_channel, lightness
 
 CELL = 8  # the network's output stride
 MAX_SIDE = 2048
@@ -40,8 +40,7 @@ def planes(frame: np.ndarray, photometric: str) -> tuple[np.ndarray, float]:
         rgb = frame.astype(np.float32)  # OpenCV: a third of numpy's time for the same sums
         top = 255.0 if frame.dtype == np.uint8 else max(float(rgb.max()), 1.0)
         full = cv2.transform(rgb, np.array([_LUMA], np.float32) / top)
-        red, green, blue = cv2.split(rgb)
-        robust = cv2.max(cv2.max(red, green), blue) * (1.0 / top)
+        robust = brightest_channel(rgb) * (1.0 / top)
     else:
         grey, low, high = lightness(frame, photometric)
         full = (grey - low) * (1.0 / (high - low) if high > low else 0.0)
