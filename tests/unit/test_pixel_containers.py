@@ -609,6 +609,120 @@ def test_a_jpeg_frame_that_does_not_parse_is_unprocessable(
     assert failed.value.reason == reason
 
 
+def spelled_quantiser(destination: int, wide: bool = False) -> bytes:
+    """A DQT table (B.2.4.1) whose 64 values spell the patient's name, ID and birth date."""
+    text = (NAME + b" " + PATIENT_ID + b" " + BIRTH_DATE + b" " * 64)[:64]
+    if wide:
+        return bytes([0x10 | destination]) + b"".join(b"\x00" + bytes([c]) for c in text)
+    return bytes([destination]) + text
+
+
+def spelled_huffman(destination: int) -> bytes:
+    """An AC DHT table (B.2.4.2) of 8-bit codes whose symbols spell what they can of the
+    name: distinct letters that are valid run/size pairs (a DC table's symbols are sizes up
+    to 16: no letters)."""
+    letters = bytes(c for c in dict.fromkeys(NAME.upper()) if c & 0x0F != 0x0F)
+    counts = bytes(7) + bytes([len(letters)]) + bytes(8)
+    return bytes([0x10 | destination]) + counts + letters
+
+
+def progressive_jpeg() -> bytes:
+    """libjpeg-turbo's progressive JPEG (SOF2): a DHT before each of its ten scans."""
+    ok, encoded = cv2.imencode(".jpg", picture(128, 96, 8, 3), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert ok
+    return encoded.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("kind", "table"),
+    [
+        ("baseline-grey-8", lambda: jpeg_segment(0xDB, spelled_quantiser(3))),
+        ("baseline-colour-8", lambda: jpeg_segment(0xC4, spelled_huffman(3))),
+        ("extended-grey-12", lambda: jpeg_segment(0xDB, spelled_quantiser(2, wide=True))),
+        ("lossless-sv1-grey-12", lambda: jpeg_segment(0xDB, spelled_quantiser(0))),
+        ("lossless-grey-16", lambda: jpeg_segment(0xC4, spelled_huffman(0))),
+        ("jpeg-ls-grey-16", lambda: jpeg_segment(0xC4, spelled_huffman(0))),
+    ],
+)
+def test_a_table_no_scan_reads_goes(kind: str, table: Callable[[], bytes]) -> None:
+    """A DQT or DHT table whose destination no scan reads (or that its frame's process never
+    reads: quantisers in lossless JPEG, Huffman tables in JPEG-LS) is bytes a decoder skips:
+    it goes, whether alone in its segment or beside tables that are read."""
+    s = sample(kind)
+    first = jpeg_boundaries(s.frame)[1]
+    alone = insert(s.frame, first, table())
+    cleaned = clean(alone, s.syntax)
+    assert table()[4:] not in cleaned.data
+    assert cleaned.data == clean(s.frame, s.syntax).data
+    assert cleaned.removed == clean(s.frame, s.syntax).removed + 1
+    assert np.array_equal(decode(s, s.frame), decode(s, cleaned.data))
+
+
+def test_a_table_replaced_before_any_scan_reads_it_goes() -> None:
+    """The name as a Huffman table in the destination the scan reads, replaced by the real
+    table before the scan (B.2.4.2: the last one installed is used): only the real one is
+    left, in the same place."""
+    s = sample("baseline-colour-8")
+    first = jpeg_boundaries(s.frame)[1]
+    dirty = insert(s.frame, first, jpeg_segment(0xC4, spelled_huffman(0)))
+    cleaned = clean(dirty, s.syntax)
+    assert spelled_huffman(0) not in cleaned.data
+    assert cleaned.data == clean(s.frame, s.syntax).data
+    assert np.array_equal(decode(s, s.frame), decode(s, cleaned.data))
+
+
+def test_tables_after_the_last_scan_go_and_a_progressive_frame_keeps_the_ones_it_reads() -> None:
+    """A progressive frame reads Huffman tables installed between its scans: every one of
+    them stays and it decodes the same; tables after its last scan and a quantiser redefined
+    after the scans that read it go."""
+    frame = progressive_jpeg()
+    scans = frame.count(b"\xff\xda")
+    assert scans > 2
+    assert frame.count(b"\xff\xc4") >= scans - 1
+    last_scan = frame.rindex(b"\xff\xda")
+    after_first_scan = frame.index(b"\xff\xc4", frame.index(b"\xff\xda"))
+    dirty = insert(frame, len(frame) - 2, jpeg_segment(0xC4, spelled_huffman(1)))
+    dirty = insert(dirty, after_first_scan, jpeg_segment(0xDB, spelled_quantiser(0)))
+    assert last_scan < len(frame) - 2
+    cleaned = clean(dirty, BASELINE)
+    assert_nothing_secret(cleaned.data)
+    assert frame[2:4] == b"\xff\xe0"  # JFIF, which goes: all else stays
+    without_jfif = frame[:2] + frame[4 + int.from_bytes(frame[4:6], "big") :]
+    assert cleaned.data == clean(frame, BASELINE).data == without_jfif
+    assert np.array_equal(ijg(frame), ijg(cleaned.data))
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        b"\x04" + bytes(range(1, 65)),  # DQT destination 4
+        b"\x00" + bytes(63) + b"\x01",  # a zero quantiser
+        b"\x30" + bytes(range(1, 65)),  # precision 3
+    ],
+)
+def test_a_quantisation_table_no_decoder_takes_is_unprocessable(table: bytes) -> None:
+    with pytest.raises(Unprocessable) as failed:
+        clean(insert(sample("baseline-grey-8").frame, 2, jpeg_segment(0xDB, table)), BASELINE)
+    assert failed.value.reason == "jpeg-segment-malformed"
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        b"\x04" + bytes([0, 1]) + bytes(14) + b"\x01",  # DHT destination 4
+        b"\x20" + bytes([0, 1]) + bytes(14) + b"\x01",  # class 2
+        b"\x00" + bytes([0, 2]) + bytes(14) + b"\x05\x05",  # a symbol twice
+        b"\x00" + bytes([0, 1]) + bytes(14) + b"\x11",  # a DC size of 17
+        b"\x10" + bytes([0, 1]) + bytes(14) + b"\x2f",  # an AC size of 15
+    ],
+)
+def test_a_huffman_table_no_decoder_takes_is_unprocessable(table: bytes) -> None:
+    """Symbols that no scan could decode to are room for other bytes."""
+    with pytest.raises(Unprocessable) as failed:
+        clean(insert(sample("baseline-grey-8").frame, 2, jpeg_segment(0xC4, table)), BASELINE)
+    assert failed.value.reason == "jpeg-segment-malformed"
+
+
 # --- JPEG 2000 and HTJ2K ---------------------------------------------------------------------
 
 
@@ -716,6 +830,64 @@ def test_htj2k_keeps_its_capabilities_segment() -> None:
     cleaned = clean(dirty, HTJ2K_LOSSLESS).data
     assert cleaned[after_siz : after_siz + len(cap)] == cap
     assert_nothing_secret(cleaned)
+
+
+@pytest.mark.parametrize("marker", [0xFF56, 0xFF59, 0xFF63])  # PRF, CPF, CRG
+def test_segments_that_only_describe_the_codestream_go(marker: int) -> None:
+    """Profiles (PRF, CPF) and component registration (CRG) are for conformance and display;
+    a decoder needs none of them, and their values may be any bytes: they go."""
+    s = sample("j2k-lossless-grey-12")
+    after_siz = main_boundaries(s.frame)[0]
+    dirty = insert(s.frame, after_siz, j2k_segment(marker, NAME + PATIENT_ID))
+    cleaned = clean(dirty, s.syntax)
+    assert cleaned.data == clean(s.frame, s.syntax).data
+    assert_nothing_secret(cleaned.data)
+
+
+def coding_segment(stream: bytes, marker: int) -> tuple[int, int]:
+    """Where the main header's segment `marker` starts and ends."""
+    for start in [2, *main_boundaries(stream)]:
+        if int.from_bytes(stream[start : start + 2], "big") == marker:
+            return start, start + 2 + int.from_bytes(stream[start + 2 : start + 4], "big")
+    raise AssertionError(f"no {marker:04X}")
+
+
+def with_slack(stream: bytes, marker: int) -> bytes:
+    """The main header's COD or QCD with the name after its values, its length to match."""
+    start, end = coding_segment(stream, marker)
+    payload = stream[start + 4 : end] + NAME
+    return stream[:start] + j2k_segment(marker, payload) + stream[end:]
+
+
+def in_main(marker: int, payload: bytes) -> Callable[[bytes], bytes]:
+    return lambda f: insert(f, main_header_end(f), j2k_segment(marker, payload))
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda f: with_slack(f, 0xFF52), "j2k-segment-malformed"),  # COD
+        (lambda f: with_slack(f, 0xFF5C), "j2k-segment-malformed"),  # QCD
+        (in_main(0xFF5E, b"\x00\x00" + NAME), "j2k-segment-malformed"),  # RGN
+        (in_main(0xFF50, b"\xff\xff\xff\xff" + NAME), "j2k-segment-malformed"),  # CAP
+        (in_main(0xFF50, b"\x00\x02\x00\x00" + NAME), "j2k-segment-malformed"),  # CAP
+        (in_main(0xFF74, b"\x00\x00" + NAME), "j2k-part2-marker"),  # MCT
+        (in_main(0xFF60, b"\x00" + NAME), "j2k-packed-packet-headers"),  # PPM
+        (
+            lambda f: into_tile_part(f, main_header_end(f), j2k_segment(0xFF61, b"\x00" + NAME)),
+            "j2k-packed-packet-headers",  # PPT
+        ),
+    ],
+)
+def test_a_segment_with_room_for_other_bytes_is_unprocessable(
+    damage: Callable[[bytes], bytes], reason: str
+) -> None:
+    """Kept segments hold exactly their values: a COD, QCD or RGN longer than its values, a
+    CAP naming parts other than 15 or with values beyond them; Part 2 extensions in a Part 1
+    codestream and packed packet headers (PPM, PPT) cannot be shown to hold nothing else."""
+    with pytest.raises(Unprocessable) as failed:
+        clean(damage(sample("j2k-lossless-grey-12").frame), JPEG2000Lossless)
+    assert failed.value.reason == reason
 
 
 def test_a_truncated_codestream_is_unprocessable_wherever_it_is_cut() -> None:

@@ -10,14 +10,17 @@ remain (an allow-list, never a list of known leaks), without re-encoding JPEG or
 
 - JPEG family (ISO/IEC 10918-1 Annex B, ISO/IEC 14495-1 Annex C): SOI, SOFn (incl. JPEG-LS
   SOF55), DHT, DAC, DQT, DRI, DNL, DHP, EXP, JPEG-LS LSE, SOS with its entropy-coded data copied
-  bit-exact, EOI. Each kept segment's length must match its content (no slack to hide bytes in).
+  bit-exact, EOI. Each kept segment's length must match its content (no slack to hide bytes in),
+  and of the table segments only the tables a scan reads are kept (`_install`, `_read_by_scan`).
   Everything else goes: COM, every APPn, reserved markers, fill bytes, bytes after EOI. Colour
   may depend on markers in IJG-family decoders (libjpeg-turbo, OpenCV, dcmtk) and CharLS: a
   canonical APP14 "Adobe" (JPEG-LS: APP8 "mrfx") carrying only the colour transform is written
   where that is so.
 - JPEG 2000 and HTJ2K (ISO/IEC 15444-1 Annex A, -2 Annex A, -15): the codestream's marker
-  segments in the main header and every tile-part header; COM goes, and so do the optional
-  pointer segments TLM, PLM and PLT (their lengths would no longer be right); each tile-part's
+  segments in the main header and every tile-part header, each as long as its values
+  (`_Coding`); COM goes, and so do the optional pointer segments TLM, PLM and PLT (their
+  lengths would no longer be right) and the descriptive PRF, CPF and CRG; packed packet
+  headers and Part 2 segments outside the Part 2 syntaxes are unprocessable; each tile-part's
   Psot is fixed; packet data is copied bit-exact; bytes after EOC go. Of a JP2 file only the
   codestream (the first `jp2c` box) remains.
 - RLE Lossless (PS3.5 Annex G): decoded and encoded again, so the segment table and the data
@@ -39,7 +42,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.encaps import encapsulate
@@ -71,6 +74,7 @@ J2K_SYNTAXES = frozenset(
         "1.2.840.10008.1.2.4.203",  # HTJ2K
     }
 )
+J2K_PART2_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93"})
 RLE_SYNTAX = "1.2.840.10008.1.2.5"
 
 
@@ -106,7 +110,7 @@ def clean_frame(frame: bytes, transfer_syntax: str, geometry: Geometry | None = 
     if transfer_syntax in JPEG_SYNTAXES:
         return clean_jpeg(frame)
     if transfer_syntax in J2K_SYNTAXES:
-        return clean_j2k(frame)
+        return clean_j2k(frame, part2=transfer_syntax in J2K_PART2_SYNTAXES)
     if transfer_syntax == RLE_SYNTAX:
         if geometry is None:
             raise ValueError("RLE Lossless frames are cleaned with their geometry")
@@ -147,22 +151,27 @@ def _frame_ok(p: bytes) -> bool:
 
 
 def _lse_ok(p: bytes) -> bool:
-    """JPEG-LS preset parameters (14495-1 C.2.4.1): 1 coding parameters, 2/3 mapping tables,
-    4 oversize dimensions."""
+    """JPEG-LS preset parameters (14495-1 C.2.4.1): 1 coding parameters, 4 oversize dimensions
+    (Wxy 2 to 4 bytes each); not 2/3, mapping tables."""
     if not p or p[0] not in (1, 2, 3, 4):
         return False
     if p[0] == 1:
         return len(p) == 11
     if p[0] == 4:
-        return len(p) >= 2 and len(p) == 2 + 2 * p[1]
-    return len(p) >= 3 and p[2] > 0 and (len(p) - 3) % p[2] == 0
+        return len(p) >= 2 and 2 <= p[1] <= 4 and len(p) == 2 + 2 * p[1]
+    return False  # mapping tables: CharLS cannot decode them, and they are room for any bytes
 
+
+_DHT, _DQT, _DAC = 0xC4, 0xDB, 0xCC
+_ARITHMETIC = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_LOSSLESS = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
+_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 
 _JPEG_KEEP: dict[int, Callable[[bytes], bool]] = {
     **{marker: _frame_ok for marker in _SOF | {_SOF_LS, 0xDE}},  # SOFn, SOF55, DHP
-    0xC4: lambda p: _tables(p, _dht_entry),  # DHT
-    0xDB: lambda p: _tables(p, _dqt_entry),  # DQT
-    0xCC: lambda p: len(p) > 0 and len(p) % 2 == 0,  # DAC: (Tc/Tb, Cs) pairs
+    _DHT: lambda p: _tables(p, _dht_entry),
+    _DQT: lambda p: _tables(p, _dqt_entry),
+    _DAC: lambda p: len(p) > 0 and len(p) % 2 == 0,  # (Tc/Tb, Cs) pairs
     0xDD: lambda p: len(p) in (2, 3, 4),  # DRI: Ri is 2 bytes, in JPEG-LS up to 4
     0xDC: lambda p: len(p) == 2,  # DNL
     0xDF: lambda p: len(p) == 1,  # EXP
@@ -171,11 +180,40 @@ _JPEG_KEEP: dict[int, Callable[[bytes], bool]] = {
 }
 
 
+@dataclass(eq=False)
+class _Table:
+    """One table of a DQT, DHT or DAC segment: its bytes, and whether a scan reads it."""
+
+    data: bytes
+    used: bool = False
+
+
+@dataclass(eq=False)
+class _TableSegment:
+    """A DQT, DHT or DAC segment, written at the end with the tables a scan read, or not at
+    all: a table no scan reads (never used, redefined before use, after the last scan, a
+    quantisation table in a lossless frame) is bytes a decoder skips, and may hold anything."""
+
+    marker: int
+    tables: list[_Table]
+
+    def written(self) -> bytes:
+        payload = b"".join(t.data for t in self.tables if t.used)
+        return (
+            bytes([0xFF, self.marker]) + struct.pack(">H", len(payload) + 2) + payload
+            if payload
+            else b""
+        )
+
+    def complete(self) -> bool:
+        return all(t.used for t in self.tables)
+
+
 @dataclass
 class _JpegParts:
     """What a JPEG walk keeps, and what it notes on the way for the colour decision."""
 
-    pieces: list[bytes]
+    pieces: list[bytes | _TableSegment]
     removed: int = 0
     jfif: bool = False
     adobe: bytes | None = None  # the input's APP14 "Adobe" segment, as it was
@@ -183,6 +221,14 @@ class _JpegParts:
     ls: bool = False  # JPEG-LS (SOF55)
     mrfx: bytes | None = None  # the input's APP8 "mrfx" segment (JPEG-LS colour transform)
     scans: int = 0
+    #: the frame header in force (SOFn marker, component identifier -> Tq): which tables a
+    #: scan reads depends on its process
+    process: int = 0
+    quantisers: dict[int, int] = field(default_factory=dict)
+    latched: set[int] = field(default_factory=set)  # components whose quantiser is read
+    #: the table each destination holds at this point: (DQT/DHT/DAC, class, destination) ->
+    #: that table's entry, to be kept if a scan reads it (`_Table`)
+    installed: dict[tuple[int, int, int], _Table] = field(default_factory=dict)
 
 
 def clean_jpeg(frame: bytes) -> Cleaned:
@@ -202,7 +248,13 @@ def clean_jpeg(frame: bytes) -> Cleaned:
     parts.removed += len(frame) > pos + 2  # anything after EOI
     colour = [_adobe_for(parts), _mrfx_for(parts)]
     parts.removed -= sum(1 for c in colour if c and c in (parts.adobe, parts.mrfx))  # as it was
-    return Cleaned(b"".join([b"\xff\xd8", *colour, *parts.pieces[1:], b"\xff\xd9"]), parts.removed)
+    pieces = []
+    for piece in parts.pieces[1:]:
+        if isinstance(piece, _TableSegment):
+            parts.removed += not piece.complete()
+            piece = piece.written()
+        pieces.append(piece)
+    return Cleaned(b"".join([b"\xff\xd8", *colour, *pieces, b"\xff\xd9"]), parts.removed)
 
 
 def _next_marker(frame: bytes, pos: int, parts: _JpegParts) -> int:
@@ -241,11 +293,15 @@ def _jpeg_segment(frame: bytes, pos: int, marker: int, parts: _JpegParts) -> int
         raise Unprocessable("jpeg-segment-malformed")
     if marker in _SOF or marker in (_SOF_LS, 0xDE):
         _frame_header(marker, payload, parts)
+    if marker in (_DQT, _DHT, _DAC):
+        parts.pieces.append(_install(marker, payload, parts))
+        return end
     parts.pieces.append(frame[pos:end])
     if marker != _SOS:
         return end
     if parts.components is None:
         raise Unprocessable("jpeg-scan-before-frame")
+    _read_by_scan(payload, parts)
     scan_end = _scan_end(frame, end, parts.ls)
     parts.pieces.append(frame[end:scan_end])
     parts.scans += 1
@@ -256,6 +312,74 @@ def _frame_header(marker: int, payload: bytes, parts: _JpegParts) -> None:
     if parts.components is None:
         parts.components = payload[6::3]
         parts.ls = marker == _SOF_LS
+    if marker != 0xDE:  # DHP describes the hierarchy, the frames that follow their process
+        parts.process = marker
+        parts.quantisers = {payload[i]: payload[i + 2] & 0x0F for i in range(6, len(payload), 3)}
+        parts.latched = set()
+
+
+def _install(marker: int, payload: bytes, parts: _JpegParts) -> _TableSegment:
+    """The tables of a DQT, DHT or DAC segment (B.2.4.1-B.2.4.3), each installed in its
+    destination until a later one replaces it; a table a decoder could not take (a
+    destination or class out of range, a Huffman symbol twice or a DC size over 16, a zero
+    quantiser) makes the frame unprocessable."""
+    tables, pos = [], 0
+    while pos < len(payload):
+        if marker == _DQT:
+            size, kind, where = _dqt_entry(payload, pos), 0, payload[pos] & 0x0F
+            values = payload[pos + 1 : pos + size]
+            wide = payload[pos] >> 4
+            quantisers = struct.unpack(f">{len(values) // 2}H", values) if wide else values
+            bad = where > 3 or 0 in quantisers
+        elif marker == _DHT:
+            size = _dht_entry(payload, pos)
+            kind, where = payload[pos] >> 4, payload[pos] & 0x0F
+            symbols = payload[pos + 17 : pos + size]
+            bad = kind > 1 or where > 3 or len(set(symbols)) < len(symbols)
+            # DC: a difference's size, at most 16 (lossless); AC: run and size, size <= 14
+            bad = bad or (max(symbols, default=0) > 16 if kind == 0 else 15 in _low(symbols))
+        else:
+            size, kind, where = 2, payload[pos] >> 4, payload[pos] & 0x0F
+            bad = kind > 1 or where > 3
+        if bad:
+            raise Unprocessable("jpeg-segment-malformed")
+        table = _Table(payload[pos : pos + size])
+        parts.installed[(marker, kind, where)] = table
+        tables.append(table)
+        pos += size
+    return _TableSegment(marker, tables)
+
+
+def _low(symbols: bytes) -> set[int]:
+    return {symbol & 0x0F for symbol in symbols}
+
+
+def _read_by_scan(payload: bytes, parts: _JpegParts) -> None:
+    """Mark the tables the scan of `payload` (SOS, B.2.3) reads, as its frame's process reads
+    them: quantisation tables for DCT frames; for Huffman coding the DC table of a sequential
+    or lossless scan and of a first DC scan of a progressive one, the AC table of a
+    sequential scan and of a progressive AC scan (libjpeg's jdhuff.c, jdphuff.c do the
+    same); for arithmetic coding the conditioning of the same classes. JPEG-LS reads none of
+    them. A table a scan reads that was never installed is left to the decoder (its
+    defaults, or an error)."""
+    if parts.ls:
+        return
+    count, start, refine = payload[0], payload[1 + 2 * payload[0]], payload[3 + 2 * payload[0]]
+    process = parts.process
+    lossless = process in _LOSSLESS
+    coder = _DAC if process in _ARITHMETIC else _DHT
+    dc = lossless or (start == 0 and (process not in _PROGRESSIVE or refine >> 4 == 0))
+    ac = not lossless and (start > 0 or process not in _PROGRESSIVE)
+    for i in range(count):
+        component, selectors = payload[1 + 2 * i], payload[2 + 2 * i]
+        wanted = [(coder, 0, selectors >> 4)] if dc else []
+        wanted += [(coder, 1, selectors & 0x0F)] if ac else []
+        if not lossless and component in parts.quantisers and component not in parts.latched:
+            wanted.append((_DQT, 0, parts.quantisers[component]))  # latched at its first scan
+            parts.latched.add(component)
+        for key in wanted:
+            if key in parts.installed:
+                parts.installed[key].used = True
 
 
 def _note(marker: int, segment: bytes, parts: _JpegParts) -> None:
@@ -327,25 +451,35 @@ _COD, _COC, _QCD, _QCC, _RGN, _POC = 0xFF52, 0xFF53, 0xFF5C, 0xFF5D, 0xFF5E, 0xF
 _PART2 = frozenset({*range(0xFF70, 0xFF7A), 0xFF5A, 0xFF5B})
 #: in the main header or a tile-part header: COD COC QCD QCC RGN POC, Part 2
 _EITHER = frozenset({_COD, _COC, _QCD, _QCC, _RGN, _POC}) | _PART2
-#: main header only: SIZ, CAP, PRF, CPF, CRG, PPM; tile-part header only: PPT
-_J2K_MAIN_KEEP = _EITHER | {_SIZ, 0xFF50, 0xFF56, 0xFF59, 0xFF63, 0xFF60}
-_J2K_TILE_KEEP = _EITHER | {0xFF61}
-#: COM, and the optional pointer segments TLM, PLM, PLT (A.7), which decoding does not need
-_J2K_DROP = frozenset({0xFF64, 0xFF55, 0xFF57, 0xFF58})
+_CAP = 0xFF50
+#: main header only: SIZ, CAP (HTJ2K's capabilities)
+_J2K_MAIN_KEEP = _EITHER | {_SIZ, _CAP}
+_J2K_TILE_KEEP = _EITHER
+#: COM; the optional pointer segments TLM, PLM, PLT (A.7) and what describes the codestream
+#: for display or conformance only - PRF, CPF (profiles), CRG (component registration): a
+#: decoder needs none of them, and each holds values any bytes could stand for
+_J2K_DROP = frozenset({0xFF64, 0xFF55, 0xFF57, 0xFF58, 0xFF56, 0xFF59, 0xFF63})
+#: PPM, PPT: packet headers moved out of the packets, where bytes after the last header
+#: cannot be told from headers without decoding them
+_PACKED = frozenset({0xFF60, 0xFF61})
+_PART15 = 1 << 17  # Pcap: the bit of 15444-15 (HTJ2K), Part 15 (A.5.2 of 15444-1:2019)
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 
 
-def clean_j2k(frame: bytes) -> Cleaned:
+def clean_j2k(frame: bytes, part2: bool = False) -> Cleaned:
     """Marker-level rewrite of one JPEG 2000 or HTJ2K codestream (or JP2 file), no
-    re-encoding."""
+    re-encoding; `part2`: a JPEG 2000 Part 2 syntax, whose extension segments are kept (not
+    checked: their contents are transforms and tables a decoder may read)."""
     stream, removed = _unwrap_jp2(frame)
     if stream[:2] != b"\xff\x4f":
         raise Unprocessable("j2k-no-soc")
+    keep = _J2K_MAIN_KEEP if part2 else _J2K_MAIN_KEEP - _PART2
     pieces = [stream[:2]]
-    pos, dropped = _header(stream, 2, _J2K_MAIN_KEEP, pieces, first=_SIZ)
+    pos, dropped = _header(stream, 2, keep, pieces, first=_SIZ)
+    main = None if part2 else _Coding.of(pieces[1:], None)  # Part 2 has more coding styles
     removed += dropped
     while _marker_at(stream, pos) == _SOT:
-        pos, dropped = _tile_part(stream, pos, pieces)
+        pos, dropped = _tile_part(stream, pos, pieces, keep & _J2K_TILE_KEEP, main)
         removed += dropped
     if _marker_at(stream, pos) != _EOC:
         raise Unprocessable("j2k-no-eoc")
@@ -377,9 +511,15 @@ def _header(
         if marker in keep:
             if marker == _SIZ and not _siz_ok(stream[pos + 4 : end]):
                 raise Unprocessable("j2k-segment-malformed")
+            if marker == _CAP and not _cap_ok(stream[pos + 4 : end]):
+                raise Unprocessable("j2k-segment-malformed")
             pieces.append(stream[pos:end])
         elif marker in _J2K_DROP:
             dropped += 1
+        elif marker in _PACKED:
+            raise Unprocessable("j2k-packed-packet-headers")
+        elif marker in _PART2:
+            raise Unprocessable("j2k-part2-marker")
         else:
             raise Unprocessable("j2k-marker-unknown")
         pos = end
@@ -400,14 +540,91 @@ def _siz_ok(p: bytes) -> bool:
     return len(p) >= 36 and len(p) == 36 + 3 * int.from_bytes(p[34:36], "big")
 
 
-def _tile_part(stream: bytes, pos: int, pieces: list[bytes]) -> tuple[int, int]:
+def _cap_ok(p: bytes) -> bool:
+    """Pcap naming Part 15 at most, and one Ccap value per part named (A.5.2 of 15444-1:2019):
+    no room for anything else."""
+    if len(p) < 4:
+        return False
+    pcap = int.from_bytes(p[:4], "big")
+    return pcap & ~_PART15 == 0 and len(p) == 4 + 2 * bin(pcap).count("1")
+
+
+@dataclass(frozen=True)
+class _Coding:
+    """What the coding style segments in force say (A.6.1, A.6.2): the number of
+    decomposition levels, for all components and per component, and how many bytes name a
+    component (Csiz >= 257: two). The lengths of COD, COC, QCD, QCC, RGN and POC follow
+    from them: a segment longer than its values is room for other bytes."""
+
+    levels: int | None
+    by_component: dict[int, int]
+    wide: bool
+
+    @classmethod
+    def of(cls, segments: list[bytes], main: _Coding | None) -> _Coding:
+        """The coding in force after a main (`main` None) or a tile-part header's kept
+        `segments`; each segment's length checked against it."""
+        wide = main.wide if main is not None else False
+        levels = main.levels if main is not None else None
+        by_component = dict(main.by_component) if main is not None else {}
+        for segment in segments:
+            marker, p = int.from_bytes(segment[:2], "big"), segment[4:]
+            if marker == _SIZ:
+                wide = int.from_bytes(p[34:36], "big") >= 257
+            elif marker == _COD:
+                levels = _coding_style(p, 0)
+        for segment in segments:  # per component, after the header's COD (A.6.2)
+            marker, p = int.from_bytes(segment[:2], "big"), segment[4:]
+            if marker == _COC:
+                c = 1 + wide
+                by_component[int.from_bytes(p[:c], "big")] = _coding_style(p, c)
+        coding = cls(levels, by_component, wide)
+        for segment in segments:
+            coding.check(int.from_bytes(segment[:2], "big"), segment[4:])
+        return coding
+
+    def check(self, marker: int, p: bytes) -> None:
+        c = 1 + self.wide
+        if marker in (_QCD, _QCC):
+            at = 0 if marker == _QCD else c
+            component = int.from_bytes(p[:c], "big") if marker == _QCC else None
+            levels = self.by_component.get(component, self.levels)  # type: ignore[arg-type]
+            if len(p) <= at or levels is None:
+                raise Unprocessable("j2k-segment-malformed")
+            style, bands = p[at] & 0x1F, 3 * levels + 1
+            if len(p) - at - 1 != {0: bands, 1: 2, 2: 2 * bands}.get(style, -1):
+                raise Unprocessable("j2k-segment-malformed")
+        elif (marker == _RGN and len(p) != c + 2) or (
+            marker == _POC and (not p or len(p) % (5 + 2 * c))
+        ):
+            raise Unprocessable("j2k-segment-malformed")
+
+
+def _coding_style(p: bytes, at: int) -> int:
+    """The decomposition levels of a COD (`at` 0) or COC (`at` the component's bytes)
+    payload, whose length must be Scod/Scoc, [SGcod,] SPcod and the precinct sizes if any."""
+    fixed = at + 1 + (4 if at == 0 else 0)  # Scod + SGcod (4 bytes) / Ccoc + Scoc
+    if len(p) < fixed + 5:
+        raise Unprocessable("j2k-segment-malformed")
+    levels = p[fixed]
+    precincts = levels + 1 if p[at] & 0x01 else 0
+    if len(p) != fixed + 5 + precincts:
+        raise Unprocessable("j2k-segment-malformed")
+    return levels
+
+
+def _tile_part(
+    stream: bytes, pos: int, pieces: list[bytes], keep: frozenset[int], main: _Coding | None
+) -> tuple[int, int]:
     """Copy the tile-part at `pos` (A.4.2) with a cleaned header and its Psot fixed: (position
     after it, segments dropped)."""
     if pos + 12 > len(stream) or stream[pos + 2 : pos + 4] != b"\x00\x0a":
         raise Unprocessable("j2k-truncated")
     isot, psot, tpsot, tnsot = struct.unpack(">HIBB", stream[pos + 4 : pos + 12])
     header: list[bytes] = []
-    sod, dropped = _header(stream, pos + 12, _J2K_TILE_KEEP, header)
+    sod, dropped = _header(stream, pos + 12, keep, header)
+    if main is not None:
+        _Coding.of(header, main)
     if _marker_at(stream, sod) != _SOD:
         raise Unprocessable("j2k-sod-missing")
     end = pos + psot if psot else stream.find(b"\xff\xd9", sod + 2)  # 0: up to EOC (A.4.2)
