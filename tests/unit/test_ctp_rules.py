@@ -58,7 +58,7 @@ def test_headings_comments_and_layouts_real_scripts_use_still_read() -> None:
         '\t  ( true + [0028,0010].equalsIgnoreCase("512") ) }\r\n'
         "\t(0,\t0, 512 ,25)(0,480,200,32)\t\r\n"
         "   (10,10,5,5)\r\n"
-        "Heading 512 x 512 (screen captures)\r"
+        "Heading 512 x 512 (screen captures), 2019-03-12 10:15, v1.2.3.4\r"
         '{ Rows.equals("1") } (1,1,1,1) { !false } (2,2,2,2)\r'
     )
     rules = parse_script(script)
@@ -163,6 +163,51 @@ MALFORMED = {
         '{ Rows.equals("1") }\n(0,0,1,1)\nbanner (x 0, y 0, w 512, h 25)\n',
         (3, 8),
         "a rectangle among notes",
+    ),
+    "a rectangle in square brackets among notes": (
+        '{ Modality.equals("US") }\n(0,0,640,40)\n[0,440,640,40]\n',
+        (3, 2),
+        "four numbers that read as a rectangle: a rectangle among notes",
+    ),
+    "a rectangle in angle brackets after a rule's rectangles": (
+        '{ Rows.equals("1") }\n(0,0,1,1)\n\n{ Rows.equals("2") }\n(0,0,9,9)\n<0,492,512,20>\n',
+        (6, 2),
+        "CTP would add it to the rule of line 4",
+    ),
+    "a rectangle with semicolons after a comment": (
+        '{ Rows.equals("1") }\n(0,0,1,1)\n// the bottom banner\n(0;440;640;40)\n',
+        (4, 2),
+        "four numbers that read as a rectangle",
+    ),
+    "a rectangle with spaces after a note": (
+        '{ Rows.equals("1") }\n(0,0,1,1)\nbottom banner:\n(0 440 640 40)\n',
+        (4, 2),
+        "four numbers that read as a rectangle",
+    ),
+    "a rectangle with an x among notes": (
+        '{ Rows.equals("1") }\n(0,0,1,1)\nbottom banner:\n(0,440,640x40)\n',
+        (4, 2),
+        "four numbers that read as a rectangle",
+    ),
+    "a rectangle in full-width parentheses": (
+        '{ Rows.equals("1") }\n(0,0,1,1)\nbottom:\n\uff080,440,640,40\uff09\n',
+        (4, 2),
+        "four numbers that read as a rectangle",
+    ),
+    "a rectangle with full-width commas": (
+        '{ Rows.equals("1") }\n(0,0,1,1)\nbottom:\n(0\uff0c440\uff0c640\uff0c40)\n',
+        (4, 2),
+        "four numbers that read as a rectangle",
+    ),
+    "a rectangle without brackets after a label": (
+        '{ Rows.equals("1") }\n(0,0,1,1)\nBottom: 0,440,640,40\n',
+        (3, 9),
+        "four numbers that read as a rectangle",
+    ),
+    "four numbers before the first rule": (
+        'ctpcoordinates 0,0,512,121\n{ Rows.equals("1") }\n(0,0,1,1)\n',
+        (1, 16),
+        "a rectangle before the first rule",
     ),
     "closing brace without its rule": (
         'Rows.equals("512") }\n(0,0,1,1)\n',

@@ -35,7 +35,10 @@ ends may be LF, CRLF or CR).
   (`(0,O,512,25)`, `(0,0,512`, `(512, 1024)`). CTP reads every parenthesis after a rule as a
   rectangle of that rule, a heading's included: a rectangle placed after a heading, or meant
   for a rule whose braces are missing, must not be read by one tool and ignored by the other.
-  Prose in parentheses, `(new software, v2)`, stays a comment.
+  Prose in parentheses, `(new software, v2)`, stays a comment. So do numbers, unless four of
+  them stand in a row apart only by spaces or a comma, semicolon, colon, `x` or `*` (full-width
+  forms too): a rectangle written in other brackets or none (`[0,440,640,40]`,
+  `Bottom: 0 440 640x40`) is an error, not a note.
 
 (Over 400 lines on purpose: one grammar - CTP's DicomPixelAnonymizer scripts - read,
 checked and evaluated in one place, so the rules and their error messages cannot drift apart.)
@@ -382,6 +385,13 @@ def _after_rectangle(script: _Script, offset: int) -> int:
 
 _FRAGMENT = re.compile(r"[(}]")
 _TYPED_NUMBERS = re.compile(r"[0-9OolI+\- \t,]*")
+#: Four numbers in a row among notes, apart only by spaces or a comma, semicolon, colon, `x`,
+#: `*` (or their full-width forms, and the multiplication sign): a rectangle in another
+#: bracket or none (`[0,440,640,40]`, `<0 440 640 40>`, `Bottom: 0,440,640x40`, the same in
+#: full-width brackets and commas). Dates, times and versions (hyphens, dots) are not.
+_FOUR_NUMBERS = re.compile(
+    r"\d+(?:[ \t]*[,;:\uff0c\uff1b\uff1a\u3001xX\u00d7*][ \t]*\d+|[ \t]+\d+){3}"
+)
 
 
 def _free_text(script: _Script, start: int, previous: Rule | None) -> int:
@@ -394,6 +404,12 @@ def _free_text(script: _Script, start: int, previous: Rule | None) -> int:
             raise script.error(match.start(), "a '}' outside a rule: is the rule's '{' missing?")
         if _rectangle_like(script, match.start()):
             raise script.error(match.start(), _stray(previous))
+    numbers = _FOUR_NUMBERS.search(script.text, start, end)
+    if numbers is not None:
+        raise script.error(
+            numbers.start(),
+            f"four numbers that read as a rectangle: {_stray(previous)} (x,y,width,height)",
+        )
     return end
 
 
