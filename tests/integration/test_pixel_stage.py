@@ -535,16 +535,17 @@ def test_text_that_appears_mid_cine_is_masked_from_that_frame(vault: SqliteVault
     assert "KOWALSKI" not in ocr
 
 
-def _cine_16(frames: int, appear: int, text_value: int) -> Dataset:
+def _cine_16(frames: int, appear: int, text_value: int, hot: int = 4000) -> Dataset:
     """A 16-bit cine (Bits Stored 16) whose values span only 0..4000, as a 12-bit modality
-    writes them; from frame `appear` an ID is written at `text_value` over flat background."""
+    writes them (`hot`: one pixel at that value); from frame `appear` an ID is written at
+    `text_value` over flat background."""
     rows, columns = 256, 320
     ink = np.zeros((rows, columns), np.uint8)
     cv2.putText(ink, "ID 4471902", (20, 235), cv2.FONT_HERSHEY_SIMPLEX, 0.7, 255, 2)
     stack = np.full((frames, rows, columns), 1000, dtype=np.uint16)
     for index in range(frames):
         stack[index, 60:200, 40:280] = 1000 + (np.arange(140)[:, None] % 40) * 75
-        stack[index, 0, 0] = 4000  # the range the modality uses
+        stack[index, 0, 0] = hot  # the range the modality uses, or one hot pixel
         if index >= appear:
             stack[index][ink > 127] = text_value
     ds = greyscale(rows, columns, stack.tobytes(), NumberOfFrames=frames)
@@ -553,20 +554,71 @@ def _cine_16(frames: int, appear: int, text_value: int) -> Dataset:
 
 
 @pytest.mark.parametrize(
-    ("text_value", "what"),
-    [(4000, "white"), (1000 + round(12 / 255 * 3000), "12 levels of the range used")],
+    ("text_value", "hot", "what"),
+    [
+        (4000, 4000, "white"),
+        (1000 + round(12 / 255 * 3000), 4000, "12 levels of the range used"),
+        (2500, 65535, "half the anatomy's range, one hot pixel at 65535"),
+        (1000 + round(12 / 255 * 3000), 65535, "12 levels, one hot pixel at 65535"),
+    ],
 )
 def test_text_appearing_mid_cine_is_read_whatever_range_the_bits_allow(
-    vault: SqliteVault, text_value: int, what: str
+    vault: SqliteVault, text_value: int, hot: int, what: str
 ) -> None:
     """Whether a frame changed is judged against the values the frames use, not against
-    what Bits Stored allows (a 16-bit frame using 4,000 of 65,536 values) - else new text
-    counts as JPEG noise until the next whole reading."""
-    outcome = worker(vault).process(part10(_cine_16(frames=6, appear=2, text_value=text_value)))
+    what Bits Stored allows (a 16-bit frame using 4,000 of 65,536 values), nor against a
+    range one hot pixel stretches - else new text counts as noise until the next whole
+    reading."""
+    cine = _cine_16(frames=6, appear=2, text_value=text_value, hot=hot)
+    outcome = worker(vault).process(part10(cine))
     assert outcome.result is not None, outcome.reason
     frames = _frames(outcome.result.data)
     written = [int((f[215:245, 15:175] == text_value).sum()) for f in frames]
     assert written == [0] * 6, (what, written)
+
+
+def _screen_cine(frames: int, appear: int, delta: int) -> Dataset:
+    """An RGB screen capture cine: a flat grey panel (0 and 255 at two corners) around a pane
+    whose picture moves; from frame `appear` an ID is written `delta` levels above the
+    panel."""
+    rows, columns = 240, 320
+    stack = np.full((frames, rows, columns, 3), 128, np.uint8)
+    ink = np.zeros((rows, columns), np.uint8)
+    cv2.putText(ink, "ID 4471902", (16, 220), cv2.FONT_HERSHEY_SIMPLEX, 0.7, 255, 2)
+    for index in range(frames):
+        pane = (np.add.outer(np.arange(120), np.arange(200) + 9 * index) % 50) * 4
+        stack[index, 20:140, 100:300] = pane[..., None]
+        stack[index, 0, 0], stack[index, -1, -1] = 0, 255
+        if index >= appear:
+            stack[index][ink > 127] = 128 + delta
+    ds = synthetic(
+        Rows=rows,
+        Columns=columns,
+        SamplesPerPixel=3,
+        PhotometricInterpretation="RGB",
+        PlanarConfiguration=0,
+        BitsAllocated=8,
+        BitsStored=8,
+        HighBit=7,
+        PixelRepresentation=0,
+        NumberOfFrames=frames,
+        PixelData=stack.tobytes(),
+    )
+    return ds
+
+
+@pytest.mark.parametrize("delta", [6, -9])
+def test_faint_text_appearing_mid_cine_on_a_flat_panel_is_read(
+    vault: SqliteVault, delta: int
+) -> None:
+    """A flat panel has no compression noise: text a few levels off it changes the frame,
+    though by less than a tenth of the range the frame uses; masked from the frame it
+    appears in, as it is in a frame read alone."""
+    outcome = worker(vault).process(part10(_screen_cine(frames=5, appear=2, delta=delta)))
+    assert outcome.result is not None, outcome.reason
+    frames = _frames(outcome.result.data)
+    written = [int((f[200:230, 10:180] == 128 + delta).all(axis=-1).sum()) for f in frames]
+    assert written == [0] * 5, written
 
 
 class _Reading:

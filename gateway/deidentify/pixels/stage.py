@@ -46,12 +46,21 @@ from gateway.settings import PixelSettings, Settings
 
 BURNED_IN_ANNOTATION = 0x00280301
 _CONTEXT = 32  # pixels around a changed area that are read again with it (a text line)
-#: A cine frame's pixels that differ from the previous frame's by at most this share of the
-#: values that frame uses (its minimum to maximum, as the full view shows it) count as
-#: unchanged (noise on a static banner); text drawn anew differs by more: the faintest the
-#: views are measured to find is 12 levels of 255 (docs/pixels.md). Every 30th frame is read
-#: whole all the same.
-_TOLERANCE = 10 / 255
+#: A cine frame's pixels that differ from the previous frame's by at most a tolerance count as
+#: unchanged (noise on a static banner): a share of the values that frame uses - between its
+#: 0.5th and 99.5th percentiles, so that one hot pixel cannot stretch it - that follows where
+#: the noise is (`_tolerance`): lossy compression is noisy at edges, not in flat areas, where
+#: the views find text a few levels from its background; a captured video is noisy
+#: everywhere, by as much as most of its pixels differ from frame to frame. Text drawn anew
+#: differs by more: the faintest the views are measured to find on texture is 12 levels of 255
+#: (docs/pixels.md). Every 30th frame is read whole all the same.
+_TOLERANCE = 10 / 255  # at most (at edges)
+_FLAT_TOLERANCE = 1 / 255  # at least (flat and still)
+_NOISE_PER_CONTRAST = 0.25  # per level of local contrast (3x3 gradient) of the frame before
+_BLOCK = 17  # a 4:2:0 JPEG block and its neighbours: how far an edge's noise reaches
+_NOISE_SIGMAS = 5.0  # the frame-to-frame noise (robust standard deviation) times this
+_ROBUST = (0.5, 99.5)
+_SQUARE = np.ones((3, 3), np.uint8)
 _READ_WHOLE_EVERY = 30
 #: The slices of a series are read like the frames of a cine: what a worker saw last in a
 #: series (its last frame, the boxes found, what boxes read as) is kept for the next instance
@@ -271,12 +280,10 @@ def _changed(
     rows, columns = frame.shape[:2]
     if previous is None or previous.shape != frame.shape or previous.dtype != frame.dtype:
         return Region(0, 0, columns, rows), None
-    used = float(previous.max()) - float(previous.min())
-    tolerance = _TOLERANCE * used
     difference = np.asarray(cv2.absdiff(previous, frame))
     if difference.ndim == 3:  # the largest of the samples
         difference = brightest_channel(difference)
-    moved = difference > tolerance
+    moved = difference > _tolerance(previous, difference)
     changed_rows = np.flatnonzero(moved.any(axis=1))
     if changed_rows.size == 0:
         return None, None
@@ -284,6 +291,29 @@ def _changed(
     y0, y1 = int(changed_rows[0]), int(changed_rows[-1]) + 1
     x0, x1 = int(changed_columns[0]), int(changed_columns[-1]) + 1
     return widen(Region(x0, y0, x1 - x0, y1 - y0), _CONTEXT, rows, columns), moved
+
+
+def _tolerance(previous: np.ndarray, difference: np.ndarray) -> np.ndarray:
+    """Per pixel, how much a frame may differ from `previous` (by `difference`) and count as
+    unchanged: the larger of what the local contrast of `previous` lets compression noise
+    reach (`_NOISE_PER_CONTRAST`, as far as a compression block's neighbours) and the noise
+    of the whole frame (`_NOISE_SIGMAS` robust standard deviations of `difference`, from the
+    median of its values up to `_TOLERANCE`: what moved by more is a picture, not noise),
+    between `_FLAT_TOLERANCE` and `_TOLERANCE` of the values `previous` uses (robust
+    range)."""
+    grey = brightest_channel(previous) if previous.ndim == 3 else previous
+    low, high = (float(v) for v in np.percentile(grey[::4, ::4], _ROBUST))
+    spread = max(high - low, 1.0)
+    small = difference[::2, ::2]
+    small = small[small <= _TOLERANCE * spread]  # what moved by more is no noise
+    noise = _NOISE_SIGMAS * 1.4826 * float(np.median(small)) if small.size else 0.0
+    contrast = cv2.morphologyEx(grey.astype(np.float32), cv2.MORPH_GRADIENT, _SQUARE)
+    near = np.asarray(cv2.dilate(contrast, np.ones((_BLOCK, _BLOCK), np.uint8)))
+    floor = max(_FLAT_TOLERANCE * spread, noise)
+    tolerance: np.ndarray = np.clip(
+        near * _NOISE_PER_CONTRAST, floor, max(_TOLERANCE * spread, floor)
+    )
+    return tolerance
 
 
 def _series_key(ds: Dataset, keep: list[Region] | None) -> tuple[object, ...] | None:
