@@ -692,6 +692,75 @@ def test_tables_after_the_last_scan_go_and_a_progressive_frame_keeps_the_ones_it
     assert np.array_equal(ijg(frame), ijg(cleaned.data))
 
 
+def scan_header(frame: bytes) -> tuple[int, int]:
+    """Where the first SOS segment starts and ends."""
+    start = frame.index(b"\xff\xda")
+    return start, start + 2 + int.from_bytes(frame[start + 2 : start + 4], "big")
+
+
+def test_only_the_restart_interval_in_force_at_a_scan_stays_and_dnl_goes() -> None:
+    """DRI values replaced before the scan (only the last counts, B.2.4.4) and DNL segments
+    (a height after the first scan, read only when the frame header's is 0) are two bytes
+    each, as many as one likes: they go; the interval the scan reads stays."""
+    arr = picture(128, 128, 8)
+    ok, encoded = cv2.imencode(".jpg", arr, [cv2.IMWRITE_JPEG_RST_INTERVAL, 2])
+    assert ok
+    frame = encoded.tobytes()
+    hidden = b"".join(jpeg_segment(0xDD, NAME[i : i + 2]) for i in range(0, 14, 2))
+    dri = frame.index(b"\xff\xdd")
+    dirty = insert(frame, dri, hidden)
+    scan_end = dirty.rindex(b"\xff\xd9")
+    dnl = b"".join(jpeg_segment(0xDC, NAME[i : i + 2]) for i in range(0, 14, 2))
+    dirty = insert(dirty, scan_end, dnl)
+    cleaned = clean(dirty, BASELINE)
+    assert_nothing_secret(cleaned.data)
+    assert cleaned.data == clean(frame, BASELINE).data
+    assert np.array_equal(ijg(frame), ijg(cleaned.data))
+
+
+def test_a_jpeg_ls_preset_replaced_before_the_scan_goes() -> None:
+    s = sample("jpeg-ls-grey-16")
+    first = jpeg_boundaries(s.frame)[1]
+    dirty = insert(s.frame, first, jpeg_segment(0xF8, b"\x01" + NAME[:10]))
+    dirty = insert(dirty, first + 15, jpeg_segment(0xF8, b"\x01" + bytes([0xFF, 0xFF]) + bytes(8)))
+    cleaned = clean(dirty, s.syntax)
+    assert NAME[:10] not in cleaned.data
+    assert np.array_equal(decode(s, s.frame), decode(s, cleaned.data))
+
+
+def with_scan_fields(frame: bytes, fields: bytes) -> bytes:
+    """`frame` with the last three bytes of its first scan header (Ss, Se, Ah/Al) replaced."""
+    _, end = scan_header(frame)
+    return frame[: end - 3] + fields + frame[end:]
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields"),
+    [
+        ("baseline-grey-8", b"\x00\x3f\x51"),  # Ah/Al: 5 and 1 in a sequential scan
+        ("baseline-grey-8", b"\x51\x3f\x00"),  # Ss: 0x51
+        ("lossless-sv1-grey-12", b"\x01\x5a\x00"),  # Se: 0x5a in a lossless scan
+        ("jpeg-ls-grey-16", b"\x00\x51\x00"),  # ILV 0x51
+    ],
+)
+def test_scan_header_fields_a_decoder_ignores_are_unprocessable(kind: str, fields: bytes) -> None:
+    """Ss, Se and Ah/Al hold what the frame's process defines, not two free bytes a scan."""
+    s = sample(kind)
+    with pytest.raises(Unprocessable) as failed:
+        clean(with_scan_fields(s.frame, fields), s.syntax)
+    assert failed.value.reason == "jpeg-segment-malformed"
+
+
+@pytest.mark.parametrize("marker", [0xC5, 0xC9, 0xCB, 0xDE, 0xDF, 0xCC])
+def test_hierarchical_and_arithmetic_coding_are_not_read(marker: int) -> None:
+    """No DICOM JPEG syntax is hierarchical (DHP, EXP, SOF5-7) or arithmetic-coded (SOF9-15,
+    DAC): such a frame is unprocessable, whatever its segments hold."""
+    frame = sample("baseline-grey-8").frame
+    with pytest.raises(Unprocessable) as failed:
+        clean(insert(frame, 2, jpeg_segment(marker, b"\x00" * 8)), BASELINE)
+    assert failed.value.reason == "jpeg-process-unsupported"
+
+
 @pytest.mark.parametrize(
     "table",
     [
@@ -863,11 +932,28 @@ def in_main(marker: int, payload: bytes) -> Callable[[bytes], bytes]:
     return lambda f: insert(f, main_header_end(f), j2k_segment(marker, payload))
 
 
+def again(marker: int, tile: bool) -> Callable[[bytes], bytes]:
+    """The main header's `marker` segment once more: in the main header, or in the tile-part
+    header (where it overrides the main header's, which no decoder then reads)."""
+
+    def damage(f: bytes) -> bytes:
+        start, end = coding_segment(f, marker)
+        if tile:
+            return into_tile_part(f, main_header_end(f), f[start:end])
+        return insert(f, main_header_end(f), f[start:end])
+
+    return damage
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
         (lambda f: with_slack(f, 0xFF52), "j2k-segment-malformed"),  # COD
         (lambda f: with_slack(f, 0xFF5C), "j2k-segment-malformed"),  # QCD
+        (again(0xFF52, tile=False), "j2k-segment-twice"),  # COD
+        (again(0xFF5C, tile=False), "j2k-segment-twice"),  # QCD
+        (again(0xFF52, tile=True), "j2k-segment-unread"),  # COD
+        (again(0xFF5C, tile=True), "j2k-segment-unread"),  # QCD
         (in_main(0xFF5E, b"\x00\x00" + NAME), "j2k-segment-malformed"),  # RGN
         (in_main(0xFF50, b"\xff\xff\xff\xff" + NAME), "j2k-segment-malformed"),  # CAP
         (in_main(0xFF50, b"\x00\x02\x00\x00" + NAME), "j2k-segment-malformed"),  # CAP
@@ -883,11 +969,32 @@ def test_a_segment_with_room_for_other_bytes_is_unprocessable(
     damage: Callable[[bytes], bytes], reason: str
 ) -> None:
     """Kept segments hold exactly their values: a COD, QCD or RGN longer than its values, a
-    CAP naming parts other than 15 or with values beyond them; Part 2 extensions in a Part 1
-    codestream and packed packet headers (PPM, PPT) cannot be shown to hold nothing else."""
+    second one for the same components, a CAP naming parts other than 15 or with values
+    beyond them; a main header's coding style that every tile-part overrides (then nobody
+    reads it, whatever it holds), Part 2 extensions in a Part 1 codestream and packed packet
+    headers (PPM, PPT) cannot be shown to hold nothing else."""
     with pytest.raises(Unprocessable) as failed:
         clean(damage(sample("j2k-lossless-grey-12").frame), JPEG2000Lossless)
     assert failed.value.reason == reason
+
+
+def test_a_tile_part_may_set_the_coding_of_some_components() -> None:
+    """GDCM's OpenJPEG writes a COC and QCC for components 1 and 2 in the tile-part header,
+    the main header's COD and QCD still read for component 0: kept, decoded the same."""
+    s = sample("j2k-lossless-colour-8")
+    start, end = coding_segment(s.frame, 0xFF52)
+    cod = s.frame[start + 4 : end]
+    start, end = coding_segment(s.frame, 0xFF5C)
+    qcd = s.frame[start + 4 : end]
+    own = b"".join(
+        j2k_segment(0xFF53, bytes([c, cod[0] & 1]) + cod[5:])
+        + j2k_segment(0xFF5D, bytes([c]) + qcd)
+        for c in (1, 2)
+    )
+    dirty = into_tile_part(s.frame, main_header_end(s.frame), own)
+    cleaned = clean(dirty, s.syntax)
+    assert own in cleaned.data
+    assert np.array_equal(s.source, decode(s, cleaned.data))
 
 
 def test_a_truncated_codestream_is_unprocessable_wherever_it_is_cut() -> None:

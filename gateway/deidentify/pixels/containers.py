@@ -162,27 +162,32 @@ def _lse_ok(p: bytes) -> bool:
     return False  # mapping tables: CharLS cannot decode them, and they are room for any bytes
 
 
-_DHT, _DQT, _DAC = 0xC4, 0xDB, 0xCC
-_ARITHMETIC = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-_LOSSLESS = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
-_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+_DHT, _DQT, _DRI, _DNL, _LSE = 0xC4, 0xDB, 0xDD, 0xDC, 0xF8
+_LOSSLESS, _PROGRESSIVE = 0xC3, 0xC2
+#: The processes of DICOM's JPEG syntaxes (PS3.5 A.4.1: baseline, extended, lossless;
+#: progressive as some writers label it baseline), and JPEG-LS. Hierarchical (SOF5-7, DHP,
+#: EXP) and arithmetic coding (SOF9-15, DAC) belong to none of them; frames in them are not
+#: read (their segments are more places for bytes no decoder here reads).
+_PROCESSES = frozenset({0xC0, 0xC1, _PROGRESSIVE, _LOSSLESS, _SOF_LS})
+_NOT_READ = (_SOF - _PROCESSES) | {0xCC, 0xDE, 0xDF}
+#: Frame header precision (B.2.2, 14495-1 C.2.2): baseline 8 bits, extended and progressive
+#: 8 or 12, lossless and JPEG-LS 2 to 16.
+_PRECISION = {0xC0: {8}, 0xC1: {8, 12}, _PROGRESSIVE: {8, 12}}
 
 _JPEG_KEEP: dict[int, Callable[[bytes], bool]] = {
-    **{marker: _frame_ok for marker in _SOF | {_SOF_LS, 0xDE}},  # SOFn, SOF55, DHP
+    **{marker: _frame_ok for marker in _PROCESSES},  # SOF0-3, SOF55
     _DHT: lambda p: _tables(p, _dht_entry),
     _DQT: lambda p: _tables(p, _dqt_entry),
-    _DAC: lambda p: len(p) > 0 and len(p) % 2 == 0,  # (Tc/Tb, Cs) pairs
-    0xDD: lambda p: len(p) in (2, 3, 4),  # DRI: Ri is 2 bytes, in JPEG-LS up to 4
-    0xDC: lambda p: len(p) == 2,  # DNL
-    0xDF: lambda p: len(p) == 1,  # EXP
-    0xF8: _lse_ok,  # LSE
+    _DRI: lambda p: len(p) in (2, 3, 4),  # Ri is 2 bytes, in JPEG-LS up to 4
+    _LSE: _lse_ok,
     _SOS: lambda p: len(p) >= 1 and len(p) == 4 + 2 * p[0],  # Ns, Ns x (Cs Td/Ta), Ss Se Ah/Al
 }
 
 
 @dataclass(eq=False)
 class _Table:
-    """One table of a DQT, DHT or DAC segment: its bytes, and whether a scan reads it."""
+    """One table of a DQT or DHT segment (or a DRI's or LSE's value): its bytes, and
+    whether a scan reads it."""
 
     data: bytes
     used: bool = False
@@ -190,9 +195,10 @@ class _Table:
 
 @dataclass(eq=False)
 class _TableSegment:
-    """A DQT, DHT or DAC segment, written at the end with the tables a scan read, or not at
-    all: a table no scan reads (never used, redefined before use, after the last scan, a
-    quantisation table in a lossless frame) is bytes a decoder skips, and may hold anything."""
+    """A DQT, DHT, DRI or LSE segment, written at the end with the tables a scan read, or
+    not at all: a table no scan reads (never used, redefined before use, after the last scan,
+    a quantisation table in a lossless frame) is bytes a decoder skips, and may hold
+    anything."""
 
     marker: int
     tables: list[_Table]
@@ -221,13 +227,13 @@ class _JpegParts:
     ls: bool = False  # JPEG-LS (SOF55)
     mrfx: bytes | None = None  # the input's APP8 "mrfx" segment (JPEG-LS colour transform)
     scans: int = 0
-    #: the frame header in force (SOFn marker, component identifier -> Tq): which tables a
-    #: scan reads depends on its process
+    #: the frame header (SOFn marker, component identifier -> Tq): which tables a scan reads
+    #: depends on its process
     process: int = 0
     quantisers: dict[int, int] = field(default_factory=dict)
     latched: set[int] = field(default_factory=set)  # components whose quantiser is read
-    #: the table each destination holds at this point: (DQT/DHT/DAC, class, destination) ->
-    #: that table's entry, to be kept if a scan reads it (`_Table`)
+    #: the table each destination holds at this point: (DQT/DHT, class, destination), or
+    #: (DRI/LSE, type, 0) -> that table's entry, to be kept if a scan reads it (`_Table`)
     installed: dict[tuple[int, int, int], _Table] = field(default_factory=dict)
 
 
@@ -284,16 +290,18 @@ def _jpeg_segment(frame: bytes, pos: int, marker: int, parts: _JpegParts) -> int
     if end > len(frame) or end < pos + 4:
         raise Unprocessable("jpeg-truncated")
     payload = frame[pos + 4 : end]
+    if marker in _NOT_READ:
+        raise Unprocessable("jpeg-process-unsupported")
     check = _JPEG_KEEP.get(marker)
-    if check is None:
+    if check is None:  # COM, APPn, DNL (the height is in the frame header: below), reserved
         _note(marker, frame[pos:end], parts)
         parts.removed += 1
         return end
     if not check(payload):
         raise Unprocessable("jpeg-segment-malformed")
-    if marker in _SOF or marker in (_SOF_LS, 0xDE):
+    if marker in _PROCESSES:
         _frame_header(marker, payload, parts)
-    if marker in (_DQT, _DHT, _DAC):
+    if marker in (_DQT, _DHT, _DRI, _LSE):
         parts.pieces.append(_install(marker, payload, parts))
         return end
     parts.pieces.append(frame[pos:end])
@@ -309,20 +317,36 @@ def _jpeg_segment(frame: bytes, pos: int, marker: int, parts: _JpegParts) -> int
 
 
 def _frame_header(marker: int, payload: bytes, parts: _JpegParts) -> None:
-    if parts.components is None:
-        parts.components = payload[6::3]
-        parts.ls = marker == _SOF_LS
-    if marker != 0xDE:  # DHP describes the hierarchy, the frames that follow their process
-        parts.process = marker
-        parts.quantisers = {payload[i]: payload[i + 2] & 0x0F for i in range(6, len(payload), 3)}
-        parts.latched = set()
+    """Note a frame header (B.2.2) whose every field holds what a decoder of its process
+    reads: a precision of the process, a height (a height of 0, to come in a DNL after the
+    first scan, is not read by libjpeg), distinct components sampled 1 to 4 times each way,
+    quantisation tables 0 to 3 (none in JPEG-LS)."""
+    precision, height, width = payload[0], *struct.unpack(">HH", payload[1:5])
+    ids = payload[6::3]
+    sampling = [payload[i] for i in range(7, len(payload), 3)]
+    tables = [payload[i] for i in range(8, len(payload), 3)]
+    if (
+        parts.components is not None  # one frame per image
+        or precision not in _PRECISION.get(marker, range(2, 17))
+        or not height
+        or not width
+        or len(set(ids)) < len(ids)
+        or any(not (1 <= h <= 4 and 1 <= v <= 4) for h, v in ((b >> 4, b & 15) for b in sampling))
+        or any(t > (0 if marker == _SOF_LS else 3) for t in tables)
+    ):
+        raise Unprocessable("jpeg-segment-malformed")
+    parts.components = ids
+    parts.ls = marker == _SOF_LS
+    parts.process = marker
+    parts.quantisers = dict(zip(ids, tables, strict=True))
 
 
 def _install(marker: int, payload: bytes, parts: _JpegParts) -> _TableSegment:
-    """The tables of a DQT, DHT or DAC segment (B.2.4.1-B.2.4.3), each installed in its
-    destination until a later one replaces it; a table a decoder could not take (a
-    destination or class out of range, a Huffman symbol twice or a DC size over 16, a zero
-    quantiser) makes the frame unprocessable."""
+    """The tables of a DQT or DHT segment (B.2.4.1, B.2.4.2), each installed in its
+    destination until a later one replaces it, or the value of a DRI or JPEG-LS LSE segment
+    (B.2.4.4, 14495-1 C.2.4.1: installed until the next of its kind); a table a decoder
+    could not take (a destination or class out of range, a Huffman symbol twice or a DC size
+    over 16, a zero quantiser) makes the frame unprocessable."""
     tables, pos = [], 0
     while pos < len(payload):
         if marker == _DQT:
@@ -338,9 +362,8 @@ def _install(marker: int, payload: bytes, parts: _JpegParts) -> _TableSegment:
             bad = kind > 1 or where > 3 or len(set(symbols)) < len(symbols)
             # DC: a difference's size, at most 16 (lossless); AC: run and size, size <= 14
             bad = bad or (max(symbols, default=0) > 16 if kind == 0 else 15 in _low(symbols))
-        else:
-            size, kind, where = 2, payload[pos] >> 4, payload[pos] & 0x0F
-            bad = kind > 1 or where > 3
+        else:  # DRI, LSE: one value (restart interval, coding parameters, dimensions)
+            size, kind, where, bad = len(payload), payload[0] if marker == _LSE else 0, 0, False
         if bad:
             raise Unprocessable("jpeg-segment-malformed")
         table = _Table(payload[pos : pos + size])
@@ -362,24 +385,59 @@ def _read_by_scan(payload: bytes, parts: _JpegParts) -> None:
     same); for arithmetic coding the conditioning of the same classes. JPEG-LS reads none of
     them. A table a scan reads that was never installed is left to the decoder (its
     defaults, or an error)."""
+    _check_scan(payload, parts)
+    for key in ((_DRI, 0, 0), (_LSE, 1, 0), (_LSE, 4, 0)):  # the values in force
+        if key in parts.installed:
+            parts.installed[key].used = True
     if parts.ls:
         return
     count, start, refine = payload[0], payload[1 + 2 * payload[0]], payload[3 + 2 * payload[0]]
     process = parts.process
-    lossless = process in _LOSSLESS
-    coder = _DAC if process in _ARITHMETIC else _DHT
-    dc = lossless or (start == 0 and (process not in _PROGRESSIVE or refine >> 4 == 0))
-    ac = not lossless and (start > 0 or process not in _PROGRESSIVE)
+    lossless = process == _LOSSLESS
+    dc = lossless or (start == 0 and (process != _PROGRESSIVE or refine >> 4 == 0))
+    ac = not lossless and (start > 0 or process != _PROGRESSIVE)
     for i in range(count):
         component, selectors = payload[1 + 2 * i], payload[2 + 2 * i]
-        wanted = [(coder, 0, selectors >> 4)] if dc else []
-        wanted += [(coder, 1, selectors & 0x0F)] if ac else []
+        wanted = [(_DHT, 0, selectors >> 4)] if dc else []
+        wanted += [(_DHT, 1, selectors & 0x0F)] if ac else []
         if not lossless and component in parts.quantisers and component not in parts.latched:
             wanted.append((_DQT, 0, parts.quantisers[component]))  # latched at its first scan
             parts.latched.add(component)
         for key in wanted:
             if key in parts.installed:
                 parts.installed[key].used = True
+
+
+def _check_scan(payload: bytes, parts: _JpegParts) -> None:
+    """A scan header (B.2.3, 14495-1 C.2.3) whose every field holds what a decoder of the
+    frame's process reads: 1 to 4 distinct components of the frame, table selectors 0 to 3
+    (JPEG-LS: no mapping table), and Ss, Se, Ah, Al as the process defines them (sequential:
+    0, 63, 0, 0; lossless: a predictor 1 to 7, 0, 0, a point transform; progressive: a
+    spectral band and successive approximation; JPEG-LS: NEAR, an interleave mode 0 to 2, 0,
+    a point transform)."""
+    count = payload[0]
+    ids = payload[1 : 1 + 2 * count : 2]
+    selectors = payload[2 : 2 + 2 * count : 2]
+    start, end, approximation = payload[1 + 2 * count], payload[2 + 2 * count], payload[-1]
+    high, low = approximation >> 4, approximation & 0x0F
+    components = parts.components or b""
+    process = parts.process
+    if process == _SOF_LS:
+        fields = max(selectors, default=0) == 0 and end <= 2 and high == 0
+    elif process == _LOSSLESS:
+        fields = 1 <= start <= 7 and end == 0 and high == 0
+    elif process == _PROGRESSIVE:
+        fields = start <= end <= 63 and (start > 0 or end == 0) and high <= 13 and low <= 13
+    else:
+        fields = start == 0 and end == 63 and approximation == 0
+    if (
+        not 1 <= count <= 4
+        or len(set(ids)) < count
+        or any(c not in components for c in ids)
+        or any(s >> 4 > 3 or s & 0x0F > 3 for s in selectors)
+        or not fields
+    ):
+        raise Unprocessable("jpeg-segment-malformed")
 
 
 def _note(marker: int, segment: bytes, parts: _JpegParts) -> None:
@@ -449,8 +507,9 @@ _SIZ = 0xFF51
 _COD, _COC, _QCD, _QCC, _RGN, _POC = 0xFF52, 0xFF53, 0xFF5C, 0xFF5D, 0xFF5E, 0xFF5F
 #: Part 2 (DCO VMS DFS ADS MCT MCC NLT MCO CBD ATK, QPD QPC)
 _PART2 = frozenset({*range(0xFF70, 0xFF7A), 0xFF5A, 0xFF5B})
+_CODING = frozenset({_COD, _COC, _QCD, _QCC, _RGN, _POC})
 #: in the main header or a tile-part header: COD COC QCD QCC RGN POC, Part 2
-_EITHER = frozenset({_COD, _COC, _QCD, _QCC, _RGN, _POC}) | _PART2
+_EITHER = _CODING | _PART2
 _CAP = 0xFF50
 #: main header only: SIZ, CAP (HTJ2K's capabilities)
 _J2K_MAIN_KEEP = _EITHER | {_SIZ, _CAP}
@@ -476,13 +535,15 @@ def clean_j2k(frame: bytes, part2: bool = False) -> Cleaned:
     keep = _J2K_MAIN_KEEP if part2 else _J2K_MAIN_KEEP - _PART2
     pieces = [stream[:2]]
     pos, dropped = _header(stream, 2, keep, pieces, first=_SIZ)
-    main = None if part2 else _Coding.of(pieces[1:], None)  # Part 2 has more coding styles
+    main = None if part2 else _Coding.of(pieces[1:])  # Part 2 has more coding styles
     removed += dropped
     while _marker_at(stream, pos) == _SOT:
         pos, dropped = _tile_part(stream, pos, pieces, keep & _J2K_TILE_KEEP, main)
         removed += dropped
     if _marker_at(stream, pos) != _EOC:
         raise Unprocessable("j2k-no-eoc")
+    if main is not None and main.unread:
+        raise Unprocessable("j2k-segment-unread")
     removed += len(stream) > pos + 2  # anything after EOC
     pieces.append(b"\xff\xd9")
     return Cleaned(b"".join(pieces), removed)
@@ -549,46 +610,73 @@ def _cap_ok(p: bytes) -> bool:
     return pcap & ~_PART15 == 0 and len(p) == 4 + 2 * bin(pcap).count("1")
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Coding:
-    """What the coding style segments in force say (A.6.1, A.6.2): the number of
-    decomposition levels, for all components and per component, and how many bytes name a
-    component (Csiz >= 257: two). The lengths of COD, COC, QCD, QCC, RGN and POC follow
-    from them: a segment longer than its values is room for other bytes."""
+    """What the main header's coding style segments say (A.6.1, A.6.2): the number of
+    decomposition levels, for all components and per component, how many components and how
+    many bytes name one (Csiz >= 257: two). The lengths of COD, COC, QCD, QCC, RGN and POC
+    follow from them: a segment longer than its values is room for other bytes; so is a
+    second one for the same components in a header (the last one would be read), and a main
+    header's segment that every tile-part overrides (`tile`: none would read it)."""
 
     levels: int | None
     by_component: dict[int, int]
+    components: int
     wide: bool
+    quantised: set[int]  # components with a QCC in the main header
+    unread: set[tuple[int, int]]  # main header segments no tile-part has read yet
 
     @classmethod
-    def of(cls, segments: list[bytes], main: _Coding | None) -> _Coding:
-        """The coding in force after a main (`main` None) or a tile-part header's kept
-        `segments`; each segment's length checked against it."""
-        wide = main.wide if main is not None else False
-        levels = main.levels if main is not None else None
-        by_component = dict(main.by_component) if main is not None else {}
+    def of(cls, segments: list[bytes]) -> _Coding:
+        """The coding the main header's kept `segments` set; each checked against it."""
+        components, wide = 0, False
         for segment in segments:
-            marker, p = int.from_bytes(segment[:2], "big"), segment[4:]
-            if marker == _SIZ:
-                wide = int.from_bytes(p[34:36], "big") >= 257
-            elif marker == _COD:
-                levels = _coding_style(p, 0)
-        for segment in segments:  # per component, after the header's COD (A.6.2)
-            marker, p = int.from_bytes(segment[:2], "big"), segment[4:]
-            if marker == _COC:
-                c = 1 + wide
-                by_component[int.from_bytes(p[:c], "big")] = _coding_style(p, c)
-        coding = cls(levels, by_component, wide)
-        for segment in segments:
-            coding.check(int.from_bytes(segment[:2], "big"), segment[4:])
+            if int.from_bytes(segment[:2], "big") == _SIZ:
+                components = int.from_bytes(segment[38:40], "big")
+                wide = components >= 257
+        coding = cls(None, {}, components, wide, set(), set())
+        own = coding._own(segments)
+        if (_COD, -1) in own:
+            coding.levels = _coding_style(own[(_COD, -1)], 0)
+        coding.by_component = {
+            c: _coding_style(p, 1 + wide) for (m, c), p in own.items() if m == _COC
+        }
+        coding.quantised = {c for m, c in own if m == _QCC}
+        for (marker, component), p in own.items():
+            coding.check(marker, p, coding._levels(marker, component, None, {}))
+        coding.unread = {key for key in own if key[0] in _CODING}
         return coding
 
-    def check(self, marker: int, p: bytes) -> None:
+    def tile(self, segments: list[bytes]) -> None:
+        """Check a tile-part header's coding style segments against the coding in force, and
+        note which of the main header's this tile reads (precedence of A.6: a tile-part's COC
+        over its COD over the main COC over the main COD; QCC and QCD likewise; a tile-part's
+        RGN or POC over the main header's)."""
+        own = self._own(segments)
+        levels = _coding_style(own[(_COD, -1)], 0) if (_COD, -1) in own else None
+        by_component = {
+            c: _coding_style(p, 1 + self.wide) for (m, c), p in own.items() if m == _COC
+        }
+        for (marker, component), p in own.items():
+            self.check(marker, p, self._levels(marker, component, levels, by_component))
+        for single, each, in_main in (
+            (_COD, _COC, set(self.by_component)),
+            (_QCD, _QCC, self.quantised),
+        ):
+            if (single, -1) in own:
+                continue  # the tile's own, for every component its COC/QCC do not name
+            named = {c for m, c in own if m == each}
+            self.unread -= {(each, c) for c in in_main - named}
+            if len(named | in_main) < self.components:
+                self.unread.discard((single, -1))
+        self.unread -= {(m, c) for m, c in self.unread if m in (_RGN, _POC) and (m, c) not in own}
+
+    def check(self, marker: int, p: bytes, levels: int | None) -> None:
+        """A QCD or QCC (read with `levels` decomposition levels), RGN or POC exactly as long
+        as its values."""
         c = 1 + self.wide
         if marker in (_QCD, _QCC):
             at = 0 if marker == _QCD else c
-            component = int.from_bytes(p[:c], "big") if marker == _QCC else None
-            levels = self.by_component.get(component, self.levels)  # type: ignore[arg-type]
             if len(p) <= at or levels is None:
                 raise Unprocessable("j2k-segment-malformed")
             style, bands = p[at] & 0x1F, 3 * levels + 1
@@ -598,6 +686,32 @@ class _Coding:
             marker == _POC and (not p or len(p) % (5 + 2 * c))
         ):
             raise Unprocessable("j2k-segment-malformed")
+
+    def _own(self, segments: list[bytes]) -> dict[tuple[int, int], bytes]:
+        """A header's segments by (marker, component or -1); a second one for the same
+        components is unprocessable."""
+        own: dict[tuple[int, int], bytes] = {}
+        c = 1 + self.wide
+        for segment in segments:
+            marker, p = int.from_bytes(segment[:2], "big"), segment[4:]
+            component = int.from_bytes(p[:c], "big") if marker in (_COC, _QCC, _RGN) else -1
+            if (marker, component) in own:
+                raise Unprocessable("j2k-segment-twice")
+            own[(marker, component)] = p
+        return own
+
+    def _levels(
+        self, marker: int, component: int, levels: int | None, by_component: dict[int, int]
+    ) -> int | None:
+        """The decomposition levels a QCD or QCC is read with: of the component's COC or the
+        COD in force, the header's own before the main header's."""
+        if marker == _QCC and component in by_component:
+            return by_component[component]
+        if levels is not None:
+            return levels
+        if marker == _QCC and component in self.by_component:
+            return self.by_component[component]
+        return self.levels
 
 
 def _coding_style(p: bytes, at: int) -> int:
@@ -624,7 +738,7 @@ def _tile_part(
     header: list[bytes] = []
     sod, dropped = _header(stream, pos + 12, keep, header)
     if main is not None:
-        _Coding.of(header, main)
+        main.tile(header)
     if _marker_at(stream, sod) != _SOD:
         raise Unprocessable("j2k-sod-missing")
     end = pos + psot if psot else stream.find(b"\xff\xd9", sod + 2)  # 0: up to EOC (A.4.2)
