@@ -535,17 +535,25 @@ def test_text_that_appears_mid_cine_is_masked_from_that_frame(vault: SqliteVault
     assert "KOWALSKI" not in ocr
 
 
-def _cine_16(frames: int, appear: int, text_value: int, hot: int = 4000) -> Dataset:
+def _cine_16(
+    frames: int, appear: int, text_value: int, hot: int = 4000, strip: int = 1, shades: int = 40
+) -> Dataset:
     """A 16-bit cine (Bits Stored 16) whose values span only 0..4000, as a 12-bit modality
-    writes them (`hot`: one pixel at that value); from frame `appear` an ID is written at
+    writes them (`hot`: `strip` columns at that value at the right edge, one pixel high for
+    a strip of 1); anatomy in `shades` values; from frame `appear` an ID is written at
     `text_value` over flat background."""
     rows, columns = 256, 320
     ink = np.zeros((rows, columns), np.uint8)
     cv2.putText(ink, "ID 4471902", (20, 235), cv2.FONT_HERSHEY_SIMPLEX, 0.7, 255, 2)
     stack = np.full((frames, rows, columns), 1000, dtype=np.uint16)
     for index in range(frames):
-        stack[index, 60:200, 40:280] = 1000 + (np.arange(140)[:, None] % 40) * 75
-        stack[index, 0, 0] = hot  # the range the modality uses, or one hot pixel
+        across = np.arange(240) // 8 if shades > 40 else np.zeros(240, int)
+        shade = np.add.outer(np.arange(140), across) % shades
+        stack[index, 60:200, 40:280] = 1000 + shade * (3000 // shades)
+        if strip == 1:
+            stack[index, 0, 0] = hot  # the range the modality uses, or one hot pixel
+        else:
+            stack[index, :, columns - strip :] = hot  # saturated columns
         if index >= appear:
             stack[index][ink > 127] = text_value
     ds = greyscale(rows, columns, stack.tobytes(), NumberOfFrames=frames)
@@ -575,6 +583,56 @@ def test_text_appearing_mid_cine_is_read_whatever_range_the_bits_allow(
     frames = _frames(outcome.result.data)
     written = [int((f[215:245, 15:175] == text_value).sum()) for f in frames]
     assert written == [0] * 6, (what, written)
+
+
+def test_text_appearing_mid_cine_beside_saturated_columns_is_read_as_alone(
+    vault: SqliteVault,
+) -> None:
+    """Four saturated columns (1.25 % of the pixels) stretch even the 99.5th percentile of a
+    16-bit cine to 65535: text 200 above its flat background is masked in the frame where it
+    appears (10/255 of that range counted it as noise), and in that frame sent alone (shown
+    from its minimum to 65535, anatomy and text lay within 12 grey levels; now the range of
+    the picture's own values, `render.bulk`)."""
+    cine = _cine_16(frames=4, appear=1, text_value=1200, hot=65535, strip=4, shades=300)
+    alone = _cine_16(frames=1, appear=0, text_value=1200, hot=65535, strip=4, shades=300)
+    written = []
+    for ds in (alone, cine):
+        outcome = worker(vault).process(part10(ds))
+        assert outcome.result is not None, outcome.reason
+        written.append(
+            [int((f[215:245, 15:175] == 1200).sum()) for f in _frames(outcome.result.data)]
+        )
+    assert written == [[0], [0] * 4], written
+
+
+def _ruled_cine(frames: int, appear: int, delta: int) -> Dataset:
+    """A native greyscale cine: a flat panel at 30 ruled by 1-pixel lines at 220 two pixels
+    above and below a line of 7-pixel text (every stroke within a compression block of a
+    rule) that appears from frame `appear`, `delta` levels off the panel, beside a pane whose
+    picture moves."""
+    rows, columns = 240, 320
+    stack = np.full((frames, rows, columns), 30, np.uint8)
+    ink = np.zeros((rows, columns), np.uint8)
+    cv2.putText(ink, "ID 4471902", (16, 220), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 255, 1)
+    top, bottom = np.flatnonzero(ink.any(axis=1))[[0, -1]]
+    for index in range(frames):
+        stack[index, 20:140, 100:300] = (
+            np.add.outer(np.arange(120), np.arange(200) + 9 * index) % 50
+        ) * 4
+        stack[index, top - 3] = stack[index, bottom + 3] = 220
+        if index >= appear:
+            stack[index][ink > 127] = 30 + delta
+    return greyscale(rows, columns, stack.tobytes(), NumberOfFrames=frames)
+
+
+def test_faint_text_between_ruling_lines_of_a_lossless_cine_is_read(vault: SqliteVault) -> None:
+    """Frames never lossy compressed carry no compression noise at edges: text 5 levels off
+    a panel between two bright rules changes the frame (an allowance for noise at edges
+    counted it as unchanged), masked from the frame it appears in."""
+    outcome = worker(vault).process(part10(_ruled_cine(frames=4, appear=1, delta=5)))
+    assert outcome.result is not None, outcome.reason
+    frames = _frames(outcome.result.data)
+    assert [int((f[200:230, 10:180] == 35).sum()) for f in frames] == [0] * 4
 
 
 def _screen_cine(frames: int, appear: int, delta: int) -> Dataset:

@@ -50,8 +50,9 @@ _CONTEXT = 32  # pixels around a changed area that are read again with it (a tex
 #: unchanged (noise on a static banner): a share of the values that frame uses - between its
 #: 0.5th and 99.5th percentiles, so that one hot pixel cannot stretch it - that follows where
 #: the noise is (`_tolerance`): lossy compression is noisy at edges, not in flat areas, where
-#: the views find text a few levels from its background; a captured video is noisy
-#: everywhere, by as much as most of its pixels differ from frame to frame. Text drawn anew
+#: the views find text a few levels from its background, and lossless frames are not noisy
+#: there at all; a captured video is noisy everywhere, by as much as most of its pixels
+#: differ from frame to frame. Text drawn anew
 #: differs by more: the faintest the views are measured to find on texture is 12 levels of 255
 #: (docs/pixels.md). Every 30th frame is read whole all the same.
 _TOLERANCE = 10 / 255  # at most (at edges)
@@ -245,6 +246,7 @@ class PixelStage:
         boxes = seen.boxes if seen is not None else []
         readings: Readings = seen.readings if seen is not None else {}
         index = seen.frames if seen is not None else 0
+        lossy = _lossy(ds)
         kept = 0
         for frame in iter_frames(ds):
             if time.monotonic() > deadline:
@@ -255,7 +257,7 @@ class PixelStage:
             elif decoded:
                 decoded.clear()
             fresh = index % _READ_WHOLE_EVERY == 0
-            window, moved = _changed(None if fresh else previous, frame)
+            window, moved = _changed(None if fresh else previous, frame, lossy)
             if window is not None:
                 stale = [b for b in boxes if not fresh and not _inside(b, window)]
                 before = Before(moved, boxes) if moved is not None else None
@@ -271,7 +273,7 @@ class PixelStage:
 
 
 def _changed(
-    previous: np.ndarray | None, frame: np.ndarray
+    previous: np.ndarray | None, frame: np.ndarray, lossy: bool = False
 ) -> tuple[Region | None, np.ndarray | None]:
     """The window of `frame` to read: all of it first, then where it differs from the
     previous frame by more than `_TOLERANCE` of the values that frame uses (noise does not
@@ -283,7 +285,7 @@ def _changed(
     difference = np.asarray(cv2.absdiff(previous, frame))
     if difference.ndim == 3:  # the largest of the samples
         difference = brightest_channel(difference)
-    moved = difference > _tolerance(previous, difference)
+    moved = difference > _tolerance(previous, difference, lossy)
     changed_rows = np.flatnonzero(moved.any(axis=1))
     if changed_rows.size == 0:
         return None, None
@@ -293,27 +295,45 @@ def _changed(
     return widen(Region(x0, y0, x1 - x0, y1 - y0), _CONTEXT, rows, columns), moved
 
 
-def _tolerance(previous: np.ndarray, difference: np.ndarray) -> np.ndarray:
+def _tolerance(previous: np.ndarray, difference: np.ndarray, lossy: bool) -> np.ndarray:
     """Per pixel, how much a frame may differ from `previous` (by `difference`) and count as
-    unchanged: the larger of what the local contrast of `previous` lets compression noise
-    reach (`_NOISE_PER_CONTRAST`, as far as a compression block's neighbours) and the noise
-    of the whole frame (`_NOISE_SIGMAS` robust standard deviations of `difference`, from the
-    median of its values up to `_TOLERANCE`: what moved by more is a picture, not noise),
-    between `_FLAT_TOLERANCE` and `_TOLERANCE` of the values `previous` uses (robust
-    range)."""
+    unchanged: the noise of the whole frame (`_NOISE_SIGMAS` robust standard deviations of
+    `difference`, from the median of its values up to `_TOLERANCE`: what moved by more is a
+    picture, not noise), at least `_FLAT_TOLERANCE` of the values `previous` uses (robust
+    range) but never more than one stored value for that (a few saturated pixels stretch the
+    range of a 16-bit frame); where the frames were ever lossy compressed, near edges also
+    what the local contrast of `previous` lets compression noise reach
+    (`_NOISE_PER_CONTRAST`, as far as a compression block's neighbours), up to `_TOLERANCE`
+    of the range."""
     grey = brightest_channel(previous) if previous.ndim == 3 else previous
     low, high = (float(v) for v in np.percentile(grey[::4, ::4], _ROBUST))
     spread = max(high - low, 1.0)
     small = difference[::2, ::2]
     small = small[small <= _TOLERANCE * spread]  # what moved by more is no noise
     noise = _NOISE_SIGMAS * 1.4826 * float(np.median(small)) if small.size else 0.0
+    floor = max(_FLAT_TOLERANCE * min(spread, 255.0), noise)
+    if not lossy:
+        return np.full(grey.shape, floor, np.float32)
     contrast = cv2.morphologyEx(grey.astype(np.float32), cv2.MORPH_GRADIENT, _SQUARE)
     near = np.asarray(cv2.dilate(contrast, np.ones((_BLOCK, _BLOCK), np.uint8)))
-    floor = max(_FLAT_TOLERANCE * spread, noise)
     tolerance: np.ndarray = np.clip(
         near * _NOISE_PER_CONTRAST, floor, max(_TOLERANCE * spread, floor)
     )
     return tolerance
+
+
+#: JPEG baseline and extended are always lossy; other syntaxes that may be (JPEG-LS
+#: near-lossless, JPEG 2000, HTJ2K) say so in LossyImageCompression (PS3.3 C.7.6.1.1.5), as
+#: do native frames decoded from lossy ones.
+_LOSSY = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"})
+
+
+def _lossy(ds: Dataset) -> bool:
+    """Whether the frames were ever lossy compressed, so their edges carry compression noise
+    that changes from frame to frame (when unsure: no, and more is read)."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    return syntax in _LOSSY or str(ds.get("LossyImageCompression", "") or "").strip() == "01"
 
 
 def _series_key(ds: Dataset, keep: list[Region] | None) -> tuple[object, ...] | None:
