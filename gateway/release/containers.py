@@ -7,10 +7,10 @@ anything and answers for the output alone:
 - native Pixel Data: no longer than Rows x Columns x Samples x Frames x Bits Allocated / 8
   (plus one zero pad byte for an odd length); High Bit = Bits Stored - 1; no bit above High Bit
   set (signed pixels: each such bit equal to the sign). Float and Double Float: their length.
-- JPEG and JPEG-LS frames: no COM or APPn marker anywhere (entropy-coded data cannot hold one:
-  ISO/IEC 10918-1 B.1.1.5 stuffs every 0xFF of it with 0x00, ISO/IEC 14495-1 with a byte below
-  0x80), but for the canonical colour segments (APP14 "Adobe", 12 bytes; JPEG-LS APP8
-  "mrfx"), and nothing after EOI but one zero pad byte.
+- JPEG and JPEG-LS frames: no COM or APPn marker segment between SOI and EOI (the segments
+  walked, scans skipped: ISO/IEC 10918-1 B.1.1.5 stuffs every 0xFF of entropy-coded data with
+  0x00, ISO/IEC 14495-1 with a byte below 0x80), but for the canonical colour segments (APP14
+  "Adobe", 12 bytes; JPEG-LS APP8 "mrfx"), and nothing after EOI but one zero pad byte.
 - JPEG 2000 codestreams: no COM marker segment in the main or a tile-part header (ISO/IEC
   15444-1 A.4-A.9), and nothing after EOC but a zero pad byte.
 - RLE: written fresh by the stage; other encapsulated syntaxes: not provable, a finding.
@@ -42,6 +42,7 @@ _COLOUR_SEGMENTS = (
     re.compile(rb"\xff\xe8\x00\x07mrfx[\x01-\x03]"),
 )
 _UNDEFINED = 0xFFFFFFFF
+_EOI, _SOS, _SOF55 = 0xD9, 0xDA, 0xF7
 _SOT, _SOD, _EOC, _COM = 0xFF90, 0xFF93, 0xFFD9, 0xFF64
 _WHERE = {
     PIXEL_DATA: "(7FE0,0010)",
@@ -127,15 +128,49 @@ def _encapsulated(value: bytes | memoryview, syntax: str) -> bool:
 
 
 def _jpeg(fragment: bytes) -> bool:
-    """No COM or APPn but the colour segments, nothing after EOI but a zero pad byte."""
-    text = fragment
-    for allowed in _COLOUR_SEGMENTS:
-        text = allowed.sub(b"", text)
-    if _APP_OR_COM.search(text):
+    """Marker segments from SOI to EOI (10918-1 B.1.1.4; scans skipped to the next marker,
+    B.1.1.5 / 14495-1 A.1): no COM or APPn among them but the colour segments, nothing after
+    EOI but a zero pad byte. (Walked, not searched: a table may hold the bytes of a marker.)"""
+    if fragment[:2] != b"\xff\xd8":
         return False
-    end = fragment.rfind(b"\xff\xd9")
-    tail = fragment[end + 2 :]
-    return end >= 0 and len(tail) <= 1 and not tail.strip(b"\0")
+    position, ls = 2, False
+    while (marker := _jpeg_marker(fragment, position)) != _EOI:
+        if marker == 0xFF:  # a fill byte (B.1.1.2)
+            position += 1
+            continue
+        if marker < 0 or position + 4 > len(fragment):
+            return False
+        end = position + 2 + struct.unpack_from(">H", fragment, position + 2)[0]
+        segment = fragment[position:end]
+        if _APP_OR_COM.fullmatch(segment[:2]) and not any(
+            allowed.fullmatch(segment) for allowed in _COLOUR_SEGMENTS
+        ):
+            return False
+        ls = ls or marker == _SOF55
+        position = _scan_end(fragment, end, ls) if marker == _SOS else end
+    tail = fragment[position + 2 :]
+    return len(tail) <= 1 and not tail.strip(b"\0")
+
+
+def _jpeg_marker(fragment: bytes, position: int) -> int:
+    """The marker at `position`, -1 if there is none."""
+    if position + 2 > len(fragment) or fragment[position] != 0xFF:
+        return -1
+    return fragment[position + 1]
+
+
+def _scan_end(fragment: bytes, position: int, ls: bool) -> int:
+    """Where the entropy-coded data from `position` ends: the first 0xFF not followed by a
+    stuffed 0x00 (JPEG-LS: a byte below 0x80) or a restart marker; -1 if none."""
+    while (position := fragment.find(b"\xff", position)) >= 0:
+        following = fragment[position + 1 : position + 2]
+        if not following:
+            return -1
+        if (following[0] < 0x80 if ls else following[0] == 0) or 0xD0 <= following[0] <= 0xD7:
+            position += 2
+            continue
+        return position
+    return -1
 
 
 def _j2k(fragment: bytes) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable, Iterator
 
 import cv2
@@ -108,6 +109,22 @@ def test_a_jpeg_comment_is_held(vault: SqliteVault) -> None:
 @pytest.mark.parametrize("marker", [0xE0, 0xE1, 0xED, 0xEE, 0xEF])
 def test_a_jpeg_app_segment_is_held(vault: SqliteVault, marker: int) -> None:
     planted = with_frame(lambda f: f[:2] + segment(marker, b"Exif\0\0" + NAME) + f[2:])
+    assert findings(vault, jpeg(), planted) == {CONTAINER}
+
+
+def test_a_jpeg_whose_quantisers_hold_the_bytes_of_a_marker_passes(vault: SqliteVault) -> None:
+    """Quality 3: quantisers of 255 and 225 are the bytes FF E1 inside a DQT, not an APP1
+    (the check walks the segments; a search of the bytes held such JPEGs)."""
+    ok, encoded = cv2.imencode(".jpg", smooth(), [cv2.IMWRITE_JPEG_QUALITY, 3])
+    assert ok
+    frame = encoded.tobytes()
+    dqt = frame.index(b"\xff\xdb")
+    assert re.search(rb"\xff[\xe0-\xef\xfe]", frame[dqt + 2 : frame.index(b"\xff\xc0")])
+    assert findings(vault, compressed(frame, JPEGBaseline8Bit)) == set()
+
+
+def test_a_comment_after_the_scan_is_held(vault: SqliteVault) -> None:
+    planted = with_frame(lambda f: f[:-2] + segment(0xFE, NAME) + f[-2:])
     assert findings(vault, jpeg(), planted) == {CONTAINER}
 
 
