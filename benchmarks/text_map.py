@@ -292,7 +292,7 @@ class Map:
     ) -> np.ndarray:
         rows, columns = shape
         out = np.zeros(shape, bool)
-        for r in textmap.boxes(probability, threshold, scale, rows, columns):
+        for r, _ in textmap.boxes(probability, threshold, scale, rows, columns):
             r = widen(r, MARGIN, rows, columns)
             out[r.y : r.y + r.height, r.x : r.x + r.width] = True
         return out

@@ -842,7 +842,7 @@ class Recording:
     def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]:
         return self.finder.read_many(image, boxes)
 
-    def candidates(self, frame: np.ndarray, photometric: str) -> list[Region]:
+    def candidates(self, frame: np.ndarray, photometric: str) -> list[tuple[Region, float]]:
         start, cpu = time.perf_counter(), time.process_time()
         found = self.finder.candidates(frame, photometric)
         self.map_seconds += time.perf_counter() - start

@@ -274,7 +274,7 @@ class _Reads:
         self.reads += len(boxes)
         return self.finder.read_many(image, boxes)
 
-    def candidates(self, frame: np.ndarray, photometric: str) -> list[Region]:
+    def candidates(self, frame: np.ndarray, photometric: str) -> list[tuple[Region, float]]:
         return self.finder.candidates(frame, photometric)
 
 
@@ -325,7 +325,7 @@ class _Sideways:
     def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]:
         return [self._read(image[b.y : b.y + b.height, b.x : b.x + b.width]) for b in boxes]
 
-    def candidates(self, frame: np.ndarray, photometric: str) -> list[Region]:
+    def candidates(self, frame: np.ndarray, photometric: str) -> list[tuple[Region, float]]:
         return []  # no text map
 
     def _read(self, crop: np.ndarray) -> tuple[str, float]:
@@ -377,11 +377,12 @@ def test_the_faint_view_is_read_turned_a_quarter_as_well(vault: SqliteVault) -> 
 
 class _MapOnly:
     """The gateway's recogniser behind a detector that finds nothing and a text map that
-    returns `regions` (in frame pixels); counts the recogniser's calls."""
+    returns `regions` (in frame pixels) with `certainty`; counts the recogniser's calls."""
 
-    def __init__(self, regions: list[Region]) -> None:
+    def __init__(self, regions: list[Region], certainty: float = 0.9) -> None:
         self.finder = text_finder()
         self.regions = regions
+        self.certainty = certainty
         self.reads = 0
 
     def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]:
@@ -391,8 +392,8 @@ class _MapOnly:
         self.reads += len(boxes)
         return self.finder.read_many(image, boxes)
 
-    def candidates(self, frame: np.ndarray, photometric: str) -> list[Region]:
-        return self.regions
+    def candidates(self, frame: np.ndarray, photometric: str) -> list[tuple[Region, float]]:
+        return [(region, self.certainty) for region in self.regions]
 
 
 def _written_downwards(text: str) -> np.ndarray:
@@ -430,6 +431,26 @@ def test_text_the_map_finds_and_the_recogniser_reads_is_masked(vault: SqliteVaul
     assert frame[256:288, 252:282].max() == 0  # the K
     assert np.array_equal(frame[176:208, 252:282], image[176:208, 252:282])  # the R
     assert finder.reads > 0
+
+
+@pytest.mark.parametrize(("certainty", "masked"), [(0.999, True), (0.99, False)])
+def test_a_line_the_map_is_all_but_sure_of_is_masked_unread(
+    vault: SqliteVault, certainty: float, masked: bool
+) -> None:
+    """A strip of a text line's height that reads as nothing (here: noise) is masked when the
+    map is all but sure of it (0.995), read and left below; a square region of the same
+    certainty, thicker than a text line, is only read."""
+    image = np.full((256, 320), 40, np.uint8)
+    rng = np.random.default_rng(7)
+    image[100:118, 40:200] = rng.integers(30, 220, (18, 160))  # as thick as a line
+    image[150:230, 220:300] = rng.integers(30, 220, (80, 80))  # thicker than a line (48)
+    finder = _MapOnly([Region(36, 96, 168, 26), Region(216, 146, 88, 88)], certainty)
+    stage = PixelStage(PixelSettings(), (), finder)
+    outcome = worker(vault, pixels=stage).process(part10(greyscale(256, 320, image.tobytes())))
+    assert outcome.result is not None, outcome.reason
+    (frame,) = _frames(outcome.result.data)
+    assert bool(frame[100:118, 40:200].max() == 0) is masked
+    assert np.array_equal(frame[150:230, 220:300], image[150:230, 220:300])
 
 
 def test_a_map_region_read_as_text_is_masked_along_its_whole_line(vault: SqliteVault) -> None:
@@ -693,7 +714,7 @@ class _Reading:
     def read_many(self, image: np.ndarray, boxes: list[Region]) -> list[tuple[str, float]]:
         return self.finder.read_many(image, boxes)
 
-    def candidates(self, frame: np.ndarray, photometric: str) -> list[Region]:
+    def candidates(self, frame: np.ndarray, photometric: str) -> list[tuple[Region, float]]:
         return self.finder.candidates(frame, photometric)
 
 

@@ -64,7 +64,8 @@ def test_large_frames_are_scaled_down_and_cells_map_back_to_frame_pixels() -> No
     assert planes.shape[2:] == (textmap.MAX_SIDE, textmap.MAX_SIDE * 1024 // 4096)
     cells = np.zeros((planes.shape[2] // 8, planes.shape[3] // 8), np.float32)
     cells[10, 3] = 5.0
-    (box,) = textmap.boxes(cells, 0.0, scale, 4096, 1024)
+    ((box, peak),) = textmap.boxes(cells, 0.0, scale, 4096, 1024)
+    assert peak == 5.0
     step = textmap.CELL / scale
     assert box == Region(int(2 * step), int(9 * step), int(3 * step), int(3 * step))
 
@@ -73,9 +74,9 @@ def test_cells_above_the_threshold_become_rectangles_grown_by_a_cell() -> None:
     cells = np.full((8, 8), -5.0, np.float32)
     cells[1, 1:4] = 2.0  # a line of three cells
     cells[6, 6] = 0.5  # one cell, above 0.0 but not above 1.0
-    found = textmap.boxes(cells, 0.0, 1.0, 60, 60)
+    found = [r for r, _ in textmap.boxes(cells, 0.0, 1.0, 60, 60)]
     assert sorted(found, key=lambda r: r.x) == [Region(0, 0, 40, 24), Region(40, 40, 20, 20)]
-    assert textmap.boxes(cells, 1.0, 1.0, 60, 60) == [Region(0, 0, 40, 24)]
+    assert textmap.boxes(cells, 1.0, 1.0, 60, 60) == [(Region(0, 0, 40, 24), 2.0)]
     assert textmap.boxes(cells, 3.0, 1.0, 60, 60) == []
 
 
@@ -87,7 +88,11 @@ def test_the_likeliest_text_comes_first() -> None:
     cells[9, 8:11] = 4.0  # bottom right, most certain
     cells[5, 5] = 2.0
     found = textmap.boxes(cells, 0.0, 1.0, 96, 96)
-    assert found == [Region(56, 64, 40, 24), Region(32, 32, 24, 24), Region(0, 0, 32, 24)]
+    assert found == [
+        (Region(56, 64, 40, 24), 4.0),
+        (Region(32, 32, 24, 24), 2.0),
+        (Region(0, 0, 32, 24), 0.5),
+    ]
 
 
 def test_the_map_is_the_pinned_one_and_a_changed_file_is_refused(tmp_path: Path) -> None:

@@ -101,9 +101,9 @@ class OnnxText:
 
     # -- detection ---------------------------------------------------------------------------
 
-    def candidates(self, frame: np.ndarray, photometric: str) -> list[Region]:
-        """Where the text map (`textmap.TextMap`) takes `frame` (decoded values) for text;
-        [] without a map."""
+    def candidates(self, frame: np.ndarray, photometric: str) -> list[tuple[Region, float]]:
+        """Where the text map (`textmap.TextMap`) takes `frame` (decoded values) for text, and
+        how sure it is (its most certain cell's probability); [] without a map."""
         return [] if self.textmap is None else self.textmap.find(frame, photometric)
 
     def find(self, image: np.ndarray, whole: tuple[int, int] | None = None) -> list[Region]:

@@ -67,9 +67,9 @@ def planes(frame: np.ndarray, photometric: str) -> tuple[np.ndarray, float]:
 
 def boxes(
     probability: np.ndarray, threshold: float, scale: float, rows: int, columns: int
-) -> list[Region]:
-    """Rectangles (frame pixels) around the cells above `threshold`, each cell grown by one;
-    the most certain first (by the highest score of a cell in each), so that a stage reading
+) -> list[tuple[Region, float]]:
+    """Rectangles (frame pixels) around the cells above `threshold`, each cell grown by one,
+    with the highest score of a cell in each; the most certain first, so that a stage reading
     only the first few of a frame's regions reads the likeliest text."""
     above = probability > threshold
     if not above.any():
@@ -86,7 +86,7 @@ def boxes(
         x1 = min(columns, int(np.ceil((left + width) * step)))
         y1 = min(rows, int(np.ceil((top + height) * step)))
         if x1 > x0 and y1 > y0:
-            out.append(Region(x0, y0, x1 - x0, y1 - y0))
+            out.append((Region(x0, y0, x1 - x0, y1 - y0), float(peak[label])))
     return out
 
 
@@ -99,16 +99,21 @@ class TextMap:
         self._session = session
         self._input = session.get_inputs()[0].name
 
-    def find(self, frame: np.ndarray, photometric: str) -> list[Region]:
+    def find(self, frame: np.ndarray, photometric: str) -> list[tuple[Region, float]]:
         """Rectangles of `frame` (decoded values, palette colour already through its table)
-        the network takes for text."""
+        the network takes for text, each with its most certain cell's probability."""
         rows, columns = frame.shape[:2]
         if rows < CELL or columns < CELL:
             return []
         x, scale = planes(frame, photometric)
         logit = self._session.run(None, {self._input: x})[0][0, 0]
-        return boxes(logit, self.threshold, scale, rows, columns)
+        found = boxes(logit, self.threshold, scale, rows, columns)
+        return [(region, _sigmoid(peak)) for region, peak in found]
 
 
 def _logit(p: float) -> float:
     return float(np.log(p / (1.0 - p)))
+
+
+def _sigmoid(logit: float) -> float:
+    return float(1.0 / (1.0 + np.exp(-logit)))
