@@ -718,6 +718,18 @@ def test_only_the_restart_interval_in_force_at_a_scan_stays_and_dnl_goes() -> No
     assert np.array_equal(ijg(frame), ijg(cleaned.data))
 
 
+def test_a_restart_interval_no_scan_restarts_at_goes() -> None:
+    """A DRI whose interval is longer than the image (no RSTn in the scan) is read by no
+    decoder: two bytes of anything; it goes, the frame decodes the same."""
+    s = sample("baseline-grey-8")
+    scan = s.frame.index(b"\xff\xda")
+    dirty = insert(s.frame, scan, jpeg_segment(0xDD, b"QX"))
+    assert b"\xff\xd0" not in s.frame[scan:]
+    cleaned = clean(dirty, BASELINE)
+    assert cleaned.data == clean(s.frame, BASELINE).data
+    assert np.array_equal(decode(s, s.frame), decode(s, cleaned.data))
+
+
 def test_a_jpeg_ls_preset_replaced_before_the_scan_goes() -> None:
     s = sample("jpeg-ls-grey-16")
     first = jpeg_boundaries(s.frame)[1]
@@ -959,6 +971,7 @@ def again(marker: int, tile: bool) -> Callable[[bytes], bytes]:
         (in_main(0xFF50, b"\x00\x02\x00\x00" + NAME), "j2k-segment-malformed"),  # CAP
         (in_main(0xFF74, b"\x00\x00" + NAME), "j2k-part2-marker"),  # MCT
         (in_main(0xFF60, b"\x00" + NAME), "j2k-packed-packet-headers"),  # PPM
+        (in_main(0xFF5F, b"\x00\x00\x00\x01\x05\x01" + NAME[:7]), "j2k-progression-changes"),
         (
             lambda f: into_tile_part(f, main_header_end(f), j2k_segment(0xFF61, b"\x00" + NAME)),
             "j2k-packed-packet-headers",  # PPT
@@ -976,6 +989,17 @@ def test_a_segment_with_room_for_other_bytes_is_unprocessable(
     with pytest.raises(Unprocessable) as failed:
         clean(damage(sample("j2k-lossless-grey-12").frame), JPEG2000Lossless)
     assert failed.value.reason == reason
+
+
+def test_coding_style_in_a_later_tile_part_of_a_tile_is_unprocessable() -> None:
+    """COD, COC, QCD, QCC and RGN belong in a tile's first tile-part (A.4.2): one in a later
+    tile-part would override values no decoder then reads."""
+    s = sample("j2k-lossless-tlm-plt")
+    start, end = coding_segment(s.frame, 0xFF5C)
+    split = two_tile_parts(s.frame, s.frame[start:end])
+    with pytest.raises(Unprocessable) as failed:
+        clean(split, s.syntax)
+    assert failed.value.reason == "j2k-segment-out-of-place"
 
 
 def test_a_tile_part_may_set_the_coding_of_some_components() -> None:

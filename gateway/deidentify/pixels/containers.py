@@ -311,6 +311,8 @@ def _jpeg_segment(frame: bytes, pos: int, marker: int, parts: _JpegParts) -> int
         raise Unprocessable("jpeg-scan-before-frame")
     _read_by_scan(payload, parts)
     scan_end = _scan_end(frame, end, parts.ls)
+    if (_DRI, 0, 0) in parts.installed and _restarts(frame[end:scan_end], parts.ls):
+        parts.installed[(_DRI, 0, 0)].used = True  # a scan without restarts reads no interval
     parts.pieces.append(frame[end:scan_end])
     parts.scans += 1
     return scan_end
@@ -332,7 +334,7 @@ def _frame_header(marker: int, payload: bytes, parts: _JpegParts) -> None:
         or not width
         or len(set(ids)) < len(ids)
         or any(not (1 <= h <= 4 and 1 <= v <= 4) for h, v in ((b >> 4, b & 15) for b in sampling))
-        or any(t > (0 if marker == _SOF_LS else 3) for t in tables)
+        or any(t > (0 if marker in (_SOF_LS, _LOSSLESS) else 3) for t in tables)
     ):
         raise Unprocessable("jpeg-segment-malformed")
     parts.components = ids
@@ -386,7 +388,7 @@ def _read_by_scan(payload: bytes, parts: _JpegParts) -> None:
     them. A table a scan reads that was never installed is left to the decoder (its
     defaults, or an error)."""
     _check_scan(payload, parts)
-    for key in ((_DRI, 0, 0), (_LSE, 1, 0), (_LSE, 4, 0)):  # the values in force
+    for key in ((_LSE, 1, 0), (_LSE, 4, 0)):  # the values in force
         if key in parts.installed:
             parts.installed[key].used = True
     if parts.ls:
@@ -411,8 +413,9 @@ def _read_by_scan(payload: bytes, parts: _JpegParts) -> None:
 def _check_scan(payload: bytes, parts: _JpegParts) -> None:
     """A scan header (B.2.3, 14495-1 C.2.3) whose every field holds what a decoder of the
     frame's process reads: 1 to 4 distinct components of the frame, table selectors 0 to 3
-    (JPEG-LS: no mapping table), and Ss, Se, Ah, Al as the process defines them (sequential:
-    0, 63, 0, 0; lossless: a predictor 1 to 7, 0, 0, a point transform; progressive: a
+    and 0 where no table is read (lossless and progressive DC scans: AC; progressive AC
+    scans: DC; JPEG-LS: no mapping table), and Ss, Se, Ah, Al as the process defines them
+    (sequential: 0, 63, 0, 0; lossless: a predictor 1 to 7, 0, 0, a point transform; progressive: a
     spectral band and successive approximation; JPEG-LS: NEAR, an interleave mode 0 to 2, 0,
     a point transform)."""
     count = payload[0]
@@ -422,8 +425,11 @@ def _check_scan(payload: bytes, parts: _JpegParts) -> None:
     high, low = approximation >> 4, approximation & 0x0F
     components = parts.components or b""
     process = parts.process
+    unused = {_SOF_LS: 0xFF, _LOSSLESS: 0x0F}.get(process, 0)  # selectors no table is read by
+    if process == _PROGRESSIVE:
+        unused = 0x0F if start == 0 else 0xF0  # DC scans read no AC table, AC scans no DC one
     if process == _SOF_LS:
-        fields = max(selectors, default=0) == 0 and end <= 2 and high == 0
+        fields = end <= 2 and high == 0
     elif process == _LOSSLESS:
         fields = 1 <= start <= 7 and end == 0 and high == 0
     elif process == _PROGRESSIVE:
@@ -434,10 +440,16 @@ def _check_scan(payload: bytes, parts: _JpegParts) -> None:
         not 1 <= count <= 4
         or len(set(ids)) < count
         or any(c not in components for c in ids)
-        or any(s >> 4 > 3 or s & 0x0F > 3 for s in selectors)
+        or any(s >> 4 > 3 or s & 0x0F > 3 or s & unused for s in selectors)
         or not fields
     ):
         raise Unprocessable("jpeg-segment-malformed")
+
+
+def _restarts(scan: bytes, ls: bool) -> bool:
+    """Whether entropy-coded data holds a restart marker (RSTn: 0xFF 0xD0-0xD7, which no data
+    byte pair can be: 10918-1 B.1.1.5, 14495-1 A.1)."""
+    return re.search(rb"\xff[\xd0-\xd7]", scan) is not None
 
 
 def _note(marker: int, segment: bytes, parts: _JpegParts) -> None:
@@ -521,6 +533,8 @@ _J2K_DROP = frozenset({0xFF64, 0xFF55, 0xFF57, 0xFF58, 0xFF56, 0xFF59, 0xFF63})
 #: PPM, PPT: packet headers moved out of the packets, where bytes after the last header
 #: cannot be told from headers without decoding them
 _PACKED = frozenset({0xFF60, 0xFF61})
+#: POC (progression order changes) is refused as well: an entry that adds no packet to the
+#: ones before it is six bytes no decoder needs, and telling which do would take the packets
 _PART15 = 1 << 17  # Pcap: the bit of 15444-15 (HTJ2K), Part 15 (A.5.2 of 15444-1:2019)
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 
@@ -569,6 +583,8 @@ def _header(
             raise Unprocessable("j2k-siz-not-first")
         first = 0
         end = _segment_end(stream, pos)
+        if marker == _POC:
+            raise Unprocessable("j2k-progression-changes")
         if marker in keep:
             if marker == _SIZ and not _siz_ok(stream[pos + 4 : end]):
                 raise Unprocessable("j2k-segment-malformed")
@@ -579,6 +595,7 @@ def _header(
             dropped += 1
         elif marker in _PACKED:
             raise Unprocessable("j2k-packed-packet-headers")
+
         elif marker in _PART2:
             raise Unprocessable("j2k-part2-marker")
         else:
@@ -737,6 +754,8 @@ def _tile_part(
     isot, psot, tpsot, tnsot = struct.unpack(">HIBB", stream[pos + 4 : pos + 12])
     header: list[bytes] = []
     sod, dropped = _header(stream, pos + 12, keep, header)
+    if tpsot and any(int.from_bytes(h[:2], "big") in _CODING for h in header):
+        raise Unprocessable("j2k-segment-out-of-place")  # first tile-part only (A.4.2)
     if main is not None:
         main.tile(header)
     if _marker_at(stream, sod) != _SOD:
