@@ -626,6 +626,37 @@ def test_text_appearing_mid_cine_beside_saturated_columns_is_read_as_alone(
     assert written == [[0], [0] * 4], written
 
 
+@pytest.mark.parametrize(
+    "outliers", ["hot pixel", "saturated border over most of the frame", "40-level picture"]
+)
+def test_a_name_in_a_picture_that_outliers_squash_is_masked(
+    vault: SqliteVault, outliers: str
+) -> None:
+    """Outliers far from a picture (16-bit, anatomy in 1000..4000) squash it into a few grey
+    levels of every view; the picture read in its own range shows the name 300 above its
+    background (`render.bulk`)."""
+    rows, columns = 256, 320
+    shades = 40 if outliers == "40-level picture" else 300
+    image = np.full((rows, columns), 1000, np.uint16)
+    across = np.arange(240) // 8
+    image[60:200, 40:280] = 1000 + (np.add.outer(np.arange(140), across) % shades) * (
+        3000 // shades
+    )
+    if outliers == "saturated border over most of the frame":
+        image = np.pad(image, ((0, 0), (0, 400)), constant_values=65535)
+    else:
+        image[0, 0] = 65535
+    ink = np.zeros(image.shape, np.uint8)
+    cv2.putText(ink, "ID 4471902", (20, 235), cv2.FONT_HERSHEY_SIMPLEX, 0.7, 255, 2)
+    image[ink > 127] = 1300
+    ds = greyscale(*image.shape, image.tobytes())
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    outcome = worker(vault).process(part10(ds))
+    assert outcome.result is not None, outcome.reason
+    (frame,) = _frames(outcome.result.data)
+    assert int((frame[ink > 127] == 1300).sum()) == 0
+
+
 def _ruled_cine(frames: int, appear: int, delta: int) -> Dataset:
     """A native greyscale cine: a flat panel at 30 ruled by 1-pixel lines at 220 two pixels
     above and below a line of 7-pixel text (every stroke within a compression block of a
