@@ -154,7 +154,7 @@ def _jpeg(fragment: bytes) -> bool:
 
 def _jpeg_marker(fragment: bytes, position: int) -> int:
     """The marker at `position`, -1 if there is none."""
-    if position + 2 > len(fragment) or fragment[position] != 0xFF:
+    if position < 0 or position + 2 > len(fragment) or fragment[position] != 0xFF:
         return -1
     return fragment[position + 1]
 

@@ -52,9 +52,9 @@ _CONTEXT = 32  # pixels around a changed area that are read again with it (a tex
 #: the noise is (`_tolerance`): lossy compression is noisy at edges, not in flat areas, where
 #: the views find text a few levels from its background, and lossless frames are not noisy
 #: there at all; a captured video is noisy everywhere, by as much as most of its pixels
-#: differ from frame to frame. Text drawn anew
-#: differs by more: the faintest the views are measured to find on texture is 12 levels of 255
-#: (docs/pixels.md). Every 30th frame is read whole all the same.
+#: differ from frame to frame. Text drawn anew differs by more: the faintest the views are
+#: measured to find on texture is 12 levels of 255 (docs/pixels.md). Every 30th frame is read
+#: whole all the same.
 _TOLERANCE = 10 / 255  # at most (at edges)
 _FLAT_TOLERANCE = 1 / 255  # at least (flat and still)
 _NOISE_PER_CONTRAST = 0.25  # per level of local contrast (3x3 gradient) of the frame before
@@ -276,8 +276,8 @@ def _changed(
     previous: np.ndarray | None, frame: np.ndarray, lossy: bool = False
 ) -> tuple[Region | None, np.ndarray | None]:
     """The window of `frame` to read: all of it first, then where it differs from the
-    previous frame by more than `_TOLERANCE` of the values that frame uses (noise does not
-    count), widened by a text line's context; None when nothing changed. With it, where
+    previous frame by more than the noise there (`_tolerance`; `lossy`: the frames were ever
+    lossy compressed), widened by a text line's context; None when nothing changed. With it, where
     the frame differs (rows x columns, True: changed; None when read whole)."""
     rows, columns = frame.shape[:2]
     if previous is None or previous.shape != frame.shape or previous.dtype != frame.dtype:
