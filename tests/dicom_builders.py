@@ -64,6 +64,24 @@ def greyscale(rows: int, columns: int, pixels: bytes, **values: Any) -> Dataset:
     )
 
 
+def rgb(rows: int, columns: int, pixels: bytes, **values: Any) -> Dataset:
+    """A `synthetic` secondary capture holding 8-bit RGB `pixels`, colour by pixel (frames
+    one after the other: set NumberOfFrames for more than one)."""
+    return synthetic(
+        Rows=rows,
+        Columns=columns,
+        SamplesPerPixel=3,
+        PhotometricInterpretation="RGB",
+        PlanarConfiguration=0,
+        BitsAllocated=8,
+        BitsStored=8,
+        HighBit=7,
+        PixelRepresentation=0,
+        PixelData=pixels,
+        **values,
+    )
+
+
 def part10(ds: Dataset) -> bytes:
     """`ds` as a Part 10 file in Explicit VR Little Endian."""
     ds.file_meta = FileMetaDataset()

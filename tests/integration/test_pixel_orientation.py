@@ -19,7 +19,15 @@ from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
 
 from gateway.vault.sqlite import SqliteVault
 from gateway.worker import Outcome
-from tests.dicom_builders import encapsulated, j2k_lossless, part10, segment, synthetic, worker
+from tests.dicom_builders import (
+    encapsulated,
+    j2k_lossless,
+    part10,
+    rgb,
+    segment,
+    synthetic,
+    worker,
+)
 from tests.pixel_truth import mask_image
 
 pytestmark = pytest.mark.timeout(300)
@@ -127,20 +135,8 @@ def test_grey_on_grey_text_in_a_screen_capture_is_masked(vault: SqliteVault, del
     cv2.putText(ink, "DOB 1961-03-12", (20, 570), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 1)
     strokes = ink > 0
     picture[strokes] += delta
-    ds = synthetic(
-        SOPClassUID=SC,
-        Modality="OT",
-        Rows=rows,
-        Columns=columns,
-        SamplesPerPixel=3,
-        PhotometricInterpretation="RGB",
-        PlanarConfiguration=0,
-        BitsAllocated=8,
-        BitsStored=8,
-        HighBit=7,
-        PixelRepresentation=0,
-        PixelData=np.clip(picture, 0, 255).astype(np.uint8).tobytes(),
-    )
+    pixels = np.clip(picture, 0, 255).astype(np.uint8).tobytes()
+    ds = rgb(rows, columns, pixels, SOPClassUID=SC, Modality="OT")
     assert covered(vault, ds, strokes) >= 0.99
 
 

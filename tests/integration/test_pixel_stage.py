@@ -37,6 +37,7 @@ from tests.dicom_builders import (
     greyscale,
     part10,
     pixel_stage,
+    rgb,
     synthetic,
     text_finder,
     worker,
@@ -701,20 +702,7 @@ def _screen_cine(frames: int, appear: int, delta: int) -> Dataset:
         stack[index, 0, 0], stack[index, -1, -1] = 0, 255
         if index >= appear:
             stack[index][ink > 127] = 128 + delta
-    ds = synthetic(
-        Rows=rows,
-        Columns=columns,
-        SamplesPerPixel=3,
-        PhotometricInterpretation="RGB",
-        PlanarConfiguration=0,
-        BitsAllocated=8,
-        BitsStored=8,
-        HighBit=7,
-        PixelRepresentation=0,
-        NumberOfFrames=frames,
-        PixelData=stack.tobytes(),
-    )
-    return ds
+    return rgb(rows, columns, stack.tobytes(), NumberOfFrames=frames)
 
 
 @pytest.mark.parametrize("delta", [6, -9])
