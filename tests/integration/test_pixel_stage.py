@@ -438,19 +438,21 @@ def test_text_the_map_finds_and_the_recogniser_reads_is_masked(vault: SqliteVaul
 def test_a_line_the_map_is_all_but_sure_of_is_masked_unread(
     vault: SqliteVault, certainty: float, masked: bool
 ) -> None:
-    """A strip of a text line's height that reads as nothing (here: noise) is masked when the
-    map is all but sure of it (0.995), read and left below; a square region of the same
-    certainty, thicker than a text line, is only read."""
+    """A strip of a text line's height that reads as nothing (here: noise) is masked where the
+    map is all but sure of it (0.995) - that region only, not grown along the ink beside it -,
+    read and left below; a square region of the same certainty, thicker than a text line, is
+    only read."""
     image = np.full((256, 320), 40, np.uint8)
     rng = np.random.default_rng(7)
     image[100:118, 40:200] = rng.integers(30, 220, (18, 160))  # as thick as a line
     image[150:230, 220:300] = rng.integers(30, 220, (80, 80))  # thicker than a line (48)
-    finder = _MapOnly([Region(36, 96, 168, 26), Region(216, 146, 88, 88)], certainty)
+    finder = _MapOnly([Region(36, 96, 84, 26), Region(216, 146, 88, 88)], certainty)
     stage = PixelStage(PixelSettings(), (), finder)
     outcome = worker(vault, pixels=stage).process(part10(greyscale(256, 320, image.tobytes())))
     assert outcome.result is not None, outcome.reason
     (frame,) = _frames(outcome.result.data)
-    assert bool(frame[100:118, 40:200].max() == 0) is masked
+    assert bool(frame[100:118, 40:116].max() == 0) is masked
+    assert np.array_equal(frame[100:118, 130:200], image[100:118, 130:200])  # not grown
     assert np.array_equal(frame[150:230, 220:300], image[150:230, 220:300])
 
 

@@ -48,10 +48,10 @@ SEED = 18
 # faint-16 0.667 to white 0.925; false alarms unchanged (3 of 60); outside the text 0.117.
 # Then a map region read as one letter or digit with confidence 0.97 masked as well (not a
 # site's marker): recall 0.849 (0: 0.886, 180: 0.941), false alarms unchanged, outside 0.117.
-# Then a map region of a line's thickness the map is all but sure of (0.995) masked unread:
-# recall 0.854, false alarms 4 of 60, outside the text 0.128 (--limit 200: 0.820 -> 0.836,
-# 23 -> 25 of 200 text-free images, outside 0.127 -> 0.139): recall first, the bars below
-# moved with it.
+# Then a map region of a line's thickness the map is all but sure of (0.995) masked unread,
+# itself only: recall 0.854, false alarms 4 of 60, outside the text 0.120 (--limit 200: 0.820
+# -> 0.832, 23 -> 24 of 200 text-free images, outside 0.127 -> 0.126): the bars on false
+# alarms and area keep one image's and 0.005's room.
 # Issue 18's targets are recall >= 0.995 in every cell and no text-free image over 0.5 %.
 #: Share of ground-truth boxes masked: overall, and in every orientation and contrast.
 MIN_RECALL_OVERALL = 0.84
@@ -59,7 +59,7 @@ MIN_RECALL = 0.6  # faint-16: 12 of 18 boxes; one may flip on another CPU
 #: Text-free images with more than 0.5 % of their area masked, at most this share of them.
 MAX_FALSE_ALARMS = 0.09  # 5 of 60
 #: Masked share of the area outside the ground-truth boxes of a text image (median).
-MAX_OUTSIDE_MEDIAN = 0.135
+MAX_OUTSIDE_MEDIAN = 0.125
 
 
 @pytest.fixture(scope="module")

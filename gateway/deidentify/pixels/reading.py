@@ -53,10 +53,11 @@ _CONFIRM_CHARACTERS = 2
 #: set's --limit 200, single characters masked 0.364 -> 0.455 and recall 0.802 -> 0.820 with the
 #: same 23 of 200 text-free images over 0.5 % masked (at 0.9: 0.823, but 26 of 200).
 _SINGLE_CONFIDENT = 0.97
-#: ... or masked unread: a region of a text line's thickness (across or along) whose most
-#: certain cell the map is this sure of (validation set, --limit 200: recall 0.820 -> 0.836,
-#: text-free images over 0.5 % masked 23 -> 25; at 0.99 0.839 and 25, 0.98 0.842 and 29, 0.95
-#: 0.845 and 34).
+#: ... or masked unread, itself only: a region of a text line's thickness (across or along)
+#: whose most certain cell the map is this sure of (validation set, --limit 200: recall 0.820
+#: -> 0.832, text-free images over 0.5 % masked 23 -> 24, outside the truth the same; grown
+#: along its line like a region read as text, 0.836 and 25, but a strip beside a chest
+#: radiograph's label grew over a third of the lung: docs/benchmarks.md).
 _MAP_CERTAIN = 0.995
 #: Ink: a local contrast (3x3 morphological gradient) of at least this, in any view
 _INK = 64
@@ -174,7 +175,7 @@ class WindowReader:
                 raised = local_contrast(renderer.picture(part))
             certain = certainty >= _MAP_CERTAIN and min(box.width, box.height) <= line
             if certain or self._reads_as_text(raised, box, placed, known):
-                grown = _grown(ink, box)
+                grown = box if certain else _grown(ink, box)  # unread: no more than it found
                 out.append(
                     widen(
                         Region(grown.x + x, grown.y + y, grown.width, grown.height),
