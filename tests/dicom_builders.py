@@ -49,37 +49,31 @@ def synthetic(**values: Any) -> Dataset:
 
 def greyscale(rows: int, columns: int, pixels: bytes, **values: Any) -> Dataset:
     """A `synthetic` secondary capture holding 8-bit MONOCHROME2 `pixels` (frames one after
-    the other: set NumberOfFrames for more than one)."""
-    return synthetic(
-        Rows=rows,
-        Columns=columns,
-        SamplesPerPixel=1,
-        PhotometricInterpretation="MONOCHROME2",
-        BitsAllocated=8,
-        BitsStored=8,
-        HighBit=7,
-        PixelRepresentation=0,
-        PixelData=pixels,
-        **values,
-    )
+    the other: set NumberOfFrames for more than one; `values` may set other bits)."""
+    return _image(rows, columns, pixels, 1, "MONOCHROME2", values)
 
 
 def rgb(rows: int, columns: int, pixels: bytes, **values: Any) -> Dataset:
     """A `synthetic` secondary capture holding 8-bit RGB `pixels`, colour by pixel (frames
     one after the other: set NumberOfFrames for more than one)."""
-    return synthetic(
-        Rows=rows,
-        Columns=columns,
-        SamplesPerPixel=3,
-        PhotometricInterpretation="RGB",
-        PlanarConfiguration=0,
-        BitsAllocated=8,
-        BitsStored=8,
-        HighBit=7,
-        PixelRepresentation=0,
-        PixelData=pixels,
-        **values,
-    )
+    return _image(rows, columns, pixels, 3, "RGB", {"PlanarConfiguration": 0, **values})
+
+
+def _image(
+    rows: int, columns: int, pixels: bytes, samples: int, photometric: str, values: dict[str, Any]
+) -> Dataset:
+    layout: dict[str, Any] = {
+        "Rows": rows,
+        "Columns": columns,
+        "SamplesPerPixel": samples,
+        "PhotometricInterpretation": photometric,
+        "BitsAllocated": 8,
+        "BitsStored": 8,
+        "HighBit": 7,
+        "PixelRepresentation": 0,
+        "PixelData": pixels,
+    }
+    return synthetic(**{**layout, **values})
 
 
 def part10(ds: Dataset) -> bytes:

@@ -28,6 +28,9 @@ from tests.dicom_builders import (
     synthetic,
     worker,
 )
+from tests.dicom_builders import (
+    greyscale as capture,
+)
 from tests.pixel_truth import mask_image
 
 pytestmark = pytest.mark.timeout(300)
@@ -67,18 +70,15 @@ def drawn(text: str, scale: float, thickness: int, rotation: int) -> np.ndarray:
 
 def greyscale(pixels: np.ndarray, sop_class: str, modality: str) -> Dataset:
     rows, columns = pixels.shape
-    return synthetic(
+    return capture(
+        rows,
+        columns,
+        np.clip(pixels, 0, 4095).astype("<u2").tobytes(),
         SOPClassUID=sop_class,
         Modality=modality,
-        Rows=rows,
-        Columns=columns,
-        SamplesPerPixel=1,
-        PhotometricInterpretation="MONOCHROME2",
         BitsAllocated=16,
         BitsStored=12,
         HighBit=11,
-        PixelRepresentation=0,
-        PixelData=np.clip(pixels, 0, 4095).astype("<u2").tobytes(),
     )
 
 
