@@ -87,13 +87,16 @@ def detect_all(stage: PixelStage, ds: Dataset, reuse: bool) -> int:
     image: what the stage remembers of the series from the call before is forgotten (the same
     image again would be read only where it differs from itself: nowhere)."""
     stage._series.clear()
+    frames = 0
     if reuse:
-        return sum(1 for _ in stage._detect(ds, None, float("inf")))
-    renderer, frames = Renderer(ds), 0
-    for frame in iter_frames(ds):
-        rows, columns = frame.shape[:2]
-        stage.reader.boxes(renderer, frame, Region(0, 0, columns, rows), None)
-        frames += 1
+        frames = sum(1 for _ in stage._detect(ds, None, float("inf")))
+    else:
+        renderer = Renderer(ds)
+        for frame in iter_frames(ds):
+            rows, columns = frame.shape[:2]
+            stage.reader.boxes(renderer, frame, Region(0, 0, columns, rows), None)
+            frames += 1
+    stage.finder.settle()  # as `PixelStage.clean` does after each image
     return frames
 
 

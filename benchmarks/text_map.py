@@ -45,7 +45,7 @@ import text_validation as tv  # noqa: E402
 
 from gateway.deidentify.pixels import textmap  # noqa: E402
 from gateway.deidentify.pixels.models import TEXT_MAP, locate  # noqa: E402
-from gateway.deidentify.pixels.ocr import session  # noqa: E402
+from gateway.deidentify.pixels.ocr import Network  # noqa: E402
 from gateway.deidentify.pixels.regions import widen  # noqa: E402
 from tests import pixel_truth  # noqa: E402
 from tests.support import shared_dir  # noqa: E402
@@ -278,12 +278,11 @@ class Map:
     """The network, probabilities per cell, and rectangles at a threshold (as `TextMap`)."""
 
     def __init__(self, model: Path) -> None:
-        self.session = session(model.read_bytes())
-        self.input = self.session.get_inputs()[0].name
+        self.network = Network(model.read_bytes())
 
     def probability(self, frame: np.ndarray, photometric: str) -> tuple[np.ndarray, float]:
         planes, scale = textmap.planes(frame, photometric)
-        logit = self.session.run(None, {self.input: planes})[0][0, 0]
+        logit = self.network.run(planes)[0, 0]
         return 1.0 / (1.0 + np.exp(-logit)), scale
 
     @staticmethod

@@ -849,6 +849,9 @@ class Recording:
         self.map_cpu += time.process_time() - cpu
         return found
 
+    def settle(self) -> None:
+        self.finder.settle()
+
 
 class RecordingReader(WindowReader):
     """The gateway's window reader, handing the detector's boxes of every view to

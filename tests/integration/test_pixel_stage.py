@@ -278,6 +278,9 @@ class _Reads:
     def candidates(self, frame: np.ndarray, photometric: str) -> list[tuple[Region, float]]:
         return self.finder.candidates(frame, photometric)
 
+    def settle(self) -> None:
+        self.finder.settle()
+
 
 def test_a_noisy_cine_is_read_in_its_first_frame_where_it_stays_within_the_noise(
     vault: SqliteVault,
@@ -328,6 +331,9 @@ class _Sideways:
 
     def candidates(self, frame: np.ndarray, photometric: str) -> list[tuple[Region, float]]:
         return []  # no text map
+
+    def settle(self) -> None:
+        pass  # holds no memory
 
     def _read(self, crop: np.ndarray) -> tuple[str, float]:
         if crop.shape[1] > crop.shape[0]:  # the character's box turned a quarter
@@ -395,6 +401,9 @@ class _MapOnly:
 
     def candidates(self, frame: np.ndarray, photometric: str) -> list[tuple[Region, float]]:
         return [(region, self.certainty) for region in self.regions]
+
+    def settle(self) -> None:
+        self.finder.settle()
 
 
 def _written_downwards(text: str) -> np.ndarray:
@@ -737,6 +746,9 @@ class _Reading:
 
     def candidates(self, frame: np.ndarray, photometric: str) -> list[tuple[Region, float]]:
         return self.finder.candidates(frame, photometric)
+
+    def settle(self) -> None:
+        self.finder.settle()
 
 
 def _slice(series: Dataset, shift: int, second_line: bool = False) -> Dataset:

@@ -12,7 +12,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.deidentify.pixels.ocr import DetectorOptions, OnnxText, check_model, session
+from gateway.deidentify.pixels.ocr import DetectorOptions, Network, OnnxText, check_model
 from gateway.deidentify.pixels.textmap import TextMap
 from gateway.errors import ModelError
 
@@ -70,5 +70,5 @@ def load_finder() -> OnnxText:
     detector = check_model(locate(DETECTOR), DETECTOR.sha256)
     recogniser = check_model(locate(RECOGNISER), RECOGNISER.sha256)
     characters = check_model(locate(CHARACTERS), CHARACTERS.sha256).decode("utf-8")
-    textmap = TextMap(session(check_model(locate(TEXT_MAP), TEXT_MAP.sha256)), TEXT_MAP_THRESHOLD)
+    textmap = TextMap(Network(check_model(locate(TEXT_MAP), TEXT_MAP.sha256)), TEXT_MAP_THRESHOLD)
     return OnnxText(detector, (recogniser, characters), OPTIONS, textmap)

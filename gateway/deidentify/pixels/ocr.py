@@ -10,7 +10,8 @@ Recognition (CRNN + CTC): a box is cut out, scaled to the model's height, and re
 likely character per column, repeats and blanks collapsed. Used only to keep a site's markers.
 
 Both run single-threaded (one worker process per core does the parallelism) with every graph
-optimisation; the sessions are built once per worker.
+optimisation, in one memory arena with the text map (`Network`); the sessions are built once
+per worker.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -61,16 +63,59 @@ def check_model(path: Path, sha256: str) -> bytes:
     return data
 
 
-def session(model: bytes):  # type: ignore[no-untyped-def]
+#: After an image whose network calls took inputs of more values than this, the memory they
+#: took is given back (`OnnxText.settle`): a 2k radiograph's detector input (3 x 1280 x 1216)
+#: takes about 200 MiB more than a CT slice's, which the arena would otherwise keep for the
+#: worker's life (a worker that had read one radiograph stayed at 760 MiB instead of 280;
+#: docs/benchmarks.md). A CT slice's or an ultrasound frame's memory stays for the next: it
+#: is needed again at once, and handing memory back costs a page fault per page (giving it
+#: back after every large call cost a radiograph 1 s in 3.5; once per image, 0.1 s).
+_LARGE = 3 * 1024 * 1024
+_shared: list[bool] = []  # the process's one arena is registered (`_arena`)
+
+
+def _arena() -> Any:  # the onnxruntime module (untyped)
+    """onnxruntime, with one memory arena for all the process's networks registered: each
+    session otherwise keeps an arena of its own at the size of its largest call (detector,
+    recogniser and text map run one after the other, never at once)."""
     import onnxruntime as ort  # heavy: loaded by the workers that need it
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    if not _shared:
+        where = ort.OrtMemoryInfo(
+            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+        )
+        ort.create_and_register_allocator(where, ort.OrtArenaCfg({}))
+        _shared.append(True)
+    return ort
+
+
+class Network:
+    """One ONNX network on onnxruntime: single-threaded (one worker process per core does the
+    parallelism), every graph optimisation, its working memory in the process's one arena
+    (`_arena`)."""
+
+    def __init__(self, model: bytes) -> None:
+        ort = _arena()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.use_env_allocators", "1")
+        self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self._give_back = ort.RunOptions()
+        self._give_back.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self.largest = 0  # values of the largest input since the arena last gave memory back
+
+    def run(self, x: np.ndarray, *, give_back: bool = False) -> np.ndarray:
+        """The network's first output for input `x`; `give_back`: onnxruntime shrinks the
+        arena after the call, handing its free memory back to the system (the memory of
+        every network of the process: they share the arena)."""
+        self.largest = max(self.largest, x.size)
+        options = self._give_back if give_back else None
+        return self._session.run(None, {self._input: x}, options)[0]  # type: ignore[no-any-return]
 
 
 class OnnxText:
@@ -87,17 +132,27 @@ class OnnxText:
         cv2.setNumThreads(1)
         self.options = options
         self.textmap = textmap
-        self._det = session(detector)
-        self._det_input = self._det.get_inputs()[0].name
+        self._det = Network(detector)
         self._mean = tuple(255.0 * m for m in options.mean)  # of the 8-bit picture
         self._scale = [1.0 / (255.0 * s) for s in options.std]  # per channel
         self._rec = None
         self._characters: list[str] = []
         if recogniser is not None:
             model, characters = recogniser
-            self._rec = session(model)
+            self._rec = Network(model)
             self._characters = ["", *characters.splitlines(), " "]  # CTC blank first, space last
-            self._rec_input = self._rec.get_inputs()[0].name
+
+    def settle(self) -> None:
+        """Called after each image: when it made the networks take inputs larger than
+        `_LARGE`, the memory they took goes back to the system (one call on a 32 x 32
+        picture, after which the shared arena shrinks)."""
+        networks = [self._det]
+        networks += [] if self._rec is None else [self._rec]
+        networks += [] if self.textmap is None else [self.textmap.network]
+        if max(n.largest for n in networks) > _LARGE:
+            self._det.run(np.zeros((1, 3, 32, 32), np.float32), give_back=True)
+            for network in networks:
+                network.largest = 0
 
     # -- detection ---------------------------------------------------------------------------
 
@@ -119,7 +174,7 @@ class OnnxText:
         x = cv2.dnn.blobFromImage(scaled, 1.0, mean=self._mean)  # 1 x 3 x H x W, mean off
         for channel, scale in enumerate(self._scale):
             x[0, channel] *= scale
-        probability = self._det.run(None, {self._det_input: x})[0][0, 0]
+        probability = self._det.run(x)[0, 0]
         return self._boxes(probability, height, width)
 
     def _ratio(self, height: int, width: int) -> float:
@@ -184,7 +239,7 @@ class OnnxText:
             x = np.zeros((len(batch), 3, _REC_HEIGHT, widest), np.float32)  # padded with 0
             for row, (width, _, tensor) in enumerate(batch):
                 x[row, :, :, :width] = tensor
-            scores = self._rec.run(None, {self._rec_input: x})[0]
+            scores = self._rec.run(x)
             for row, (_, index, _) in enumerate(batch):
                 out[index] = self._decode(scores[row])
         return out

@@ -84,6 +84,9 @@ class TextFinder(Protocol):
 
     def candidates(self, frame: np.ndarray, photometric: str) -> list[tuple[Region, float]]: ...
 
+    def settle(self) -> None:
+        """After each image: memory taken for it and not needed for the next may go back."""
+
 
 class WindowReader:
     """The text boxes to mask in a window of a frame, with `margin` added; `markers`: what

@@ -163,7 +163,10 @@ class PixelStage:
         """Check one image (pixel data already loaded) and mask what carries text; raises
         Unprocessable (a reason code) when that cannot be done."""
         with guard("pixel-error:"):
-            return self._clean(ds, transfer_syntax)
+            try:
+                return self._clean(ds, transfer_syntax)
+            finally:
+                self.finder.settle()  # what a large image took goes back (`ocr.OnnxText`)
 
     def _clean(self, ds: Dataset, transfer_syntax: str) -> PixelOutcome:
         reason = check_reason(ds)

@@ -16,13 +16,16 @@ characters. It also takes some anatomy for text, so the stage only reads what it
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from gateway.deidentify.pixels.ctp import Region
 from gateway.deidentify.pixels.render import brightest_channel, lightness
+
+if TYPE_CHECKING:
+    from gateway.deidentify.pixels.ocr import Network
 
 CELL = 8  # the network's output stride
 MAX_SIDE = 2048
@@ -91,13 +94,12 @@ def boxes(
 
 
 class TextMap:
-    """The network in an onnxruntime `session` (`ocr.session`: single-threaded, like the
-    detector); a cell holds text when its probability is above `threshold`."""
+    """The network (an `ocr.Network`: single-threaded, like the detector); a cell holds text
+    when its probability is above `threshold`."""
 
-    def __init__(self, session: Any, threshold: float) -> None:
+    def __init__(self, network: Network, threshold: float) -> None:
         self.threshold = _logit(threshold)
-        self._session = session
-        self._input = session.get_inputs()[0].name
+        self.network = network
 
     def find(self, frame: np.ndarray, photometric: str) -> list[tuple[Region, float]]:
         """Rectangles of `frame` (decoded values, palette colour already through its table)
@@ -106,7 +108,7 @@ class TextMap:
         if rows < CELL or columns < CELL:
             return []
         x, scale = planes(frame, photometric)
-        logit = self._session.run(None, {self._input: x})[0][0, 0]
+        logit = self.network.run(x)[0, 0]
         found = boxes(logit, self.threshold, scale, rows, columns)
         return [(region, _sigmoid(peak)) for region, peak in found]
 
