@@ -51,15 +51,19 @@ SEED = 18
 # Then a map region of a line's thickness the map is all but sure of (0.995) masked unread,
 # itself only: recall 0.854, false alarms 4 of 60, outside the text 0.120 (--limit 200: 0.820
 # -> 0.832, 23 -> 24 of 200 text-free images, outside 0.127 -> 0.126): the bars on false
-# alarms and area keep one image's and 0.005's room.
+# alarms and area keep one image's and 0.005's room. Then a short detector box (up to two
+# heights wide) in which nothing is legible stays, not only one under 1.5 heights, and a box
+# under 5 pixels both ways stays however it reads: recall the same (0.854), false alarms 2 of
+# 60, outside the text 0.117 (--limit 400: recall 0.823 -> 0.822, 46 -> 29 of 400 text-free
+# images over 0.5 %).
 # Issue 18's targets are recall >= 0.995 in every cell and no text-free image over 0.5 %.
 #: Share of ground-truth boxes masked: overall, and in every orientation and contrast.
 MIN_RECALL_OVERALL = 0.84
 MIN_RECALL = 0.6  # faint-16: 12 of 18 boxes; one may flip on another CPU
 #: Text-free images with more than 0.5 % of their area masked, at most this share of them.
-MAX_FALSE_ALARMS = 0.09  # 5 of 60
+MAX_FALSE_ALARMS = 0.05  # 3 of 60
 #: Masked share of the area outside the ground-truth boxes of a text image (median).
-MAX_OUTSIDE_MEDIAN = 0.125
+MAX_OUTSIDE_MEDIAN = 0.122
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,17 @@ from gateway.deidentify.pixels.render import (
 )
 
 _MARKER_ASPECT = 2.0  # boxes wider than this many heights hold more than a marker (LAT)
-_SQUAT = 1.5  # boxes narrower than this many heights hold a character or two at most
 #: Burned-in annotation lines are at most this tall (pixels, or share of the shorter side of
 #: the frame, whichever is more); taller boxes must read as text with this confidence.
 _LINE_PIXELS = 48
 _LINE_SHARE = 0.08
 _CONFIDENT = 0.8
 _LEGIBLE = 0.5  # a character or two read with less confidence than this is no text
+#: A box smaller than this (pixels of the frame) both ways holds no legible character, however
+#: it reads (validation set, --limit 400: a 4 x 4 speck read as "1" at 0.82 and 0.93 masked
+#: two text-free images; the smallest text drawn there is 7 pixels, burned-in text seen in
+#: the shared material 5)
+_SPECK = 5
 #: Detected boxes grow along their line as far as ink goes on (`_along_line`), by at most this
 #: many heights: measured on the shared ground truth (docs/pixels.md), where detectors miss
 #: the ends of lines over bright anatomy (PP-OCRv6 tiny misses a 10-pixel "Study Date:" of
@@ -346,20 +350,26 @@ class WindowReader:
         return best
 
     def _harmless(self, box: Region, text: str, confidence: float, line: int) -> bool:
-        """Whether a detected box that was read may stay: a short box read as one of the
-        site's markers; a squat box in which nothing is legible (teeth, a bolt: detectors see
-        glyphs in them); a box taller than a text line (`line` pixels) that does not read
-        confidently as text (textured anatomy - bowel, lung, trabecular bone - looks like text
-        to the detector as a whole region; big text reads clearly). A box of line height, wide
-        enough to hold more than a marker, is never read: it is masked; so is its rotated
-        shape, a line written downwards or upwards (`_vertical`)."""
+        """Whether a detected box that was read may stay: a short box (at most
+        `_MARKER_ASPECT` heights wide: the only ones of line height that are read) read as
+        one of the site's markers, or in which nothing is legible (teeth, a bolt, a speck of
+        bone: detectors see glyphs in them), or too small to hold a character (`_SPECK`); a
+        box taller than a text line (`line` pixels) that does not read confidently as text
+        (textured anatomy - bowel, lung, trabecular bone - looks like text to the detector as
+        a whole region; big text reads clearly). A box of line height, wide enough to hold
+        more than a marker, is never read: it is masked; so is its rotated shape, a line
+        written downwards or upwards (`_vertical`).
+
+        Only short boxes narrower than 1.5 heights used to stay: on the validation set's
+        --limit 400 (1,294 boxes, 400 text-free images), recall 0.823 -> 0.822 (one box of a
+        7-pixel date) and 46 -> 31 text-free images over 0.5 % masked; specks 31 -> 29
+        (docs/benchmarks.md)."""
         text = "".join(text.split()).upper()
         if box.height > line:
             return not (confidence >= _CONFIDENT and any(ch.isalnum() for ch in text))
-        if text in self.markers:
+        if text in self.markers or max(box.width, box.height) < _SPECK:
             return True
-        legible = confidence >= _LEGIBLE and any(ch.isalnum() for ch in text)
-        return box.width < _SQUAT * box.height and not legible
+        return not (confidence >= _LEGIBLE and any(ch.isalnum() for ch in text))
 
 
 def _ink(views: list[np.ndarray]) -> np.ndarray:
