@@ -69,7 +69,7 @@ def check_model(path: Path, sha256: str) -> bytes:
 #: worker's life (a worker that had read one radiograph stayed at 760 MiB instead of 280;
 #: docs/benchmarks.md). A CT slice's or an ultrasound frame's memory stays for the next: it
 #: is needed again at once, and handing memory back costs a page fault per page (giving it
-#: back after every large call cost a radiograph 1 s in 3.5; once per image, 0.1 s).
+#: back after every large call cost a radiograph 1 s in 3.5; once per image, about 0.2 s).
 _LARGE = 3 * 1024 * 1024
 _shared: list[bool] = []  # the process's one arena is registered (`_arena`)
 
