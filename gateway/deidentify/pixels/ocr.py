@@ -16,6 +16,7 @@ per worker.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -71,21 +72,19 @@ def check_model(path: Path, sha256: str) -> bytes:
 #: is needed again at once, and handing memory back costs a page fault per page (giving it
 #: back after every large call cost a radiograph 1 s in 3.5; once per image, about 0.2 s).
 _LARGE = 3 * 1024 * 1024
-_shared: list[bool] = []  # the process's one arena is registered (`_arena`)
 
 
+@functools.cache  # once per process
 def _arena() -> Any:  # the onnxruntime module (untyped)
     """onnxruntime, with one memory arena for all the process's networks registered: each
     session otherwise keeps an arena of its own at the size of its largest call (detector,
     recogniser and text map run one after the other, never at once)."""
     import onnxruntime as ort  # heavy: loaded by the workers that need it
 
-    if not _shared:
-        where = ort.OrtMemoryInfo(
-            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
-        )
-        ort.create_and_register_allocator(where, ort.OrtArenaCfg({}))
-        _shared.append(True)
+    where = ort.OrtMemoryInfo(
+        "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+    )
+    ort.create_and_register_allocator(where, ort.OrtArenaCfg({}))
     return ort
 
 
@@ -141,17 +140,17 @@ class OnnxText:
             model, characters = recogniser
             self._rec = Network(model)
             self._characters = ["", *characters.splitlines(), " "]  # CTC blank first, space last
+        self._networks = [self._det]  # all that share the arena (`settle`)
+        self._networks += [] if self._rec is None else [self._rec]
+        self._networks += [] if textmap is None else [textmap.network]
 
     def settle(self) -> None:
         """Called after each image: when it made the networks take inputs larger than
         `_LARGE`, the memory they took goes back to the system (one call on a 32 x 32
         picture, after which the shared arena shrinks)."""
-        networks = [self._det]
-        networks += [] if self._rec is None else [self._rec]
-        networks += [] if self.textmap is None else [self.textmap.network]
-        if max(n.largest for n in networks) > _LARGE:
+        if max(n.largest for n in self._networks) > _LARGE:
             self._det.run(np.zeros((1, 3, 32, 32), np.float32), give_back=True)
-            for network in networks:
+            for network in self._networks:
                 network.largest = 0
 
     # -- detection ---------------------------------------------------------------------------
