@@ -176,7 +176,7 @@ class Gateway:
             try:
                 self._reload()
             except Exception as exc:  # noqa: BLE001 - the main thread must go on serving
-                self.metrics.config_reloads.labels(result="refused").inc()
+                self._refused()
                 log.error("config.reload_failed", error=exc.__class__.__name__)
 
     def _reload(self) -> None:
@@ -185,7 +185,7 @@ class Gateway:
         try:
             new = self._load()
         except ConfigError as exc:
-            self.metrics.config_reloads.labels(result="refused").inc()
+            self._refused()
             log.error("config.reload_refused", problems=exc.problems)
             self.audit.record("config.reload-refused", count=len(exc.problems))
             return
@@ -205,6 +205,12 @@ class Gateway:
             log.info("config.reloaded", generation=self._generation)
         self.audit.record("config.reloaded", version=self._generation, count=len(restart))
         configure(settings.logging)  # last: the line above is written at the level it replaces
+
+    def _refused(self) -> None:
+        """A reload kept the running configuration: counted, and its time kept until a later
+        reload is applied (the alert fires while the file on disk is not what runs)."""
+        self.metrics.config_reloads.labels(result="refused").inc()
+        self.metrics.config_refused.set_to_current_time()
 
     def _shut_down(self, drain_until: float | None) -> tuple[int, bool]:
         """The one stop sequence; returns (associations cut off, workers drained).

@@ -280,6 +280,12 @@ class Metrics:
             registry=registry,
         )
         self.config_loaded.set_to_current_time()
+        self.config_refused = Gauge(
+            p + "config_reload_refused_timestamp_seconds",
+            "When a reload was last refused, Unix time; 0: none since start. Later than "
+            "config_loaded_timestamp_seconds: the file on disk is not what runs",
+            registry=registry,
+        )
         Info(p + "build", "Build information", registry=registry).info(
             {"version": gateway.__version__}
         )

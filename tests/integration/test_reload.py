@@ -81,6 +81,12 @@ class Reloading:
     def reloads(self, result: str) -> float:
         return self.gw.metric("dicom_gateway_config_reloads_total", result=result)
 
+    def stale(self) -> bool:
+        """What DicomGatewayConfigReloadRefused fires on: a refusal after the configuration
+        in force was loaded."""
+        refused = self.gw.metric("dicom_gateway_config_reload_refused_timestamp_seconds")
+        return refused > self.gw.metric("dicom_gateway_config_loaded_timestamp_seconds")
+
     def audited(self, event: str) -> list[dict[str, Any]]:
         lines = (self.root / "spool" / "audit.log").read_text(encoding="utf-8").splitlines()
         return [r for r in map(json.loads, lines) if r["event"] == event]
@@ -201,9 +207,12 @@ def test_an_invalid_file_is_refused_and_the_running_configuration_stays(
         assert "(at line " in problem  # tomllib's line and column
     assert reloading.reloads("refused") == refused + 1
     assert len(reloading.audited("config.reload-refused")) == audited + 1
+    assert reloading.stale()  # the alert fires ...
     assert gw.proc is not None
     assert gw.proc.poll() is None
     assert send_as(gw, testdata / CT, "NEWCOMER").ok  # the peer of the running configuration
+    reloading.apply(reloading.config())
+    assert not reloading.stale()  # ... until a reload is applied
 
 
 def test_keys_that_need_a_restart_are_named_and_the_rest_is_applied(
