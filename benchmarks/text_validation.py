@@ -939,13 +939,19 @@ def measure_case(w: Any, recording: Recording, case: Case, encoded: Encoded) -> 
 
 
 def run(
-    cache_dir: Path, seed: int, text_images: int, clean_images: int, partial: Path | None = None
+    cache_dir: Path,
+    seed: int,
+    text_images: int,
+    clean_images: int,
+    partial: Path | None = None,
+    finder: OnnxText | None = None,
 ) -> list[Result]:
-    """Build (from the cached bases) and measure every case, text and text-free interleaved."""
+    """Build (from the cached bases) and measure every case, text and text-free interleaved;
+    `finder`: another than the gateway's (benchmarks/detector_tune.py)."""
     all_bases = bases(cache_dir)
     order = [(True, i) for i in range(text_images)] + [(False, i) for i in range(clean_images)]
     order.sort(key=lambda t: (t[1] / (text_images if t[0] else clean_images), not t[0]))
-    recording = Recording(text_finder())
+    recording = Recording(finder or text_finder())
     stage = RecordingStage(recording)
     results = []
     with tempfile.TemporaryDirectory() as folder:
