@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 
@@ -775,7 +776,8 @@ def key_line(text: str, key: str) -> int | None:
 
 def file_problems(settings: Settings) -> list[str]:
     """Problems with the files the settings point at: missing secrets, unreadable TLS files,
-    each naming the file, the key and the line that sets it.
+    each naming the file, the key and the line that sets it; and what a site must still fill in
+    (a forwarding URL left at a placeholder, `_placeholder`).
 
     Separate from `load()` so `dicom-gateway keys` can load a config whose keys do not exist yet.
     """
@@ -833,7 +835,27 @@ def _file_problems(settings: Settings) -> list[str]:
             value = getattr(forward, name)
             if value is not None and not value.is_file():
                 problems.append(f"{settings.source}: forward.{name}: no such file {value}")
+        host = _placeholder(forward.url)
+        if host is not None:
+            problems.append(
+                f"{settings.source}: forward.url: {host} is a name reserved for examples, "
+                "not an analysis server: set the URL its operator gave you"
+            )
     return problems
+
+
+#: Names reserved for examples (RFC 2606, RFC 6761). A forwarding URL on one is a placeholder
+#: left in the configuration (the container image's reads https://analysis.example.org): a
+#: gateway started with it would acknowledge studies that can never leave the spool.
+_PLACEHOLDER_DOMAINS = ("example", "invalid", "example.com", "example.net", "example.org")
+
+
+def _placeholder(url: str | None) -> str | None:
+    """The host of `url` when it is a name reserved for examples, else None."""
+    host = (urlsplit(url).hostname or "").rstrip(".") if url else ""
+    if any(host == d or host.endswith("." + d) for d in _PLACEHOLDER_DOMAINS):
+        return host
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -322,9 +322,25 @@ def test_every_label_in_alerts_and_dashboard_is_declared() -> None:
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.parent.name)
 def test_deployment_configs_load_and_miss_only_site_files(config: Path) -> None:
     """Valid as written; what check-config still wants are the key and certificate files that
-    are made or delivered at installation."""
+    are made or delivered at installation, and the analysis server's URL in the production
+    configs (a placeholder until the site sets its own; the demo's is its receiver)."""
     settings = load(config)
-    assert all(": no such file /" in p for p in file_problems(settings))
+    site = [p for p in file_problems(settings) if ": no such file /" not in p]
+    if config.parent.name != "compose":
+        assert site == [f"{config}: {PLACEHOLDER} (line {_line(config, 'url =')})"]
+    else:
+        assert site == []
+
+
+PLACEHOLDER = (
+    "forward.url: analysis.example.org is a name reserved for examples, not an analysis "
+    "server: set the URL its operator gave you"
+)
+
+
+def _line(config: Path, start: str) -> int:
+    lines = config.read_text().splitlines()
+    return next(n for n, line in enumerate(lines, 1) if line.startswith(start))
 
 
 def test_compose_keys_service_makes_everything_the_gateway_needs(tmp_path: Path) -> None:
@@ -349,8 +365,9 @@ def test_compose_keys_service_makes_everything_the_gateway_needs(tmp_path: Path)
 def test_image_config_without_the_forwarding_secrets_refuses_to_start(tmp_path: Path) -> None:
     """The image's own config, its paths moved under a temporary folder, with the spool and
     vault keys but none of the analysis server's files mounted: check-config and run both
-    exit 2 naming the file, each missing forward key and its line, instead of a gateway that
-    acknowledges studies which would never leave the spool."""
+    exit 2 naming the file, each missing forward key and its line, and the URL still at its
+    placeholder, instead of a gateway that acknowledges studies which would never leave the
+    spool."""
     text = (DEPLOY / "container" / "gateway.toml").read_text()
     config = tmp_path / "gateway.toml"
     secrets = tmp_path / "secrets"
@@ -375,6 +392,7 @@ def test_image_config_without_the_forwarding_secrets_refuses_to_start(tmp_path: 
             ("receiver_key", "receiver-hpke.pub"),
         )
     ]
+    expected.append(f"{config}: {PLACEHOLDER} (line {_line(config, 'url =')})")
     for command in (["check-config", str(config)], ["run", "--config", str(config)]):
         refused = cli(*command)
         assert refused.returncode == 2, refused.stdout + refused.stderr

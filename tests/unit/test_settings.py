@@ -8,6 +8,7 @@ import ipaddress
 import typing
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -189,7 +190,7 @@ def test_forward_keys_are_checked_and_named(tmp_path: Path) -> None:
     assert "receiver.port: must be a TCP port" in text
     config["forward"] = {
         "enabled": True,
-        "url": "https://vendor.example:8443",
+        "url": "https://ai.vendor.test:8443",
         "ca_bundle": "ca.crt",
         "client_certificate": "c.crt",
         "client_key": "c.key",
@@ -207,6 +208,44 @@ def test_forward_keys_are_checked_and_named(tmp_path: Path) -> None:
         "forward.client_certificate",
         "forward.client_key",
         "forward.receiver_key",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "placeholder"),
+    [
+        ("https://analysis.example.org", True),
+        ("https://EXAMPLE.com:8443/ai", True),
+        ("https://vendor.example", True),
+        ("https://ai.vendor.invalid.", True),
+        ("https://example.net", True),
+        ("https://ai.vendor.test:8443", False),  # .test: for test setups, kept
+        ("https://example.org.vendor.net", False),
+        ("https://myexample.org", False),
+        ("https://127.0.0.1:8443", False),
+    ],
+)
+def test_a_forwarding_url_left_at_an_example_name_is_a_site_problem(
+    tmp_path: Path, url: str, placeholder: bool
+) -> None:
+    """check-config and run name it with its line (file_problems): started with it, the gateway
+    would acknowledge studies that can never leave the spool. Only when forwarding is on."""
+    config = base_config(tmp_path)
+    config["forward"] = {"enabled": True, "url": url}
+    for key in ("ca_bundle", "client_certificate", "client_key", "receiver_key"):
+        config["forward"][key] = f"{key}.pem"  # missing files: problems of their own
+    path = write_config(tmp_path, config)
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "url =" in text)
+    problems = [p for p in file_problems(load(path)) if "forward.url" in p]
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    expected = (
+        f"{path}: forward.url: {host} is a name reserved for examples, not an analysis "
+        f"server: set the URL its operator gave you (line {line})"
+    )
+    assert problems == ([expected] if placeholder else [])
+    config["forward"]["enabled"] = False
+    assert not [
+        p for p in file_problems(load(write_config(tmp_path, config))) if "forward.url" in p
     ]
 
 
