@@ -140,25 +140,11 @@ def build(seed: int, count: int, out: Path) -> int:
     images, labels = [], []
     for index in range(count):
         text = index % 4 != 3
-        # make_case's steps, keeping the picture before its text is drawn
-        case_rng = np.random.default_rng([seed, int(text), index])
-        base = all_bases[(index * 7 + int(text) * 3) % len(all_bases)]
-        picture, variant = tv._variant(base.pixels, case_rng)
-        encoded = tv._encode(picture, base, case_rng)
-        case = tv.Case(
-            id=f"{seed}-{index}",
-            base=base.name,
-            frame=base.frame,
-            modality=base.modality,
-            encoding=encoded.encoding,
-            variant=variant,
-            rows=picture.shape[0],
-            columns=picture.shape[1],
-        )
+        case, encoded, case_rng = tv.bare_case(all_bases, seed, text, index)
         before = copy.deepcopy(encoded)
         strokes = None
         if text:
-            case.items = tv._draw_items(encoded, case_rng)
+            case.items = tv._draw_items(encoded, case_rng)  # as make_case draws them
             changed = np.abs(encoded.pixels - before.pixels) > 1e-6
             strokes = changed.any(axis=2) if changed.ndim == 3 else changed
         views = _views(case, encoded)

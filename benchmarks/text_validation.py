@@ -349,6 +349,17 @@ class Encoded:
 
 def make_case(all_bases: list[Base], seed: int, text: bool, index: int) -> tuple[Case, Encoded]:
     """The case (seed, class, index): a base chosen round-robin, a variant, and its text."""
+    case, encoded, rng = bare_case(all_bases, seed, text, index)
+    if text:
+        case.items = _draw_items(encoded, rng)
+    return case, encoded
+
+
+def bare_case(
+    all_bases: list[Base], seed: int, text: bool, index: int
+) -> tuple[Case, Encoded, np.random.Generator]:
+    """`make_case` before its text is drawn, with the generator that draws it
+    (`_draw_items`); benchmarks/detector_tune.py keeps the picture without the text."""
     rng = np.random.default_rng([seed, int(text), index])
     base = all_bases[(index * 7 + int(text) * 3) % len(all_bases)]
     picture, variant = _variant(base.pixels, rng)
@@ -363,9 +374,7 @@ def make_case(all_bases: list[Base], seed: int, text: bool, index: int) -> tuple
         rows=picture.shape[0],
         columns=picture.shape[1],
     )
-    if text:
-        case.items = _draw_items(encoded, rng)
-    return case, encoded
+    return case, encoded, rng
 
 
 def _variant(pixels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
