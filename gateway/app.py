@@ -173,10 +173,11 @@ class Gateway:
             why = os.read(self._wake_r, 64)
             if _STOP in why or _FATAL in why:
                 return
+            running = self.settings
             try:
                 self._reload()
             except Exception as exc:  # noqa: BLE001 - the main thread must go on serving
-                self._refused()
+                self._refused(kept=self.settings is running)
                 log.error("config.reload_failed", error=exc.__class__.__name__)
 
     def _reload(self) -> None:
@@ -206,11 +207,13 @@ class Gateway:
         self.audit.record("config.reloaded", version=self._generation, count=len(restart))
         configure(settings.logging)  # last: the line above is written at the level it replaces
 
-    def _refused(self) -> None:
-        """A reload kept the running configuration: counted, and its time kept until a later
-        reload is applied (the alert fires while the file on disk is not what runs)."""
+    def _refused(self, *, kept: bool = True) -> None:
+        """A reload failed: counted; and when it `kept` the running configuration (it failed
+        before applying any of the new one), its time is kept until a later reload is applied
+        (the alert fires while the file on disk is not what runs)."""
         self.metrics.config_reloads.labels(result="refused").inc()
-        self.metrics.config_refused.set_to_current_time()
+        if kept:
+            self.metrics.config_refused.set_to_current_time()
 
     def _shut_down(self, drain_until: float | None) -> tuple[int, bool]:
         """The one stop sequence; returns (associations cut off, workers drained).
