@@ -376,6 +376,13 @@ def _https_problem(value: str | None) -> str | None:
         return None
     if not value.startswith("https://") or "?" in value or "#" in value:
         return "must be an https:// URL without query or fragment"
+    try:
+        split = urlsplit(value)
+        split.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return "must be an https:// URL with a valid host and port"
+    if not split.hostname:
+        return "must be an https:// URL with a host"
     return None
 
 
@@ -852,7 +859,10 @@ _PLACEHOLDER_DOMAINS = ("example", "invalid", "example.com", "example.net", "exa
 
 def _placeholder(url: str | None) -> str | None:
     """The host of `url` when it is a name reserved for examples, else None."""
-    host = (urlsplit(url).hostname or "").rstrip(".") if url else ""
+    try:
+        host = (urlsplit(url).hostname or "").rstrip(".") if url else ""
+    except ValueError:  # `load` refuses it first (_https_problem)
+        return None
     if any(host == d or host.endswith("." + d) for d in _PLACEHOLDER_DOMAINS):
         return host
     return None

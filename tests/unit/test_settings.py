@@ -249,6 +249,23 @@ def test_a_forwarding_url_left_at_an_example_name_is_a_site_problem(
     ]
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://[::1", "with a valid host and port"),
+        ("https://ai.vendor.test:port", "with a valid host and port"),
+        ("https:///v1", "with a host"),
+    ],
+)
+def test_a_forwarding_url_without_a_usable_host_is_named(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    """Refused by `load` with the key, not a traceback from whatever parses it later."""
+    config = base_config(tmp_path)
+    config["forward"] = {"url": url}
+    assert f"forward.url: must be an https:// URL {problem}" in _problems(tmp_path, config)
+
+
 def test_key_line_finds_where_a_key_is_set() -> None:
     """For messages about files the settings name: tomllib keeps no positions."""
     text = (
