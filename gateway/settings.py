@@ -858,11 +858,9 @@ _PLACEHOLDER_DOMAINS = ("example", "invalid", "example.com", "example.net", "exa
 
 
 def _placeholder(url: str | None) -> str | None:
-    """The host of `url` when it is a name reserved for examples, else None."""
-    try:
-        host = (urlsplit(url).hostname or "").rstrip(".") if url else ""
-    except ValueError:  # `load` refuses it first (_https_problem)
-        return None
+    """The host of `url` (one `load` accepted: `_https_problem`) when it is a name reserved
+    for examples, else None."""
+    host = (urlsplit(url).hostname or "").rstrip(".") if url else ""
     if any(host == d or host.endswith("." + d) for d in _PLACEHOLDER_DOMAINS):
         return host
     return None
